@@ -1,0 +1,173 @@
+//! The sealed-object envelope shared by every encrypted object (docs/FORMAT.md, "Envelope").
+//!
+//! ```text
+//! offset size field
+//! 0      1    format version (1)
+//! 1      1    object kind
+//! 2      1    flags (bit 0: payload is zstd-compressed)
+//! 3      4    key epoch, u32 little endian (0xFFFF_FFFF: sealed by the master key or a slot KEK)
+//! 7      12   nonce, random
+//! 19     n+16 AES-256-GCM ciphertext and tag
+//! ```
+//! The associated data is the 7 header bytes followed by a caller-given context (a blob's ID),
+//! so a ciphertext cannot be moved to another kind, epoch or blob.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+
+use crate::{random_bytes, Error, Key, Result};
+
+pub const FORMAT_VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 19;
+const TAG_LEN: usize = 16;
+/// Bytes an envelope adds to its payload.
+pub const ENVELOPE_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+
+/// What a sealed object is; part of the associated data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ObjectKind {
+    DataBlob = 1,
+    TreeBlob = 2,
+    Index = 3,
+    Snapshot = 4,
+    Keyring = 5,
+    PackHeader = 6,
+    SlotWrap = 7,
+}
+
+impl ObjectKind {
+    pub fn from_u8(v: u8) -> Result<Self> {
+        Ok(match v {
+            1 => ObjectKind::DataBlob,
+            2 => ObjectKind::TreeBlob,
+            3 => ObjectKind::Index,
+            4 => ObjectKind::Snapshot,
+            5 => ObjectKind::Keyring,
+            6 => ObjectKind::PackHeader,
+            7 => ObjectKind::SlotWrap,
+            other => {
+                return Err(Error::Malformed {
+                    what: "envelope",
+                    reason: format!("unknown object kind {other}"),
+                })
+            }
+        })
+    }
+}
+
+/// The clear-text header of an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: ObjectKind,
+    pub compressed: bool,
+    pub epoch: u32,
+}
+
+impl Header {
+    /// Parses the header of a sealed object without opening it.
+    pub fn parse(sealed: &[u8]) -> Result<Self> {
+        if sealed.len() < ENVELOPE_OVERHEAD {
+            return Err(Error::Malformed {
+                what: "envelope",
+                reason: format!("{} bytes is shorter than the envelope", sealed.len()),
+            });
+        }
+        if sealed[0] != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion(sealed[0]));
+        }
+        let flags = sealed[2];
+        if flags & !1 != 0 {
+            return Err(Error::Malformed {
+                what: "envelope",
+                reason: format!("unknown flags {flags:#x}"),
+            });
+        }
+        Ok(Header {
+            kind: ObjectKind::from_u8(sealed[1])?,
+            compressed: flags & 1 == 1,
+            epoch: u32::from_le_bytes([sealed[3], sealed[4], sealed[5], sealed[6]]),
+        })
+    }
+
+    fn bytes(&self) -> [u8; 7] {
+        let e = self.epoch.to_le_bytes();
+        [FORMAT_VERSION, self.kind as u8, u8::from(self.compressed), e[0], e[1], e[2], e[3]]
+    }
+}
+
+fn aad(header: &[u8], context: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(header.len() + context.len());
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(context);
+    aad
+}
+
+/// Seals `plaintext` under `key`, appending the envelope to `out`.
+pub fn seal(key: &Key, header: Header, context: &[u8], plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let nonce: [u8; 12] = random_bytes()?;
+    let head = header.bytes();
+    let cipher = Aes256Gcm::new(key.expose().into());
+    let ct = cipher
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad(&head, context) })
+        .map_err(|_| Error::Authentication)?;
+    out.reserve(HEADER_LEN + ct.len());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    Ok(())
+}
+
+/// Opens an envelope sealed by [`seal`] with the same key and context; returns header and plaintext.
+pub fn open(key: &Key, context: &[u8], sealed: &[u8]) -> Result<(Header, Vec<u8>)> {
+    let header = Header::parse(sealed)?;
+    let cipher = Aes256Gcm::new(key.expose().into());
+    let pt = cipher
+        .decrypt(
+            Nonce::from_slice(&sealed[7..HEADER_LEN]),
+            Payload { msg: &sealed[HEADER_LEN..], aad: &aad(&sealed[..7], context) },
+        )
+        .map_err(|_| Error::Authentication)?;
+    Ok((header, pt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header { kind: ObjectKind::DataBlob, compressed: true, epoch: 3 }
+    }
+
+    #[test]
+    fn round_trip_and_binding() {
+        let key = Key::generate().expect("rng");
+        let mut sealed = Vec::new();
+        seal(&key, header(), b"blob-a", b"hello", &mut sealed).expect("seal");
+        assert_eq!(sealed.len(), 5 + ENVELOPE_OVERHEAD);
+        let (h, pt) = open(&key, b"blob-a", &sealed).expect("open");
+        assert_eq!((h, pt.as_slice()), (header(), &b"hello"[..]));
+        // Another context (blob ID), key, kind or flipped bit is refused.
+        assert!(matches!(open(&key, b"blob-b", &sealed), Err(Error::Authentication)));
+        assert!(matches!(open(&Key::generate().expect("rng"), b"blob-a", &sealed), Err(Error::Authentication)));
+        let mut swapped = sealed.clone();
+        swapped[1] = ObjectKind::TreeBlob as u8;
+        assert!(matches!(open(&key, b"blob-a", &swapped), Err(Error::Authentication)));
+        let mut flipped = sealed.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(matches!(open(&key, b"blob-a", &flipped), Err(Error::Authentication)));
+    }
+
+    #[test]
+    fn malformed_inputs_are_errors() {
+        let key = Key::generate().expect("rng");
+        assert!(open(&key, b"", &[]).is_err());
+        assert!(open(&key, b"", &[1u8; 20]).is_err());
+        let mut v = vec![9u8; 64];
+        assert!(matches!(Header::parse(&v), Err(Error::UnsupportedVersion(9))));
+        v[0] = 1;
+        v[1] = 99;
+        assert!(Header::parse(&v).is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! The keyring body: what the master key protects.
+//!
+//! The repository ID key (chunk IDs) and the chunker seed (chunk boundaries) are created once
+//! and outlive every rotation, so blob IDs and deduplication survive re-encryption. Data keys
+//! live in epochs; a rotation appends an epoch and makes it active.
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::envelope::{open, seal, Header, ObjectKind};
+use crate::{Error, Key, Result};
+
+/// The epoch number written in envelopes sealed by the master key or a slot KEK.
+pub const MASTER_EPOCH: u32 = u32::MAX;
+const KEYRING_VERSION: u8 = 1;
+const KEYRING_CONTEXT: &[u8] = b"drvault keyring";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EpochState {
+    Active,
+    Retiring,
+    Retired,
+}
+
+impl EpochState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EpochState::Active => "active",
+            EpochState::Retiring => "retiring",
+            EpochState::Retired => "retired",
+        }
+    }
+}
+
+/// One data-key epoch. A retired epoch keeps its id and dates but not its key.
+#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct Epoch {
+    #[zeroize(skip)]
+    pub id: u32,
+    #[zeroize(skip)]
+    pub created: i64,
+    #[zeroize(skip)]
+    pub state: EpochState,
+    key: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Epoch").field("id", &self.id).field("created", &self.created).field("state", &self.state).finish()
+    }
+}
+
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct Body {
+    version: u8,
+    generation: u64,
+    id_key: [u8; 32],
+    chunker_seed: [u8; 32],
+    #[zeroize(skip)]
+    epochs: Vec<Epoch>,
+}
+
+/// The unlocked keyring.
+pub struct Keyring {
+    master: Key,
+    body: Body,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring").field("generation", &self.body.generation).field("epochs", &self.body.epochs).finish()
+    }
+}
+
+impl Keyring {
+    /// A new keyring with a fresh master key, ID key, chunker seed and one active epoch (id 1).
+    pub fn generate(now: i64) -> Result<Self> {
+        let master = Key::generate()?;
+        let body = Body {
+            version: KEYRING_VERSION,
+            generation: 1,
+            id_key: *Key::generate()?.expose(),
+            chunker_seed: *Key::generate()?.expose(),
+            epochs: vec![Epoch { id: 1, created: now, state: EpochState::Active, key: Some(*Key::generate()?.expose()) }],
+        };
+        Ok(Keyring { master, body })
+    }
+
+    pub fn master(&self) -> &Key {
+        &self.master
+    }
+
+    /// Increases with every change; the newest keyring object wins.
+    pub fn generation(&self) -> u64 {
+        self.body.generation
+    }
+
+    pub fn epochs(&self) -> &[Epoch] {
+        &self.body.epochs
+    }
+
+    /// The key of the repository's keyed BLAKE3 blob IDs.
+    pub fn id_key(&self) -> &[u8; 32] {
+        &self.body.id_key
+    }
+
+    /// The seed of the chunker's keyed gear table.
+    pub fn chunker_seed(&self) -> &[u8; 32] {
+        &self.body.chunker_seed
+    }
+
+    /// The epoch new data is sealed under.
+    pub fn active_epoch(&self) -> Result<(u32, Key)> {
+        self.body
+            .epochs
+            .iter()
+            .rev()
+            .find(|e| e.state == EpochState::Active)
+            .and_then(|e| e.key.map(|k| (e.id, Key::from_bytes(k))))
+            .ok_or(Error::Malformed { what: "keyring", reason: "no active epoch".into() })
+    }
+
+    /// The data key of `epoch`, if the keyring still holds it.
+    pub fn epoch_key(&self, epoch: u32) -> Result<Key> {
+        self.body
+            .epochs
+            .iter()
+            .find(|e| e.id == epoch)
+            .and_then(|e| e.key.map(Key::from_bytes))
+            .ok_or(Error::UnknownEpoch(epoch))
+    }
+
+    /// Seals the keyring body under the master key.
+    pub fn seal(&self) -> Result<Vec<u8>> {
+        let plain = zeroize::Zeroizing::new(
+            postcard::to_stdvec(&self.body).map_err(|e| Error::Malformed { what: "keyring", reason: e.to_string() })?,
+        );
+        let mut out = Vec::new();
+        let header = Header { kind: ObjectKind::Keyring, compressed: false, epoch: crate::MASTER_EPOCH };
+        seal(&self.master, header, KEYRING_CONTEXT, &plain, &mut out)?;
+        Ok(out)
+    }
+
+    /// Opens a sealed keyring body with the master key unwrapped from a slot.
+    pub fn open(master: Key, sealed: &[u8]) -> Result<Self> {
+        let (header, plain) = open(&master, KEYRING_CONTEXT, sealed)?;
+        let plain = zeroize::Zeroizing::new(plain);
+        if header.kind != ObjectKind::Keyring {
+            return Err(Error::Malformed { what: "keyring", reason: "wrong object kind".into() });
+        }
+        let body: Body =
+            postcard::from_bytes(&plain).map_err(|e| Error::Malformed { what: "keyring", reason: e.to_string() })?;
+        if body.version != KEYRING_VERSION {
+            return Err(Error::UnsupportedVersion(body.version));
+        }
+        Ok(Keyring { master, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip() {
+        let kr = Keyring::generate(42).expect("generate");
+        let sealed = kr.seal().expect("seal");
+        let back = Keyring::open(kr.master().clone(), &sealed).expect("open");
+        assert_eq!(back.id_key(), kr.id_key());
+        assert_eq!(back.active_epoch().expect("active").0, 1);
+        assert!(matches!(back.epoch_key(7), Err(Error::UnknownEpoch(7))));
+        assert!(Keyring::open(Key::generate().expect("rng"), &sealed).is_err());
+        // Debug output never shows key material.
+        let shown = format!("{back:?}");
+        assert!(!shown.contains(&format!("{:?}", back.id_key())));
+    }
+}

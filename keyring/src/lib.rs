@@ -1,0 +1,23 @@
+//! The drvault key hierarchy.
+//!
+//! passphrase --Argon2id--> key-encryption key --unwraps--> master key
+//! master key --seals--> keyring body: repository ID key, chunker seed, data-key epochs.
+//!
+//! This crate performs no I/O: callers hand it bytes and store what it returns.
+//! Every secret lives in a zeroizing buffer and no `Debug` output shows key material.
+
+mod envelope;
+mod error;
+mod kdf;
+mod keyring;
+mod secret;
+mod slot;
+
+pub use envelope::{open, seal, Header, ObjectKind, ENVELOPE_OVERHEAD, FORMAT_VERSION, HEADER_LEN};
+pub use error::Error;
+pub use kdf::KdfParams;
+pub use keyring::{Epoch, EpochState, Keyring, MASTER_EPOCH};
+pub use secret::{random_bytes, Key};
+pub use slot::{KeySlot, SlotKind};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
