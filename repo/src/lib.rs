@@ -1,1 +1,19 @@
+//! The drvault repository: its on-disk format, the chunker, the blob store over `object_store`,
+//! the local catalog and the integrity check. Nothing here knows about the CLI or the daemon.
 
+pub mod blob;
+pub mod catalog;
+pub mod check;
+pub mod chunker;
+mod error;
+pub mod format;
+mod id;
+pub mod packer;
+pub mod repository;
+pub mod store;
+
+pub use error::Error;
+pub use id::Id;
+pub use repository::Repository;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

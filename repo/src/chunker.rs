@@ -1,0 +1,199 @@
+//! Content-defined chunking: FastCDC (normalised chunking, level 2) over a keyed gear table.
+//!
+//! The gear table is derived from the repository's secret chunker seed, so chunk boundaries
+//! (and therefore chunk sizes) do not let the storage provider fingerprint known files.
+
+use std::io::Read;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChunkerParams {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams { min_size: 256 * 1024, avg_size: 1024 * 1024, max_size: 4 * 1024 * 1024 }
+    }
+}
+
+impl ChunkerParams {
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = self.min_size >= 64
+            && self.min_size < self.avg_size
+            && self.avg_size < self.max_size
+            && self.avg_size.is_power_of_two()
+            && self.max_size <= 64 * 1024 * 1024;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("invalid chunker parameters {self:?}"))
+        }
+    }
+}
+
+/// Finds chunk boundaries. Cheap to clone; one per worker.
+#[derive(Clone)]
+pub struct Chunker {
+    gear: Box<[u64; 256]>,
+    params: ChunkerParams,
+    mask_small: u64,
+    mask_large: u64,
+}
+
+impl Chunker {
+    /// `params` must have passed [`ChunkerParams::validate`].
+    pub fn new(seed: &[u8; 32], params: ChunkerParams) -> Self {
+        let mut table = [0u8; 256 * 8];
+        blake3::Hasher::new_keyed(seed).update(b"drvault gear table v1").finalize_xof().fill(&mut table);
+        let mut gear = Box::new([0u64; 256]);
+        for (i, g) in gear.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&table[i * 8..i * 8 + 8]);
+            *g = u64::from_le_bytes(b);
+        }
+        let bits = params.avg_size.trailing_zeros();
+        // The hash shifts left, so its top bits depend on the last 64 bytes: test those.
+        let top = |n: u32| if n == 0 { 0 } else { u64::MAX << (64 - n.min(63)) };
+        Chunker { gear, params, mask_small: top(bits + 2), mask_large: top(bits.saturating_sub(2)) }
+    }
+
+    pub fn params(&self) -> ChunkerParams {
+        self.params
+    }
+
+    /// Length of the first chunk of `data`. When `data` is shorter than the maximum chunk
+    /// size it is taken to end at end of file.
+    pub fn cut(&self, data: &[u8]) -> usize {
+        let (min, avg, max) =
+            (self.params.min_size as usize, self.params.avg_size as usize, self.params.max_size as usize);
+        let n = data.len().min(max);
+        if n <= min {
+            return n;
+        }
+        let normal = avg.min(n);
+        let mut h = 0u64;
+        let mut i = min;
+        while i < normal {
+            h = (h << 1).wrapping_add(self.gear[data[i] as usize]);
+            if h & self.mask_small == 0 {
+                return i + 1;
+            }
+            i += 1;
+        }
+        while i < n {
+            h = (h << 1).wrapping_add(self.gear[data[i] as usize]);
+            if h & self.mask_large == 0 {
+                return i + 1;
+            }
+            i += 1;
+        }
+        n
+    }
+
+    /// Splits a stream into chunks, holding at most two maximum-size chunks in memory.
+    pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
+        let cap = 2 * self.params.max_size as usize;
+        ChunkStream { chunker: self, reader, buf: vec![0; cap], start: 0, end: 0, eof: false }
+    }
+}
+
+pub struct ChunkStream<'a, R> {
+    chunker: &'a Chunker,
+    reader: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl<R: Read> ChunkStream<'_, R> {
+    /// The next chunk, or `None` at end of stream.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
+        let max = self.chunker.params.max_size as usize;
+        if self.end - self.start < max && !self.eof {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            while self.end < self.buf.len() {
+                match self.reader.read(&mut self.buf[self.end..]) {
+                    Ok(0) => {
+                        self.eof = true;
+                        break;
+                    }
+                    Ok(n) => self.end += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if self.start == self.end {
+            return Ok(None);
+        }
+        let len = self.chunker.cut(&self.buf[self.start..self.end]);
+        let chunk = &self.buf[self.start..self.start + len];
+        self.start += len;
+        Ok(Some(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> ChunkerParams {
+        ChunkerParams { min_size: 1024, avg_size: 4096, max_size: 16384 }
+    }
+
+    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+        let mut out = vec![0u8; n];
+        blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut out);
+        out
+    }
+
+    fn lengths(c: &Chunker, data: &[u8]) -> Vec<usize> {
+        let mut s = c.stream(data);
+        let mut v = Vec::new();
+        while let Some(ch) = s.next().expect("read") {
+            v.push(ch.len());
+        }
+        v
+    }
+
+    /// Chunk boundaries are part of the format: they must never change silently.
+    #[test]
+    fn golden_boundaries() {
+        let c = Chunker::new(&[7u8; 32], small());
+        let data = pseudo_random(64 * 1024, 1);
+        assert_eq!(lengths(&c, &data), vec![5804, 4421, 5783, 5011, 5890, 3619, 1722, 4146, 4813, 6744, 6016, 6745, 4822]);
+    }
+
+    #[test]
+    fn boundaries_depend_on_the_key() {
+        let data = pseudo_random(256 * 1024, 2);
+        let a = lengths(&Chunker::new(&[1u8; 32], small()), &data);
+        let b = lengths(&Chunker::new(&[2u8; 32], small()), &data);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn insertion_only_changes_nearby_chunks() {
+        let c = Chunker::new(&[3u8; 32], small());
+        let data = pseudo_random(512 * 1024, 3);
+        let mut edited = data.clone();
+        edited.splice(200_000..200_000, b"inserted bytes".iter().copied());
+        let chunks = |d: &[u8]| {
+            let mut s = c.stream(d);
+            let mut v = std::collections::HashSet::new();
+            while let Some(ch) = s.next().expect("read") {
+                v.insert(blake3::hash(ch));
+            }
+            v
+        };
+        let (a, b) = (chunks(&data), chunks(&edited));
+        let shared = a.intersection(&b).count();
+        assert!(shared + 3 >= a.len(), "only the chunks around the edit differ: {shared} of {}", a.len());
+    }
+}

@@ -1,0 +1,59 @@
+/// Errors of repository operations, shaped for what callers do about them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An object that should exist is absent.
+    #[error("object {name} not found in the repository")]
+    NotFound { name: String },
+    /// No repository exists at the location.
+    #[error("no drvault repository at {location}; create one with `drvault init`")]
+    NoRepository { location: String },
+    /// A repository already exists where `init` was asked to create one.
+    #[error("a repository already exists at {location}")]
+    AlreadyExists { location: String },
+    /// The passphrase opens no key slot.
+    #[error("wrong passphrase: no key slot of this repository opens with it")]
+    WrongPassphrase,
+    /// An object's bytes are damaged, truncated, forged or sealed with another key.
+    #[error("integrity error in {object}: {reason}")]
+    Integrity { object: String, reason: String },
+    /// Storage failed in a way that may succeed when tried again (network, server, disk).
+    #[error("storage error on {object}: {source}")]
+    Storage {
+        object: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// The repository was written by a newer drvault.
+    #[error("{object} uses format version {version}, newer than this drvault supports; upgrade drvault")]
+    UnsupportedVersion { object: String, version: u32 },
+    /// The local catalog (a cache) failed.
+    #[error("catalog {path}: {reason}")]
+    Catalog { path: String, reason: String },
+    /// A key operation failed.
+    #[error(transparent)]
+    Key(drvault_keyring::Error),
+    /// Invalid argument from the caller (a bad URL, a path that cannot be a repository).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// True when the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Storage { .. })
+    }
+
+    pub(crate) fn integrity(object: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
+        Error::Integrity { object: object.to_string(), reason: reason.to_string() }
+    }
+}
+
+impl From<drvault_keyring::Error> for Error {
+    fn from(e: drvault_keyring::Error) -> Self {
+        match e {
+            drvault_keyring::Error::WrongPassphrase => Error::WrongPassphrase,
+            other => Error::Key(other),
+        }
+    }
+}

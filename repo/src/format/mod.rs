@@ -1,0 +1,71 @@
+//! Every structure stored in a repository, in one place (docs/FORMAT.md specifies the bytes).
+//!
+//! Binary structures are encoded with postcard 1.x (varint integers, length-prefixed sequences)
+//! and then sealed in a keyring envelope; `config` and key slots are stored in the clear.
+
+mod config;
+mod index;
+mod pack;
+mod snapshot;
+mod tree;
+
+pub use config::{Config, REPO_FORMAT_VERSION};
+pub use index::{IndexFile, IndexPack, INDEX_VERSION};
+pub use pack::{parse_pack_trailer, PackEntry, PACK_TRAILER_LEN};
+pub use snapshot::{Snapshot, Summary, SNAPSHOT_VERSION};
+pub use tree::{validate_name, Node, NodeKind, Tree, TREE_VERSION};
+
+use crate::{Error, Result};
+
+/// Object paths inside a repository (relative to the target's root).
+pub mod paths {
+    use crate::Id;
+    pub const CONFIG: &str = "config";
+    pub const KEYS: &str = "keys/";
+    pub const KEYRING: &str = "keyring/";
+    pub const DATA: &str = "data/";
+    pub const INDEX: &str = "index/";
+    pub const SNAPSHOTS: &str = "snapshots/";
+
+    pub fn pack(id: &Id) -> String {
+        let h = id.to_hex();
+        format!("data/{}/{}", &h[..2], h)
+    }
+    pub fn index(id: &Id) -> String {
+        format!("index/{id}")
+    }
+    pub fn snapshot(id: &Id) -> String {
+        format!("snapshots/{id}")
+    }
+    pub fn key(id: &Id) -> String {
+        format!("keys/{id}")
+    }
+    pub fn keyring(id: &Id) -> String {
+        format!("keyring/{id}")
+    }
+}
+
+/// Kinds of blob stored in packs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum BlobKind {
+    Data,
+    Tree,
+}
+
+impl BlobKind {
+    pub fn object_kind(self) -> drvault_keyring::ObjectKind {
+        match self {
+            BlobKind::Data => drvault_keyring::ObjectKind::DataBlob,
+            BlobKind::Tree => drvault_keyring::ObjectKind::TreeBlob,
+        }
+    }
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // postcard cannot fail on these plain structures except on allocation failure.
+    postcard::to_stdvec(value).unwrap_or_default()
+}
+
+pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(object: &str, bytes: &'a [u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::integrity(object, format!("does not decode: {e}")))
+}

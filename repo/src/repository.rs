@@ -1,0 +1,439 @@
+//! An open repository: configuration, unlocked keyring, in-memory index, and the operations
+//! every command builds on.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use drvault_keyring::{Header, KdfParams, KeySlot, Keyring, ObjectKind, SlotKind};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::blob::open_blob;
+use crate::catalog::Catalog;
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::format::{
+    decode, encode, paths, BlobKind, Config, IndexFile, IndexPack, PackEntry, Snapshot, Tree, INDEX_VERSION,
+    REPO_FORMAT_VERSION,
+};
+use crate::packer::FinishedPack;
+use crate::store::Store;
+use crate::{Error, Id, Result};
+
+/// Where a blob lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Location {
+    pub pack: Id,
+    pub entry: PackEntry,
+}
+
+/// Index entries per index object; keeps each object a few MiB.
+const INDEX_ENTRIES_PER_OBJECT: usize = 50_000;
+
+#[derive(Default)]
+struct MemIndex {
+    packs: Vec<Id>,
+    pack_numbers: HashMap<Id, u32>,
+    blobs: HashMap<Id, (u32, PackEntry)>,
+}
+
+impl MemIndex {
+    fn insert(&mut self, pack: Id, entry: PackEntry) {
+        let n = *self.pack_numbers.entry(pack).or_insert_with(|| {
+            self.packs.push(pack);
+            (self.packs.len() - 1) as u32
+        });
+        self.blobs.insert(entry.id, (n, entry));
+    }
+}
+
+/// Options for `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub kdf: KdfParams,
+    pub chunker: ChunkerParams,
+    pub pack_size: u32,
+    pub compression_level: i32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            kdf: KdfParams::SERVER,
+            chunker: ChunkerParams::default(),
+            pack_size: 16 * 1024 * 1024,
+            compression_level: 3,
+        }
+    }
+}
+
+pub struct Repository {
+    store: Store,
+    config: Config,
+    keyring: Arc<Keyring>,
+    index: RwLock<MemIndex>,
+    /// Entries of packs uploaded by this process and not yet written to an index object.
+    pending: Mutex<Vec<IndexPack>>,
+    state_dir: Option<PathBuf>,
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Repository {
+    /// Creates a repository: config, one passphrase slot, the keyring.
+    pub async fn init(store: Store, passphrase: &[u8], opts: InitOptions) -> Result<Self> {
+        opts.chunker.validate().map_err(Error::Invalid)?;
+        let now = unix_now();
+        let config = Config {
+            version: REPO_FORMAT_VERSION,
+            id: hex::encode(drvault_keyring::random_bytes::<16>()?),
+            created: now,
+            chunker: opts.chunker,
+            pack_size: opts.pack_size,
+            compression_level: opts.compression_level,
+        };
+        let keyring = Keyring::generate(now)?;
+        let kdf = opts.kdf;
+        let master = keyring.master().clone();
+        let pass = zeroize::Zeroizing::new(passphrase.to_vec());
+        let slot = tokio::task::spawn_blocking(move || KeySlot::create(SlotKind::Passphrase, now, kdf, &pass, &master))
+            .await
+            .map_err(|e| Error::Invalid(e.to_string()))??;
+        // The config is written first with a create-only put: a second init on the same
+        // location fails here, before anything else is written.
+        store.put_new(paths::CONFIG, Bytes::from(config.encode()), false).await.map_err(|e| match e {
+            Error::AlreadyExists { .. } => Error::AlreadyExists { location: store.location().to_string() },
+            other => other,
+        })?;
+        let slot_bytes = slot.encode();
+        store.put_new(&paths::key(&Id::of_stored(&slot_bytes)), slot_bytes.into(), true).await?;
+        let sealed = keyring.seal()?;
+        store.put_new(&paths::keyring(&Id::of_stored(&sealed)), sealed.into(), true).await?;
+        Ok(Repository {
+            store,
+            config,
+            keyring: Arc::new(keyring),
+            index: RwLock::default(),
+            pending: Mutex::default(),
+            state_dir: None,
+        })
+    }
+
+    /// Opens a repository with a passphrase; `state_dir` holds the catalog (a cache).
+    pub async fn open(store: Store, passphrase: &[u8], state_dir: Option<PathBuf>) -> Result<Self> {
+        let config_bytes = store.get(paths::CONFIG).await.map_err(|e| match e {
+            Error::NotFound { .. } => Error::NoRepository { location: store.location().to_string() },
+            other => other,
+        })?;
+        let config = Config::decode(&config_bytes)?;
+        let master = Self::unlock(&store, passphrase).await?;
+        let keyring = Self::load_keyring(&store, master).await?;
+        let state_dir = state_dir.map(|d| d.join(&config.id));
+        let repo = Repository {
+            store,
+            config,
+            keyring: Arc::new(keyring),
+            index: RwLock::default(),
+            pending: Mutex::default(),
+            state_dir,
+        };
+        repo.load_index().await?;
+        Ok(repo)
+    }
+
+    async fn unlock(store: &Store, passphrase: &[u8]) -> Result<drvault_keyring::Key> {
+        let listed = store.list(paths::KEYS).await?;
+        if listed.is_empty() {
+            return Err(Error::integrity("keys/", "the repository has no key slots"));
+        }
+        let mut slots = Vec::new();
+        for l in &listed {
+            let bytes = store.get(&l.name).await?;
+            verify_name(&l.name, &bytes)?;
+            slots.push(KeySlot::decode(&bytes).map_err(|e| Error::integrity(&l.name, e))?);
+        }
+        let pass = zeroize::Zeroizing::new(passphrase.to_vec());
+        // Argon2 is deliberately slow CPU work: keep it off the async workers.
+        tokio::task::spawn_blocking(move || {
+            for slot in &slots {
+                match slot.unwrap_master(&pass) {
+                    Ok(master) => return Ok(master),
+                    Err(drvault_keyring::Error::WrongPassphrase) => continue,
+                    Err(e) => return Err(Error::from(e)),
+                }
+            }
+            Err(Error::WrongPassphrase)
+        })
+        .await
+        .map_err(|e| Error::Invalid(e.to_string()))?
+    }
+
+    async fn load_keyring(store: &Store, master: drvault_keyring::Key) -> Result<Keyring> {
+        let mut best: Option<Keyring> = None;
+        for l in store.list(paths::KEYRING).await? {
+            let bytes = store.get(&l.name).await?;
+            verify_name(&l.name, &bytes)?;
+            let kr = Keyring::open(master.clone(), &bytes).map_err(|e| Error::integrity(&l.name, e))?;
+            if best.as_ref().is_none_or(|b| kr.generation() > b.generation()) {
+                best = Some(kr);
+            }
+        }
+        best.ok_or_else(|| Error::integrity("keyring/", "the repository has no keyring object"))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
+    }
+
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.keyring.chunker_seed(), self.config.chunker)
+    }
+
+    pub fn blob_id(&self, plain: &[u8]) -> Id {
+        Id::of_plaintext(self.keyring.id_key(), plain)
+    }
+
+    // ---- index ----
+
+    async fn load_index(&self) -> Result<()> {
+        let names: Vec<String> = self.store.list(paths::INDEX).await?.into_iter().map(|l| l.name).collect();
+        let Some(dir) = self.state_dir.clone() else {
+            for (name, file) in self.fetch_indexes(names).await? {
+                self.add_index_entries(&name, &file)?;
+            }
+            return Ok(());
+        };
+        let wanted: std::collections::HashSet<String> = names.iter().cloned().collect();
+        let mut catalog = tokio::task::spawn_blocking(move || Catalog::open(&dir))
+            .await
+            .map_err(|e| Error::Invalid(e.to_string()))??;
+        let known = catalog.known_indexes()?;
+        if !known.is_subset(&wanted) {
+            catalog.reset()?;
+        }
+        let known = catalog.known_indexes()?;
+        let missing: Vec<String> = names.into_iter().filter(|n| !known.contains(n)).collect();
+        let fetched = self.fetch_indexes(missing).await?;
+        let catalog = tokio::task::spawn_blocking(move || -> Result<Catalog> {
+            for (name, file) in &fetched {
+                catalog.add_index(name, file)?;
+            }
+            Ok(catalog)
+        })
+        .await
+        .map_err(|e| Error::Invalid(e.to_string()))??;
+        let mut idx = MemIndex::default();
+        catalog.for_each_blob(|pack, entry| idx.insert(pack, entry))?;
+        *self.index.write().map_err(|_| Error::Invalid("index lock poisoned".into()))? = idx;
+        Ok(())
+    }
+
+    async fn fetch_indexes(&self, names: Vec<String>) -> Result<Vec<(String, IndexFile)>> {
+        futures::stream::iter(names)
+            .map(|name| async move {
+                let bytes = self.store.get(&name).await?;
+                let file: IndexFile = self.open_object(&name, ObjectKind::Index, &bytes)?;
+                if file.version != INDEX_VERSION {
+                    return Err(Error::UnsupportedVersion { object: name, version: file.version });
+                }
+                Ok((name, file))
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await
+    }
+
+    fn add_index_entries(&self, _name: &str, file: &IndexFile) -> Result<()> {
+        let mut idx = self.index.write().map_err(|_| Error::Invalid("index lock poisoned".into()))?;
+        for p in &file.packs {
+            for b in &p.blobs {
+                idx.insert(p.pack, *b);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_blob(&self, id: &Id) -> bool {
+        self.index.read().map(|i| i.blobs.contains_key(id)).unwrap_or(false)
+    }
+
+    pub fn locate(&self, id: &Id) -> Option<Location> {
+        let idx = self.index.read().ok()?;
+        idx.blobs.get(id).map(|(n, e)| Location { pack: idx.packs[*n as usize], entry: *e })
+    }
+
+    /// Every indexed blob with its pack.
+    pub fn index_entries(&self) -> Vec<Location> {
+        match self.index.read() {
+            Ok(idx) => idx.blobs.values().map(|(n, e)| Location { pack: idx.packs[*n as usize], entry: *e }).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Uploads a finished pack and records its blobs for the next index object.
+    pub async fn upload_pack(&self, pack: FinishedPack) -> Result<u64> {
+        let size = pack.bytes.len() as u64;
+        self.store.put_new(&paths::pack(&pack.id), Bytes::from(pack.bytes), true).await?;
+        {
+            let mut idx = self.index.write().map_err(|_| Error::Invalid("index lock poisoned".into()))?;
+            for e in &pack.entries {
+                idx.insert(pack.id, *e);
+            }
+        }
+        self.pending
+            .lock()
+            .map_err(|_| Error::Invalid("pending index lock poisoned".into()))?
+            .push(IndexPack { pack: pack.id, blobs: pack.entries });
+        Ok(size)
+    }
+
+    /// Writes index objects for every pack uploaded since the last flush. Returns bytes written.
+    pub async fn flush_index(&self) -> Result<u64> {
+        let packs = std::mem::take(&mut *self.pending.lock().map_err(|_| Error::Invalid("lock poisoned".into()))?);
+        let mut written = 0;
+        let mut batch: Vec<IndexPack> = Vec::new();
+        let mut count = 0;
+        let mut batches = Vec::new();
+        for p in packs {
+            count += p.blobs.len();
+            batch.push(p);
+            if count >= INDEX_ENTRIES_PER_OBJECT {
+                batches.push(std::mem::take(&mut batch));
+                count = 0;
+            }
+        }
+        if !batch.is_empty() {
+            batches.push(batch);
+        }
+        for packs in batches {
+            let file = IndexFile { version: INDEX_VERSION, packs };
+            let sealed = self.seal_object(ObjectKind::Index, &encode(&file))?;
+            let id = Id::of_stored(&sealed);
+            written += sealed.len() as u64;
+            self.store.put_new(&paths::index(&id), sealed.into(), true).await?;
+        }
+        Ok(written)
+    }
+
+    // ---- sealed objects ----
+
+    fn seal_object(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
+        let (epoch, key) = self.keyring.active_epoch()?;
+        let compressed = zstd::bulk::compress(plain, 3).ok().filter(|c| c.len() < plain.len());
+        let header = Header { kind, compressed: compressed.is_some(), epoch };
+        let mut out = Vec::new();
+        drvault_keyring::seal(&key, header, b"", compressed.as_deref().unwrap_or(plain), &mut out)?;
+        Ok(out)
+    }
+
+    /// Verifies the object's name, opens it and decodes its plaintext.
+    fn open_object<T: serde::de::DeserializeOwned>(&self, name: &str, kind: ObjectKind, bytes: &[u8]) -> Result<T> {
+        verify_name(name, bytes)?;
+        let header = Header::parse(bytes).map_err(|e| Error::integrity(name, e))?;
+        if header.kind != kind {
+            return Err(Error::integrity(name, "wrong object kind"));
+        }
+        let key = self.keyring.epoch_key(header.epoch)?;
+        let (_, payload) = drvault_keyring::open(&key, b"", bytes).map_err(|e| Error::integrity(name, e))?;
+        let plain = if header.compressed {
+            zstd::stream::decode_all(&payload[..]).map_err(|e| Error::integrity(name, e))?
+        } else {
+            payload
+        };
+        decode(name, &plain)
+    }
+
+    // ---- blobs and trees ----
+
+    /// Reads and verifies one blob.
+    pub async fn read_blob(&self, kind: BlobKind, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.locate(id).ok_or_else(|| Error::NotFound { name: format!("blob {id} (not in any index)") })?;
+        if loc.entry.kind != kind {
+            return Err(Error::integrity(format!("blob {id}"), "indexed with another kind"));
+        }
+        let name = paths::pack(&loc.pack);
+        let start = u64::from(loc.entry.offset);
+        let sealed = self.store.get_range(&name, start..start + u64::from(loc.entry.length)).await?;
+        open_blob(&self.keyring, kind, id, loc.entry.raw_length, &sealed).map_err(|e| match e {
+            Error::Integrity { reason, .. } => Error::integrity(format!("{name} (blob {id})"), reason),
+            other => other,
+        })
+    }
+
+    pub async fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let bytes = self.read_blob(BlobKind::Tree, id).await?;
+        let object = format!("tree {id}");
+        let tree: Tree = decode(&object, &bytes)?;
+        tree.validate(&object)?;
+        Ok(tree)
+    }
+
+    // ---- snapshots ----
+
+    /// Writes a snapshot object. Call only after every pack and index it needs is durable.
+    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
+        let sealed = self.seal_object(ObjectKind::Snapshot, &encode(snapshot))?;
+        let id = Id::of_stored(&sealed);
+        self.store.put_new(&paths::snapshot(&id), sealed.into(), true).await?;
+        Ok(id)
+    }
+
+    /// All snapshots, oldest first.
+    pub async fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let listed = self.store.list(paths::SNAPSHOTS).await?;
+        let mut out: Vec<(Id, Snapshot)> = futures::stream::iter(listed)
+            .map(|l| async move {
+                let id = name_id(&l.name)?;
+                let bytes = self.store.get(&l.name).await?;
+                let snap: Snapshot = self.open_object(&l.name, ObjectKind::Snapshot, &bytes)?;
+                Ok::<_, Error>((id, snap))
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        out.sort_by_key(|(id, s)| (s.time_ns, *id));
+        Ok(out)
+    }
+
+    /// Reads a pack's own header (used by check and index recovery).
+    pub async fn read_pack_header(&self, pack: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+        let name = paths::pack(pack);
+        let len = bytes.len() as u64;
+        if bytes.len() < crate::format::PACK_TRAILER_LEN {
+            return Err(Error::integrity(&name, "shorter than its trailer"));
+        }
+        let range = crate::format::parse_pack_trailer(&name, len)(&bytes[bytes.len() - 4..])?;
+        let sealed = &bytes[range.start as usize..range.end as usize];
+        let header = Header::parse(sealed).map_err(|e| Error::integrity(&name, e))?;
+        if header.kind != ObjectKind::PackHeader {
+            return Err(Error::integrity(&name, "pack header has the wrong kind"));
+        }
+        let key = self.keyring.epoch_key(header.epoch)?;
+        let (_, plain) = drvault_keyring::open(&key, b"", sealed).map_err(|e| Error::integrity(&name, e))?;
+        decode(&name, &plain)
+    }
+}
+
+/// Object names end in the BLAKE3 hash of their bytes: anyone can check a copy without keys.
+pub fn verify_name(name: &str, bytes: &[u8]) -> Result<()> {
+    let id = name_id(name)?;
+    if Id::of_stored(bytes) != id {
+        return Err(Error::integrity(name, "content does not match its name (damaged or truncated)"));
+    }
+    Ok(())
+}
+
+fn name_id(name: &str) -> Result<Id> {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    Id::from_hex(last).ok_or_else(|| Error::integrity(name, "object name is not a BLAKE3 hash"))
+}
