@@ -92,7 +92,15 @@ impl Header {
 
     fn bytes(&self) -> [u8; 7] {
         let e = self.epoch.to_le_bytes();
-        [FORMAT_VERSION, self.kind as u8, u8::from(self.compressed), e[0], e[1], e[2], e[3]]
+        [
+            FORMAT_VERSION,
+            self.kind as u8,
+            u8::from(self.compressed),
+            e[0],
+            e[1],
+            e[2],
+            e[3],
+        ]
     }
 }
 
@@ -104,12 +112,24 @@ fn aad(header: &[u8], context: &[u8]) -> Vec<u8> {
 }
 
 /// Seals `plaintext` under `key`, appending the envelope to `out`.
-pub fn seal(key: &Key, header: Header, context: &[u8], plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
+pub fn seal(
+    key: &Key,
+    header: Header,
+    context: &[u8],
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let nonce: [u8; 12] = random_bytes()?;
     let head = header.bytes();
     let cipher = Aes256Gcm::new(key.expose().into());
     let ct = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad(&head, context) })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad(&head, context),
+            },
+        )
         .map_err(|_| Error::Authentication)?;
     out.reserve(HEADER_LEN + ct.len());
     out.extend_from_slice(&head);
@@ -125,7 +145,10 @@ pub fn open(key: &Key, context: &[u8], sealed: &[u8]) -> Result<(Header, Vec<u8>
     let pt = cipher
         .decrypt(
             Nonce::from_slice(&sealed[7..HEADER_LEN]),
-            Payload { msg: &sealed[HEADER_LEN..], aad: &aad(&sealed[..7], context) },
+            Payload {
+                msg: &sealed[HEADER_LEN..],
+                aad: &aad(&sealed[..7], context),
+            },
         )
         .map_err(|_| Error::Authentication)?;
     Ok((header, pt))
@@ -136,7 +159,11 @@ mod tests {
     use super::*;
 
     fn header() -> Header {
-        Header { kind: ObjectKind::DataBlob, compressed: true, epoch: 3 }
+        Header {
+            kind: ObjectKind::DataBlob,
+            compressed: true,
+            epoch: 3,
+        }
     }
 
     #[test]
@@ -148,15 +175,27 @@ mod tests {
         let (h, pt) = open(&key, b"blob-a", &sealed).expect("open");
         assert_eq!((h, pt.as_slice()), (header(), &b"hello"[..]));
         // Another context (blob ID), key, kind or flipped bit is refused.
-        assert!(matches!(open(&key, b"blob-b", &sealed), Err(Error::Authentication)));
-        assert!(matches!(open(&Key::generate().expect("rng"), b"blob-a", &sealed), Err(Error::Authentication)));
+        assert!(matches!(
+            open(&key, b"blob-b", &sealed),
+            Err(Error::Authentication)
+        ));
+        assert!(matches!(
+            open(&Key::generate().expect("rng"), b"blob-a", &sealed),
+            Err(Error::Authentication)
+        ));
         let mut swapped = sealed.clone();
         swapped[1] = ObjectKind::TreeBlob as u8;
-        assert!(matches!(open(&key, b"blob-a", &swapped), Err(Error::Authentication)));
+        assert!(matches!(
+            open(&key, b"blob-a", &swapped),
+            Err(Error::Authentication)
+        ));
         let mut flipped = sealed.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert!(matches!(open(&key, b"blob-a", &flipped), Err(Error::Authentication)));
+        assert!(matches!(
+            open(&key, b"blob-a", &flipped),
+            Err(Error::Authentication)
+        ));
     }
 
     #[test]
@@ -165,7 +204,10 @@ mod tests {
         assert!(open(&key, b"", &[]).is_err());
         assert!(open(&key, b"", &[1u8; 20]).is_err());
         let mut v = vec![9u8; 64];
-        assert!(matches!(Header::parse(&v), Err(Error::UnsupportedVersion(9))));
+        assert!(matches!(
+            Header::parse(&v),
+            Err(Error::UnsupportedVersion(9))
+        ));
         v[0] = 1;
         v[1] = 99;
         assert!(Header::parse(&v).is_err());

@@ -16,9 +16,17 @@ pub struct KdfParams {
 
 impl KdfParams {
     /// Sized for a server: 64 MiB, 3 passes (about 0.2 s on one core here).
-    pub const SERVER: KdfParams = KdfParams { m_cost_kib: 64 * 1024, t_cost: 3, p_cost: 1 };
+    pub const SERVER: KdfParams = KdfParams {
+        m_cost_kib: 64 * 1024,
+        t_cost: 3,
+        p_cost: 1,
+    };
     /// Cheap parameters for tests only: they make passphrases easy to brute-force.
-    pub const INSECURE_TEST: KdfParams = KdfParams { m_cost_kib: 64, t_cost: 1, p_cost: 1 };
+    pub const INSECURE_TEST: KdfParams = KdfParams {
+        m_cost_kib: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
 
     /// Derives the key-encryption key from a passphrase and a slot's salt.
     pub fn derive(&self, passphrase: &[u8], salt: &[u8]) -> Result<Key> {

@@ -46,7 +46,11 @@ pub struct Epoch {
 
 impl std::fmt::Debug for Epoch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Epoch").field("id", &self.id).field("created", &self.created).field("state", &self.state).finish()
+        f.debug_struct("Epoch")
+            .field("id", &self.id)
+            .field("created", &self.created)
+            .field("state", &self.state)
+            .finish()
     }
 }
 
@@ -68,7 +72,10 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring").field("generation", &self.body.generation).field("epochs", &self.body.epochs).finish()
+        f.debug_struct("Keyring")
+            .field("generation", &self.body.generation)
+            .field("epochs", &self.body.epochs)
+            .finish()
     }
 }
 
@@ -81,7 +88,12 @@ impl Keyring {
             generation: 1,
             id_key: *Key::generate()?.expose(),
             chunker_seed: *Key::generate()?.expose(),
-            epochs: vec![Epoch { id: 1, created: now, state: EpochState::Active, key: Some(*Key::generate()?.expose()) }],
+            epochs: vec![Epoch {
+                id: 1,
+                created: now,
+                state: EpochState::Active,
+                key: Some(*Key::generate()?.expose()),
+            }],
         };
         Ok(Keyring { master, body })
     }
@@ -117,7 +129,10 @@ impl Keyring {
             .rev()
             .find(|e| e.state == EpochState::Active)
             .and_then(|e| e.key.map(|k| (e.id, Key::from_bytes(k))))
-            .ok_or(Error::Malformed { what: "keyring", reason: "no active epoch".into() })
+            .ok_or(Error::Malformed {
+                what: "keyring",
+                reason: "no active epoch".into(),
+            })
     }
 
     /// The data key of `epoch`, if the keyring still holds it.
@@ -132,11 +147,18 @@ impl Keyring {
 
     /// Seals the keyring body under the master key.
     pub fn seal(&self) -> Result<Vec<u8>> {
-        let plain = zeroize::Zeroizing::new(
-            postcard::to_stdvec(&self.body).map_err(|e| Error::Malformed { what: "keyring", reason: e.to_string() })?,
-        );
+        let plain = zeroize::Zeroizing::new(postcard::to_stdvec(&self.body).map_err(|e| {
+            Error::Malformed {
+                what: "keyring",
+                reason: e.to_string(),
+            }
+        })?);
         let mut out = Vec::new();
-        let header = Header { kind: ObjectKind::Keyring, compressed: false, epoch: crate::MASTER_EPOCH };
+        let header = Header {
+            kind: ObjectKind::Keyring,
+            compressed: false,
+            epoch: crate::MASTER_EPOCH,
+        };
         seal(&self.master, header, KEYRING_CONTEXT, &plain, &mut out)?;
         Ok(out)
     }
@@ -146,10 +168,15 @@ impl Keyring {
         let (header, plain) = open(&master, KEYRING_CONTEXT, sealed)?;
         let plain = zeroize::Zeroizing::new(plain);
         if header.kind != ObjectKind::Keyring {
-            return Err(Error::Malformed { what: "keyring", reason: "wrong object kind".into() });
+            return Err(Error::Malformed {
+                what: "keyring",
+                reason: "wrong object kind".into(),
+            });
         }
-        let body: Body =
-            postcard::from_bytes(&plain).map_err(|e| Error::Malformed { what: "keyring", reason: e.to_string() })?;
+        let body: Body = postcard::from_bytes(&plain).map_err(|e| Error::Malformed {
+            what: "keyring",
+            reason: e.to_string(),
+        })?;
         if body.version != KEYRING_VERSION {
             return Err(Error::UnsupportedVersion(body.version));
         }

@@ -39,13 +39,30 @@ pub struct KeySlot {
 
 impl KeySlot {
     /// Wraps `master` under a key derived from `passphrase`.
-    pub fn create(kind: SlotKind, created: i64, kdf: KdfParams, passphrase: &[u8], master: &Key) -> Result<Self> {
+    pub fn create(
+        kind: SlotKind,
+        created: i64,
+        kdf: KdfParams,
+        passphrase: &[u8],
+        master: &Key,
+    ) -> Result<Self> {
         let salt: [u8; 16] = random_bytes()?;
         let kek = kdf.derive(passphrase, &salt)?;
         let mut wrapped = Vec::new();
-        let header = Header { kind: ObjectKind::SlotWrap, compressed: false, epoch: MASTER_EPOCH };
+        let header = Header {
+            kind: ObjectKind::SlotWrap,
+            compressed: false,
+            epoch: MASTER_EPOCH,
+        };
         seal(&kek, header, &salt, master.expose(), &mut wrapped)?;
-        Ok(KeySlot { version: SLOT_VERSION, kind, created, kdf, salt, wrapped })
+        Ok(KeySlot {
+            version: SLOT_VERSION,
+            kind,
+            created,
+            kdf,
+            salt,
+            wrapped,
+        })
     }
 
     /// Unwraps the master key; a failure to authenticate means the passphrase is wrong.
@@ -56,7 +73,10 @@ impl KeySlot {
             other => other,
         })?;
         if header.kind != ObjectKind::SlotWrap || plain.len() != 32 {
-            return Err(Error::Malformed { what: "key slot", reason: "wrapped key has the wrong shape".into() });
+            return Err(Error::Malformed {
+                what: "key slot",
+                reason: "wrapped key has the wrong shape".into(),
+            });
         }
         let mut bytes = [0u8; 32];
         bytes.copy_from_slice(&plain);
@@ -70,8 +90,10 @@ impl KeySlot {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let slot: KeySlot = postcard::from_bytes(bytes)
-            .map_err(|e| Error::Malformed { what: "key slot", reason: e.to_string() })?;
+        let slot: KeySlot = postcard::from_bytes(bytes).map_err(|e| Error::Malformed {
+            what: "key slot",
+            reason: e.to_string(),
+        })?;
         if slot.version != SLOT_VERSION {
             return Err(Error::UnsupportedVersion(slot.version));
         }
@@ -86,10 +108,20 @@ mod tests {
     #[test]
     fn wrong_passphrase_is_reported_as_such() {
         let master = Key::generate().expect("rng");
-        let slot = KeySlot::create(SlotKind::Passphrase, 0, KdfParams::INSECURE_TEST, b"right", &master).expect("create");
+        let slot = KeySlot::create(
+            SlotKind::Passphrase,
+            0,
+            KdfParams::INSECURE_TEST,
+            b"right",
+            &master,
+        )
+        .expect("create");
         let decoded = KeySlot::decode(&slot.encode()).expect("decode");
         assert_eq!(decoded.unwrap_master(b"right").expect("open"), master);
-        assert!(matches!(decoded.unwrap_master(b"wrong"), Err(Error::WrongPassphrase)));
+        assert!(matches!(
+            decoded.unwrap_master(b"wrong"),
+            Err(Error::WrongPassphrase)
+        ));
         assert!(KeySlot::decode(b"garbage").is_err());
     }
 }

@@ -15,15 +15,27 @@ pub struct BlobSealer {
 impl BlobSealer {
     pub fn new(keyring: &Keyring, level: i32) -> Result<Self> {
         let (epoch, key) = keyring.active_epoch()?;
-        let compressor =
-            zstd::bulk::Compressor::new(level).map_err(|e| Error::Invalid(format!("zstd level {level}: {e}")))?;
-        Ok(BlobSealer { epoch, key, compressor })
+        let compressor = zstd::bulk::Compressor::new(level)
+            .map_err(|e| Error::Invalid(format!("zstd level {level}: {e}")))?;
+        Ok(BlobSealer {
+            epoch,
+            key,
+            compressor,
+        })
     }
 
     /// Returns the sealed envelope of `plain`, whose ID is `id`.
     pub fn seal(&mut self, kind: BlobKind, id: &Id, plain: &[u8]) -> Result<Vec<u8>> {
-        let compressed = self.compressor.compress(plain).ok().filter(|c| c.len() < plain.len());
-        let header = Header { kind: kind.object_kind(), compressed: compressed.is_some(), epoch: self.epoch };
+        let compressed = self
+            .compressor
+            .compress(plain)
+            .ok()
+            .filter(|c| c.len() < plain.len());
+        let header = Header {
+            kind: kind.object_kind(),
+            compressed: compressed.is_some(),
+            epoch: self.epoch,
+        };
         let payload = compressed.as_deref().unwrap_or(plain);
         let mut out = Vec::with_capacity(payload.len() + drvault_keyring::ENVELOPE_OVERHEAD);
         drvault_keyring::seal(&self.key, header, &id.0, payload, &mut out)?;
@@ -32,25 +44,42 @@ impl BlobSealer {
 }
 
 /// Opens a sealed blob and verifies that its plaintext hashes to `id` under the ID key.
-pub fn open_blob(keyring: &Keyring, kind: BlobKind, id: &Id, raw_length: u32, sealed: &[u8]) -> Result<Vec<u8>> {
+pub fn open_blob(
+    keyring: &Keyring,
+    kind: BlobKind,
+    id: &Id,
+    raw_length: u32,
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
     let object = format!("blob {id}");
     let header = Header::parse(sealed).map_err(|e| Error::integrity(&object, e))?;
     if header.kind != kind.object_kind() {
-        return Err(Error::integrity(&object, "blob kind does not match the index"));
+        return Err(Error::integrity(
+            &object,
+            "blob kind does not match the index",
+        ));
     }
     let key = keyring.epoch_key(header.epoch)?;
-    let (_, payload) = drvault_keyring::open(&key, &id.0, sealed).map_err(|e| Error::integrity(&object, e))?;
+    let (_, payload) =
+        drvault_keyring::open(&key, &id.0, sealed).map_err(|e| Error::integrity(&object, e))?;
     let plain = if header.compressed {
         // Bound the output by the indexed size so a hostile blob cannot balloon memory.
-        zstd::bulk::decompress(&payload, raw_length as usize).map_err(|e| Error::integrity(&object, e))?
+        zstd::bulk::decompress(&payload, raw_length as usize)
+            .map_err(|e| Error::integrity(&object, e))?
     } else {
         payload
     };
     if plain.len() != raw_length as usize {
-        return Err(Error::integrity(&object, format!("{} bytes where the index says {raw_length}", plain.len())));
+        return Err(Error::integrity(
+            &object,
+            format!("{} bytes where the index says {raw_length}", plain.len()),
+        ));
     }
     if Id::of_plaintext(keyring.id_key(), &plain) != *id {
-        return Err(Error::integrity(&object, "plaintext does not hash to the blob ID"));
+        return Err(Error::integrity(
+            &object,
+            "plaintext does not hash to the blob ID",
+        ));
     }
     Ok(plain)
 }

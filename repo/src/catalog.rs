@@ -30,12 +30,18 @@ impl Catalog {
     /// Opens (or creates) the catalog in `dir`; a file that is not a usable catalog is replaced.
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join("catalog.sqlite");
-        let err = |reason: String| Error::Catalog { path: path.display().to_string(), reason };
+        let err = |reason: String| Error::Catalog {
+            path: path.display().to_string(),
+            reason,
+        };
         std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create directory: {e}")))?;
         match Self::try_open(&path) {
             Ok(c) => Ok(c),
             Err(first) => {
-                tracing::warn!("catalog {} is unusable ({first}); recreating it from the repository", path.display());
+                tracing::warn!(
+                    "catalog {} is unusable ({first}); recreating it from the repository",
+                    path.display()
+                );
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
                 }
@@ -48,22 +54,36 @@ impl Catalog {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Catalog { conn, path: path.to_path_buf() })
+        Ok(Catalog {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     fn err(&self, e: rusqlite::Error) -> Error {
-        Error::Catalog { path: self.path.display().to_string(), reason: e.to_string() }
+        Error::Catalog {
+            path: self.path.display().to_string(),
+            reason: e.to_string(),
+        }
     }
 
     pub fn known_indexes(&self) -> Result<HashSet<String>> {
-        let mut st = self.conn.prepare("SELECT name FROM index_objects").map_err(|e| self.err(e))?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+        let mut st = self
+            .conn
+            .prepare("SELECT name FROM index_objects")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
     }
 
     /// Forgets every cached index (used when indexes disappeared from the repository).
     pub fn reset(&mut self) -> Result<()> {
-        self.conn.execute_batch("DELETE FROM index_objects; DELETE FROM blobs;").map_err(|e| self.err(e))
+        self.conn
+            .execute_batch("DELETE FROM index_objects; DELETE FROM blobs;")
+            .map_err(|e| self.err(e))
     }
 
     pub fn add_index(&mut self, name: &str, index: &IndexFile) -> Result<()> {
@@ -74,19 +94,35 @@ impl Catalog {
         {
             let mut st = tx
                 .prepare_cached("INSERT OR REPLACE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-                .map_err(|e| Error::Catalog { path: self.path.display().to_string(), reason: e.to_string() })?;
+                .map_err(|e| Error::Catalog {
+                    path: self.path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
             for p in &index.packs {
                 for b in &p.blobs {
                     let kind = match b.kind {
                         BlobKind::Data => 0,
                         BlobKind::Tree => 1,
                     };
-                    st.execute(params![&b.id.0[..], kind, &p.pack.0[..], b.offset, b.length, b.raw_length])
-                        .map_err(|e| Error::Catalog { path: self.path.display().to_string(), reason: e.to_string() })?;
+                    st.execute(params![
+                        &b.id.0[..],
+                        kind,
+                        &p.pack.0[..],
+                        b.offset,
+                        b.length,
+                        b.raw_length
+                    ])
+                    .map_err(|e| Error::Catalog {
+                        path: self.path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
                 }
             }
             tx.execute("INSERT OR REPLACE INTO index_objects VALUES (?1)", [name])
-                .map_err(|e| Error::Catalog { path: self.path.display().to_string(), reason: e.to_string() })?;
+                .map_err(|e| Error::Catalog {
+                    path: self.path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
         }
         tx.commit().map_err(|e| self.err(e))
     }
@@ -102,9 +138,16 @@ impl Catalog {
             let id: Vec<u8> = r.get(0).map_err(|e| self.err(e))?;
             let pack: Vec<u8> = r.get(2).map_err(|e| self.err(e))?;
             let (Ok(id), Ok(pack)) = (<[u8; 32]>::try_from(id), <[u8; 32]>::try_from(pack)) else {
-                return Err(Error::Catalog { path: self.path.display().to_string(), reason: "malformed row".into() });
+                return Err(Error::Catalog {
+                    path: self.path.display().to_string(),
+                    reason: "malformed row".into(),
+                });
             };
-            let kind = if r.get::<_, i64>(1).map_err(|e| self.err(e))? == 1 { BlobKind::Tree } else { BlobKind::Data };
+            let kind = if r.get::<_, i64>(1).map_err(|e| self.err(e))? == 1 {
+                BlobKind::Tree
+            } else {
+                BlobKind::Data
+            };
             let entry = PackEntry {
                 kind,
                 id: Id(id),

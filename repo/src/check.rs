@@ -1,1 +1,216 @@
-pub mod placeholder {}
+//! `check`: the repository's structure, and optionally every byte of its data.
+//!
+//! Problems are collected rather than stopping at the first, and each names its object.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use crate::blob::open_blob;
+use crate::format::{paths, BlobKind, NodeKind};
+use crate::repository::verify_name;
+use crate::{Error, Id, Repository, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    None,
+    All,
+    /// A random share of the packs, in percent.
+    Subset(f64),
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CheckReport {
+    pub packs: u64,
+    pub packs_read: u64,
+    pub blobs: u64,
+    pub snapshots: u64,
+    pub trees: u64,
+    /// Damage: missing or corrupt objects. Non-empty means the check failed.
+    pub errors: Vec<String>,
+    /// Harmless findings, e.g. packs no index references (left by an interrupted backup).
+    pub warnings: Vec<String>,
+}
+
+pub async fn check(repo: Arc<Repository>, read: ReadData) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let mut pack_sizes: HashMap<Id, u64> = HashMap::new();
+    for l in repo.store().list(paths::DATA).await? {
+        match l.name.rsplit('/').next().and_then(Id::from_hex) {
+            Some(id) if paths::pack(&id) == l.name => {
+                pack_sizes.insert(id, l.size);
+            }
+            _ => report
+                .warnings
+                .push(format!("{}: not a pack name, ignored", l.name)),
+        }
+    }
+    report.packs = pack_sizes.len() as u64;
+
+    let entries = repo.index_entries();
+    report.blobs = entries.len() as u64;
+    let mut indexed_packs: HashMap<Id, Vec<crate::format::PackEntry>> = HashMap::new();
+    for loc in &entries {
+        indexed_packs.entry(loc.pack).or_default().push(loc.entry);
+    }
+    for (pack, blobs) in &indexed_packs {
+        match pack_sizes.get(pack) {
+            None => report.errors.push(format!(
+                "{}: missing (the index lists {} blobs in it)",
+                paths::pack(pack),
+                blobs.len()
+            )),
+            Some(size) => {
+                if blobs
+                    .iter()
+                    .any(|b| u64::from(b.offset) + u64::from(b.length) > *size)
+                {
+                    report.errors.push(format!(
+                        "{}: truncated ({size} bytes, the index expects more)",
+                        paths::pack(pack)
+                    ));
+                }
+            }
+        }
+    }
+    for pack in pack_sizes
+        .keys()
+        .filter(|p| !indexed_packs.contains_key(*p))
+    {
+        report.warnings.push(format!(
+            "{}: not referenced by any index (left by an interrupted backup?)",
+            paths::pack(pack)
+        ));
+    }
+
+    // Snapshots and their trees.
+    let mut seen_trees = HashSet::new();
+    for l in repo.store().list(paths::SNAPSHOTS).await? {
+        match repo.load_snapshot(&l.name).await {
+            Ok(s) => {
+                report.snapshots += 1;
+                let mut stack = vec![s.tree];
+                while let Some(t) = stack.pop() {
+                    if !seen_trees.insert(t) {
+                        continue;
+                    }
+                    match repo.load_tree(&t).await {
+                        Ok(tree) => {
+                            report.trees += 1;
+                            for n in tree.entries {
+                                if let Some(sub) = n.subtree {
+                                    stack.push(sub);
+                                }
+                                if n.kind == NodeKind::File {
+                                    for id in n.content.iter().filter(|id| !repo.has_blob(id)) {
+                                        report.errors.push(format!(
+                                            "{}: data blob {id} of {:?} is in no index",
+                                            l.name,
+                                            String::from_utf8_lossy(&n.name)
+                                        ));
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => report.errors.push(format!("{}: tree {t}: {e}", l.name)),
+                    }
+                }
+            }
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+
+    // Data.
+    let mut to_read: Vec<Id> = pack_sizes.keys().copied().collect();
+    match read {
+        ReadData::None => to_read.clear(),
+        ReadData::All => {}
+        ReadData::Subset(pct) => {
+            let pct = pct.clamp(0.0, 100.0);
+            let want = ((to_read.len() as f64) * pct / 100.0).ceil() as usize;
+            // A random subset, different on each run, so repeated checks cover everything.
+            let salt: [u8; 16] = drvault_keyring::random_bytes()?;
+            to_read.sort_by_key(|id| {
+                *blake3::Hasher::new()
+                    .update(&salt)
+                    .update(&id.0)
+                    .finalize()
+                    .as_bytes()
+            });
+            to_read.truncate(want);
+        }
+    }
+    report.packs_read = to_read.len() as u64;
+    let results: Vec<Vec<String>> = futures::stream::iter(to_read)
+        .map(|pack| {
+            let repo = repo.clone();
+            let expected = indexed_packs.get(&pack).cloned().unwrap_or_default();
+            async move { read_pack(repo, pack, expected).await }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    report.errors.extend(results.into_iter().flatten());
+    Ok(report)
+}
+
+async fn read_pack(
+    repo: Arc<Repository>,
+    pack: Id,
+    expected: Vec<crate::format::PackEntry>,
+) -> Vec<String> {
+    let name = paths::pack(&pack);
+    let bytes = match repo.store().get(&name).await {
+        Ok(b) => b,
+        Err(e) => return vec![e.to_string()],
+    };
+    let repo2 = repo.clone();
+    let verified = tokio::task::spawn_blocking(move || -> Vec<String> {
+        if let Err(e) = verify_name(&name, &bytes) {
+            return vec![e.to_string()];
+        }
+        let header = match repo2.read_pack_header(&pack, &bytes) {
+            Ok(h) => h,
+            Err(e) => return vec![e.to_string()],
+        };
+        let mut errors = Vec::new();
+        let in_header: HashSet<Id> = header.iter().map(|e| e.id).collect();
+        for e in &expected {
+            if !in_header.contains(&e.id) {
+                errors.push(format!(
+                    "{name}: blob {} listed by the index is not in the pack header",
+                    e.id
+                ));
+            }
+        }
+        for e in &header {
+            let (s, l) = (e.offset as usize, e.length as usize);
+            let Some(sealed) = bytes.get(s..s.saturating_add(l)) else {
+                errors.push(format!("{name}: blob {} lies outside the pack", e.id));
+                continue;
+            };
+            if let Err(err) = open_blob(repo2.keyring(), e.kind, &e.id, e.raw_length, sealed) {
+                let reason = match err {
+                    Error::Integrity { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                errors.push(format!(
+                    "{name}: blob {} ({}) is damaged: {reason}",
+                    e.id,
+                    kind_name(e.kind)
+                ));
+            }
+        }
+        errors
+    })
+    .await;
+    verified.unwrap_or_else(|e| vec![format!("check worker failed: {e}")])
+}
+
+fn kind_name(k: BlobKind) -> &'static str {
+    match k {
+        BlobKind::Data => "data",
+        BlobKind::Tree => "tree",
+    }
+}

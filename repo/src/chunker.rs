@@ -14,7 +14,11 @@ pub struct ChunkerParams {
 
 impl Default for ChunkerParams {
     fn default() -> Self {
-        ChunkerParams { min_size: 256 * 1024, avg_size: 1024 * 1024, max_size: 4 * 1024 * 1024 }
+        ChunkerParams {
+            min_size: 256 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 4 * 1024 * 1024,
+        }
     }
 }
 
@@ -46,7 +50,10 @@ impl Chunker {
     /// `params` must have passed [`ChunkerParams::validate`].
     pub fn new(seed: &[u8; 32], params: ChunkerParams) -> Self {
         let mut table = [0u8; 256 * 8];
-        blake3::Hasher::new_keyed(seed).update(b"drvault gear table v1").finalize_xof().fill(&mut table);
+        blake3::Hasher::new_keyed(seed)
+            .update(b"drvault gear table v1")
+            .finalize_xof()
+            .fill(&mut table);
         let mut gear = Box::new([0u64; 256]);
         for (i, g) in gear.iter_mut().enumerate() {
             let mut b = [0u8; 8];
@@ -55,8 +62,19 @@ impl Chunker {
         }
         let bits = params.avg_size.trailing_zeros();
         // The hash shifts left, so its top bits depend on the last 64 bytes: test those.
-        let top = |n: u32| if n == 0 { 0 } else { u64::MAX << (64 - n.min(63)) };
-        Chunker { gear, params, mask_small: top(bits + 2), mask_large: top(bits.saturating_sub(2)) }
+        let top = |n: u32| {
+            if n == 0 {
+                0
+            } else {
+                u64::MAX << (64 - n.min(63))
+            }
+        };
+        Chunker {
+            gear,
+            params,
+            mask_small: top(bits + 2),
+            mask_large: top(bits.saturating_sub(2)),
+        }
     }
 
     pub fn params(&self) -> ChunkerParams {
@@ -66,8 +84,11 @@ impl Chunker {
     /// Length of the first chunk of `data`. When `data` is shorter than the maximum chunk
     /// size it is taken to end at end of file.
     pub fn cut(&self, data: &[u8]) -> usize {
-        let (min, avg, max) =
-            (self.params.min_size as usize, self.params.avg_size as usize, self.params.max_size as usize);
+        let (min, avg, max) = (
+            self.params.min_size as usize,
+            self.params.avg_size as usize,
+            self.params.max_size as usize,
+        );
         let n = data.len().min(max);
         if n <= min {
             return n;
@@ -92,17 +113,28 @@ impl Chunker {
         n
     }
 
-    /// Splits a stream into chunks, holding at most two maximum-size chunks in memory.
-    pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
+    /// Splits a stream into chunks, holding at most two maximum-size chunks in `buf`, which
+    /// callers reuse across files.
+    pub fn stream<'a, R: Read>(&'a self, reader: R, buf: &'a mut Vec<u8>) -> ChunkStream<'a, R> {
         let cap = 2 * self.params.max_size as usize;
-        ChunkStream { chunker: self, reader, buf: vec![0; cap], start: 0, end: 0, eof: false }
+        if buf.len() < cap {
+            buf.resize(cap, 0);
+        }
+        ChunkStream {
+            chunker: self,
+            reader,
+            buf,
+            start: 0,
+            end: 0,
+            eof: false,
+        }
     }
 }
 
 pub struct ChunkStream<'a, R> {
     chunker: &'a Chunker,
     reader: R,
-    buf: Vec<u8>,
+    buf: &'a mut Vec<u8>,
     start: usize,
     end: usize,
     eof: bool,
@@ -144,17 +176,25 @@ mod tests {
     use super::*;
 
     fn small() -> ChunkerParams {
-        ChunkerParams { min_size: 1024, avg_size: 4096, max_size: 16384 }
+        ChunkerParams {
+            min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+        }
     }
 
     fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
         let mut out = vec![0u8; n];
-        blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut out);
+        blake3::Hasher::new()
+            .update(&seed.to_le_bytes())
+            .finalize_xof()
+            .fill(&mut out);
         out
     }
 
     fn lengths(c: &Chunker, data: &[u8]) -> Vec<usize> {
-        let mut s = c.stream(data);
+        let mut buf = Vec::new();
+        let mut s = c.stream(data, &mut buf);
         let mut v = Vec::new();
         while let Some(ch) = s.next().expect("read") {
             v.push(ch.len());
@@ -167,7 +207,10 @@ mod tests {
     fn golden_boundaries() {
         let c = Chunker::new(&[7u8; 32], small());
         let data = pseudo_random(64 * 1024, 1);
-        assert_eq!(lengths(&c, &data), vec![5804, 4421, 5783, 5011, 5890, 3619, 1722, 4146, 4813, 6744, 6016, 6745, 4822]);
+        assert_eq!(
+            lengths(&c, &data),
+            vec![5804, 4421, 5783, 5011, 5890, 3619, 1722, 4146, 4813, 6744, 6016, 6745, 4822]
+        );
     }
 
     #[test]
@@ -185,7 +228,8 @@ mod tests {
         let mut edited = data.clone();
         edited.splice(200_000..200_000, b"inserted bytes".iter().copied());
         let chunks = |d: &[u8]| {
-            let mut s = c.stream(d);
+            let mut buf = Vec::new();
+            let mut s = c.stream(d, &mut buf);
             let mut v = std::collections::HashSet::new();
             while let Some(ch) = s.next().expect("read") {
                 v.insert(blake3::hash(ch));
@@ -194,6 +238,10 @@ mod tests {
         };
         let (a, b) = (chunks(&data), chunks(&edited));
         let shared = a.intersection(&b).count();
-        assert!(shared + 3 >= a.len(), "only the chunks around the edit differ: {shared} of {}", a.len());
+        assert!(
+            shared + 3 >= a.len(),
+            "only the chunks around the edit differ: {shared} of {}",
+            a.len()
+        );
     }
 }

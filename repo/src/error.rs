@@ -25,7 +25,9 @@ pub enum Error {
         source: object_store::Error,
     },
     /// The repository was written by a newer drvault.
-    #[error("{object} uses format version {version}, newer than this drvault supports; upgrade drvault")]
+    #[error(
+        "{object} uses format version {version}, newer than this drvault supports; upgrade drvault"
+    )]
     UnsupportedVersion { object: String, version: u32 },
     /// The local catalog (a cache) failed.
     #[error("catalog {path}: {reason}")]
@@ -44,8 +46,14 @@ impl Error {
         matches!(self, Error::Storage { .. })
     }
 
-    pub(crate) fn integrity(object: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
-        Error::Integrity { object: object.to_string(), reason: reason.to_string() }
+    pub(crate) fn integrity(
+        object: impl std::fmt::Display,
+        reason: impl std::fmt::Display,
+    ) -> Self {
+        Error::Integrity {
+            object: object.to_string(),
+            reason: reason.to_string(),
+        }
     }
 }
 

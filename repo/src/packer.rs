@@ -25,7 +25,11 @@ pub struct PackBuilder {
 
 impl PackBuilder {
     pub fn new(target: usize) -> Self {
-        PackBuilder { bytes: Vec::new(), entries: Vec::new(), target }
+        PackBuilder {
+            bytes: Vec::new(),
+            entries: Vec::new(),
+            target,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -54,10 +58,18 @@ impl PackBuilder {
         let entries = std::mem::take(&mut self.entries);
         let (epoch, key) = keyring.active_epoch()?;
         let start = bytes.len();
-        let header = Header { kind: ObjectKind::PackHeader, compressed: false, epoch };
+        let header = Header {
+            kind: ObjectKind::PackHeader,
+            compressed: false,
+            epoch,
+        };
         drvault_keyring::seal(&key, header, b"", &encode(&entries), &mut bytes)?;
         let header_len = (bytes.len() - start) as u32;
         bytes.extend_from_slice(&header_len.to_le_bytes());
-        Ok(FinishedPack { id: Id::of_stored(&bytes), bytes, entries })
+        Ok(FinishedPack {
+            id: Id::of_stored(&bytes),
+            bytes,
+            entries,
+        })
     }
 }

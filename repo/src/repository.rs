@@ -13,8 +13,8 @@ use crate::blob::open_blob;
 use crate::catalog::Catalog;
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::format::{
-    decode, encode, paths, BlobKind, Config, IndexFile, IndexPack, PackEntry, Snapshot, Tree, INDEX_VERSION,
-    REPO_FORMAT_VERSION,
+    decode, encode, paths, BlobKind, Config, IndexFile, IndexPack, PackEntry, Snapshot, Tree,
+    INDEX_VERSION, REPO_FORMAT_VERSION,
 };
 use crate::packer::FinishedPack;
 use crate::store::Store;
@@ -98,19 +98,38 @@ impl Repository {
         let kdf = opts.kdf;
         let master = keyring.master().clone();
         let pass = zeroize::Zeroizing::new(passphrase.to_vec());
-        let slot = tokio::task::spawn_blocking(move || KeySlot::create(SlotKind::Passphrase, now, kdf, &pass, &master))
-            .await
-            .map_err(|e| Error::Invalid(e.to_string()))??;
+        let slot = tokio::task::spawn_blocking(move || {
+            KeySlot::create(SlotKind::Passphrase, now, kdf, &pass, &master)
+        })
+        .await
+        .map_err(|e| Error::Invalid(e.to_string()))??;
         // The config is written first with a create-only put: a second init on the same
         // location fails here, before anything else is written.
-        store.put_new(paths::CONFIG, Bytes::from(config.encode()), false).await.map_err(|e| match e {
-            Error::AlreadyExists { .. } => Error::AlreadyExists { location: store.location().to_string() },
-            other => other,
-        })?;
+        store
+            .put_new(paths::CONFIG, Bytes::from(config.encode()), false)
+            .await
+            .map_err(|e| match e {
+                Error::AlreadyExists { .. } => Error::AlreadyExists {
+                    location: store.location().to_string(),
+                },
+                other => other,
+            })?;
         let slot_bytes = slot.encode();
-        store.put_new(&paths::key(&Id::of_stored(&slot_bytes)), slot_bytes.into(), true).await?;
+        store
+            .put_new(
+                &paths::key(&Id::of_stored(&slot_bytes)),
+                slot_bytes.into(),
+                true,
+            )
+            .await?;
         let sealed = keyring.seal()?;
-        store.put_new(&paths::keyring(&Id::of_stored(&sealed)), sealed.into(), true).await?;
+        store
+            .put_new(
+                &paths::keyring(&Id::of_stored(&sealed)),
+                sealed.into(),
+                true,
+            )
+            .await?;
         Ok(Repository {
             store,
             config,
@@ -124,7 +143,9 @@ impl Repository {
     /// Opens a repository with a passphrase; `state_dir` holds the catalog (a cache).
     pub async fn open(store: Store, passphrase: &[u8], state_dir: Option<PathBuf>) -> Result<Self> {
         let config_bytes = store.get(paths::CONFIG).await.map_err(|e| match e {
-            Error::NotFound { .. } => Error::NoRepository { location: store.location().to_string() },
+            Error::NotFound { .. } => Error::NoRepository {
+                location: store.location().to_string(),
+            },
             other => other,
         })?;
         let config = Config::decode(&config_bytes)?;
@@ -175,8 +196,12 @@ impl Repository {
         for l in store.list(paths::KEYRING).await? {
             let bytes = store.get(&l.name).await?;
             verify_name(&l.name, &bytes)?;
-            let kr = Keyring::open(master.clone(), &bytes).map_err(|e| Error::integrity(&l.name, e))?;
-            if best.as_ref().is_none_or(|b| kr.generation() > b.generation()) {
+            let kr =
+                Keyring::open(master.clone(), &bytes).map_err(|e| Error::integrity(&l.name, e))?;
+            if best
+                .as_ref()
+                .is_none_or(|b| kr.generation() > b.generation())
+            {
                 best = Some(kr);
             }
         }
@@ -206,7 +231,13 @@ impl Repository {
     // ---- index ----
 
     async fn load_index(&self) -> Result<()> {
-        let names: Vec<String> = self.store.list(paths::INDEX).await?.into_iter().map(|l| l.name).collect();
+        let names: Vec<String> = self
+            .store
+            .list(paths::INDEX)
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
         let Some(dir) = self.state_dir.clone() else {
             for (name, file) in self.fetch_indexes(names).await? {
                 self.add_index_entries(&name, &file)?;
@@ -234,7 +265,10 @@ impl Repository {
         .map_err(|e| Error::Invalid(e.to_string()))??;
         let mut idx = MemIndex::default();
         catalog.for_each_blob(|pack, entry| idx.insert(pack, entry))?;
-        *self.index.write().map_err(|_| Error::Invalid("index lock poisoned".into()))? = idx;
+        *self
+            .index
+            .write()
+            .map_err(|_| Error::Invalid("index lock poisoned".into()))? = idx;
         Ok(())
     }
 
@@ -244,7 +278,10 @@ impl Repository {
                 let bytes = self.store.get(&name).await?;
                 let file: IndexFile = self.open_object(&name, ObjectKind::Index, &bytes)?;
                 if file.version != INDEX_VERSION {
-                    return Err(Error::UnsupportedVersion { object: name, version: file.version });
+                    return Err(Error::UnsupportedVersion {
+                        object: name,
+                        version: file.version,
+                    });
                 }
                 Ok((name, file))
             })
@@ -254,7 +291,10 @@ impl Repository {
     }
 
     fn add_index_entries(&self, _name: &str, file: &IndexFile) -> Result<()> {
-        let mut idx = self.index.write().map_err(|_| Error::Invalid("index lock poisoned".into()))?;
+        let mut idx = self
+            .index
+            .write()
+            .map_err(|_| Error::Invalid("index lock poisoned".into()))?;
         for p in &file.packs {
             for b in &p.blobs {
                 idx.insert(p.pack, *b);
@@ -264,18 +304,31 @@ impl Repository {
     }
 
     pub fn has_blob(&self, id: &Id) -> bool {
-        self.index.read().map(|i| i.blobs.contains_key(id)).unwrap_or(false)
+        self.index
+            .read()
+            .map(|i| i.blobs.contains_key(id))
+            .unwrap_or(false)
     }
 
     pub fn locate(&self, id: &Id) -> Option<Location> {
         let idx = self.index.read().ok()?;
-        idx.blobs.get(id).map(|(n, e)| Location { pack: idx.packs[*n as usize], entry: *e })
+        idx.blobs.get(id).map(|(n, e)| Location {
+            pack: idx.packs[*n as usize],
+            entry: *e,
+        })
     }
 
     /// Every indexed blob with its pack.
     pub fn index_entries(&self) -> Vec<Location> {
         match self.index.read() {
-            Ok(idx) => idx.blobs.values().map(|(n, e)| Location { pack: idx.packs[*n as usize], entry: *e }).collect(),
+            Ok(idx) => idx
+                .blobs
+                .values()
+                .map(|(n, e)| Location {
+                    pack: idx.packs[*n as usize],
+                    entry: *e,
+                })
+                .collect(),
             Err(_) => Vec::new(),
         }
     }
@@ -283,9 +336,14 @@ impl Repository {
     /// Uploads a finished pack and records its blobs for the next index object.
     pub async fn upload_pack(&self, pack: FinishedPack) -> Result<u64> {
         let size = pack.bytes.len() as u64;
-        self.store.put_new(&paths::pack(&pack.id), Bytes::from(pack.bytes), true).await?;
+        self.store
+            .put_new(&paths::pack(&pack.id), Bytes::from(pack.bytes), true)
+            .await?;
         {
-            let mut idx = self.index.write().map_err(|_| Error::Invalid("index lock poisoned".into()))?;
+            let mut idx = self
+                .index
+                .write()
+                .map_err(|_| Error::Invalid("index lock poisoned".into()))?;
             for e in &pack.entries {
                 idx.insert(pack.id, *e);
             }
@@ -293,13 +351,21 @@ impl Repository {
         self.pending
             .lock()
             .map_err(|_| Error::Invalid("pending index lock poisoned".into()))?
-            .push(IndexPack { pack: pack.id, blobs: pack.entries });
+            .push(IndexPack {
+                pack: pack.id,
+                blobs: pack.entries,
+            });
         Ok(size)
     }
 
     /// Writes index objects for every pack uploaded since the last flush. Returns bytes written.
     pub async fn flush_index(&self) -> Result<u64> {
-        let packs = std::mem::take(&mut *self.pending.lock().map_err(|_| Error::Invalid("lock poisoned".into()))?);
+        let packs = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .map_err(|_| Error::Invalid("lock poisoned".into()))?,
+        );
         let mut written = 0;
         let mut batch: Vec<IndexPack> = Vec::new();
         let mut count = 0;
@@ -316,11 +382,16 @@ impl Repository {
             batches.push(batch);
         }
         for packs in batches {
-            let file = IndexFile { version: INDEX_VERSION, packs };
+            let file = IndexFile {
+                version: INDEX_VERSION,
+                packs,
+            };
             let sealed = self.seal_object(ObjectKind::Index, &encode(&file))?;
             let id = Id::of_stored(&sealed);
             written += sealed.len() as u64;
-            self.store.put_new(&paths::index(&id), sealed.into(), true).await?;
+            self.store
+                .put_new(&paths::index(&id), sealed.into(), true)
+                .await?;
         }
         Ok(written)
     }
@@ -329,22 +400,40 @@ impl Repository {
 
     fn seal_object(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
         let (epoch, key) = self.keyring.active_epoch()?;
-        let compressed = zstd::bulk::compress(plain, 3).ok().filter(|c| c.len() < plain.len());
-        let header = Header { kind, compressed: compressed.is_some(), epoch };
+        let compressed = zstd::bulk::compress(plain, 3)
+            .ok()
+            .filter(|c| c.len() < plain.len());
+        let header = Header {
+            kind,
+            compressed: compressed.is_some(),
+            epoch,
+        };
         let mut out = Vec::new();
-        drvault_keyring::seal(&key, header, b"", compressed.as_deref().unwrap_or(plain), &mut out)?;
+        drvault_keyring::seal(
+            &key,
+            header,
+            b"",
+            compressed.as_deref().unwrap_or(plain),
+            &mut out,
+        )?;
         Ok(out)
     }
 
     /// Verifies the object's name, opens it and decodes its plaintext.
-    fn open_object<T: serde::de::DeserializeOwned>(&self, name: &str, kind: ObjectKind, bytes: &[u8]) -> Result<T> {
+    fn open_object<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        kind: ObjectKind,
+        bytes: &[u8],
+    ) -> Result<T> {
         verify_name(name, bytes)?;
         let header = Header::parse(bytes).map_err(|e| Error::integrity(name, e))?;
         if header.kind != kind {
             return Err(Error::integrity(name, "wrong object kind"));
         }
         let key = self.keyring.epoch_key(header.epoch)?;
-        let (_, payload) = drvault_keyring::open(&key, b"", bytes).map_err(|e| Error::integrity(name, e))?;
+        let (_, payload) =
+            drvault_keyring::open(&key, b"", bytes).map_err(|e| Error::integrity(name, e))?;
         let plain = if header.compressed {
             zstd::stream::decode_all(&payload[..]).map_err(|e| Error::integrity(name, e))?
         } else {
@@ -357,15 +446,25 @@ impl Repository {
 
     /// Reads and verifies one blob.
     pub async fn read_blob(&self, kind: BlobKind, id: &Id) -> Result<Vec<u8>> {
-        let loc = self.locate(id).ok_or_else(|| Error::NotFound { name: format!("blob {id} (not in any index)") })?;
+        let loc = self.locate(id).ok_or_else(|| Error::NotFound {
+            name: format!("blob {id} (not in any index)"),
+        })?;
         if loc.entry.kind != kind {
-            return Err(Error::integrity(format!("blob {id}"), "indexed with another kind"));
+            return Err(Error::integrity(
+                format!("blob {id}"),
+                "indexed with another kind",
+            ));
         }
         let name = paths::pack(&loc.pack);
         let start = u64::from(loc.entry.offset);
-        let sealed = self.store.get_range(&name, start..start + u64::from(loc.entry.length)).await?;
+        let sealed = self
+            .store
+            .get_range(&name, start..start + u64::from(loc.entry.length))
+            .await?;
         open_blob(&self.keyring, kind, id, loc.entry.raw_length, &sealed).map_err(|e| match e {
-            Error::Integrity { reason, .. } => Error::integrity(format!("{name} (blob {id})"), reason),
+            Error::Integrity { reason, .. } => {
+                Error::integrity(format!("{name} (blob {id})"), reason)
+            }
             other => other,
         })
     }
@@ -384,8 +483,23 @@ impl Repository {
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
         let sealed = self.seal_object(ObjectKind::Snapshot, &encode(snapshot))?;
         let id = Id::of_stored(&sealed);
-        self.store.put_new(&paths::snapshot(&id), sealed.into(), true).await?;
+        self.store
+            .put_new(&paths::snapshot(&id), sealed.into(), true)
+            .await?;
         Ok(id)
+    }
+
+    /// Reads one snapshot object by its name (`snapshots/<id>`).
+    pub async fn load_snapshot(&self, name: &str) -> Result<Snapshot> {
+        let bytes = self.store.get(name).await?;
+        let snap: Snapshot = self.open_object(name, ObjectKind::Snapshot, &bytes)?;
+        if snap.version != crate::format::SNAPSHOT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                object: name.to_string(),
+                version: snap.version,
+            });
+        }
+        Ok(snap)
     }
 
     /// All snapshots, oldest first.
@@ -394,9 +508,7 @@ impl Repository {
         let mut out: Vec<(Id, Snapshot)> = futures::stream::iter(listed)
             .map(|l| async move {
                 let id = name_id(&l.name)?;
-                let bytes = self.store.get(&l.name).await?;
-                let snap: Snapshot = self.open_object(&l.name, ObjectKind::Snapshot, &bytes)?;
-                Ok::<_, Error>((id, snap))
+                Ok::<_, Error>((id, self.load_snapshot(&l.name).await?))
             })
             .buffer_unordered(16)
             .try_collect()
@@ -406,7 +518,7 @@ impl Repository {
     }
 
     /// Reads a pack's own header (used by check and index recovery).
-    pub async fn read_pack_header(&self, pack: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+    pub fn read_pack_header(&self, pack: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
         let name = paths::pack(pack);
         let len = bytes.len() as u64;
         if bytes.len() < crate::format::PACK_TRAILER_LEN {
@@ -419,7 +531,8 @@ impl Repository {
             return Err(Error::integrity(&name, "pack header has the wrong kind"));
         }
         let key = self.keyring.epoch_key(header.epoch)?;
-        let (_, plain) = drvault_keyring::open(&key, b"", sealed).map_err(|e| Error::integrity(&name, e))?;
+        let (_, plain) =
+            drvault_keyring::open(&key, b"", sealed).map_err(|e| Error::integrity(&name, e))?;
         decode(&name, &plain)
     }
 }
@@ -428,7 +541,10 @@ impl Repository {
 pub fn verify_name(name: &str, bytes: &[u8]) -> Result<()> {
     let id = name_id(name)?;
     if Id::of_stored(bytes) != id {
-        return Err(Error::integrity(name, "content does not match its name (damaged or truncated)"));
+        return Err(Error::integrity(
+            name,
+            "content does not match its name (damaged or truncated)",
+        ));
     }
     Ok(())
 }

@@ -29,8 +29,13 @@ pub struct Listed {
 
 fn map_err(object: &str, e: object_store::Error) -> Error {
     match e {
-        object_store::Error::NotFound { .. } => Error::NotFound { name: object.to_string() },
-        other => Error::Storage { object: object.to_string(), source: other },
+        object_store::Error::NotFound { .. } => Error::NotFound {
+            name: object.to_string(),
+        },
+        other => Error::Storage {
+            object: object.to_string(),
+            source: other,
+        },
     }
 }
 
@@ -51,14 +56,20 @@ impl Store {
         }
         if create {
             // The root directory of a local target must exist before object_store can use it.
-            std::fs::create_dir_all(&path)
-                .map_err(|e| Error::Invalid(format!("cannot create repository directory {path}: {e}")))?;
+            std::fs::create_dir_all(&path).map_err(|e| {
+                Error::Invalid(format!("cannot create repository directory {path}: {e}"))
+            })?;
         } else if !std::path::Path::new(&path).is_dir() {
-            return Err(Error::NoRepository { location: location.to_string() });
+            return Err(Error::NoRepository {
+                location: location.to_string(),
+            });
         }
         let fs = LocalFileSystem::new_with_prefix(&path)
             .map_err(|e| Error::Invalid(format!("cannot open repository directory {path}: {e}")))?;
-        Ok(Store { inner: Arc::new(fs), location: location.to_string() })
+        Ok(Store {
+            inner: Arc::new(fs),
+            location: location.to_string(),
+        })
     }
 
     /// Wraps any object store (used by tests and later targets).
@@ -73,44 +84,80 @@ impl Store {
     /// Writes an object that must not exist yet. Content-addressed objects that already exist
     /// hold the same bytes, so `AlreadyExists` counts as success when `idempotent`.
     pub async fn put_new(&self, name: &str, bytes: Bytes, idempotent: bool) -> Result<()> {
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match self.inner.put_opts(&Path::from(name), PutPayload::from_bytes(bytes), opts).await {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(&Path::from(name), PutPayload::from_bytes(bytes), opts)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) if idempotent => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                Err(Error::AlreadyExists { location: format!("{}/{}", self.location, name) })
-            }
+            Err(object_store::Error::AlreadyExists { .. }) => Err(Error::AlreadyExists {
+                location: format!("{}/{}", self.location, name),
+            }),
             Err(e) => Err(map_err(name, e)),
         }
     }
 
     pub async fn get(&self, name: &str) -> Result<Bytes> {
-        let r = self.inner.get(&Path::from(name)).await.map_err(|e| map_err(name, e))?;
+        let r = self
+            .inner
+            .get(&Path::from(name))
+            .await
+            .map_err(|e| map_err(name, e))?;
         r.bytes().await.map_err(|e| map_err(name, e))
     }
 
     pub async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
         let want = range.end - range.start;
-        let b = self.inner.get_range(&Path::from(name), range).await.map_err(|e| map_err(name, e))?;
+        let b = self
+            .inner
+            .get_range(&Path::from(name), range)
+            .await
+            .map_err(|e| map_err(name, e))?;
         if b.len() as u64 != want {
-            return Err(Error::integrity(name, format!("short read: {} of {want} bytes", b.len())));
+            return Err(Error::integrity(
+                name,
+                format!("short read: {} of {want} bytes", b.len()),
+            ));
         }
         Ok(b)
     }
 
     pub async fn size(&self, name: &str) -> Result<u64> {
-        let m = self.inner.head(&Path::from(name)).await.map_err(|e| map_err(name, e))?;
+        let m = self
+            .inner
+            .head(&Path::from(name))
+            .await
+            .map_err(|e| map_err(name, e))?;
         Ok(m.size)
     }
 
     /// Lists the objects under a prefix such as `snapshots/`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let p = Path::from(prefix.trim_end_matches('/'));
-        let metas: Vec<_> = self.inner.list(Some(&p)).try_collect().await.map_err(|e| map_err(prefix, e))?;
-        Ok(metas.into_iter().map(|m| Listed { name: m.location.to_string(), size: m.size }).collect())
+        let metas: Vec<_> = self
+            .inner
+            .list(Some(&p))
+            .try_collect()
+            .await
+            .map_err(|e| map_err(prefix, e))?;
+        Ok(metas
+            .into_iter()
+            .map(|m| Listed {
+                name: m.location.to_string(),
+                size: m.size,
+            })
+            .collect())
     }
 
     pub async fn delete(&self, name: &str) -> Result<()> {
-        self.inner.delete(&Path::from(name)).await.map_err(|e| map_err(name, e))
+        self.inner
+            .delete(&Path::from(name))
+            .await
+            .map_err(|e| map_err(name, e))
     }
 }

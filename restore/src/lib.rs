@@ -1,1 +1,15 @@
+//! The restore engine: snapshot selection by time, partial restore, parallel fetch, metadata,
+//! verification. A restore never writes outside its target, whatever the snapshot says.
 
+mod error;
+mod fetch;
+mod fsops;
+mod plan;
+mod select;
+mod verify;
+
+pub use error::Error;
+pub use plan::{restore, RestoreOptions, RestoreStats};
+pub use select::{select_snapshot, SnapshotSpec};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

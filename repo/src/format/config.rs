@@ -26,14 +26,24 @@ impl Config {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let c: Config =
-            serde_json::from_slice(bytes).map_err(|e| Error::integrity("config", format!("does not parse: {e}")))?;
+        let c: Config = serde_json::from_slice(bytes)
+            .map_err(|e| Error::integrity("config", format!("does not parse: {e}")))?;
         if c.version > REPO_FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion { object: "config".into(), version: c.version });
+            return Err(Error::UnsupportedVersion {
+                object: "config".into(),
+                version: c.version,
+            });
         }
-        c.chunker.validate().map_err(|e| Error::integrity("config", e))?;
-        if !(1024 * 1024..=512 * 1024 * 1024).contains(&c.pack_size) || !(-7..=22).contains(&c.compression_level) {
-            return Err(Error::integrity("config", "pack size or compression level out of range"));
+        c.chunker
+            .validate()
+            .map_err(|e| Error::integrity("config", e))?;
+        if !(1024 * 1024..=512 * 1024 * 1024).contains(&c.pack_size)
+            || !(-7..=22).contains(&c.compression_level)
+        {
+            return Err(Error::integrity(
+                "config",
+                "pack size or compression level out of range",
+            ));
         }
         Ok(c)
     }

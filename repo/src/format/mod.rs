@@ -67,5 +67,6 @@ pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(object: &str, bytes: &'a [u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::integrity(object, format!("does not decode: {e}")))
+    postcard::from_bytes(bytes)
+        .map_err(|e| Error::integrity(object, format!("does not decode: {e}")))
 }

@@ -53,30 +53,54 @@ pub struct Node {
 
 /// Refuses a name that could escape its directory when restored.
 pub fn validate_name(name: &[u8]) -> Result<()> {
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
         return Err(Error::integrity(
             "tree",
-            format!("entry name {:?} is not a single path component", String::from_utf8_lossy(name)),
+            format!(
+                "entry name {:?} is not a single path component",
+                String::from_utf8_lossy(name)
+            ),
         ));
     }
     Ok(())
 }
 
 impl Tree {
+    /// The plaintext of the tree blob.
+    pub fn encode(&self) -> Vec<u8> {
+        super::encode(self)
+    }
+
     /// Checks the invariants a restore relies on: valid, unique, sorted names.
     pub fn validate(&self, object: &str) -> Result<()> {
         if self.version != TREE_VERSION {
-            return Err(Error::UnsupportedVersion { object: object.to_string(), version: self.version });
+            return Err(Error::UnsupportedVersion {
+                object: object.to_string(),
+                version: self.version,
+            });
         }
         for (i, n) in self.entries.iter().enumerate() {
             validate_name(&n.name).map_err(|_| {
-                Error::integrity(object, format!("entry name {:?} is not a single path component", String::from_utf8_lossy(&n.name)))
+                Error::integrity(
+                    object,
+                    format!(
+                        "entry name {:?} is not a single path component",
+                        String::from_utf8_lossy(&n.name)
+                    ),
+                )
             })?;
             if i > 0 && self.entries[i - 1].name >= n.name {
-                return Err(Error::integrity(object, "entries are not sorted and unique"));
+                return Err(Error::integrity(
+                    object,
+                    "entries are not sorted and unique",
+                ));
             }
             if (n.kind == NodeKind::Dir) != n.subtree.is_some() {
-                return Err(Error::integrity(object, "directory entry without subtree, or subtree on a non-directory"));
+                return Err(Error::integrity(
+                    object,
+                    "directory entry without subtree, or subtree on a non-directory",
+                ));
             }
         }
         Ok(())

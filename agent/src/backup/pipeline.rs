@@ -1,0 +1,225 @@
+//! The storing half of the backup pipeline, as bounded stages:
+//!
+//! walker (caller's thread: read, chunk, keyed hash, dedup)
+//!   → `seal` workers (one per core: zstd, AES-256-GCM, pack building)
+//!   → uploader (tokio: bounded parallel pack uploads)
+//!
+//! Each channel is bounded, so memory stays fixed whatever the size of the files.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, Context, Result};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use drvault_repo::blob::BlobSealer;
+use drvault_repo::format::BlobKind;
+use drvault_repo::packer::{FinishedPack, PackBuilder};
+use drvault_repo::{Id, Repository};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+struct Job {
+    kind: BlobKind,
+    id: Id,
+    data: Vec<u8>,
+}
+
+/// Packs being filled, one per blob kind: trees and data live in separate packs so that
+/// reading a snapshot's trees does not fetch file data.
+struct Packers {
+    data: PackBuilder,
+    tree: PackBuilder,
+}
+
+impl Packers {
+    fn get(&mut self, kind: BlobKind) -> &mut PackBuilder {
+        match kind {
+            BlobKind::Data => &mut self.data,
+            BlobKind::Tree => &mut self.tree,
+        }
+    }
+}
+
+pub struct Pipeline {
+    repo: Arc<Repository>,
+    jobs: Option<Sender<Job>>,
+    workers: Vec<std::thread::JoinHandle<Result<()>>>,
+    packers: Arc<Mutex<Packers>>,
+    packs: Option<tokio::sync::mpsc::Sender<FinishedPack>>,
+    uploader: Option<JoinHandle<Result<u64>>>,
+    rt: Handle,
+    /// Blobs already stored or queued in this run.
+    queued: HashSet<Id>,
+    pub blobs_added: u64,
+}
+
+const UPLOADS_IN_FLIGHT: usize = 4;
+
+impl Pipeline {
+    pub fn start(repo: Arc<Repository>, rt: Handle, workers: usize) -> Result<Self> {
+        let (tx, rx) = bounded::<Job>(workers * 2);
+        let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(2);
+        let target = repo.config().pack_size as usize;
+        let packers = Arc::new(Mutex::new(Packers {
+            data: PackBuilder::new(target),
+            tree: PackBuilder::new(target),
+        }));
+        let mut handles = Vec::new();
+        for i in 0..workers {
+            let rx = rx.clone();
+            let repo = repo.clone();
+            let packers = packers.clone();
+            let pack_tx = pack_tx.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("seal-{i}"))
+                .spawn(move || seal_worker(rx, repo, packers, pack_tx))
+                .context("cannot start a worker thread")?;
+            handles.push(h);
+        }
+        let uploader = rt.spawn(upload_stage(repo.clone(), pack_rx));
+        Ok(Pipeline {
+            repo,
+            jobs: Some(tx),
+            workers: handles,
+            packers,
+            packs: Some(pack_tx),
+            uploader: Some(uploader),
+            rt,
+            queued: HashSet::new(),
+            blobs_added: 0,
+        })
+    }
+
+    pub fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// Stores a blob unless the repository (or this run) already has it. Returns its ID.
+    pub fn add(&mut self, kind: BlobKind, data: &[u8]) -> Result<Id> {
+        let id = self.repo.blob_id(data);
+        if !self.queued.contains(&id) && !self.repo.has_blob(&id) {
+            self.queued.insert(id);
+            self.blobs_added += 1;
+            let jobs = self
+                .jobs
+                .as_ref()
+                .ok_or_else(|| anyhow!("pipeline already finished"))?;
+            if jobs
+                .send(Job {
+                    kind,
+                    id,
+                    data: data.to_vec(),
+                })
+                .is_err()
+            {
+                // A worker failed and dropped its receiver: report the worker's error.
+                return Err(self.first_worker_error());
+            }
+        }
+        Ok(id)
+    }
+
+    fn first_worker_error(&mut self) -> anyhow::Error {
+        self.jobs = None;
+        for h in self.workers.drain(..) {
+            match h.join() {
+                Ok(Err(e)) => return e,
+                Err(_) => return anyhow!("a seal worker panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        anyhow!("the storing stage stopped")
+    }
+
+    /// Drains every stage, uploads the last partial packs and writes the index. Returns the
+    /// bytes written to the repository.
+    pub fn finish(mut self) -> Result<u64> {
+        self.jobs = None;
+        for h in self.workers.drain(..) {
+            h.join().map_err(|_| anyhow!("a seal worker panicked"))??;
+        }
+        let pack_tx = self
+            .packs
+            .take()
+            .ok_or_else(|| anyhow!("pipeline already finished"))?;
+        for kind in [BlobKind::Data, BlobKind::Tree] {
+            let pack = {
+                let mut p = self
+                    .packers
+                    .lock()
+                    .map_err(|_| anyhow!("packer lock poisoned"))?;
+                let b = p.get(kind);
+                if b.is_empty() {
+                    continue;
+                }
+                b.finish(self.repo.keyring())?
+            };
+            pack_tx
+                .blocking_send(pack)
+                .map_err(|_| anyhow!("the uploader stopped"))?;
+        }
+        drop(pack_tx);
+        let uploader = self
+            .uploader
+            .take()
+            .ok_or_else(|| anyhow!("pipeline already finished"))?;
+        let uploaded = self.rt.block_on(uploader)??;
+        let repo = self.repo.clone();
+        let index = self.rt.block_on(async move { repo.flush_index().await })?;
+        Ok(uploaded + index)
+    }
+}
+
+fn seal_worker(
+    rx: Receiver<Job>,
+    repo: Arc<Repository>,
+    packers: Arc<Mutex<Packers>>,
+    pack_tx: tokio::sync::mpsc::Sender<FinishedPack>,
+) -> Result<()> {
+    let mut sealer = BlobSealer::new(repo.keyring(), repo.config().compression_level)?;
+    for job in rx {
+        let sealed = sealer.seal(job.kind, &job.id, &job.data)?;
+        let full = {
+            let mut p = packers
+                .lock()
+                .map_err(|_| anyhow!("packer lock poisoned"))?;
+            let b = p.get(job.kind);
+            if b.add(job.kind, job.id, job.data.len() as u32, &sealed) {
+                Some(std::mem::replace(
+                    b,
+                    PackBuilder::new(repo.config().pack_size as usize),
+                ))
+            } else {
+                None
+            }
+        };
+        if let Some(mut builder) = full {
+            let pack = builder.finish(repo.keyring())?;
+            pack_tx
+                .blocking_send(pack)
+                .map_err(|_| anyhow!("the uploader stopped"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn upload_stage(
+    repo: Arc<Repository>,
+    mut rx: tokio::sync::mpsc::Receiver<FinishedPack>,
+) -> Result<u64> {
+    let mut running = tokio::task::JoinSet::new();
+    let mut total = 0u64;
+    while let Some(pack) = rx.recv().await {
+        while running.len() >= UPLOADS_IN_FLIGHT {
+            if let Some(r) = running.join_next().await {
+                total += r??;
+            }
+        }
+        let repo = repo.clone();
+        running.spawn(async move { repo.upload_pack(pack).await.map_err(anyhow::Error::from) });
+    }
+    while let Some(r) = running.join_next().await {
+        total += r??;
+    }
+    Ok(total)
+}

@@ -1,0 +1,348 @@
+//! Walks the source paths depth first and turns each directory into a tree blob, reusing the
+//! content of files unchanged since the parent snapshot (size, mtime, ctime and inode equal).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use drvault_repo::chunker::Chunker;
+use drvault_repo::format::{BlobKind, Node, NodeKind, Summary, Tree, TREE_VERSION};
+use drvault_repo::{Id, Repository};
+use globset::GlobSet;
+use tokio::runtime::Handle;
+
+use super::pipeline::Pipeline;
+
+pub struct WalkOptions {
+    pub excludes: GlobSet,
+    pub one_file_system: bool,
+}
+
+pub struct Walker {
+    pipeline: Pipeline,
+    chunker: Chunker,
+    rt: Handle,
+    opts: WalkOptions,
+    /// (device, inode) of multiply linked files already stored → their path in the snapshot.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    buf: Vec<u8>,
+    pub summary: Summary,
+}
+
+/// A directory assembled in memory for the path components above the backed-up paths.
+#[derive(Default)]
+struct Virtual {
+    children: BTreeMap<Vec<u8>, VirtualEntry>,
+}
+
+enum VirtualEntry {
+    Real(Node),
+    Dir(PathBuf, Virtual),
+}
+
+impl Walker {
+    pub fn new(pipeline: Pipeline, chunker: Chunker, rt: Handle, opts: WalkOptions) -> Self {
+        Walker {
+            pipeline,
+            chunker,
+            rt,
+            opts,
+            links: HashMap::new(),
+            buf: Vec::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    pub fn into_pipeline(self) -> (Pipeline, Summary) {
+        (self.pipeline, self.summary)
+    }
+
+    fn repo(&self) -> &Repository {
+        self.pipeline.repo()
+    }
+
+    /// Backs up absolute `paths`; returns the root tree. The snapshot mirrors their absolute
+    /// location: /etc/ssh becomes the entry "etc" holding "ssh".
+    pub fn run(&mut self, paths: &[PathBuf], parent_root: Option<Id>) -> Result<Id> {
+        let mut root = Virtual::default();
+        for path in paths {
+            let comps: Vec<Vec<u8>> = path
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(s) => Some(s.as_bytes().to_vec()),
+                    _ => None,
+                })
+                .collect();
+            let Some((last, dirs)) = comps.split_last() else {
+                // The root directory itself.
+                let dev = std::fs::symlink_metadata("/")?.dev();
+                let tree = self.backup_dir(Path::new("/"), &[], parent_root, true, dev)?;
+                return Ok(tree);
+            };
+            let parent_tree = self.parent_dir(parent_root, dirs);
+            let parent_node =
+                parent_tree.and_then(|t| t.entries.into_iter().find(|n| n.name == *last));
+            let meta = match std::fs::symlink_metadata(path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn(path, &e);
+                    continue;
+                }
+            };
+            let root_dev = meta.dev();
+            let Some(node) = self.backup_entry(path, last, &comps, &meta, parent_node, root_dev)?
+            else {
+                continue;
+            };
+            let mut dir = &mut root;
+            let mut cur = PathBuf::from("/");
+            for d in dirs {
+                cur.push(std::ffi::OsStr::from_bytes(d));
+                let entry = dir
+                    .children
+                    .entry(d.clone())
+                    .or_insert_with(|| VirtualEntry::Dir(cur.clone(), Virtual::default()));
+                dir = match entry {
+                    VirtualEntry::Dir(_, v) => v,
+                    VirtualEntry::Real(_) => anyhow::bail!(
+                        "{} is both backed up and a parent of another path",
+                        cur.display()
+                    ),
+                };
+            }
+            dir.children.insert(last.clone(), VirtualEntry::Real(node));
+        }
+        self.store_virtual(root)
+    }
+
+    fn store_virtual(&mut self, v: Virtual) -> Result<Id> {
+        let mut entries = Vec::new();
+        for (name, entry) in v.children {
+            match entry {
+                VirtualEntry::Real(node) => entries.push(node),
+                VirtualEntry::Dir(path, sub) => {
+                    let subtree = self.store_virtual(sub)?;
+                    let meta = std::fs::symlink_metadata(&path)?;
+                    let (mut node, _) = super::metadata::node_from(&name, &path, &meta);
+                    node.subtree = Some(subtree);
+                    entries.push(node);
+                }
+            }
+        }
+        self.store_tree(entries)
+    }
+
+    fn store_tree(&mut self, entries: Vec<Node>) -> Result<Id> {
+        let tree = Tree {
+            version: TREE_VERSION,
+            entries,
+        };
+        let bytes = tree.encode();
+        self.pipeline.add(BlobKind::Tree, &bytes)
+    }
+
+    fn parent_dir(&self, parent_root: Option<Id>, comps: &[Vec<u8>]) -> Option<Tree> {
+        let mut tree = self.load_tree(parent_root?)?;
+        for c in comps {
+            let sub = tree
+                .entries
+                .iter()
+                .find(|n| n.name == *c && n.kind == NodeKind::Dir)?
+                .subtree?;
+            tree = self.load_tree(sub)?;
+        }
+        Some(tree)
+    }
+
+    fn load_tree(&self, id: Id) -> Option<Tree> {
+        let repo = self.pipeline.repo();
+        // The walker is a plain thread, never inside the runtime: blocking on it here is safe.
+        match self.rt.block_on(repo.load_tree(&id)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!("parent tree {id} unreadable, files below it are read again: {e}");
+                None
+            }
+        }
+    }
+
+    fn warn(&mut self, path: &Path, e: &dyn std::fmt::Display) {
+        tracing::warn!("{}: {e}", path.display());
+        self.summary.errors += 1;
+    }
+
+    fn excluded(&self, path: &Path) -> bool {
+        !self.opts.excludes.is_empty()
+            && (self.opts.excludes.is_match(path)
+                || path
+                    .file_name()
+                    .is_some_and(|n| self.opts.excludes.is_match(n)))
+    }
+
+    /// Backs up one entry; `None` when it is skipped (excluded, unreadable, a socket).
+    fn backup_entry(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        snap_path: &[Vec<u8>],
+        meta: &std::fs::Metadata,
+        parent: Option<Node>,
+        root_dev: u64,
+    ) -> Result<Option<Node>> {
+        if self.excluded(path) {
+            return Ok(None);
+        }
+        let (mut node, xerr) = super::metadata::node_from(name, path, meta);
+        if let Some(e) = xerr {
+            self.warn(path, &format!("cannot read extended attributes: {e}"));
+        }
+        match node.kind {
+            NodeKind::Dir => {
+                self.summary.dirs += 1;
+                let parent_sub = parent
+                    .filter(|p| p.kind == NodeKind::Dir)
+                    .and_then(|p| p.subtree);
+                let cross = self.opts.one_file_system && meta.dev() != root_dev;
+                node.subtree =
+                    Some(self.backup_dir(path, snap_path, parent_sub, !cross, root_dev)?);
+            }
+            NodeKind::File => {
+                if meta.nlink() > 1 {
+                    let key = (meta.dev(), meta.ino());
+                    if let Some(first) = self.links.get(&key) {
+                        node.kind = NodeKind::Hardlink;
+                        node.target = first.clone();
+                        node.size = 0;
+                        self.summary.other_entries += 1;
+                        return Ok(Some(node));
+                    }
+                }
+                self.summary.bytes_total += node.size;
+                let unchanged = parent.as_ref().is_some_and(|p| {
+                    p.kind == NodeKind::File
+                        && p.size == node.size
+                        && p.mtime_ns == node.mtime_ns
+                        && p.ctime_ns == node.ctime_ns
+                        && p.inode == node.inode
+                        && p.content.iter().all(|id| self.repo().has_blob(id))
+                });
+                if unchanged {
+                    node.content = parent.map(|p| p.content).unwrap_or_default();
+                    self.summary.files_unchanged += 1;
+                } else {
+                    match self.read_file(path) {
+                        Ok(content) => node.content = content,
+                        Err(e) => {
+                            self.warn(path, &format!("cannot read: {e}"));
+                            return Ok(None);
+                        }
+                    }
+                    if parent.is_some() {
+                        self.summary.files_changed += 1;
+                    } else {
+                        self.summary.files_new += 1;
+                    }
+                }
+                if meta.nlink() > 1 {
+                    self.links
+                        .insert((meta.dev(), meta.ino()), snap_path.join(&b'/'));
+                }
+            }
+            NodeKind::Symlink => {
+                match std::fs::read_link(path) {
+                    Ok(t) => node.target = t.as_os_str().as_bytes().to_vec(),
+                    Err(e) => {
+                        self.warn(path, &format!("cannot read link: {e}"));
+                        return Ok(None);
+                    }
+                }
+                self.summary.other_entries += 1;
+            }
+            NodeKind::Socket => return Ok(None),
+            _ => self.summary.other_entries += 1,
+        }
+        Ok(Some(node))
+    }
+
+    fn read_file(&mut self, path: &Path) -> std::io::Result<Vec<Id>> {
+        let file = File::open(path)?;
+        let mut content = Vec::new();
+        let chunker = self.chunker.clone();
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.chunk_into(&chunker, file, &mut buf, &mut content);
+        self.buf = buf;
+        result.map(|()| content)
+    }
+
+    fn chunk_into(
+        &mut self,
+        chunker: &Chunker,
+        file: File,
+        buf: &mut Vec<u8>,
+        content: &mut Vec<Id>,
+    ) -> std::io::Result<()> {
+        let mut stream = chunker.stream(file, buf);
+        while let Some(chunk) = stream.next()? {
+            self.summary.bytes_read += chunk.len() as u64;
+            let id = self
+                .pipeline
+                .add(BlobKind::Data, chunk)
+                .map_err(std::io::Error::other)?;
+            content.push(id);
+        }
+        Ok(())
+    }
+
+    fn backup_dir(
+        &mut self,
+        path: &Path,
+        snap_path: &[Vec<u8>],
+        parent: Option<Id>,
+        descend: bool,
+        root_dev: u64,
+    ) -> Result<Id> {
+        if !descend {
+            return self.store_tree(Vec::new());
+        }
+        let parent_tree = parent.and_then(|p| self.load_tree(p));
+        let mut parent_nodes: HashMap<Vec<u8>, Node> = parent_tree
+            .map(|t| t.entries.into_iter().map(|n| (n.name.clone(), n)).collect())
+            .unwrap_or_default();
+        let mut names: Vec<(Vec<u8>, PathBuf)> = match std::fs::read_dir(path) {
+            Ok(rd) => rd
+                .filter_map(|e| match e {
+                    Ok(e) => Some((e.file_name().as_bytes().to_vec(), e.path())),
+                    Err(_) => None,
+                })
+                .collect(),
+            Err(e) => {
+                self.warn(path, &format!("cannot list directory: {e}"));
+                Vec::new()
+            }
+        };
+        names.sort();
+        let mut entries = Vec::with_capacity(names.len());
+        let mut child_path = snap_path.to_vec();
+        for (name, child) in names {
+            let meta = match std::fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn(&child, &e);
+                    continue;
+                }
+            };
+            child_path.push(name.clone());
+            let parent_node = parent_nodes.remove(&name);
+            let node =
+                self.backup_entry(&child, &name, &child_path, &meta, parent_node, root_dev)?;
+            child_path.pop();
+            if let Some(n) = node {
+                entries.push(n);
+            }
+        }
+        self.store_tree(entries)
+    }
+}

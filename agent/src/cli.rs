@@ -1,0 +1,127 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// drvault: encrypted, deduplicating backups with point-in-time restore.
+#[derive(Debug, Parser)]
+#[command(name = "drvault", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Repository path or URL [default: the embedded local repository, /var/lib/drvault/repo for
+    /// root, else $XDG_DATA_HOME/drvault/repo]
+    #[arg(long, global = true, env = "DRVAULT_REPO", value_name = "PATH_OR_URL")]
+    pub repo: Option<String>,
+    /// Read the passphrase from this file (first line). Also: $DRVAULT_PASSWORD, a systemd
+    /// credential named drvault-password, or a prompt.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Local state (catalog cache) [default: /var/lib/drvault for root, else $XDG_STATE_HOME/drvault]
+    #[arg(long, global = true, env = "DRVAULT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Back up files and directories into a new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots,
+    /// List the entries of a snapshot.
+    Ls(LsArgs),
+    /// Restore a snapshot (or part of it) into a directory.
+    Restore(RestoreArgs),
+    /// Verify the repository's structure and, optionally, its data.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Argon2id memory in KiB for the passphrase slot (default 65536; lower only for tests).
+    #[arg(long, hide = true)]
+    pub kdf_memory_kib: Option<u32>,
+    /// zstd compression level for new data.
+    #[arg(long, default_value_t = 3)]
+    pub compression_level: i32,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Skip paths matching this glob (repeatable); a pattern without '/' matches any name.
+    #[arg(long = "exclude")]
+    pub excludes: Vec<String>,
+    /// Do not cross into other file systems.
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Use this snapshot as the parent instead of the latest one of the same host and paths.
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Record this host name instead of the system's.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Create the repository first if there is none (non-interactive first run).
+    #[arg(long)]
+    pub init: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot ID (or unique prefix) or "latest".
+    pub snapshot: String,
+    /// Only list below this path.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot ID (or unique prefix) or "latest"; may be left out with --at.
+    pub snapshot: Option<String>,
+    /// Restore the newest snapshot taken at or before this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339_TIME")]
+    pub at: Option<String>,
+    /// Only restore this path of the snapshot and what is below it (repeatable).
+    #[arg(long = "include", value_name = "PATH")]
+    pub includes: Vec<PathBuf>,
+    /// Directory to restore into.
+    #[arg(long)]
+    pub target: PathBuf,
+    /// Re-read every restored file and check it against the snapshot.
+    #[arg(long)]
+    pub verify: bool,
+    /// Only consider snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also download every pack and verify every blob.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Verify this percentage of packs (chosen at random).
+    #[arg(long, value_name = "PERCENT")]
+    pub read_data_subset: Option<f64>,
+}

@@ -1,0 +1,94 @@
+use anyhow::Result;
+use drvault_repo::store::Store;
+
+use crate::backup::{self, BackupRequest};
+use crate::cli::{BackupArgs, Global};
+use crate::context::Context;
+use crate::exit::Exit;
+
+pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
+    if a.init && Store::open(&ctx.repo_location, false).is_err() {
+        super::init::init(ctx, g, None, 3)?;
+        if !g.json && !g.quiet {
+            eprintln!("created repository at {}", ctx.repo_location);
+        }
+    }
+    let repo = ctx.open(g)?;
+    let host = a.host.clone().unwrap_or_else(hostname);
+    let snaps = ctx.rt.block_on(repo.snapshots())?;
+    let parent = match &a.parent {
+        Some(spec) => {
+            let s = drvault_restore::SnapshotSpec {
+                id: Some(spec.clone()),
+                ..Default::default()
+            };
+            Some(drvault_restore::select_snapshot(&snaps, &s)?.0)
+        }
+        None => {
+            // The latest snapshot of this host with the same paths.
+            let mut want: Vec<Vec<u8>> = a
+                .paths
+                .iter()
+                .filter_map(|p| std::path::absolute(p).ok())
+                .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+                .collect();
+            want.sort();
+            want.dedup();
+            snaps
+                .iter()
+                .rev()
+                .find(|(_, s)| s.host == host && s.paths == want)
+                .map(|(id, _)| *id)
+        }
+    };
+    let req = BackupRequest {
+        paths: a.paths.clone(),
+        tags: a.tags.clone(),
+        excludes: a.excludes.clone(),
+        one_file_system: a.one_file_system,
+        parent,
+        host,
+    };
+    let out = backup::run(&ctx.rt, repo, req)?;
+    let s = &out.snapshot.summary;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "id": out.id.to_hex(), "short_id": out.id.short(), "parent": out.snapshot.parent.map(|p| p.to_hex()),
+                "files_new": s.files_new, "files_changed": s.files_changed, "files_unchanged": s.files_unchanged,
+                "dirs": s.dirs, "other_entries": s.other_entries, "bytes_read": s.bytes_read, "bytes_total": s.bytes_total,
+                "bytes_added": s.bytes_added, "blobs_added": s.blobs_added, "errors": s.errors, "duration_ms": s.duration_ms,
+            })
+        );
+    } else if !g.quiet {
+        println!("snapshot {} saved", out.id.short());
+        println!(
+            "files: {} new, {} changed, {} unchanged; {} directories, {} other entries",
+            s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.other_entries
+        );
+        println!(
+            "read {} of {}, added {} to the repository in {:.2} s",
+            super::human(s.bytes_read),
+            super::human(s.bytes_total),
+            super::human(s.bytes_added),
+            s.duration_ms as f64 / 1000.0
+        );
+        if s.errors > 0 {
+            println!(
+                "{} entries could not be read (see the warnings above); the snapshot lacks them",
+                s.errors
+            );
+        }
+    }
+    Ok(if s.errors > 0 {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    })
+}
+
+fn hostname() -> String {
+    let u = rustix::system::uname();
+    u.nodename().to_string_lossy().into_owned()
+}

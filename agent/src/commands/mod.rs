@@ -1,0 +1,57 @@
+//! One module per subcommand.
+
+mod backup;
+mod check;
+mod init;
+mod ls;
+mod restore;
+mod snapshots;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::context::Context;
+use crate::exit::Exit;
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    let ctx = Context::new(&cli.global)?;
+    let g = &cli.global;
+    match &cli.command {
+        Command::Init(a) => init::run(&ctx, g, a),
+        Command::Backup(a) => backup::run(&ctx, g, a),
+        Command::Snapshots => snapshots::run(&ctx, g),
+        Command::Ls(a) => ls::run(&ctx, g, a),
+        Command::Restore(a) => restore::run(&ctx, g, a),
+        Command::Check(a) => check::run(&ctx, g, a),
+    }
+}
+
+/// Bytes in a human unit.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A name or path for display: lossy UTF-8 with control characters escaped.
+pub fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}

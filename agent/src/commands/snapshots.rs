@@ -1,0 +1,51 @@
+use anyhow::Result;
+
+use crate::cli::Global;
+use crate::context::Context;
+use crate::exit::Exit;
+
+use super::printable;
+
+pub fn run(ctx: &Context, g: &Global) -> Result<Exit> {
+    let repo = ctx.open(g)?;
+    let snaps = ctx.rt.block_on(repo.snapshots())?;
+    if g.json {
+        let list: Vec<_> = snaps
+            .iter()
+            .map(|(id, s)| {
+                serde_json::json!({
+                    "id": id.to_hex(),
+                    "short_id": id.short(),
+                    "time": chrono::DateTime::from_timestamp_nanos(s.time_ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                    "host": s.host,
+                    "username": s.username,
+                    "paths": s.paths.iter().map(|p| printable(p)).collect::<Vec<_>>(),
+                    "tags": s.tags,
+                    "parent": s.parent.map(|p| p.to_hex()),
+                    "tree": s.tree.to_hex(),
+                    "summary": s.summary,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(Exit::Ok);
+    }
+    println!(
+        "{:<10} {:<26} {:<16} {:<16} paths",
+        "id", "time (UTC)", "host", "tags"
+    );
+    for (id, s) in &snaps {
+        let t = chrono::DateTime::from_timestamp_nanos(s.time_ns).format("%Y-%m-%d %H:%M:%S");
+        let paths: Vec<String> = s.paths.iter().map(|p| printable(p)).collect();
+        println!(
+            "{:<10} {:<26} {:<16} {:<16} {}",
+            id.short(),
+            t,
+            s.host,
+            s.tags.join(","),
+            paths.join(" ")
+        );
+    }
+    println!("{} snapshots", snaps.len());
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,71 @@
+//! What every command needs: where the repository and the state are, a runtime, the passphrase.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use drvault_repo::store::Store;
+use drvault_repo::Repository;
+use tokio::runtime::Runtime;
+
+use crate::cli::Global;
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn home_dir(var: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(fallback)
+    })
+}
+
+/// The embedded default repository: /var/lib/drvault/repo for root, else the user's data dir.
+pub fn default_repo() -> String {
+    if is_root() {
+        "/var/lib/drvault/repo".into()
+    } else {
+        home_dir("XDG_DATA_HOME", ".local/share")
+            .join("drvault/repo")
+            .display()
+            .to_string()
+    }
+}
+
+pub fn default_state_dir() -> PathBuf {
+    if is_root() {
+        PathBuf::from("/var/lib/drvault")
+    } else {
+        home_dir("XDG_STATE_HOME", ".local/state").join("drvault")
+    }
+}
+
+pub struct Context {
+    pub rt: Runtime,
+    pub repo_location: String,
+    pub state_dir: PathBuf,
+}
+
+impl Context {
+    pub fn new(g: &Global) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        Ok(Context {
+            rt,
+            repo_location: g.repo.clone().unwrap_or_else(default_repo),
+            state_dir: g.state_dir.clone().unwrap_or_else(default_state_dir),
+        })
+    }
+
+    pub fn open(&self, g: &Global) -> Result<Arc<Repository>> {
+        let store = Store::open(&self.repo_location, false)?;
+        let pass = crate::password::read(g.password_file.as_deref(), false)?;
+        let repo =
+            self.rt
+                .block_on(Repository::open(store, &pass, Some(self.state_dir.clone())))?;
+        Ok(Arc::new(repo))
+    }
+}

@@ -1,0 +1,36 @@
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Repo(#[from] drvault_repo::Error),
+    /// No snapshot matches the selection.
+    #[error("no snapshot matches {0}")]
+    NoSnapshot(String),
+    /// A snapshot ID prefix matches several snapshots.
+    #[error("snapshot prefix {0} is ambiguous; give more characters")]
+    Ambiguous(String),
+    /// Writing to the target failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The target holds something a restore may not write through (a symlink, a non-directory).
+    #[error("refusing to restore through {0}: it is not a plain directory")]
+    UnsafeTarget(PathBuf),
+    /// Restored data differs from the snapshot.
+    #[error("verification failed for {path}: {reason}")]
+    Verify { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}

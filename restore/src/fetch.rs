@@ -1,0 +1,143 @@
+//! Fetches file contents pack by pack, in parallel, and writes each blob at its offsets.
+//!
+//! Blobs are grouped by pack and neighbouring blobs are read with one ranged request, so each
+//! pack is read at most once per restore; memory is bounded by packs in flight × span size.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use drvault_repo::blob::open_blob;
+use drvault_repo::format::{paths, BlobKind, PackEntry};
+use drvault_repo::{Id, Repository};
+use futures::{StreamExt, TryStreamExt};
+use tokio::runtime::Handle;
+
+use crate::fsops::open_write;
+use crate::{Error, Result};
+
+/// Largest gap between two wanted blobs that is read through rather than split.
+const MAX_GAP: u64 = 256 * 1024;
+/// Largest single ranged read.
+const MAX_SPAN: u64 = 8 * 1024 * 1024;
+
+struct Want {
+    entry: PackEntry,
+    /// (file number, offset in file)
+    targets: Vec<(u32, u64)>,
+}
+
+/// Writes the content of `files` (path, blob IDs), which already exist with their final size.
+pub fn write_contents(
+    rt: &Handle,
+    repo: Arc<Repository>,
+    files: Vec<(PathBuf, Vec<Id>)>,
+    parallel: usize,
+) -> Result<u64> {
+    let mut by_pack: HashMap<Id, HashMap<Id, Want>> = HashMap::new();
+    for (n, (path, content)) in files.iter().enumerate() {
+        let mut offset = 0u64;
+        for id in content {
+            let loc = repo.locate(id).ok_or_else(|| {
+                Error::Repo(drvault_repo::Error::NotFound {
+                    name: format!("blob {id} of {}", path.display()),
+                })
+            })?;
+            by_pack
+                .entry(loc.pack)
+                .or_default()
+                .entry(*id)
+                .or_insert_with(|| Want {
+                    entry: loc.entry,
+                    targets: Vec::new(),
+                })
+                .targets
+                .push((n as u32, offset));
+            offset += u64::from(loc.entry.raw_length);
+        }
+    }
+    let files = Arc::new(files.into_iter().map(|(p, _)| p).collect::<Vec<_>>());
+    let spans: Vec<(Id, Vec<Want>)> = by_pack
+        .into_iter()
+        .flat_map(|(pack, wants)| {
+            let mut wants: Vec<Want> = wants.into_values().collect();
+            wants.sort_by_key(|w| w.entry.offset);
+            split_spans(wants).into_iter().map(move |s| (pack, s))
+        })
+        .collect();
+    rt.block_on(async {
+        futures::stream::iter(spans)
+            .map(|(pack, wants)| fetch_span(repo.clone(), files.clone(), pack, wants))
+            .buffer_unordered(parallel.max(1))
+            .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
+            .await
+    })
+}
+
+fn split_spans(wants: Vec<Want>) -> Vec<Vec<Want>> {
+    let mut spans: Vec<Vec<Want>> = Vec::new();
+    for w in wants {
+        let start = u64::from(w.entry.offset);
+        let extend = spans.last().is_some_and(|s| {
+            let first = u64::from(s[0].entry.offset);
+            let last = &s[s.len() - 1].entry;
+            let end = u64::from(last.offset) + u64::from(last.length);
+            start <= end + MAX_GAP && start + u64::from(w.entry.length) - first <= MAX_SPAN
+        });
+        match spans.last_mut() {
+            Some(s) if extend => s.push(w),
+            _ => spans.push(vec![w]),
+        }
+    }
+    spans
+}
+
+async fn fetch_span(
+    repo: Arc<Repository>,
+    files: Arc<Vec<PathBuf>>,
+    pack: Id,
+    wants: Vec<Want>,
+) -> Result<u64> {
+    let name = paths::pack(&pack);
+    let start = u64::from(wants[0].entry.offset);
+    let last = &wants[wants.len() - 1].entry;
+    let end = u64::from(last.offset) + u64::from(last.length);
+    let bytes = repo.store().get_range(&name, start..end).await?;
+    // Decryption, decompression and writes are CPU and blocking I/O: off the async workers.
+    tokio::task::spawn_blocking(move || -> Result<u64> {
+        let mut written = 0;
+        for w in wants {
+            let from = (u64::from(w.entry.offset) - start) as usize;
+            let sealed = &bytes[from..from + w.entry.length as usize];
+            let plain = open_blob(
+                repo.keyring(),
+                BlobKind::Data,
+                &w.entry.id,
+                w.entry.raw_length,
+                sealed,
+            )
+            .map_err(|e| match e {
+                drvault_repo::Error::Integrity { reason, .. } => drvault_repo::Error::Integrity {
+                    object: format!("{name} (blob {})", w.entry.id),
+                    reason,
+                },
+                other => other,
+            })?;
+            // All-zero blobs stay holes: the files were created sparse at their full size.
+            if plain.iter().all(|&b| b == 0) {
+                continue;
+            }
+            for (file, offset) in &w.targets {
+                let path = &files[*file as usize];
+                let f = open_write(path, false)?;
+                f.write_all_at(&plain, *offset)
+                    .map_err(crate::error::io(path))?;
+                written += plain.len() as u64;
+            }
+        }
+        Ok(written)
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("restore worker failed: {e}")))?
+}

@@ -1,0 +1,71 @@
+//! Re-reads restored files and checks every chunk against the snapshot's blob IDs.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use drvault_repo::{Id, Repository};
+
+use crate::fsops::open_read;
+use crate::{Error, Result};
+
+pub fn verify_files(repo: &Repository, files: &[(PathBuf, Vec<Id>)]) -> Result<u64> {
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> Result<u64> {
+                    let mut n = 0;
+                    let mut buf = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((path, content)) = files.get(i) else {
+                            return Ok(n);
+                        };
+                        verify_one(repo, path, content, &mut buf)?;
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for h in handles {
+            total += h
+                .join()
+                .map_err(|_| Error::Invalid("verify worker panicked".into()))??;
+        }
+        Ok(total)
+    })
+}
+
+fn verify_one(repo: &Repository, path: &PathBuf, content: &[Id], buf: &mut Vec<u8>) -> Result<()> {
+    let mut f = open_read(path)?;
+    for (i, id) in content.iter().enumerate() {
+        let loc = repo.locate(id).ok_or_else(|| Error::Verify {
+            path: path.clone(),
+            reason: format!("blob {id} is not indexed"),
+        })?;
+        buf.resize(loc.entry.raw_length as usize, 0);
+        f.read_exact(buf).map_err(|e| Error::Verify {
+            path: path.clone(),
+            reason: format!("chunk {i}: {e}"),
+        })?;
+        if repo.blob_id(buf) != *id {
+            return Err(Error::Verify {
+                path: path.clone(),
+                reason: format!("chunk {i} differs from the snapshot"),
+            });
+        }
+    }
+    let mut extra = [0u8; 1];
+    if f.read(&mut extra).map_err(crate::error::io(path))? != 0 {
+        return Err(Error::Verify {
+            path: path.clone(),
+            reason: "file is longer than in the snapshot".into(),
+        });
+    }
+    Ok(())
+}
