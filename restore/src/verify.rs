@@ -1,7 +1,7 @@
 //! Re-reads restored files and checks every chunk against the snapshot's blob IDs.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use drvault_repo::{Id, Repository};
@@ -41,21 +41,21 @@ pub fn verify_files(repo: &Repository, files: &[(PathBuf, Vec<Id>)]) -> Result<u
     })
 }
 
-fn verify_one(repo: &Repository, path: &PathBuf, content: &[Id], buf: &mut Vec<u8>) -> Result<()> {
+fn verify_one(repo: &Repository, path: &Path, content: &[Id], buf: &mut Vec<u8>) -> Result<()> {
     let mut f = open_read(path)?;
     for (i, id) in content.iter().enumerate() {
         let loc = repo.locate(id).ok_or_else(|| Error::Verify {
-            path: path.clone(),
+            path: path.to_path_buf(),
             reason: format!("blob {id} is not indexed"),
         })?;
         buf.resize(loc.entry.raw_length as usize, 0);
         f.read_exact(buf).map_err(|e| Error::Verify {
-            path: path.clone(),
+            path: path.to_path_buf(),
             reason: format!("chunk {i}: {e}"),
         })?;
         if repo.blob_id(buf) != *id {
             return Err(Error::Verify {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 reason: format!("chunk {i} differs from the snapshot"),
             });
         }
@@ -63,7 +63,7 @@ fn verify_one(repo: &Repository, path: &PathBuf, content: &[Id], buf: &mut Vec<u
     let mut extra = [0u8; 1];
     if f.read(&mut extra).map_err(crate::error::io(path))? != 0 {
         return Err(Error::Verify {
-            path: path.clone(),
+            path: path.to_path_buf(),
             reason: "file is longer than in the snapshot".into(),
         });
     }

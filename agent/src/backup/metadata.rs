@@ -51,7 +51,9 @@ pub fn node_from(name: &[u8], path: &Path, meta: &Metadata) -> (Node, Option<std
 }
 
 /// Extended attributes of the entry itself (symlinks are not followed), sorted by name.
-fn read_xattrs(path: &Path) -> (Vec<(Vec<u8>, Vec<u8>)>, Option<std::io::Error>) {
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn read_xattrs(path: &Path) -> (Xattrs, Option<std::io::Error>) {
     let names = match xattr::list(path) {
         Ok(n) => n,
         // File systems without xattr support simply have none.
