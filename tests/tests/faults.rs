@@ -1,0 +1,125 @@
+//! Faults during a backup: unreadable sources and a kill -9 in the middle.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
+use std::time::Duration;
+
+use drvault_tests::{noise, restored, Env};
+
+fn running_as_root() -> bool {
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+#[test]
+fn unreadable_files_are_named_counted_and_the_rest_is_saved() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("locked-dir")).unwrap();
+    fs::write(src.join("readable"), b"fine").unwrap();
+    fs::write(src.join("secret"), b"no access").unwrap();
+    fs::write(src.join("locked-dir/inside"), b"no access either").unwrap();
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(src.join("locked-dir"), fs::Permissions::from_mode(0o000)).unwrap();
+    env.init();
+    // Root reads everything, so as root the backup runs as an unprivileged user instead.
+    let mut cmd = env.cmd();
+    if running_as_root() {
+        for p in [env.dir.path().to_path_buf(), env.repo(), env.state()] {
+            fs::create_dir_all(&p).unwrap();
+        }
+        Command::new("chmod")
+            .args(["-R", "a+rwX"])
+            .arg(env.dir.path())
+            .status()
+            .unwrap();
+        fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+        fs::set_permissions(src.join("locked-dir"), fs::Permissions::from_mode(0o000)).unwrap();
+        let mut wrapped = Command::new("setpriv");
+        wrapped
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(drvault_tests::drvault_bin());
+        wrapped
+            .arg("--repo")
+            .arg(env.repo())
+            .arg("--state-dir")
+            .arg(env.path("state-nobody"));
+        wrapped.env("DRVAULT_PASSWORD", drvault_tests::PASSWORD);
+        cmd = wrapped;
+    }
+    let out = cmd
+        .args(["backup", "--json", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "partial backup exit code: {stderr}"
+    );
+    assert!(
+        stderr.contains("secret") && stderr.contains("locked-dir"),
+        "{stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["errors"], 2);
+    fs::set_permissions(src.join("locked-dir"), fs::Permissions::from_mode(0o755)).unwrap();
+    let target = env.path("out");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        fs::read(restored(&target, &src).join("readable")).unwrap(),
+        b"fine"
+    );
+    assert!(!restored(&target, &src).join("secret").exists());
+}
+
+#[test]
+fn kill_9_during_backup_leaves_earlier_snapshots_intact() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("first"), b"the first snapshot's file").unwrap();
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    for i in 0..12 {
+        fs::write(src.join(format!("big-{i}")), noise(8 * 1024 * 1024, i)).unwrap();
+    }
+    // Kill at several points of a run: early, and later while packs are being written.
+    for delay_ms in [50u64, 400, 1200] {
+        let mut child = env
+            .cmd()
+            .args(["backup", src.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = env.run(&["check", "--read-data"]);
+        assert!(
+            out.status.success(),
+            "check after kill at {delay_ms} ms: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let snaps = env.snapshots_json();
+    assert!(!snaps.is_empty());
+    let first_id = snaps[0]["id"].as_str().unwrap().to_string();
+    let target = env.path("out");
+    env.ok(&[
+        "restore",
+        &first_id,
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
+    assert_eq!(
+        fs::read(restored(&target, &src).join("first")).unwrap(),
+        b"the first snapshot's file"
+    );
+    // The next run completes.
+    env.ok(&["backup", src.to_str().unwrap()]);
+    assert!(env.run(&["check", "--read-data"]).status.success());
+}
