@@ -1,0 +1,63 @@
+//! Throughput of each pipeline stage on 16 MiB of corpus-like data, for comparison with this
+//! machine's per-core ceilings (`openssl speed -evp aes-256-gcm`, `b3sum`, `zstd -b3`).
+#![allow(clippy::unwrap_used)]
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use drvault_benches::corpus_like;
+use drvault_keyring::{Header, Key, Keyring, ObjectKind};
+use drvault_repo::blob::BlobSealer;
+use drvault_repo::chunker::{Chunker, ChunkerParams};
+use drvault_repo::format::BlobKind;
+use drvault_repo::Id;
+
+const LEN: usize = 16 * 1024 * 1024;
+
+fn stages(c: &mut Criterion) {
+    let data = corpus_like(LEN);
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Bytes(LEN as u64));
+    g.sample_size(10);
+
+    let chunker = Chunker::new(&[9; 32], ChunkerParams::default());
+    let mut buf = Vec::new();
+    g.bench_function("chunk (FastCDC, keyed gear)", |b| {
+        b.iter(|| {
+            let mut s = chunker.stream(&data[..], &mut buf);
+            let mut n = 0;
+            while let Some(ch) = s.next().unwrap() {
+                n += ch.len();
+            }
+            n
+        })
+    });
+    let key = [7u8; 32];
+    g.bench_function("hash (keyed BLAKE3)", |b| b.iter(|| Id::of_plaintext(&key, &data)));
+    g.bench_function("compress (zstd 3)", |b| b.iter(|| zstd::bulk::compress(&data, 3).unwrap().len()));
+    let aes = Key::from_bytes([3; 32]);
+    let header = Header { kind: ObjectKind::DataBlob, compressed: false, epoch: 1 };
+    let mut out = Vec::with_capacity(LEN + 64);
+    g.bench_function("seal (AES-256-GCM)", |b| {
+        b.iter(|| {
+            out.clear();
+            drvault_keyring::seal(&aes, header, &[0; 32], &data, &mut out).unwrap();
+            out.len()
+        })
+    });
+    let kr = Keyring::generate(0).unwrap();
+    let mut sealer = BlobSealer::new(&kr, 3).unwrap();
+    let chunks: Vec<&[u8]> = data.chunks(1024 * 1024).collect();
+    g.bench_function("blob (hash + zstd 3 + seal, 1 MiB chunks)", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for ch in &chunks {
+                let id = Id::of_plaintext(kr.id_key(), ch);
+                n += sealer.seal(BlobKind::Data, &id, ch).unwrap().len();
+            }
+            n
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);
