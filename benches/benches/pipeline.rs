@@ -31,10 +31,18 @@ fn stages(c: &mut Criterion) {
         })
     });
     let key = [7u8; 32];
-    g.bench_function("hash (keyed BLAKE3)", |b| b.iter(|| Id::of_plaintext(&key, &data)));
-    g.bench_function("compress (zstd 3)", |b| b.iter(|| zstd::bulk::compress(&data, 3).unwrap().len()));
+    g.bench_function("hash (keyed BLAKE3)", |b| {
+        b.iter(|| Id::of_plaintext(&key, &data))
+    });
+    g.bench_function("compress (zstd 3)", |b| {
+        b.iter(|| zstd::bulk::compress(&data, 3).unwrap().len())
+    });
     let aes = Key::from_bytes([3; 32]);
-    let header = Header { kind: ObjectKind::DataBlob, compressed: false, epoch: 1 };
+    let header = Header {
+        kind: ObjectKind::DataBlob,
+        compressed: false,
+        epoch: 1,
+    };
     let mut out = Vec::with_capacity(LEN + 64);
     g.bench_function("seal (AES-256-GCM)", |b| {
         b.iter(|| {

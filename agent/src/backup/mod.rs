@@ -2,6 +2,7 @@
 
 mod metadata;
 mod pipeline;
+mod progress;
 mod walk;
 
 use std::path::PathBuf;

@@ -120,23 +120,43 @@ impl Pipeline {
     }
 
     fn first_worker_error(&mut self) -> anyhow::Error {
+        let first = self.join_workers().err();
+        // A worker that could not hand over a pack failed because the uploader did: its error
+        // (the storage failure) is the one the user needs.
+        self.uploader_error()
+            .or(first)
+            .unwrap_or_else(|| anyhow!("the storing stage stopped"))
+    }
+
+    /// Closes the job queue and waits for the workers; returns the first failure.
+    fn join_workers(&mut self) -> Result<()> {
         self.jobs = None;
-        for h in self.workers.drain(..) {
+        let mut failure = None;
+        for h in std::mem::take(&mut self.workers) {
             match h.join() {
-                Ok(Err(e)) => return e,
-                Err(_) => return anyhow!("a seal worker panicked"),
                 Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(_) => failure = failure.or(Some(anyhow!("a seal worker panicked"))),
             }
         }
-        anyhow!("the storing stage stopped")
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn uploader_error(&mut self) -> Option<anyhow::Error> {
+        self.packs = None;
+        let uploader = self.uploader.take()?;
+        match self.rt.block_on(uploader) {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(anyhow!("the uploader failed: {e}")),
+        }
     }
 
     /// Drains every stage, uploads the last partial packs and writes the index. Returns the
     /// bytes written to the repository.
     pub fn finish(mut self) -> Result<u64> {
-        self.jobs = None;
-        for h in self.workers.drain(..) {
-            h.join().map_err(|_| anyhow!("a seal worker panicked"))??;
+        if let Err(e) = self.join_workers() {
+            return Err(self.uploader_error().unwrap_or(e));
         }
         let pack_tx = self
             .packs

@@ -15,6 +15,7 @@ use globset::GlobSet;
 use tokio::runtime::Handle;
 
 use super::pipeline::Pipeline;
+use super::progress::Progress;
 
 pub struct WalkOptions {
     pub excludes: GlobSet,
@@ -29,6 +30,7 @@ pub struct Walker {
     /// (device, inode) of multiply linked files already stored → their path in the snapshot.
     links: HashMap<(u64, u64), Vec<u8>>,
     buf: Vec<u8>,
+    progress: Option<Progress>,
     pub summary: Summary,
 }
 
@@ -52,12 +54,22 @@ impl Walker {
             opts,
             links: HashMap::new(),
             buf: Vec::new(),
+            progress: Progress::on_terminal(),
             summary: Summary::default(),
         }
     }
 
     pub fn into_pipeline(self) -> (Pipeline, Summary) {
+        if let Some(p) = &self.progress {
+            p.clear();
+        }
         (self.pipeline, self.summary)
+    }
+
+    fn report(&mut self) {
+        if let Some(p) = &mut self.progress {
+            p.tick(&self.summary);
+        }
     }
 
     fn repo(&self) -> &Repository {
@@ -287,6 +299,7 @@ impl Walker {
         let mut stream = chunker.stream(file, buf);
         while let Some(chunk) = stream.next()? {
             self.summary.bytes_read += chunk.len() as u64;
+            self.report();
             let id = self
                 .pipeline
                 .add(BlobKind::Data, chunk)
@@ -339,6 +352,7 @@ impl Walker {
             let node =
                 self.backup_entry(&child, &name, &child_path, &meta, parent_node, root_dev)?;
             child_path.pop();
+            self.report();
             if let Some(n) = node {
                 entries.push(n);
             }
