@@ -50,6 +50,8 @@ impl Context {
     pub fn new(g: &Global) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            // Few blocking threads: each one can hold a malloc arena of freed pack buffers.
+            .max_blocking_threads(4)
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;

@@ -64,8 +64,7 @@ pub fn open_blob(
         drvault_keyring::open(&key, &id.0, sealed).map_err(|e| Error::integrity(&object, e))?;
     let plain = if header.compressed {
         // Bound the output by the indexed size so a hostile blob cannot balloon memory.
-        zstd::bulk::decompress(&payload, raw_length as usize)
-            .map_err(|e| Error::integrity(&object, e))?
+        decompress(&payload, raw_length as usize).map_err(|e| Error::integrity(&object, e))?
     } else {
         payload
     };
@@ -82,4 +81,24 @@ pub fn open_blob(
         ));
     }
     Ok(plain)
+}
+
+thread_local! {
+    /// One zstd decompression context per thread: creating one per blob costs more than
+    /// decompressing a small blob.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(payload, capacity),
+            None => zstd::bulk::decompress(payload, capacity),
+        }
+    })
 }

@@ -148,7 +148,8 @@ pub async fn check(repo: Arc<Repository>, read: ReadData) -> Result<CheckReport>
             let expected = indexed_packs.get(&pack).cloned().unwrap_or_default();
             async move { read_pack(repo, pack, expected).await }
         })
-        .buffer_unordered(4)
+        // Two whole packs in flight keep both cores busy with bounded memory.
+        .buffer_unordered(2)
         .collect()
         .await;
     report.errors.extend(results.into_iter().flatten());

@@ -75,6 +75,39 @@ pub struct Repository {
     /// Entries of packs uploaded by this process and not yet written to an index object.
     pending: Mutex<Vec<IndexPack>>,
     state_dir: Option<PathBuf>,
+    tree_packs: Mutex<TreePackCache>,
+}
+
+/// Whole tree packs kept in memory: a walk reads thousands of small tree blobs from a handful
+/// of packs, and one read per pack beats one ranged read per tree.
+#[derive(Default)]
+struct TreePackCache {
+    packs: std::collections::VecDeque<(Id, Bytes)>,
+    bytes: usize,
+}
+
+const TREE_CACHE_BYTES: usize = 48 * 1024 * 1024;
+
+impl TreePackCache {
+    fn get(&self, pack: &Id) -> Option<Bytes> {
+        self.packs
+            .iter()
+            .find(|(id, _)| id == pack)
+            .map(|(_, b)| b.clone())
+    }
+
+    fn insert(&mut self, pack: Id, bytes: Bytes) {
+        if self.get(&pack).is_some() {
+            return;
+        }
+        self.bytes += bytes.len();
+        self.packs.push_back((pack, bytes));
+        while self.bytes > TREE_CACHE_BYTES && self.packs.len() > 1 {
+            if let Some((_, old)) = self.packs.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
 }
 
 fn unix_now() -> i64 {
@@ -137,6 +170,7 @@ impl Repository {
             index: RwLock::default(),
             pending: Mutex::default(),
             state_dir: None,
+            tree_packs: Mutex::default(),
         })
     }
 
@@ -159,6 +193,7 @@ impl Repository {
             index: RwLock::default(),
             pending: Mutex::default(),
             state_dir,
+            tree_packs: Mutex::default(),
         };
         repo.load_index().await?;
         Ok(repo)
@@ -457,16 +492,36 @@ impl Repository {
         }
         let name = paths::pack(&loc.pack);
         let start = u64::from(loc.entry.offset);
-        let sealed = self
-            .store
-            .get_range(&name, start..start + u64::from(loc.entry.length))
-            .await?;
+        let end = start + u64::from(loc.entry.length);
+        let sealed = if kind == BlobKind::Tree {
+            let pack = self.tree_pack(&loc.pack, &name).await?;
+            pack.get(start as usize..end as usize)
+                .map(|b| pack.slice_ref(b))
+                .ok_or_else(|| {
+                    Error::integrity(&name, format!("blob {id} lies outside the pack"))
+                })?
+        } else {
+            self.store.get_range(&name, start..end).await?
+        };
         open_blob(&self.keyring, kind, id, loc.entry.raw_length, &sealed).map_err(|e| match e {
             Error::Integrity { reason, .. } => {
                 Error::integrity(format!("{name} (blob {id})"), reason)
             }
             other => other,
         })
+    }
+
+    async fn tree_pack(&self, pack: &Id, name: &str) -> Result<Bytes> {
+        let poisoned = || Error::Invalid("tree cache lock poisoned".into());
+        if let Some(b) = self.tree_packs.lock().map_err(|_| poisoned())?.get(pack) {
+            return Ok(b);
+        }
+        let bytes = self.store.get(name).await?;
+        self.tree_packs
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(*pack, bytes.clone());
+        Ok(bytes)
     }
 
     pub async fn load_tree(&self, id: &Id) -> Result<Tree> {

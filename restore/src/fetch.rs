@@ -20,7 +20,7 @@ use crate::{Error, Result};
 /// Largest gap between two wanted blobs that is read through rather than split.
 const MAX_GAP: u64 = 256 * 1024;
 /// Largest single ranged read.
-const MAX_SPAN: u64 = 8 * 1024 * 1024;
+const MAX_SPAN: u64 = 4 * 1024 * 1024;
 
 struct Want {
     entry: PackEntry,
@@ -32,7 +32,7 @@ struct Want {
 pub fn write_contents(
     rt: &Handle,
     repo: Arc<Repository>,
-    files: Vec<(PathBuf, Vec<Id>)>,
+    files: &[(PathBuf, Vec<Id>)],
     parallel: usize,
 ) -> Result<u64> {
     let mut by_pack: HashMap<Id, HashMap<Id, Want>> = HashMap::new();
@@ -57,7 +57,7 @@ pub fn write_contents(
             offset += u64::from(loc.entry.raw_length);
         }
     }
-    let files = Arc::new(files.into_iter().map(|(p, _)| p).collect::<Vec<_>>());
+    let files = Arc::new(files.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
     let spans: Vec<(Id, Vec<Want>)> = by_pack
         .into_iter()
         .flat_map(|(pack, wants)| {

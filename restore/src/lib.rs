@@ -13,3 +13,12 @@ pub use plan::{restore, RestoreOptions, RestoreStats};
 pub use select::{select_snapshot, SnapshotSpec};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn hwm(what: &str) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let l: Vec<&str> = s
+        .lines()
+        .filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS"))
+        .collect();
+    tracing::debug!("{what}: {l:?}");
+}

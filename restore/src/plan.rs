@@ -4,7 +4,7 @@
 //! nothing is ever written through a symlink the snapshot supplied.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use drvault_repo::format::{validate_name, Node, NodeKind};
@@ -40,7 +40,10 @@ pub struct RestoreStats {
 }
 
 struct Entry {
-    comps: Vec<Vec<u8>>,
+    /// Path below the target, built from validated components.
+    path: PathBuf,
+    /// Components joined by '/': the key hard links refer to.
+    key: Vec<u8>,
     node: Node,
 }
 
@@ -71,20 +74,22 @@ fn included(includes: &[Vec<Vec<u8>>], comps: &[Vec<u8>]) -> Include {
     }
 }
 
+/// Lists the entries to restore, every directory before what it contains.
 fn collect(
     rt: &Handle,
     repo: &Repository,
     root: Id,
+    target: &Path,
     includes: &[Vec<Vec<u8>>],
 ) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
-    // (tree, path, everything below is included)
+    // (tree, its components, everything below is included)
     let mut stack = vec![(root, Vec::<Vec<u8>>::new(), includes.is_empty())];
     while let Some((tree_id, base, all)) = stack.pop() {
         let tree = rt.block_on(repo.load_tree(&tree_id))?;
-        for node in tree.entries {
+        for mut node in tree.entries {
             let mut comps = base.clone();
-            comps.push(node.name.clone());
+            comps.push(std::mem::take(&mut node.name));
             let inc = if all {
                 Include::All
             } else {
@@ -96,14 +101,14 @@ fn collect(
                 Include::Partial if node.kind == NodeKind::Dir => false,
                 Include::Partial => continue,
             };
+            let path = join(target, &comps);
+            let key = comps.join(&b'/');
             if let Some(sub) = node.subtree {
-                stack.push((sub, comps.clone(), subtree_all));
+                stack.push((sub, comps, subtree_all));
             }
-            out.push(Entry { comps, node });
+            out.push(Entry { path, key, node });
         }
     }
-    // Parents before children.
-    out.sort_by(|a, b| a.comps.cmp(&b.comps));
     Ok(out)
 }
 
@@ -117,29 +122,39 @@ pub fn restore(
     let mut stats = RestoreStats::default();
     std::fs::create_dir_all(&opts.target).map_err(io(&opts.target))?;
     let target = opts.target.canonicalize().map_err(io(&opts.target))?;
-    let entries = collect(rt, &repo, root, &opts.includes)?;
+    crate::hwm("start");
+    let entries = collect(rt, &repo, root, &target, &opts.includes)?;
+    crate::hwm("collected");
     let as_root = rustix::process::geteuid().is_root();
 
     let mut files: Vec<(PathBuf, Vec<Id>)> = Vec::new();
+    // Paths of files that hard links in this restore point to.
+    let link_sources: std::collections::HashSet<&[u8]> = entries
+        .iter()
+        .filter(|e| e.node.kind == NodeKind::Hardlink)
+        .map(|e| e.node.target.as_slice())
+        .collect();
     let mut restored_files: HashMap<Vec<u8>, PathBuf> = HashMap::new();
     let mut later: Vec<&Entry> = Vec::new();
     for e in &entries {
-        let path = join(&target, &e.comps);
+        let path = &e.path;
         match e.node.kind {
             NodeKind::Dir => {
-                fsops::mkdir(&path)?;
+                fsops::mkdir(path)?;
                 stats.dirs += 1;
             }
             NodeKind::File => {
-                fsops::clear(&path)?;
-                let f = fsops::open_write(&path, true)?;
-                f.set_len(e.node.size).map_err(io(&path))?;
-                restored_files.insert(e.comps.join(&b'/'), path.clone());
-                files.push((path, e.node.content.clone()));
+                fsops::clear(path)?;
+                let f = fsops::open_write(path, true)?;
+                f.set_len(e.node.size).map_err(io(path))?;
+                if link_sources.contains(e.key.as_slice()) {
+                    restored_files.insert(e.key.clone(), path.clone());
+                }
+                files.push((path.clone(), e.node.content.clone()));
                 stats.files += 1;
             }
             NodeKind::Fifo => {
-                fsops::mkfifo(&path)?;
+                fsops::mkfifo(path)?;
                 stats.other += 1;
             }
             NodeKind::Symlink | NodeKind::Hardlink => later.push(e),
@@ -153,11 +168,13 @@ pub fn restore(
         }
     }
     let parallel = opts.parallel;
-    stats.bytes = crate::fetch::write_contents(rt, repo.clone(), files.clone(), parallel)?;
+    crate::hwm("created");
+    stats.bytes = crate::fetch::write_contents(rt, repo.clone(), &files, parallel)?;
+    crate::hwm("written");
 
     for e in &later {
-        let path = join(&target, &e.comps);
-        fsops::clear(&path)?;
+        let path = &e.path;
+        fsops::clear(path)?;
         match e.node.kind {
             NodeKind::Hardlink => {
                 let source_comps: Vec<&[u8]> = e.node.target.split(|&b| b == b'/').collect();
@@ -169,7 +186,7 @@ pub fn restore(
                 }
                 match restored_files.get(&e.node.target) {
                     Some(src) => {
-                        std::fs::hard_link(src, &path).map_err(io(&path))?;
+                        std::fs::hard_link(src, path).map_err(io(path))?;
                         stats.hardlinks += 1;
                     }
                     None => stats.warnings.push(format!(
@@ -182,7 +199,7 @@ pub fn restore(
             _ => {
                 let t: &std::ffi::OsStr =
                     std::os::unix::ffi::OsStrExt::from_bytes(e.node.target.as_slice());
-                std::os::unix::fs::symlink(t, &path).map_err(io(&path))?;
+                std::os::unix::fs::symlink(t, path).map_err(io(path))?;
                 stats.symlinks += 1;
             }
         }
@@ -194,14 +211,14 @@ pub fn restore(
         .iter()
         .filter(|e| !matches!(e.node.kind, NodeKind::Dir | NodeKind::Hardlink))
     {
-        let path = join(&target, &e.comps);
+        let path = &e.path;
         if matches!(
             e.node.kind,
             NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket
         ) {
             continue;
         }
-        let w = fsops::apply_metadata(&path, &e.node, as_root, e.node.kind == NodeKind::Symlink)?;
+        let w = fsops::apply_metadata(path, &e.node, as_root, e.node.kind == NodeKind::Symlink)?;
         stats.warnings.extend(w);
     }
     if opts.verify {
@@ -212,8 +229,8 @@ pub fn restore(
         .rev()
         .filter(|e| e.node.kind == NodeKind::Dir)
     {
-        let path = join(&target, &e.comps);
-        let w = fsops::apply_metadata(&path, &e.node, as_root, false)?;
+        let path = &e.path;
+        let w = fsops::apply_metadata(path, &e.node, as_root, false)?;
         stats.warnings.extend(w);
     }
     Ok(stats)

@@ -45,7 +45,10 @@ pub fn run(ctx: &Context, g: &Global, a: &RestoreArgs) -> Result<Exit> {
         target: a.target.clone(),
         includes: a.includes.iter().map(|p| components(p)).collect(),
         verify: a.verify,
-        parallel: 4,
+        parallel: std::env::var("DRVAULT_RESTORE_PARALLEL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4),
     };
     let started = std::time::Instant::now();
     let stats = drvault_restore::restore(ctx.rt.handle(), repo, snap.tree, &opts)?;
