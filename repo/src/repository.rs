@@ -62,7 +62,7 @@ impl Default for InitOptions {
             kdf: KdfParams::SERVER,
             chunker: ChunkerParams::default(),
             pack_size: 16 * 1024 * 1024,
-            compression_level: 3,
+            compression_level: 2,
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::{Error, Result};
 /// Largest gap between two wanted blobs that is read through rather than split.
 const MAX_GAP: u64 = 256 * 1024;
 /// Largest single ranged read.
-const MAX_SPAN: u64 = 4 * 1024 * 1024;
+const MAX_SPAN: u64 = 2 * 1024 * 1024;
 
 struct Want {
     entry: PackEntry,

@@ -14,6 +14,7 @@ pub use select::{select_snapshot, SnapshotSpec};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Logs the process's peak and current memory at a phase boundary (`DRVAULT_LOG=drvault_restore=debug`).
 pub(crate) fn hwm(what: &str) {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let l: Vec<&str> = s

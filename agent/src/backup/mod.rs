@@ -3,6 +3,7 @@
 mod metadata;
 mod pipeline;
 mod progress;
+mod readers;
 mod walk;
 
 use std::path::PathBuf;
@@ -66,11 +67,16 @@ pub fn run(rt: &Runtime, repo: Arc<Repository>, req: BackupRequest) -> Result<Ba
         .map(|n| n.get())
         .unwrap_or(2);
     let pipeline = Pipeline::start(repo.clone(), rt.handle().clone(), workers)?;
-    let mut walker = Walker::new(pipeline, repo.chunker(), rt.handle().clone(), opts);
-    let tree = walker.run(&paths, parent_root)?;
-    let (pipeline, mut summary) = walker.into_pipeline();
-    summary.blobs_added = pipeline.blobs_added;
-    // Commit order: packs, then index (inside finish), then the snapshot.
+    let mut walker = Walker::new(pipeline, repo.chunker(), rt.handle().clone(), opts, workers)?;
+    let walked = walker.run(&paths, parent_root);
+    let (pipeline, mut summary) = walker.into_pipeline()?;
+    summary.blobs_added = pipeline.blobs_added();
+    // Commit order: packs, then index (inside finish), then the snapshot. When the walk failed,
+    // finish still drains the stages and reports a storage failure in preference to its echo.
+    let tree = match walked {
+        Ok(tree) => tree,
+        Err(e) => return Err(pipeline.finish().err().unwrap_or(e)),
+    };
     summary.bytes_added = pipeline.finish()?;
     summary.duration_ms = started.elapsed().as_millis() as u64;
     let snapshot = Snapshot {

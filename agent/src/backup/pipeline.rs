@@ -7,6 +7,7 @@
 //! Each channel is bounded, so memory stays fixed whatever the size of the files.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context, Result};
@@ -49,16 +50,16 @@ pub struct Pipeline {
     uploader: Option<JoinHandle<Result<u64>>>,
     rt: Handle,
     /// Blobs already stored or queued in this run.
-    queued: HashSet<Id>,
-    pub blobs_added: u64,
+    queued: Mutex<HashSet<Id>>,
+    blobs_added: AtomicU64,
 }
 
-const UPLOADS_IN_FLIGHT: usize = 4;
+const UPLOADS_IN_FLIGHT: usize = 3;
 
 impl Pipeline {
     pub fn start(repo: Arc<Repository>, rt: Handle, workers: usize) -> Result<Self> {
         let (tx, rx) = bounded::<Job>(workers * 2);
-        let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(2);
+        let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(1);
         let target = repo.config().pack_size as usize;
         let packers = Arc::new(Mutex::new(Packers {
             data: PackBuilder::new(target),
@@ -85,8 +86,8 @@ impl Pipeline {
             packs: Some(pack_tx),
             uploader: Some(uploader),
             rt,
-            queued: HashSet::new(),
-            blobs_added: 0,
+            queued: Mutex::default(),
+            blobs_added: AtomicU64::new(0),
         })
     }
 
@@ -95,37 +96,35 @@ impl Pipeline {
     }
 
     /// Stores a blob unless the repository (or this run) already has it. Returns its ID.
-    pub fn add(&mut self, kind: BlobKind, data: &[u8]) -> Result<Id> {
+    /// Called from several reader threads at once.
+    pub fn add(&self, kind: BlobKind, data: &[u8]) -> Result<Id> {
         let id = self.repo.blob_id(data);
-        if !self.queued.contains(&id) && !self.repo.has_blob(&id) {
-            self.queued.insert(id);
-            self.blobs_added += 1;
-            let jobs = self
-                .jobs
-                .as_ref()
-                .ok_or_else(|| anyhow!("pipeline already finished"))?;
-            if jobs
-                .send(Job {
-                    kind,
-                    id,
-                    data: data.to_vec(),
-                })
-                .is_err()
-            {
-                // A worker failed and dropped its receiver: report the worker's error.
-                return Err(self.first_worker_error());
-            }
+        if self.repo.has_blob(&id)
+            || !self
+                .queued
+                .lock()
+                .map_err(|_| anyhow!("lock poisoned"))?
+                .insert(id)
+        {
+            return Ok(id);
         }
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| anyhow!("pipeline already finished"))?;
+        // A failed send means a worker stopped; `finish` reports why.
+        jobs.send(Job {
+            kind,
+            id,
+            data: data.to_vec(),
+        })
+        .map_err(|_| anyhow!("the storing stage stopped"))?;
         Ok(id)
     }
 
-    fn first_worker_error(&mut self) -> anyhow::Error {
-        let first = self.join_workers().err();
-        // A worker that could not hand over a pack failed because the uploader did: its error
-        // (the storage failure) is the one the user needs.
-        self.uploader_error()
-            .or(first)
-            .unwrap_or_else(|| anyhow!("the storing stage stopped"))
+    pub fn blobs_added(&self) -> u64 {
+        self.blobs_added.load(Ordering::Relaxed)
     }
 
     /// Closes the job queue and waits for the workers; returns the first failure.

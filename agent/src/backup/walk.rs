@@ -2,10 +2,10 @@
 //! content of files unchanged since the parent snapshot (size, mtime, ctime and inode equal).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Result;
 use drvault_repo::chunker::Chunker;
@@ -16,6 +16,7 @@ use tokio::runtime::Handle;
 
 use super::pipeline::Pipeline;
 use super::progress::Progress;
+use super::readers::{Pending, ReadError, Readers};
 
 pub struct WalkOptions {
     pub excludes: GlobSet,
@@ -23,15 +24,21 @@ pub struct WalkOptions {
 }
 
 pub struct Walker {
-    pipeline: Pipeline,
-    chunker: Chunker,
+    pipeline: Arc<Pipeline>,
+    readers: Readers,
     rt: Handle,
     opts: WalkOptions,
     /// (device, inode) of multiply linked files already stored → their path in the snapshot.
     links: HashMap<(u64, u64), Vec<u8>>,
-    buf: Vec<u8>,
     progress: Option<Progress>,
     pub summary: Summary,
+}
+
+/// A node whose file content may still be on its way from a reader:
+/// (answer, whether a parent entry existed, the source path for messages).
+struct Entry {
+    node: Node,
+    pending: Option<(Pending, bool, PathBuf)>,
 }
 
 /// A directory assembled in memory for the path components above the backed-up paths.
@@ -46,24 +53,35 @@ enum VirtualEntry {
 }
 
 impl Walker {
-    pub fn new(pipeline: Pipeline, chunker: Chunker, rt: Handle, opts: WalkOptions) -> Self {
-        Walker {
+    pub fn new(
+        pipeline: Pipeline,
+        chunker: Chunker,
+        rt: Handle,
+        opts: WalkOptions,
+        readers: usize,
+    ) -> Result<Self> {
+        let pipeline = Arc::new(pipeline);
+        let readers = Readers::start(pipeline.clone(), chunker, readers)?;
+        Ok(Walker {
             pipeline,
-            chunker,
+            readers,
             rt,
             opts,
             links: HashMap::new(),
-            buf: Vec::new(),
             progress: Progress::on_terminal(),
             summary: Summary::default(),
-        }
+        })
     }
 
-    pub fn into_pipeline(self) -> (Pipeline, Summary) {
+    /// Stops the readers and hands back the pipeline to finish.
+    pub fn into_pipeline(self) -> Result<(Pipeline, Summary)> {
         if let Some(p) = &self.progress {
             p.clear();
         }
-        (self.pipeline, self.summary)
+        self.readers.finish();
+        let pipeline =
+            Arc::try_unwrap(self.pipeline).map_err(|_| anyhow::anyhow!("pipeline still shared"))?;
+        Ok((pipeline, self.summary))
     }
 
     fn report(&mut self) {
@@ -105,8 +123,12 @@ impl Walker {
                 }
             };
             let root_dev = meta.dev();
-            let Some(node) = self.backup_entry(path, last, &comps, &meta, parent_node, root_dev)?
+            let Some(entry) =
+                self.backup_entry(path, last, &comps, &meta, parent_node, root_dev)?
             else {
+                continue;
+            };
+            let Some(node) = self.resolve(vec![entry])?.pop() else {
                 continue;
             };
             let mut dir = &mut root;
@@ -203,7 +225,7 @@ impl Walker {
         meta: &std::fs::Metadata,
         parent: Option<Node>,
         root_dev: u64,
-    ) -> Result<Option<Node>> {
+    ) -> Result<Option<Entry>> {
         if self.excluded(path) {
             return Ok(None);
         }
@@ -229,7 +251,10 @@ impl Walker {
                         node.target = first.clone();
                         node.size = 0;
                         self.summary.other_entries += 1;
-                        return Ok(Some(node));
+                        return Ok(Some(Entry {
+                            node,
+                            pending: None,
+                        }));
                     }
                 }
                 self.summary.bytes_total += node.size;
@@ -241,27 +266,22 @@ impl Walker {
                         && p.inode == node.inode
                         && p.content.iter().all(|id| self.repo().has_blob(id))
                 });
+                let mut pending = None;
                 if unchanged {
                     node.content = parent.map(|p| p.content).unwrap_or_default();
                     self.summary.files_unchanged += 1;
                 } else {
-                    match self.read_file(path) {
-                        Ok(content) => node.content = content,
-                        Err(e) => {
-                            self.warn(path, &format!("cannot read: {e}"));
-                            return Ok(None);
-                        }
-                    }
-                    if parent.is_some() {
-                        self.summary.files_changed += 1;
-                    } else {
-                        self.summary.files_new += 1;
-                    }
+                    pending = Some((
+                        self.readers.submit(path.to_path_buf())?,
+                        parent.is_some(),
+                        path.to_path_buf(),
+                    ));
                 }
                 if meta.nlink() > 1 {
                     self.links
                         .insert((meta.dev(), meta.ino()), snap_path.join(&b'/'));
                 }
+                return Ok(Some(Entry { node, pending }));
             }
             NodeKind::Symlink => {
                 match std::fs::read_link(path) {
@@ -276,37 +296,40 @@ impl Walker {
             NodeKind::Socket => return Ok(None),
             _ => self.summary.other_entries += 1,
         }
-        Ok(Some(node))
+        Ok(Some(Entry {
+            node,
+            pending: None,
+        }))
     }
 
-    fn read_file(&mut self, path: &Path) -> std::io::Result<Vec<Id>> {
-        let file = File::open(path)?;
-        let mut content = Vec::new();
-        let chunker = self.chunker.clone();
-        let mut buf = std::mem::take(&mut self.buf);
-        let result = self.chunk_into(&chunker, file, &mut buf, &mut content);
-        self.buf = buf;
-        result.map(|()| content)
-    }
-
-    fn chunk_into(
-        &mut self,
-        chunker: &Chunker,
-        file: File,
-        buf: &mut Vec<u8>,
-        content: &mut Vec<Id>,
-    ) -> std::io::Result<()> {
-        let mut stream = chunker.stream(file, buf);
-        while let Some(chunk) = stream.next()? {
-            self.summary.bytes_read += chunk.len() as u64;
+    /// Waits for the readers' answers for `entries`, dropping files that could not be read.
+    fn resolve(&mut self, entries: Vec<Entry>) -> Result<Vec<Node>> {
+        let mut nodes = Vec::with_capacity(entries.len());
+        for Entry { mut node, pending } in entries {
+            let Some((rx, had_parent, path)) = pending else {
+                nodes.push(node);
+                continue;
+            };
+            let answer = rx
+                .recv()
+                .map_err(|_| anyhow::anyhow!("a reader thread stopped"))?;
+            self.summary.bytes_read += answer.bytes_read;
+            match answer.content {
+                Ok(content) => {
+                    node.content = content;
+                    if had_parent {
+                        self.summary.files_changed += 1;
+                    } else {
+                        self.summary.files_new += 1;
+                    }
+                    nodes.push(node);
+                }
+                Err(ReadError::Source(e)) => self.warn(&path, &format!("cannot read: {e}")),
+                Err(ReadError::Store(e)) => return Err(e),
+            }
             self.report();
-            let id = self
-                .pipeline
-                .add(BlobKind::Data, chunk)
-                .map_err(std::io::Error::other)?;
-            content.push(id);
         }
-        Ok(())
+        Ok(nodes)
     }
 
     fn backup_dir(
@@ -357,6 +380,7 @@ impl Walker {
                 entries.push(n);
             }
         }
-        self.store_tree(entries)
+        let nodes = self.resolve(entries)?;
+        self.store_tree(nodes)
     }
 }

@@ -8,7 +8,12 @@ use crate::exit::Exit;
 
 pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
     if a.init && Store::open(&ctx.repo_location, false).is_err() {
-        super::init::init(ctx, g, None, 3)?;
+        super::init::init(
+            ctx,
+            g,
+            None,
+            drvault_repo::repository::InitOptions::default().compression_level,
+        )?;
         if !g.json && !g.quiet {
             eprintln!("created repository at {}", ctx.repo_location);
         }
