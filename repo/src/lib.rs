@@ -13,7 +13,7 @@ pub mod repository;
 pub mod store;
 
 pub use error::Error;
-pub use id::Id;
+pub use id::{Id, IdBuildHasher, IdMap, IdSet};
 pub use repository::Repository;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

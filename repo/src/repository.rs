@@ -1,7 +1,6 @@
 //! An open repository: configuration, unlocked keyring, in-memory index, and the operations
 //! every command builds on.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -18,7 +17,7 @@ use crate::format::{
 };
 use crate::packer::FinishedPack;
 use crate::store::Store;
-use crate::{Error, Id, Result};
+use crate::{Error, Id, IdMap, Result};
 
 /// Where a blob lives.
 #[derive(Debug, Clone, Copy)]
@@ -41,27 +40,56 @@ struct Slot {
     kind: BlobKind,
 }
 
+/// The in-memory index: what was loaded, sorted for binary search (exact size, no hash-table
+/// slack at millions of entries), plus a hash map of what this process added since.
 #[derive(Default)]
 struct MemIndex {
     packs: Vec<Id>,
-    pack_numbers: HashMap<Id, u32>,
-    blobs: HashMap<Id, Slot>,
+    pack_numbers: IdMap<u32>,
+    loaded: Vec<(Id, Slot)>,
+    added: IdMap<Slot>,
 }
 
 impl MemIndex {
-    fn insert(&mut self, pack: Id, entry: PackEntry) {
+    fn slot(&mut self, pack: Id, entry: &PackEntry) -> Slot {
         let n = *self.pack_numbers.entry(pack).or_insert_with(|| {
             self.packs.push(pack);
             (self.packs.len() - 1) as u32
         });
-        let slot = Slot {
+        Slot {
             pack: n,
             offset: entry.offset,
             length: entry.length,
             raw_length: entry.raw_length,
             kind: entry.kind,
-        };
-        self.blobs.insert(entry.id, slot);
+        }
+    }
+
+    /// Adds an entry during loading; call [`MemIndex::seal`] when done.
+    fn load(&mut self, pack: Id, entry: PackEntry) {
+        let slot = self.slot(pack, &entry);
+        self.loaded.push((entry.id, slot));
+    }
+
+    fn seal(&mut self) {
+        self.loaded.sort_unstable_by_key(|(id, _)| *id);
+        self.loaded.shrink_to_fit();
+    }
+
+    fn insert(&mut self, pack: Id, entry: PackEntry) {
+        let slot = self.slot(pack, &entry);
+        self.added.insert(entry.id, slot);
+    }
+
+    fn get(&self, id: &Id) -> Option<&Slot> {
+        if let Ok(i) = self.loaded.binary_search_by_key(id, |(k, _)| *k) {
+            return Some(&self.loaded[i].1);
+        }
+        self.added.get(id)
+    }
+
+    fn contains(&self, id: &Id) -> bool {
+        self.get(id).is_some()
     }
 
     fn location(&self, id: &Id, s: &Slot) -> Location {
@@ -309,9 +337,19 @@ impl Repository {
             .map(|l| l.name)
             .collect();
         let Some(dir) = self.state_dir.clone() else {
-            for (name, file) in self.fetch_indexes(names).await? {
-                self.add_index_entries(&name, &file)?;
+            let mut idx = MemIndex::default();
+            for (_, file) in self.fetch_indexes(names).await? {
+                for p in &file.packs {
+                    for b in &p.blobs {
+                        idx.load(p.pack, *b);
+                    }
+                }
             }
+            idx.seal();
+            *self
+                .index
+                .write()
+                .map_err(|_| Error::Invalid("index lock poisoned".into()))? = idx;
             return Ok(());
         };
         let wanted: std::collections::HashSet<String> = names.iter().cloned().collect();
@@ -334,7 +372,8 @@ impl Repository {
         .await
         .map_err(|e| Error::Invalid(e.to_string()))??;
         let mut idx = MemIndex::default();
-        catalog.for_each_blob(|pack, entry| idx.insert(pack, entry))?;
+        catalog.for_each_blob(|pack, entry| idx.load(pack, entry))?;
+        idx.seal();
         *self
             .index
             .write()
@@ -364,37 +403,23 @@ impl Repository {
             .await
     }
 
-    fn add_index_entries(&self, _name: &str, file: &IndexFile) -> Result<()> {
-        let mut idx = self
-            .index
-            .write()
-            .map_err(|_| Error::Invalid("index lock poisoned".into()))?;
-        for p in &file.packs {
-            for b in &p.blobs {
-                idx.insert(p.pack, *b);
-            }
-        }
-        Ok(())
-    }
-
     pub fn has_blob(&self, id: &Id) -> bool {
-        self.index
-            .read()
-            .map(|i| i.blobs.contains_key(id))
-            .unwrap_or(false)
+        self.index.read().map(|i| i.contains(id)).unwrap_or(false)
     }
 
     pub fn locate(&self, id: &Id) -> Option<Location> {
         let idx = self.index.read().ok()?;
-        idx.blobs.get(id).map(|s| idx.location(id, s))
+        idx.get(id).map(|s| idx.location(id, s))
     }
 
     /// Every indexed blob with its pack.
     pub fn index_entries(&self) -> Vec<Location> {
         match self.index.read() {
             Ok(idx) => idx
-                .blobs
+                .loaded
                 .iter()
+                .map(|(id, s)| (id, s))
+                .chain(idx.added.iter())
                 .map(|(id, s)| idx.location(id, s))
                 .collect(),
             Err(_) => Vec::new(),

@@ -29,7 +29,14 @@ pub fn kind_of(meta: &Metadata) -> NodeKind {
 /// A node for `path` with everything but its content, subtree or target.
 pub fn node_from(name: &[u8], path: &Path, meta: &Metadata) -> (Node, Option<std::io::Error>) {
     let (xattrs, err) = read_xattrs(path);
-    let node = Node {
+    let mut node = node_without_xattrs(name, meta);
+    node.xattrs = xattrs;
+    (node, err)
+}
+
+/// A node from `lstat` data alone: no extended attributes, content, subtree or target.
+pub fn node_without_xattrs(name: &[u8], meta: &Metadata) -> Node {
+    Node {
         name: name.to_vec(),
         kind: kind_of(meta),
         mode: meta.mode() & 0o7777,
@@ -45,15 +52,14 @@ pub fn node_from(name: &[u8], path: &Path, meta: &Metadata) -> (Node, Option<std
         content: Vec::new(),
         subtree: None,
         target: Vec::new(),
-        xattrs,
-    };
-    (node, err)
+        xattrs: Vec::new(),
+    }
 }
 
 /// Extended attributes of the entry itself (symlinks are not followed), sorted by name.
 type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
-fn read_xattrs(path: &Path) -> (Xattrs, Option<std::io::Error>) {
+pub fn read_xattrs(path: &Path) -> (Xattrs, Option<std::io::Error>) {
     let names = match xattr::list(path) {
         Ok(n) => n,
         // File systems without xattr support simply have none.

@@ -6,7 +6,6 @@
 //!
 //! Each channel is bounded, so memory stays fixed whatever the size of the files.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -15,7 +14,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use drvault_repo::blob::BlobSealer;
 use drvault_repo::format::BlobKind;
 use drvault_repo::packer::{FinishedPack, PackBuilder};
-use drvault_repo::{Id, Repository};
+use drvault_repo::{Id, IdSet, Repository};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
@@ -50,7 +49,7 @@ pub struct Pipeline {
     uploader: Option<JoinHandle<Result<u64>>>,
     rt: Handle,
     /// Blobs already stored or queued in this run.
-    queued: Mutex<HashSet<Id>>,
+    queued: Mutex<IdSet>,
     blobs_added: AtomicU64,
 }
 

@@ -229,9 +229,21 @@ impl Walker {
         if self.excluded(path) {
             return Ok(None);
         }
-        let (mut node, xerr) = super::metadata::node_from(name, path, meta);
-        if let Some(e) = xerr {
-            self.warn(path, &format!("cannot read extended attributes: {e}"));
+        let mut node = super::metadata::node_without_xattrs(name, meta);
+        // Setting an extended attribute changes ctime: with inode and ctime unchanged, the
+        // parent's attributes are current and the (path-walking) listxattr call is saved.
+        let same_inode = parent.as_ref().is_some_and(|p| {
+            p.kind == node.kind && p.inode == node.inode && p.ctime_ns == node.ctime_ns
+        });
+        match parent.as_ref() {
+            Some(p) if same_inode => node.xattrs = p.xattrs.clone(),
+            _ => {
+                let (xattrs, xerr) = super::metadata::read_xattrs(path);
+                node.xattrs = xattrs;
+                if let Some(e) = xerr {
+                    self.warn(path, &format!("cannot read extended attributes: {e}"));
+                }
+            }
         }
         match node.kind {
             NodeKind::Dir => {
@@ -347,10 +359,10 @@ impl Walker {
         let mut parent_nodes: HashMap<Vec<u8>, Node> = parent_tree
             .map(|t| t.entries.into_iter().map(|n| (n.name.clone(), n)).collect())
             .unwrap_or_default();
-        let mut names: Vec<(Vec<u8>, PathBuf)> = match std::fs::read_dir(path) {
+        let mut names: Vec<(Vec<u8>, std::fs::DirEntry)> = match std::fs::read_dir(path) {
             Ok(rd) => rd
                 .filter_map(|e| match e {
-                    Ok(e) => Some((e.file_name().as_bytes().to_vec(), e.path())),
+                    Ok(e) => Some((e.file_name().as_bytes().to_vec(), e)),
                     Err(_) => None,
                 })
                 .collect(),
@@ -359,11 +371,13 @@ impl Walker {
                 Vec::new()
             }
         };
-        names.sort();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
         let mut entries = Vec::with_capacity(names.len());
         let mut child_path = snap_path.to_vec();
-        for (name, child) in names {
-            let meta = match std::fs::symlink_metadata(&child) {
+        for (name, dirent) in names {
+            let child = dirent.path();
+            // fstatat on the open directory: no walk of the whole path per entry (lstat semantics).
+            let meta = match dirent.metadata() {
                 Ok(m) => m,
                 Err(e) => {
                     self.warn(&child, &e);
