@@ -136,6 +136,9 @@ pub fn restore(
         .collect();
     let mut restored_files: HashMap<Vec<u8>, PathBuf> = HashMap::new();
     let mut later: Vec<&Entry> = Vec::new();
+    // Directories first (sequentially: parents before children), then every file and FIFO
+    // created in parallel: each is a few path-walking system calls.
+    let mut to_create: Vec<&Entry> = Vec::new();
     for e in &entries {
         let path = &e.path;
         match e.node.kind {
@@ -144,18 +147,16 @@ pub fn restore(
                 stats.dirs += 1;
             }
             NodeKind::File => {
-                fsops::clear(path)?;
-                let f = fsops::open_write(path, true)?;
-                f.set_len(e.node.size).map_err(io(path))?;
                 if link_sources.contains(e.key.as_slice()) {
                     restored_files.insert(e.key.clone(), path.clone());
                 }
                 files.push((path.clone(), e.node.content.clone()));
                 stats.files += 1;
+                to_create.push(e);
             }
             NodeKind::Fifo => {
-                fsops::mkfifo(path)?;
                 stats.other += 1;
+                to_create.push(e);
             }
             NodeKind::Symlink | NodeKind::Hardlink => later.push(e),
             NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
@@ -167,6 +168,16 @@ pub fn restore(
             }
         }
     }
+    for_each_parallel(&to_create, |e| {
+        if e.node.kind == NodeKind::Fifo {
+            fsops::mkfifo(&e.path)?;
+        } else {
+            fsops::clear(&e.path)?;
+            let f = fsops::open_write(&e.path, true)?;
+            f.set_len(e.node.size).map_err(io(&e.path))?;
+        }
+        Ok(Vec::new())
+    })?;
     let parallel = opts.parallel;
     crate::hwm("created");
     stats.bytes = crate::fetch::write_contents(rt, repo.clone(), &files, parallel)?;
@@ -207,20 +218,23 @@ pub fn restore(
 
     // Metadata: everything but directories, then directories deepest first (their mtimes and
     // read-only modes must come after everything inside them is written).
-    for e in entries
+    let with_metadata: Vec<&Entry> = entries
         .iter()
-        .filter(|e| !matches!(e.node.kind, NodeKind::Dir | NodeKind::Hardlink))
-    {
-        let path = &e.path;
-        if matches!(
-            e.node.kind,
-            NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket
-        ) {
-            continue;
-        }
-        let w = fsops::apply_metadata(path, &e.node, as_root, e.node.kind == NodeKind::Symlink)?;
-        stats.warnings.extend(w);
-    }
+        .filter(|e| {
+            !matches!(
+                e.node.kind,
+                NodeKind::Dir
+                    | NodeKind::Hardlink
+                    | NodeKind::CharDevice
+                    | NodeKind::BlockDevice
+                    | NodeKind::Socket
+            )
+        })
+        .collect();
+    let warnings = for_each_parallel(&with_metadata, |e| {
+        fsops::apply_metadata(&e.path, &e.node, as_root, e.node.kind == NodeKind::Symlink)
+    })?;
+    stats.warnings.extend(warnings);
     if opts.verify {
         stats.verified_files = crate::verify::verify_files(&repo, &files)?;
     }
@@ -234,4 +248,39 @@ pub fn restore(
         stats.warnings.extend(w);
     }
     Ok(stats)
+}
+
+/// Runs `f` over `items` on one thread per core; returns the warnings, or the first error.
+fn for_each_parallel<T: Sync>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<Vec<String>> + Sync,
+) -> Result<Vec<String>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<Vec<String>> {
+                    let mut warnings = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return Ok(warnings);
+                        };
+                        warnings.extend(f(item)?);
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(
+                w.join()
+                    .map_err(|_| Error::Invalid("restore worker panicked".into()))??,
+            );
+        }
+        Ok(all)
+    })
 }

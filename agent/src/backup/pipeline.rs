@@ -53,7 +53,7 @@ pub struct Pipeline {
     blobs_added: AtomicU64,
 }
 
-const UPLOADS_IN_FLIGHT: usize = 3;
+const UPLOADS_IN_FLIGHT: usize = 2;
 
 impl Pipeline {
     pub fn start(repo: Arc<Repository>, rt: Handle, workers: usize) -> Result<Self> {
