@@ -50,6 +50,34 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Verify the repository's structure and, optionally, its data.
     Check(CheckArgs),
+    /// Manage key slots.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Add a key slot: another passphrase, key file or recovery key for the same repository.
+    Add(KeyAddArgs),
+    /// List key slots.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyAddArgs {
+    /// What the new slot holds.
+    #[arg(long, value_enum, default_value = "passphrase")]
+    pub kind: KeyKindArg,
+    /// Read the new passphrase from this file (first line) instead of prompting twice.
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KeyKindArg {
+    Passphrase,
+    Keyfile,
+    Recovery,
 }
 
 #[derive(Debug, Args)]

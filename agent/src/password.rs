@@ -7,6 +7,26 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use zeroize::Zeroizing;
 
+/// A new passphrase: from `file` if given, else prompted twice on the terminal.
+pub fn read_new(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>> {
+    if let Some(f) = file {
+        let raw = Zeroizing::new(
+            std::fs::read(f)
+                .with_context(|| format!("cannot read password file {}", f.display()))?,
+        );
+        return Ok(first_line(&raw));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no new passphrase: use --new-password-file FILE (no terminal to prompt on)");
+    }
+    let first = Zeroizing::new(rpassword::prompt_password("New passphrase: ")?);
+    let second = Zeroizing::new(rpassword::prompt_password("Repeat the new passphrase: ")?);
+    if *first != *second {
+        bail!("the passphrases do not match");
+    }
+    Ok(Zeroizing::new(first.as_bytes().to_vec()))
+}
+
 pub fn read(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
     if let Some(f) = file {
         let raw = Zeroizing::new(

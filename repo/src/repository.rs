@@ -262,6 +262,44 @@ impl Repository {
         Ok(repo)
     }
 
+    /// Adds a key slot wrapping this repository's master key under another passphrase (or key
+    /// file, or recovery key). Returns the slot's object name.
+    pub async fn add_key_slot(
+        &self,
+        kind: SlotKind,
+        passphrase: &[u8],
+        kdf: KdfParams,
+    ) -> Result<String> {
+        if passphrase.is_empty() {
+            return Err(Error::Invalid("refusing an empty passphrase".into()));
+        }
+        let master = self.keyring.master().clone();
+        let pass = zeroize::Zeroizing::new(passphrase.to_vec());
+        let now = unix_now();
+        let slot =
+            tokio::task::spawn_blocking(move || KeySlot::create(kind, now, kdf, &pass, &master))
+                .await
+                .map_err(|e| Error::Invalid(e.to_string()))??;
+        let bytes = slot.encode();
+        let name = paths::key(&Id::of_stored(&bytes));
+        self.store.put_new(&name, bytes.into(), true).await?;
+        Ok(name)
+    }
+
+    /// The key slots: (object name, slot).
+    pub async fn key_slots(&self) -> Result<Vec<(String, KeySlot)>> {
+        let mut out = Vec::new();
+        for l in self.store.list(paths::KEYS).await? {
+            let bytes = self.store.get(&l.name).await?;
+            verify_name(&l.name, &bytes)?;
+            out.push((
+                l.name.clone(),
+                KeySlot::decode(&bytes).map_err(|e| Error::integrity(&l.name, e))?,
+            ));
+        }
+        Ok(out)
+    }
+
     async fn unlock(store: &Store, passphrase: &[u8]) -> Result<drvault_keyring::Key> {
         let listed = store.list(paths::KEYS).await?;
         if listed.is_empty() {

@@ -18,6 +18,7 @@ use crate::{Error, Result};
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     location: String,
+    local: bool,
 }
 
 /// An object listed in a store.
@@ -69,12 +70,23 @@ impl Store {
         Ok(Store {
             inner: Arc::new(fs),
             location: location.to_string(),
+            local: true,
         })
     }
 
     /// Wraps any object store (used by tests and later targets).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, location: String) -> Self {
-        Store { inner, location }
+        Store {
+            inner,
+            location,
+            local: false,
+        }
+    }
+
+    /// True for a directory on this machine, where a write is a copy into the page cache and
+    /// one upload in flight keeps up with the pipeline.
+    pub fn is_local(&self) -> bool {
+        self.local
     }
 
     pub fn location(&self) -> &str {

@@ -397,3 +397,47 @@ fn truncated_and_garbage_objects_are_named_errors() {
     assert_eq!(out.status.code(), Some(11));
     assert!(String::from_utf8_lossy(&out.stderr).contains("config"));
 }
+
+#[test]
+fn a_second_key_slot_opens_the_same_repository() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"shared").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let new_pw = env.path("new-pw");
+    fs::write(&new_pw, "a second, different passphrase\n").unwrap();
+    env.ok(&[
+        "key",
+        "add",
+        "--new-password-file",
+        new_pw.to_str().unwrap(),
+    ]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["key", "list", "--json"])).unwrap();
+    assert_eq!(listed["slots"].as_array().unwrap().len(), 2);
+    // The new passphrase opens the repository and sees the same snapshot; the old one still works.
+    let out = env
+        .cmd()
+        .env("DRVAULT_PASSWORD", "a second, different passphrase")
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snaps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    assert_eq!(env.snapshots_json().len(), 1);
+    // A wrong one still fails with its code.
+    let out = env
+        .cmd()
+        .env("DRVAULT_PASSWORD", "neither of them")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(10));
+}

@@ -53,8 +53,6 @@ pub struct Pipeline {
     blobs_added: AtomicU64,
 }
 
-const UPLOADS_IN_FLIGHT: usize = 2;
-
 impl Pipeline {
     pub fn start(repo: Arc<Repository>, rt: Handle, workers: usize) -> Result<Self> {
         let (tx, rx) = bounded::<Job>(workers * 2);
@@ -76,7 +74,10 @@ impl Pipeline {
                 .context("cannot start a worker thread")?;
             handles.push(h);
         }
-        let uploader = rt.spawn(upload_stage(repo.clone(), pack_rx));
+        // Remote targets need several requests in flight to fill the link; a local one does not,
+        // and every pack in flight is 16 MiB of memory.
+        let in_flight = if repo.store().is_local() { 1 } else { 4 };
+        let uploader = rt.spawn(upload_stage(repo.clone(), pack_rx, in_flight));
         Ok(Pipeline {
             repo,
             jobs: Some(tx),
@@ -224,11 +225,12 @@ fn seal_worker(
 async fn upload_stage(
     repo: Arc<Repository>,
     mut rx: tokio::sync::mpsc::Receiver<FinishedPack>,
+    in_flight: usize,
 ) -> Result<u64> {
     let mut running = tokio::task::JoinSet::new();
     let mut total = 0u64;
     while let Some(pack) = rx.recv().await {
-        while running.len() >= UPLOADS_IN_FLIGHT {
+        while running.len() >= in_flight {
             if let Some(r) = running.join_next().await {
                 total += r??;
             }

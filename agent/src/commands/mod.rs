@@ -3,6 +3,7 @@
 mod backup;
 mod check;
 mod init;
+mod key;
 mod ls;
 mod restore;
 mod snapshots;
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Ls(a) => ls::run(&ctx, g, a),
         Command::Restore(a) => restore::run(&ctx, g, a),
         Command::Check(a) => check::run(&ctx, g, a),
+        Command::Key(k) => key::run(&ctx, g, k),
     }
 }
 
