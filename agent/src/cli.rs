@@ -18,6 +18,10 @@ pub struct Global {
     /// root, else $XDG_DATA_HOME/drvault/repo]
     #[arg(long, global = true, env = "DRVAULT_REPO", value_name = "PATH_OR_URL")]
     pub repo: Option<String>,
+    /// Configuration file naming the repository's targets [default: /etc/drvault/drvault.toml for
+    /// root, else $XDG_CONFIG_HOME/drvault/drvault.toml, when it exists]
+    #[arg(long, global = true, env = "DRVAULT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Read the passphrase from this file (first line). Also: $DRVAULT_PASSWORD, a systemd
     /// credential named drvault-password, or a prompt.
     #[arg(long, global = true, value_name = "FILE")]
@@ -53,6 +57,10 @@ pub enum Command {
     /// Manage key slots.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Show each storage target: reachability, latency, objects, bytes, and what it owes.
+    Targets,
+    /// Copy to every target the objects it lacks, from targets holding intact copies.
+    Sync,
 }
 
 #[derive(Debug, Subcommand)]

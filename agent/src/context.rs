@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use drvault_repo::store::Store;
+use drvault_repo::target::Target;
 use drvault_repo::Repository;
 use tokio::runtime::Runtime;
 
 use crate::cli::Global;
+use crate::config::Config;
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -44,6 +46,8 @@ pub struct Context {
     pub rt: Runtime,
     pub repo_location: String,
     pub state_dir: PathBuf,
+    /// Targets from the configuration file, used when no --repo is given.
+    config: Option<Config>,
 }
 
 impl Context {
@@ -55,15 +59,53 @@ impl Context {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
+        let config = match (
+            &g.repo,
+            crate::config::locate(g.config.as_deref(), is_root()),
+        ) {
+            (None, Some(path)) => Some(Config::load(&path)?).filter(|c| !c.targets.is_empty()),
+            _ => None,
+        };
+        let repo_location = match &config {
+            Some(c) => c
+                .ordered_targets()
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            None => g.repo.clone().unwrap_or_else(default_repo),
+        };
         Ok(Context {
             rt,
-            repo_location: g.repo.clone().unwrap_or_else(default_repo),
+            repo_location,
             state_dir: g.state_dir.clone().unwrap_or_else(default_state_dir),
+            config,
         })
     }
 
+    /// The repository's storage: the configured targets, or the single --repo location.
+    pub fn store(&self, create: bool) -> Result<Store> {
+        let Some(config) = &self.config else {
+            return Ok(Store::open(&self.repo_location, create)?);
+        };
+        let mut targets = Vec::new();
+        for t in config.ordered_targets() {
+            if !t.url.starts_with("file://") && t.url.contains("://") {
+                anyhow::bail!(
+                    "target {}: {} is not supported by this build yet (local file:// targets only; \
+                     S3, GCS and Azure targets are in progress)",
+                    t.name,
+                    t.url
+                );
+            }
+            targets.push(Target::open(&t.name, &t.url, create)?);
+        }
+        let quorum = config.repository.write_quorum.unwrap_or(targets.len());
+        Ok(Store::new(targets, quorum)?)
+    }
+
     pub fn open(&self, g: &Global) -> Result<Arc<Repository>> {
-        let store = Store::open(&self.repo_location, false)?;
+        let store = self.store(false)?;
         let pass = crate::password::read(g.password_file.as_deref(), false)?;
         let repo =
             self.rt

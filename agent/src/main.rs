@@ -4,6 +4,7 @@ mod alloc;
 mod backup;
 mod cli;
 mod commands;
+mod config;
 mod context;
 mod exit;
 mod password;

@@ -24,6 +24,14 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
+    /// Fewer targets than the write quorum hold a new object: it is not durable.
+    #[error("{object} reached {held} of the {needed} targets the write quorum needs ({reasons}); nothing that depends on it was committed")]
+    Quorum {
+        object: String,
+        held: usize,
+        needed: usize,
+        reasons: String,
+    },
     /// The repository was written by a newer drvault.
     #[error(
         "{object} uses format version {version}, newer than this drvault supports; upgrade drvault"
@@ -43,7 +51,7 @@ pub enum Error {
 impl Error {
     /// True when the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Storage { .. })
+        matches!(self, Error::Storage { .. } | Error::Quorum { .. })
     }
 
     pub(crate) fn integrity(

@@ -11,6 +11,8 @@ mod id;
 pub mod packer;
 pub mod repository;
 pub mod store;
+pub mod sync;
+pub mod target;
 
 pub use error::Error;
 pub use id::{Id, IdBuildHasher, IdMap, IdSet};

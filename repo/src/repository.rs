@@ -620,7 +620,22 @@ impl Repository {
                     Error::integrity(&name, format!("blob {id} lies outside the pack"))
                 })?
         } else {
-            self.store.get_range(&name, start..end).await?
+            // Verify inside the read so a damaged copy falls back to the next target.
+            let raw_length = loc.entry.raw_length;
+            return self
+                .store
+                .get_range_with(&name, start..end, |b| {
+                    let name = &name;
+                    async move {
+                        open_blob(&self.keyring, kind, id, raw_length, &b).map_err(|e| match e {
+                            Error::Integrity { reason, .. } => {
+                                Error::integrity(format!("{name} (blob {id})"), reason)
+                            }
+                            other => other,
+                        })
+                    }
+                })
+                .await;
         };
         open_blob(&self.keyring, kind, id, loc.entry.raw_length, &sealed).map_err(|e| match e {
             Error::Integrity { reason, .. } => {

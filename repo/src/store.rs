@@ -1,175 +1,282 @@
-//! A storage target: one `object_store` backend holding a repository's objects.
+//! The repository's storage: one or more targets holding the same objects under the same names.
 //!
-//! Every repository byte goes through here, so S3, GCS and Azure targets are further targets of
-//! the same type, not new code paths.
+//! Writes go to every target at once and succeed when a write quorum holds the object; targets
+//! that missed it are recorded as owing it (and `sync` heals them). Reads try the targets in
+//! order and fall back, per object, when a target lacks the object, fails, or returns bytes that
+//! do not verify.
 
+use std::future::Future;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::TryStreamExt;
-use object_store::local::LocalFileSystem;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::ObjectStore;
 
-use crate::{Error, Result};
+use crate::target::Target;
+use crate::{Error, Id, Result};
 
-#[derive(Clone, Debug)]
+pub use crate::target::Listed;
+
+#[derive(Debug)]
 pub struct Store {
-    inner: Arc<dyn ObjectStore>,
-    location: String,
-    local: bool,
+    targets: Vec<Target>,
+    write_quorum: usize,
+    /// (target name, object name) pairs a quorum write left missing on a target.
+    owed: Mutex<Vec<(String, String)>>,
 }
 
-/// An object listed in a store.
-#[derive(Debug, Clone)]
-pub struct Listed {
-    pub name: String,
-    pub size: u64,
+impl Clone for Store {
+    fn clone(&self) -> Self {
+        Store {
+            targets: self.targets.clone(),
+            write_quorum: self.write_quorum,
+            owed: Mutex::new(self.owed()),
+        }
+    }
 }
 
-fn map_err(object: &str, e: object_store::Error) -> Error {
-    match e {
-        object_store::Error::NotFound { .. } => Error::NotFound {
-            name: object.to_string(),
-        },
-        other => Error::Storage {
-            object: object.to_string(),
-            source: other,
-        },
+/// True unless the object's name is a BLAKE3 hash its bytes do not match.
+pub fn content_matches_name(name: &str, bytes: &[u8]) -> bool {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match Id::from_hex(last) {
+        Some(id) => Id::of_stored(bytes) == id,
+        None => true,
     }
 }
 
 impl Store {
-    /// Opens a target from a local path or a `file://` URL. With `create`, the directory is made.
+    /// One local target at `location` (a path or `file://` URL).
     pub fn open(location: &str, create: bool) -> Result<Self> {
-        let path = match location.strip_prefix("file://") {
-            Some(p) => p.to_string(),
-            None if location.contains("://") => {
-                return Err(Error::Invalid(format!(
-                    "unsupported repository URL {location}: this build supports local paths and file:// URLs"
-                )))
-            }
-            None => location.to_string(),
-        };
-        if path.is_empty() {
-            return Err(Error::Invalid("empty repository path".into()));
+        Self::new(vec![Target::open("default", location, create)?], 1)
+    }
+
+    /// Several targets; `write_quorum` of them must hold each write.
+    pub fn new(targets: Vec<Target>, write_quorum: usize) -> Result<Self> {
+        if targets.is_empty() {
+            return Err(Error::Invalid(
+                "a repository needs at least one target".into(),
+            ));
         }
-        if create {
-            // The root directory of a local target must exist before object_store can use it.
-            std::fs::create_dir_all(&path).map_err(|e| {
-                Error::Invalid(format!("cannot create repository directory {path}: {e}"))
-            })?;
-        } else if !std::path::Path::new(&path).is_dir() {
-            return Err(Error::NoRepository {
-                location: location.to_string(),
-            });
+        if write_quorum == 0 || write_quorum > targets.len() {
+            return Err(Error::Invalid(format!(
+                "write_quorum {write_quorum} must be between 1 and the number of targets ({})",
+                targets.len()
+            )));
         }
-        let fs = LocalFileSystem::new_with_prefix(&path)
-            .map_err(|e| Error::Invalid(format!("cannot open repository directory {path}: {e}")))?;
         Ok(Store {
-            inner: Arc::new(fs),
-            location: location.to_string(),
-            local: true,
+            targets,
+            write_quorum,
+            owed: Mutex::default(),
         })
     }
 
-    /// Wraps any object store (used by tests and later targets).
+    /// Wraps any object store as a single target (tests, other backends).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, location: String) -> Self {
         Store {
-            inner,
-            location,
-            local: false,
+            targets: vec![Target::from_object_store("default", inner, location)],
+            write_quorum: 1,
+            owed: Mutex::default(),
         }
     }
 
-    /// True for a directory on this machine, where a write is a copy into the page cache and
-    /// one upload in flight keeps up with the pipeline.
-    pub fn is_local(&self) -> bool {
-        self.local
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
     }
 
+    pub fn write_quorum(&self) -> usize {
+        self.write_quorum
+    }
+
+    /// Where the repository lives, for messages.
     pub fn location(&self) -> &str {
-        &self.location
+        self.targets[0].location()
     }
 
-    /// Writes an object that must not exist yet. Content-addressed objects that already exist
-    /// hold the same bytes, so `AlreadyExists` counts as success when `idempotent`.
+    /// True when every target is a local directory.
+    pub fn is_local(&self) -> bool {
+        self.targets.iter().all(Target::is_local)
+    }
+
+    /// Objects that targets missed during quorum writes in this process.
+    pub fn owed(&self) -> Vec<(String, String)> {
+        self.owed.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// Writes a new object to every target; durable once `write_quorum` targets hold it.
     pub async fn put_new(&self, name: &str, bytes: Bytes, idempotent: bool) -> Result<()> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .inner
-            .put_opts(&Path::from(name), PutPayload::from_bytes(bytes), opts)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) if idempotent => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => Err(Error::AlreadyExists {
-                location: format!("{}/{}", self.location, name),
-            }),
-            Err(e) => Err(map_err(name, e)),
+        let results = futures::future::join_all(
+            self.targets
+                .iter()
+                .map(|t| t.put_new(name, bytes.clone(), idempotent)),
+        )
+        .await;
+        let mut held = 0;
+        let mut failures = Vec::new();
+        for (t, r) in self.targets.iter().zip(results) {
+            match r {
+                Ok(()) => held += 1,
+                // A create-only write that must not find the object (init's config) fails outright.
+                Err(e @ Error::AlreadyExists { .. }) => return Err(e),
+                Err(e) => failures.push((t.name().to_string(), e)),
+            }
         }
+        if held < self.write_quorum {
+            let reasons: Vec<String> = failures.iter().map(|(t, e)| format!("{t}: {e}")).collect();
+            return Err(Error::Quorum {
+                object: name.to_string(),
+                held,
+                needed: self.write_quorum,
+                reasons: reasons.join("; "),
+            });
+        }
+        if !failures.is_empty() {
+            let mut owed = self
+                .owed
+                .lock()
+                .map_err(|_| Error::Invalid("owed list lock poisoned".into()))?;
+            for (t, e) in failures {
+                tracing::warn!(
+                    "target {t} missed {name} ({e}); it owes the object until `drvault sync`"
+                );
+                owed.push((t, name.to_string()));
+            }
+        }
+        Ok(())
     }
 
+    /// Reads a whole object from the first target that has an intact copy.
     pub async fn get(&self, name: &str) -> Result<Bytes> {
-        let r = self
-            .inner
-            .get(&Path::from(name))
-            .await
-            .map_err(|e| map_err(name, e))?;
-        r.bytes().await.map_err(|e| map_err(name, e))
+        self.read_with(
+            name,
+            |t| t.get(name),
+            |b| {
+                if content_matches_name(name, &b) {
+                    Ok(b)
+                } else {
+                    Err(Error::Integrity {
+                        object: name.to_string(),
+                        reason: "content does not match its name".into(),
+                    })
+                }
+            },
+        )
+        .await
     }
 
+    /// Reads a byte range from the first target that has it.
     pub async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
-        let want = range.end - range.start;
-        let b = self
-            .inner
-            .get_range(&Path::from(name), range)
+        self.get_range_with(name, range, |b| async move { Ok(b) })
             .await
-            .map_err(|e| map_err(name, e))?;
-        if b.len() as u64 != want {
-            return Err(Error::integrity(
-                name,
-                format!("short read: {} of {want} bytes", b.len()),
-            ));
+    }
+
+    /// Reads a byte range and hands it to `use_bytes`; an integrity error there moves on to the
+    /// next target, so a corrupt copy on one target does not fail the read.
+    pub async fn get_range_with<T, F, Fut>(
+        &self,
+        name: &str,
+        range: Range<u64>,
+        use_bytes: F,
+    ) -> Result<T>
+    where
+        F: Fn(Bytes) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut last = None;
+        for t in &self.targets {
+            let attempt = match t.get_range(name, range.clone()).await {
+                Ok(b) => use_bytes(b).await,
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if self.targets.len() > 1 {
+                        tracing::warn!("target {}: {name}: {e}; trying the next target", t.name());
+                    }
+                    last = Some(e);
+                }
+            }
         }
-        Ok(b)
+        Err(last.unwrap_or_else(|| Error::NotFound {
+            name: name.to_string(),
+        }))
     }
 
+    async fn read_with<'a, Fut, V>(
+        &'a self,
+        name: &str,
+        fetch: impl Fn(&'a Target) -> Fut,
+        verify: V,
+    ) -> Result<Bytes>
+    where
+        Fut: Future<Output = Result<Bytes>>,
+        V: Fn(Bytes) -> Result<Bytes>,
+    {
+        let mut last = None;
+        for t in &self.targets {
+            match fetch(t).await.and_then(&verify) {
+                Ok(b) => return Ok(b),
+                Err(e) => {
+                    if self.targets.len() > 1 {
+                        tracing::warn!("target {}: {name}: {e}; trying the next target", t.name());
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::NotFound {
+            name: name.to_string(),
+        }))
+    }
+
+    /// The object's size on the first target that has it.
     pub async fn size(&self, name: &str) -> Result<u64> {
-        let m = self
-            .inner
-            .head(&Path::from(name))
-            .await
-            .map_err(|e| map_err(name, e))?;
-        Ok(m.size)
+        let mut last = None;
+        for t in &self.targets {
+            match t.size(name).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::NotFound {
+            name: name.to_string(),
+        }))
     }
 
-    /// Lists the objects under a prefix such as `snapshots/`.
+    /// The union of the objects under `prefix` on every reachable target.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
-        let p = Path::from(prefix.trim_end_matches('/'));
-        let metas: Vec<_> = self
-            .inner
-            .list(Some(&p))
-            .try_collect()
-            .await
-            .map_err(|e| map_err(prefix, e))?;
-        Ok(metas
-            .into_iter()
-            .map(|m| Listed {
-                name: m.location.to_string(),
-                size: m.size,
-            })
-            .collect())
+        let results = futures::future::join_all(self.targets.iter().map(|t| t.list(prefix))).await;
+        let mut seen = std::collections::BTreeMap::new();
+        let mut last = None;
+        let mut any = false;
+        for (t, r) in self.targets.iter().zip(results) {
+            match r {
+                Ok(list) => {
+                    any = true;
+                    for l in list {
+                        seen.entry(l.name.clone()).or_insert(l);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("target {}: cannot list {prefix}: {e}", t.name());
+                    last = Some(e);
+                }
+            }
+        }
+        match (any, last) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(seen.into_values().collect()),
+        }
     }
 
+    /// Deletes an object from every target (absent counts as deleted).
     pub async fn delete(&self, name: &str) -> Result<()> {
-        self.inner
-            .delete(&Path::from(name))
-            .await
-            .map_err(|e| map_err(name, e))
+        for t in &self.targets {
+            match t.delete(name).await {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }

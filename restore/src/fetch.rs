@@ -103,27 +103,25 @@ async fn fetch_span(
     let start = u64::from(wants[0].entry.offset);
     let last = &wants[wants.len() - 1].entry;
     let end = u64::from(last.offset) + u64::from(last.length);
-    let bytes = repo.store().get_range(&name, start..end).await?;
-    // Decryption, decompression and writes are CPU and blocking I/O: off the async workers.
+    let entries: Arc<Vec<PackEntry>> = Arc::new(wants.iter().map(|w| w.entry).collect());
+    // Decryption and decompression are CPU work: off the async workers. A copy that fails to
+    // verify sends the read on to the next target.
+    let plains = repo
+        .store()
+        .get_range_with(&name, start..end, |bytes| {
+            let (repo, entries, name) = (repo.clone(), entries.clone(), name.clone());
+            async move {
+                tokio::task::spawn_blocking(move || open_all(&repo, &name, start, &bytes, &entries))
+                    .await
+                    .map_err(|e| {
+                        drvault_repo::Error::Invalid(format!("restore worker failed: {e}"))
+                    })?
+            }
+        })
+        .await?;
     tokio::task::spawn_blocking(move || -> Result<u64> {
         let mut written = 0;
-        for w in wants {
-            let from = (u64::from(w.entry.offset) - start) as usize;
-            let sealed = &bytes[from..from + w.entry.length as usize];
-            let plain = open_blob(
-                repo.keyring(),
-                BlobKind::Data,
-                &w.entry.id,
-                w.entry.raw_length,
-                sealed,
-            )
-            .map_err(|e| match e {
-                drvault_repo::Error::Integrity { reason, .. } => drvault_repo::Error::Integrity {
-                    object: format!("{name} (blob {})", w.entry.id),
-                    reason,
-                },
-                other => other,
-            })?;
+        for (w, plain) in wants.iter().zip(plains) {
             // All-zero blobs stay holes: the files were created sparse at their full size.
             if plain.iter().all(|&b| b == 0) {
                 continue;
@@ -140,4 +138,37 @@ async fn fetch_span(
     })
     .await
     .map_err(|e| Error::Invalid(format!("restore worker failed: {e}")))?
+}
+
+/// Opens every blob of a span read from `start` of pack `name`.
+fn open_all(
+    repo: &Repository,
+    name: &str,
+    start: u64,
+    bytes: &[u8],
+    entries: &[PackEntry],
+) -> drvault_repo::Result<Vec<Vec<u8>>> {
+    entries
+        .iter()
+        .map(|e| {
+            let from = (u64::from(e.offset) - start) as usize;
+            let sealed = bytes.get(from..from + e.length as usize).ok_or_else(|| {
+                drvault_repo::Error::Integrity {
+                    object: name.to_string(),
+                    reason: format!("blob {} lies outside the bytes read", e.id),
+                }
+            })?;
+            open_blob(repo.keyring(), BlobKind::Data, &e.id, e.raw_length, sealed).map_err(|err| {
+                match err {
+                    drvault_repo::Error::Integrity { reason, .. } => {
+                        drvault_repo::Error::Integrity {
+                            object: format!("{name} (blob {})", e.id),
+                            reason,
+                        }
+                    }
+                    other => other,
+                }
+            })
+        })
+        .collect()
 }

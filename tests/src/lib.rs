@@ -138,3 +138,12 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
 pub fn restored(target: &Path, source: &Path) -> PathBuf {
     target.join(source.strip_prefix("/").unwrap())
 }
+
+/// True when the tests run as root (ownership is then restored, and unreadable files need
+/// another user to be unreadable).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}

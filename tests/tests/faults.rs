@@ -2,17 +2,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
 use drvault_tests::{noise, restored, Env};
-
-fn running_as_root() -> bool {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
 
 #[test]
 fn unreadable_files_are_named_counted_and_the_rest_is_saved() {
@@ -27,7 +21,7 @@ fn unreadable_files_are_named_counted_and_the_rest_is_saved() {
     env.init();
     // Root reads everything, so as root the backup runs as an unprivileged user instead.
     let mut cmd = env.cmd();
-    if running_as_root() {
+    if drvault_tests::is_root() {
         for p in [env.dir.path().to_path_buf(), env.repo(), env.state()] {
             fs::create_dir_all(&p).unwrap();
         }

@@ -60,7 +60,7 @@ fn make_tree(src: &Path) {
         b"value \x00 with nul",
     );
     // Owner and group other than the test's (only root can set them; restored as root).
-    if rustix_is_root() {
+    if drvault_tests::is_root() {
         std::os::unix::fs::lchown(src.join("private"), Some(1234), Some(5678)).unwrap();
     }
     // Nanosecond mtime.
@@ -93,7 +93,7 @@ fn compare(a: &Path, b: &Path) {
         "mtime of {}",
         a.display()
     );
-    if rustix_is_root() {
+    if drvault_tests::is_root() {
         assert_eq!(
             (ma.uid(), ma.gid()),
             (mb.uid(), mb.gid()),
@@ -135,12 +135,6 @@ fn compare(a: &Path, b: &Path) {
             compare(&a.join(&n), &b.join(&n));
         }
     }
-}
-
-fn rustix_is_root() -> bool {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
 }
 
 #[test]

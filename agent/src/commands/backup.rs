@@ -1,5 +1,4 @@
 use anyhow::Result;
-use drvault_repo::store::Store;
 
 use crate::backup::{self, BackupRequest};
 use crate::cli::{BackupArgs, Global};
@@ -7,7 +6,7 @@ use crate::context::Context;
 use crate::exit::Exit;
 
 pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
-    if a.init && Store::open(&ctx.repo_location, false).is_err() {
+    if a.init && ctx.store(false).is_err() {
         super::init::init(
             ctx,
             g,

@@ -1,7 +1,6 @@
 use anyhow::Result;
 use drvault_keyring::KdfParams;
 use drvault_repo::repository::InitOptions;
-use drvault_repo::store::Store;
 use drvault_repo::Repository;
 
 use crate::cli::{Global, InitArgs};
@@ -24,7 +23,7 @@ pub fn run(ctx: &Context, g: &Global, a: &InitArgs) -> Result<Exit> {
 
 /// Creates the repository at the context's location; returns its ID.
 pub fn init(ctx: &Context, g: &Global, kdf_memory_kib: Option<u32>, level: i32) -> Result<String> {
-    let store = Store::open(&ctx.repo_location, true)?;
+    let store = ctx.store(true)?;
     let pass = crate::password::read(g.password_file.as_deref(), true)?;
     if pass.is_empty() {
         anyhow::bail!("refusing an empty passphrase");

@@ -7,6 +7,7 @@ mod key;
 mod ls;
 mod restore;
 mod snapshots;
+mod targets;
 
 use anyhow::Result;
 
@@ -25,6 +26,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Restore(a) => restore::run(&ctx, g, a),
         Command::Check(a) => check::run(&ctx, g, a),
         Command::Key(k) => key::run(&ctx, g, k),
+        Command::Targets => targets::run(&ctx, g),
+        Command::Sync => targets::sync(&ctx, g),
     }
 }
 

@@ -1,0 +1,65 @@
+//! `drvault targets` and `drvault sync`: they need no passphrase, since object names are hashes
+//! of their bytes and every copy can be checked without keys.
+
+use anyhow::Result;
+use drvault_repo::sync::{survey, sync as heal};
+
+use crate::cli::Global;
+use crate::context::Context;
+use crate::exit::Exit;
+
+pub fn run(ctx: &Context, g: &Global) -> Result<Exit> {
+    let store = ctx.store(false)?;
+    let (statuses, _) = ctx.rt.block_on(survey(&store));
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&statuses)?);
+    } else {
+        println!(
+            "{:<12} {:<9} {:>9} {:>9} {:>10} {:>6}  location",
+            "target", "reachable", "latency", "objects", "bytes", "owes"
+        );
+        for s in &statuses {
+            println!(
+                "{:<12} {:<9} {:>7.1}ms {:>9} {:>10} {:>6}  {}{}",
+                s.name,
+                if s.reachable { "yes" } else { "NO" },
+                s.latency_ms,
+                s.objects,
+                super::human(s.bytes),
+                s.owes,
+                s.location,
+                s.error
+                    .as_ref()
+                    .map(|e| format!("  ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let degraded = statuses.iter().any(|s| !s.reachable || s.owes > 0);
+    Ok(if degraded { Exit::Partial } else { Exit::Ok })
+}
+
+pub fn sync(ctx: &Context, g: &Global) -> Result<Exit> {
+    let store = ctx.store(false)?;
+    let report = ctx.rt.block_on(heal(&store))?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for (t, n) in &report.per_target {
+            println!("{t}: {n} objects copied");
+        }
+        for f in &report.failed {
+            eprintln!("not healed: {f}");
+        }
+        println!(
+            "copied {} objects ({})",
+            report.copied,
+            super::human(report.bytes)
+        );
+    }
+    Ok(if report.failed.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Failure
+    })
+}

@@ -1,0 +1,144 @@
+//! The configuration file: one repository stored on several targets.
+//!
+//! ```toml
+//! [repository]
+//! write_quorum = 2            # default: all targets
+//! read_order = ["local", "eu"] # default: the order of [[targets]]
+//! [[targets]]
+//! name = "local"
+//! url = "file:///var/backups/drvault"
+//! ```
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub repository: RepositorySection,
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositorySection {
+    pub write_quorum: Option<usize>,
+    pub read_order: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: String,
+    pub url: String,
+    /// object_store configuration keys, passed through unchanged.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Option keys whose values are credentials.
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "secret",
+        "password",
+        "token",
+        "sas",
+        "access_key",
+        "account_key",
+        "service_account_key",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let config: Config = toml::from_str(&text)
+            .with_context(|| format!("config {} is not valid", path.display()))?;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        let has_secrets = config
+            .targets
+            .iter()
+            .any(|t| t.options.keys().any(|k| is_secret(k)));
+        if has_secrets && mode & 0o077 != 0 {
+            bail!(
+                "config {} holds credentials but is readable by others (mode {:o}): chmod 600 it, \
+                 or take the credentials from the environment",
+                path.display(),
+                mode & 0o777
+            );
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mut names = std::collections::BTreeSet::new();
+        for t in &self.targets {
+            if t.name.is_empty() || !names.insert(t.name.as_str()) {
+                bail!("target names must be non-empty and unique ({:?})", t.name);
+            }
+        }
+        if let Some(q) = self.repository.write_quorum {
+            if q == 0 || q > self.targets.len() {
+                bail!(
+                    "write_quorum {q} must be between 1 and the number of targets ({})",
+                    self.targets.len()
+                );
+            }
+        }
+        if let Some(order) = &self.repository.read_order {
+            for n in order {
+                if !names.contains(n.as_str()) {
+                    bail!("read_order names {n:?}, which is not a target");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Targets in read order: `read_order` first, then the rest in file order.
+    pub fn ordered_targets(&self) -> Vec<&TargetConfig> {
+        let mut out: Vec<&TargetConfig> = Vec::new();
+        for n in self.repository.read_order.iter().flatten() {
+            if let Some(t) = self.targets.iter().find(|t| &t.name == n) {
+                out.push(t);
+            }
+        }
+        for t in &self.targets {
+            if !out.iter().any(|o| o.name == t.name) {
+                out.push(t);
+            }
+        }
+        out
+    }
+}
+
+/// The configuration file to use: `--config`/`DRVAULT_CONFIG`, else the default location if it exists.
+pub fn locate(explicit: Option<&Path>, is_root: bool) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    let default = if is_root {
+        PathBuf::from("/etc/drvault/drvault.toml")
+    } else {
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into()))
+                    .join(".config")
+            });
+        base.join("drvault/drvault.toml")
+    };
+    default.exists().then_some(default)
+}

@@ -1,0 +1,165 @@
+//! Comparing targets and healing them: what each target holds, what it owes, and copying the
+//! missing objects from a target that has an intact copy.
+//!
+//! Everything here works from object listings and object names alone, so it needs no keys and
+//! no catalog: a lost catalog loses no record of what a target owes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use futures::StreamExt;
+
+use crate::store::{content_matches_name, Store};
+use crate::target::Target;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetStatus {
+    pub name: String,
+    pub location: String,
+    pub reachable: bool,
+    pub error: Option<String>,
+    /// Time to list the target's objects.
+    pub latency_ms: f64,
+    pub objects: u64,
+    pub bytes: u64,
+    /// Objects other targets hold that this one lacks.
+    pub owes: u64,
+}
+
+/// What each target holds: (status per target, object names per target).
+pub async fn survey(store: &Store) -> (Vec<TargetStatus>, Vec<Option<BTreeSet<String>>>) {
+    let listings = futures::future::join_all(store.targets().iter().map(|t| async move {
+        let started = Instant::now();
+        let r = t.list("").await;
+        (r, started.elapsed().as_secs_f64() * 1000.0)
+    }))
+    .await;
+    let mut all = BTreeSet::new();
+    let mut names = Vec::new();
+    let mut statuses = Vec::new();
+    for (t, (r, ms)) in store.targets().iter().zip(listings) {
+        let mut st = TargetStatus {
+            name: t.name().to_string(),
+            location: t.location().to_string(),
+            reachable: r.is_ok(),
+            error: None,
+            latency_ms: ms,
+            objects: 0,
+            bytes: 0,
+            owes: 0,
+        };
+        match r {
+            Ok(list) => {
+                st.objects = list.len() as u64;
+                st.bytes = list.iter().map(|l| l.size).sum();
+                let set: BTreeSet<String> = list.into_iter().map(|l| l.name).collect();
+                all.extend(set.iter().cloned());
+                names.push(Some(set));
+            }
+            Err(e) => {
+                st.error = Some(e.to_string());
+                names.push(None);
+            }
+        }
+        statuses.push(st);
+    }
+    for (st, set) in statuses.iter_mut().zip(&names) {
+        if let Some(set) = set {
+            st.owes = all.difference(set).count() as u64;
+        }
+    }
+    (statuses, names)
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SyncReport {
+    pub copied: u64,
+    pub bytes: u64,
+    /// Per target, the objects copied to it.
+    pub per_target: BTreeMap<String, u64>,
+    /// Objects that could not be healed, with the reason.
+    pub failed: Vec<String>,
+}
+
+/// Copies every object a reachable target lacks from a target holding an intact copy.
+/// Each copy is verified against its name before it is written and after. Safe to interrupt
+/// and run again: it only ever adds objects.
+pub async fn sync(store: &Store) -> Result<SyncReport> {
+    let (statuses, names) = survey(store).await;
+    if names.iter().all(Option::is_none) {
+        return Err(Error::Invalid("no target is reachable".into()));
+    }
+    let mut holders: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, set) in names.iter().enumerate() {
+        for n in set.iter().flatten() {
+            holders.entry(n.as_str()).or_default().push(i);
+        }
+    }
+    let mut jobs = Vec::new();
+    for (i, set) in names.iter().enumerate() {
+        let Some(set) = set else { continue };
+        for (name, from) in &holders {
+            if !set.contains(*name) {
+                jobs.push((i, name.to_string(), from.clone()));
+            }
+        }
+    }
+    let targets = store.targets();
+    let results: Vec<(usize, String, Result<u64>)> = futures::stream::iter(jobs)
+        .map(|(to, name, from)| async move {
+            let r = copy_one(targets, &name, &from, &targets[to]).await;
+            (to, name, r)
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut report = SyncReport::default();
+    for (to, name, r) in results {
+        match r {
+            Ok(bytes) => {
+                report.copied += 1;
+                report.bytes += bytes;
+                *report
+                    .per_target
+                    .entry(statuses[to].name.clone())
+                    .or_default() += 1;
+            }
+            Err(e) => report
+                .failed
+                .push(format!("{} on {}: {e}", name, statuses[to].name)),
+        }
+    }
+    Ok(report)
+}
+
+async fn copy_one(targets: &[Target], name: &str, from: &[usize], to: &Target) -> Result<u64> {
+    let mut last = None;
+    for &i in from {
+        let source = &targets[i];
+        match source.get(name).await {
+            Ok(bytes) if content_matches_name(name, &bytes) => {
+                let len = bytes.len() as u64;
+                to.put_new(name, bytes, true).await?;
+                let back = to.get(name).await?;
+                if !content_matches_name(name, &back) {
+                    return Err(Error::Integrity {
+                        object: format!("{name} on {}", to.name()),
+                        reason: "the copy does not match its name after writing".into(),
+                    });
+                }
+                return Ok(len);
+            }
+            Ok(_) => {
+                last = Some(Error::Integrity {
+                    object: format!("{name} on {}", source.name()),
+                    reason: "content does not match its name".into(),
+                })
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::NotFound {
+        name: name.to_string(),
+    }))
+}
