@@ -30,6 +30,10 @@ pub struct Config {
 pub struct RepositorySection {
     pub write_quorum: Option<usize>,
     pub read_order: Option<Vec<String>>,
+    /// Limits for remote targets (docs/DECISIONS.md): e.g. "5s", "60s", 3.
+    pub connect_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub max_retries: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +83,7 @@ impl Config {
             );
         }
         config.validate()?;
+        config.tuning()?;
         Ok(config)
     }
 
@@ -105,6 +110,30 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Time limits and retries for remote targets.
+    pub fn tuning(&self) -> Result<drvault_repo::remote::Tuning> {
+        let mut t = drvault_repo::remote::Tuning::default();
+        let r = &self.repository;
+        if let Some(d) = &r.connect_timeout {
+            t.connect_timeout =
+                crate::duration::parse(d).context("[repository] connect_timeout")?;
+        }
+        if let Some(d) = &r.request_timeout {
+            t.request_timeout =
+                crate::duration::parse(d).context("[repository] request_timeout")?;
+        }
+        if let Some(n) = r.max_retries {
+            if n > 10 {
+                bail!("[repository] max_retries {n} is more than 10");
+            }
+            t.max_retries = n;
+        }
+        if t.connect_timeout.is_zero() || t.request_timeout.is_zero() {
+            bail!("[repository] timeouts must be longer than zero");
+        }
+        Ok(t)
     }
 
     /// Targets in read order: `read_order` first, then the rest in file order.

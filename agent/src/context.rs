@@ -88,17 +88,12 @@ impl Context {
         let Some(config) = &self.config else {
             return Ok(Store::open(&self.repo_location, create)?);
         };
+        let tuning = config.tuning()?;
         let mut targets = Vec::new();
         for t in config.ordered_targets() {
-            if !t.url.starts_with("file://") && t.url.contains("://") {
-                anyhow::bail!(
-                    "target {}: {} is not supported by this build yet (local file:// targets only; \
-                     S3, GCS and Azure targets are in progress)",
-                    t.name,
-                    t.url
-                );
-            }
-            targets.push(Target::open(&t.name, &t.url, create)?);
+            targets.push(Target::open_url(
+                &t.name, &t.url, &t.options, &tuning, create,
+            )?);
         }
         let quorum = config.repository.write_quorum.unwrap_or(targets.len());
         Ok(Store::new(targets, quorum)?)

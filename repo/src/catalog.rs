@@ -20,6 +20,9 @@ const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS index_objects (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS owed (
+    target TEXT NOT NULL, object TEXT NOT NULL, PRIMARY KEY (target, object)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (
     id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack BLOB NOT NULL,
     offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL
@@ -158,5 +161,60 @@ impl Catalog {
             f(Id(pack), entry);
         }
         Ok(())
+    }
+
+    // ---- objects targets owe (a record; a listing of the targets recovers it) ----
+
+    /// Records objects that targets missed during quorum writes.
+    pub fn add_owed(&mut self, owed: &[(String, String)]) -> Result<()> {
+        let path = self.path.display().to_string();
+        let err = |e: rusqlite::Error| Error::Catalog {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut st = tx
+                .prepare_cached("INSERT OR IGNORE INTO owed VALUES (?1, ?2)")
+                .map_err(err)?;
+            for (t, o) in owed {
+                st.execute([t, o]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Replaces what `target` owes with what a full listing found.
+    pub fn replace_owed(&mut self, target: &str, objects: &[String]) -> Result<()> {
+        let path = self.path.display().to_string();
+        let err = |e: rusqlite::Error| Error::Catalog {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("DELETE FROM owed WHERE target = ?1", [target])
+            .map_err(err)?;
+        {
+            let mut st = tx
+                .prepare_cached("INSERT OR IGNORE INTO owed VALUES (?1, ?2)")
+                .map_err(err)?;
+            for o in objects {
+                st.execute([target, o]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The recorded objects each target owes.
+    pub fn owed(&self) -> Result<Vec<(String, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT target, object FROM owed ORDER BY target, object")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err(e))
     }
 }

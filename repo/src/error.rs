@@ -24,6 +24,10 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
+    /// A target did not answer within drvault's limits, or was marked degraded earlier in
+    /// this run after it failed; other targets carry on.
+    #[error("target {target} is unavailable: {reason}")]
+    Unavailable { target: String, reason: String },
     /// Fewer targets than the write quorum hold a new object: it is not durable.
     #[error("{object} reached {held} of the {needed} targets the write quorum needs ({reasons}); nothing that depends on it was committed")]
     Quorum {
@@ -51,7 +55,10 @@ pub enum Error {
 impl Error {
     /// True when the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Storage { .. } | Error::Quorum { .. })
+        matches!(
+            self,
+            Error::Storage { .. } | Error::Quorum { .. } | Error::Unavailable { .. }
+        )
     }
 
     pub(crate) fn integrity(

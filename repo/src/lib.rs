@@ -9,6 +9,7 @@ mod error;
 pub mod format;
 mod id;
 pub mod packer;
+pub mod remote;
 pub mod repository;
 pub mod store;
 pub mod sync;

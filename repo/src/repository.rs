@@ -532,6 +532,29 @@ impl Repository {
         Ok(written)
     }
 
+    /// Records in the catalog the objects targets missed in this process (the quorum held them).
+    /// Returns the count per target. A catalog failure is logged, never fatal: a listing of
+    /// the targets (`drvault targets`) finds the same objects.
+    pub async fn remember_owed(&self) -> std::collections::BTreeMap<String, u64> {
+        let owed = self.store.owed();
+        let mut counts = std::collections::BTreeMap::new();
+        for (t, _) in &owed {
+            *counts.entry(t.clone()).or_insert(0) += 1;
+        }
+        if owed.is_empty() {
+            return counts;
+        }
+        if let Some(dir) = self.state_dir.clone() {
+            let r = tokio::task::spawn_blocking(move || Catalog::open(&dir)?.add_owed(&owed)).await;
+            if let Err(e) = r.map_err(|e| Error::Invalid(e.to_string())).and_then(|r| r) {
+                tracing::warn!(
+                    "owed objects not recorded in the catalog (a listing still finds them): {e}"
+                );
+            }
+        }
+        counts
+    }
+
     /// Adds index objects this process wrote to the catalog, so the next run need not fetch them.
     async fn remember_indexes(&self, files: Vec<(String, IndexFile)>) -> Result<()> {
         let poisoned = || Error::Invalid("catalog lock poisoned".into());

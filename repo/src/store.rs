@@ -44,10 +44,33 @@ pub fn content_matches_name(name: &str, bytes: &[u8]) -> bool {
     }
 }
 
+/// Logs a read that moves on to the next target: a missing object is routine on a target that
+/// owes it; anything else is damage or an outage the operator should hear about.
+fn note_fallback(targets: usize, t: &Target, name: &str, e: &Error) {
+    if targets < 2 {
+        return;
+    }
+    match e {
+        Error::NotFound { .. } => tracing::info!(
+            "target {}: {name} is missing; trying the next target",
+            t.name()
+        ),
+        _ => tracing::warn!("target {}: {name}: {e}; trying the next target", t.name()),
+    }
+}
+
 impl Store {
-    /// One local target at `location` (a path or `file://` URL).
+    /// One target at `location`: a path, a `file://` URL, or a remote URL configured from the
+    /// environment (e.g. `s3://bucket/prefix` with `AWS_ENDPOINT`, `AWS_REGION`).
     pub fn open(location: &str, create: bool) -> Result<Self> {
-        Self::new(vec![Target::open("default", location, create)?], 1)
+        let target = Target::open_url(
+            "default",
+            location,
+            &Default::default(),
+            &crate::remote::Tuning::default(),
+            create,
+        )?;
+        Self::new(vec![target], 1)
     }
 
     /// Several targets; `write_quorum` of them must hold each write.
@@ -81,6 +104,14 @@ impl Store {
 
     pub fn targets(&self) -> &[Target] {
         &self.targets
+    }
+
+    /// Targets in the order reads try them: the configured order, with targets that failed
+    /// earlier in this run moved to the end.
+    fn read_order(&self) -> Vec<&Target> {
+        let (healthy, degraded): (Vec<&Target>, Vec<&Target>) =
+            self.targets.iter().partition(|t| !t.is_degraded());
+        healthy.into_iter().chain(degraded).collect()
     }
 
     pub fn write_quorum(&self) -> usize {
@@ -182,7 +213,7 @@ impl Store {
         Fut: Future<Output = Result<T>>,
     {
         let mut last = None;
-        for t in &self.targets {
+        for t in self.read_order() {
             let attempt = match t.get_range(name, range.clone()).await {
                 Ok(b) => use_bytes(b).await,
                 Err(e) => Err(e),
@@ -190,9 +221,7 @@ impl Store {
             match attempt {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    if self.targets.len() > 1 {
-                        tracing::warn!("target {}: {name}: {e}; trying the next target", t.name());
-                    }
+                    note_fallback(self.targets.len(), t, name, &e);
                     last = Some(e);
                 }
             }
@@ -213,13 +242,11 @@ impl Store {
         V: Fn(Bytes) -> Result<Bytes>,
     {
         let mut last = None;
-        for t in &self.targets {
+        for t in self.read_order() {
             match fetch(t).await.and_then(&verify) {
                 Ok(b) => return Ok(b),
                 Err(e) => {
-                    if self.targets.len() > 1 {
-                        tracing::warn!("target {}: {name}: {e}; trying the next target", t.name());
-                    }
+                    note_fallback(self.targets.len(), t, name, &e);
                     last = Some(e);
                 }
             }
@@ -232,7 +259,7 @@ impl Store {
     /// The object's size on the first target that has it.
     pub async fn size(&self, name: &str) -> Result<u64> {
         let mut last = None;
-        for t in &self.targets {
+        for t in self.read_order() {
             match t.size(name).await {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),
@@ -245,11 +272,21 @@ impl Store {
 
     /// The union of the objects under `prefix` on every reachable target.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
-        let results = futures::future::join_all(self.targets.iter().map(|t| t.list(prefix))).await;
+        // Targets that failed earlier in this run are left out while another target answers.
+        let listed: Vec<&Target> = match self
+            .targets
+            .iter()
+            .filter(|t| !t.is_degraded())
+            .collect::<Vec<_>>()
+        {
+            healthy if !healthy.is_empty() => healthy,
+            _ => self.targets.iter().collect(),
+        };
+        let results = futures::future::join_all(listed.iter().map(|t| t.list(prefix))).await;
         let mut seen = std::collections::BTreeMap::new();
         let mut last = None;
         let mut any = false;
-        for (t, r) in self.targets.iter().zip(results) {
+        for (t, r) in listed.iter().zip(results) {
             match r {
                 Ok(list) => {
                     any = true;

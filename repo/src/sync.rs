@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
+use crate::catalog::Catalog;
+use crate::format::Config;
 use crate::store::{content_matches_name, Store};
 use crate::target::Target;
 use crate::{Error, Result};
@@ -162,4 +164,36 @@ async fn copy_one(targets: &[Target], name: &str, from: &[usize], to: &Target) -
     Err(last.unwrap_or_else(|| Error::NotFound {
         name: name.to_string(),
     }))
+}
+
+/// Replaces the catalog's record of what each reachable target owes with what a survey's
+/// listings found. Needs no key: the repository id is in the plaintext `config` object.
+pub async fn record_survey(
+    store: &Store,
+    state_dir: &std::path::Path,
+    names: &[Option<BTreeSet<String>>],
+) -> Result<()> {
+    let config = Config::decode(&store.get(crate::format::paths::CONFIG).await?)?;
+    let all: BTreeSet<&String> = names.iter().flatten().flatten().collect();
+    let mut per_target = Vec::new();
+    for (t, set) in store.targets().iter().zip(names) {
+        if let Some(set) = set {
+            let missing: Vec<String> = all
+                .iter()
+                .filter(|n| !set.contains(**n))
+                .map(|n| n.to_string())
+                .collect();
+            per_target.push((t.name().to_string(), missing));
+        }
+    }
+    let dir = state_dir.join(&config.id);
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut catalog = Catalog::open(&dir)?;
+        for (t, missing) in per_target {
+            catalog.replace_owed(&t, &missing)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::Invalid(e.to_string()))?
 }

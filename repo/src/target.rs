@@ -3,8 +3,12 @@
 //! Every repository byte goes through a target, so S3, GCS and Azure are further targets of
 //! the same type, not new code paths. [`crate::store::Store`] combines several.
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -12,6 +16,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use crate::remote::{self, Tuning};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
@@ -20,6 +25,11 @@ pub struct Target {
     inner: Arc<dyn ObjectStore>,
     location: String,
     local: bool,
+    /// drvault's own bound on one operation (remote targets), on top of object_store's limits.
+    deadline: Option<Duration>,
+    /// Set when an operation failed for want of the target (not for a missing object): later
+    /// writes in this process skip it and reads try it last. Shared by clones.
+    degraded: Arc<AtomicBool>,
 }
 
 /// An object listed in a store.
@@ -33,6 +43,9 @@ fn map_err(object: &str, e: object_store::Error) -> Error {
     match e {
         object_store::Error::NotFound { .. } => Error::NotFound {
             name: object.to_string(),
+        },
+        object_store::Error::AlreadyExists { .. } => Error::AlreadyExists {
+            location: object.to_string(),
         },
         other => Error::Storage {
             object: object.to_string(),
@@ -73,7 +86,33 @@ impl Target {
             inner: Arc::new(fs),
             location: location.to_string(),
             local: true,
+            deadline: None,
+            degraded: Arc::default(),
         })
+    }
+
+    /// Opens a target by URL: a local path or `file://` URL, or a remote store (`s3://`,
+    /// `gs://`, `az://`) configured by object_store `options`. `create` only matters locally:
+    /// buckets are never created by drvault.
+    pub fn open_url(
+        name: &str,
+        url: &str,
+        options: &BTreeMap<String, String>,
+        tuning: &Tuning,
+        create: bool,
+    ) -> Result<Self> {
+        if !remote::is_remote(url) {
+            if !options.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "target {name}: a local target takes no options"
+                )));
+            }
+            return Self::open(name, url, create);
+        }
+        let inner = remote::open(url, options, tuning)?;
+        let mut t = Self::from_object_store(name, inner, url.to_string());
+        t.deadline = Some(tuning.operation_deadline());
+        Ok(t)
     }
 
     /// Wraps any object store (used by tests and later targets).
@@ -83,7 +122,36 @@ impl Target {
             inner,
             location,
             local: false,
+            deadline: None,
+            degraded: Arc::default(),
         }
+    }
+
+    /// True once an operation failed for want of this target in this process.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Runs one operation under the deadline and records a failure of the target itself.
+    async fn guard<T>(&self, object: &str, op: impl Future<Output = Result<T>>) -> Result<T> {
+        let r = match self.deadline {
+            Some(d) => tokio::time::timeout(d, op).await.unwrap_or_else(|_| {
+                Err(Error::Unavailable {
+                    target: self.name.clone(),
+                    reason: format!("no answer for {object} within {} s", d.as_secs()),
+                })
+            }),
+            None => op.await,
+        };
+        if let Err(e @ (Error::Storage { .. } | Error::Unavailable { .. })) = &r {
+            if !self.degraded.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "target {} is degraded for the rest of this run: {e}",
+                    self.name
+                );
+            }
+        }
+        r
     }
 
     /// The target's name in the configuration.
@@ -108,36 +176,44 @@ impl Target {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self
-            .inner
-            .put_opts(&Path::from(name), PutPayload::from_bytes(bytes), opts)
-            .await
-        {
+        let put = async {
+            self.inner
+                .put_opts(&Path::from(name), PutPayload::from_bytes(bytes), opts)
+                .await
+                .map_err(|e| map_err(name, e))
+        };
+        match self.guard(name, put).await {
             Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) if idempotent => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. }) => Err(Error::AlreadyExists {
+            Err(Error::AlreadyExists { .. }) if idempotent => Ok(()),
+            Err(Error::AlreadyExists { .. }) => Err(Error::AlreadyExists {
                 location: format!("{}/{}", self.location, name),
             }),
-            Err(e) => Err(map_err(name, e)),
+            Err(e) => Err(e),
         }
     }
 
     pub async fn get(&self, name: &str) -> Result<Bytes> {
-        let r = self
-            .inner
-            .get(&Path::from(name))
-            .await
-            .map_err(|e| map_err(name, e))?;
-        r.bytes().await.map_err(|e| map_err(name, e))
+        self.guard(name, async {
+            let r = self
+                .inner
+                .get(&Path::from(name))
+                .await
+                .map_err(|e| map_err(name, e))?;
+            r.bytes().await.map_err(|e| map_err(name, e))
+        })
+        .await
     }
 
     pub async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
         let want = range.end - range.start;
         let b = self
-            .inner
-            .get_range(&Path::from(name), range)
-            .await
-            .map_err(|e| map_err(name, e))?;
+            .guard(name, async {
+                self.inner
+                    .get_range(&Path::from(name), range)
+                    .await
+                    .map_err(|e| map_err(name, e))
+            })
+            .await?;
         if b.len() as u64 != want {
             return Err(Error::integrity(
                 name,
@@ -149,10 +225,13 @@ impl Target {
 
     pub async fn size(&self, name: &str) -> Result<u64> {
         let m = self
-            .inner
-            .head(&Path::from(name))
-            .await
-            .map_err(|e| map_err(name, e))?;
+            .guard(name, async {
+                self.inner
+                    .head(&Path::from(name))
+                    .await
+                    .map_err(|e| map_err(name, e))
+            })
+            .await?;
         Ok(m.size)
     }
 
@@ -161,11 +240,14 @@ impl Target {
         let trimmed = prefix.trim_end_matches('/');
         let p = Path::from(trimmed);
         let metas: Vec<_> = self
-            .inner
-            .list(if trimmed.is_empty() { None } else { Some(&p) })
-            .try_collect()
-            .await
-            .map_err(|e| map_err(prefix, e))?;
+            .guard(prefix, async {
+                self.inner
+                    .list(if trimmed.is_empty() { None } else { Some(&p) })
+                    .try_collect()
+                    .await
+                    .map_err(|e| map_err(prefix, e))
+            })
+            .await?;
         Ok(metas
             .into_iter()
             .map(|m| Listed {
@@ -176,9 +258,12 @@ impl Target {
     }
 
     pub async fn delete(&self, name: &str) -> Result<()> {
-        self.inner
-            .delete(&Path::from(name))
-            .await
-            .map_err(|e| map_err(name, e))
+        self.guard(name, async {
+            self.inner
+                .delete(&Path::from(name))
+                .await
+                .map_err(|e| map_err(name, e))
+        })
+        .await
     }
 }

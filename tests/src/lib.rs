@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: the real `drvault` binary on real directories.
 #![allow(clippy::unwrap_used)]
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

@@ -53,7 +53,14 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
         parent,
         host,
     };
-    let out = backup::run(&ctx.rt, repo, req)?;
+    let out = backup::run(&ctx.rt, repo.clone(), req)?;
+    let owed = ctx.rt.block_on(repo.remember_owed());
+    for (target, n) in &owed {
+        eprintln!(
+            "drvault: target {target} missed {n} objects (the write quorum holds them); \
+             run `drvault sync` once it is back"
+        );
+    }
     let s = &out.snapshot.summary;
     if g.json {
         println!(
@@ -63,6 +70,7 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
                 "files_new": s.files_new, "files_changed": s.files_changed, "files_unchanged": s.files_unchanged,
                 "dirs": s.dirs, "other_entries": s.other_entries, "bytes_read": s.bytes_read, "bytes_total": s.bytes_total,
                 "bytes_added": s.bytes_added, "blobs_added": s.blobs_added, "errors": s.errors, "duration_ms": s.duration_ms,
+                "owed": owed,
             })
         );
     } else if !g.quiet {

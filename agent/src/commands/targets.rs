@@ -2,7 +2,8 @@
 //! of their bytes and every copy can be checked without keys.
 
 use anyhow::Result;
-use drvault_repo::sync::{survey, sync as heal};
+use drvault_repo::store::Store;
+use drvault_repo::sync::{record_survey, survey, sync as heal};
 
 use crate::cli::Global;
 use crate::context::Context;
@@ -10,7 +11,8 @@ use crate::exit::Exit;
 
 pub fn run(ctx: &Context, g: &Global) -> Result<Exit> {
     let store = ctx.store(false)?;
-    let (statuses, _) = ctx.rt.block_on(survey(&store));
+    let (statuses, names) = ctx.rt.block_on(survey(&store));
+    remember(ctx, &store, &names);
     if g.json {
         println!("{}", serde_json::to_string_pretty(&statuses)?);
     } else {
@@ -42,6 +44,8 @@ pub fn run(ctx: &Context, g: &Global) -> Result<Exit> {
 pub fn sync(ctx: &Context, g: &Global) -> Result<Exit> {
     let store = ctx.store(false)?;
     let report = ctx.rt.block_on(heal(&store))?;
+    let (_, names) = ctx.rt.block_on(survey(&store));
+    remember(ctx, &store, &names);
     if g.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -62,4 +66,11 @@ pub fn sync(ctx: &Context, g: &Global) -> Result<Exit> {
     } else {
         Exit::Failure
     })
+}
+
+/// Keeps the catalog's record of owed objects in step with what the listings found.
+fn remember(ctx: &Context, store: &Store, names: &[Option<std::collections::BTreeSet<String>>]) {
+    if let Err(e) = ctx.rt.block_on(record_survey(store, &ctx.state_dir, names)) {
+        tracing::info!("owed objects not recorded in the catalog: {e}");
+    }
 }

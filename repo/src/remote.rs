@@ -1,0 +1,145 @@
+//! Remote targets (S3 and S3-compatible servers, Google Cloud Storage, Azure Blob Storage),
+//! opened through object_store's own builders and configuration keys.
+//!
+//! object_store's defaults wait up to 30 s per request and retry for up to 180 s, so one stalled
+//! server could hold a backup for minutes per object. drvault sets its own, shorter limits
+//! ([`Tuning`], docs/DECISIONS.md) and marks a target that exhausts them as degraded for the rest
+//! of the run (see [`crate::target::Target`]).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreScheme, RetryConfig};
+
+use crate::{Error, Result};
+
+/// Time limits and retries for remote targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Limit for establishing a connection.
+    pub connect_timeout: Duration,
+    /// Limit for one whole request, body included (a 16 MiB pack at 2 MB/s takes 8 s).
+    pub request_timeout: Duration,
+    /// Retries of a failed request, with exponential backoff.
+    pub max_retries: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(60),
+            max_retries: 3,
+        }
+    }
+}
+
+impl Tuning {
+    /// The longest one operation may take, retries and backoff included: the bound drvault
+    /// enforces itself on top of object_store's own limits.
+    pub fn operation_deadline(&self) -> Duration {
+        let attempts = self.max_retries as u32 + 1;
+        (self.connect_timeout + self.request_timeout) * attempts + self.max_backoff() * attempts
+    }
+
+    fn max_backoff(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    fn retry(&self) -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: self.max_backoff(),
+                base: 2.0,
+            },
+            max_retries: self.max_retries,
+            retry_timeout: self.request_timeout * (self.max_retries as u32 + 1),
+        }
+    }
+
+    fn client(&self) -> ClientOptions {
+        ClientOptions::new()
+            .with_connect_timeout(self.connect_timeout)
+            .with_timeout(self.request_timeout)
+    }
+}
+
+/// True for URLs this module opens (as opposed to local paths and `file://`).
+pub fn is_remote(url: &str) -> bool {
+    url.contains("://") && !url.starts_with("file://")
+}
+
+fn bad_key(url: &str, key: &str, e: object_store::Error) -> Error {
+    Error::Invalid(format!(
+        "target {url}: option {key:?} is not a configuration key of this backend ({e})"
+    ))
+}
+
+/// Opens the object store behind a remote URL such as `s3://bucket/prefix`. `options` are
+/// object_store configuration keys; credentials not given there come from the environment
+/// (and the cloud's other standard sources).
+pub fn open(
+    url: &str,
+    options: &BTreeMap<String, String>,
+    tuning: &Tuning,
+) -> Result<Arc<dyn ObjectStore>> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| Error::Invalid(format!("target URL {url} is not valid: {e}")))?;
+    let (scheme, prefix) = ObjectStoreScheme::parse(&parsed)
+        .map_err(|e| Error::Invalid(format!("target URL {url} is not a supported store: {e}")))?;
+    let prefix = object_store::path::Path::parse(prefix)
+        .map_err(|e| Error::Invalid(format!("target URL {url} has an invalid path: {e}")))?;
+    let built: object_store::Result<Arc<dyn ObjectStore>> = match scheme {
+        ObjectStoreScheme::AmazonS3 => {
+            let mut b = AmazonS3Builder::from_env()
+                .with_url(url)
+                .with_client_options(tuning.client())
+                .with_retry(tuning.retry());
+            for (k, v) in options {
+                let key = AmazonS3ConfigKey::from_str(k).map_err(|e| bad_key(url, k, e))?;
+                b = b.with_config(key, v);
+            }
+            b.build().map(|s| Arc::new(s) as _)
+        }
+        ObjectStoreScheme::GoogleCloudStorage => {
+            let mut b = GoogleCloudStorageBuilder::from_env()
+                .with_url(url)
+                .with_client_options(tuning.client())
+                .with_retry(tuning.retry());
+            for (k, v) in options {
+                let key = GoogleConfigKey::from_str(k).map_err(|e| bad_key(url, k, e))?;
+                b = b.with_config(key, v);
+            }
+            b.build().map(|s| Arc::new(s) as _)
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            let mut b = MicrosoftAzureBuilder::from_env()
+                .with_url(url)
+                .with_client_options(tuning.client())
+                .with_retry(tuning.retry());
+            for (k, v) in options {
+                let key = AzureConfigKey::from_str(k).map_err(|e| bad_key(url, k, e))?;
+                b = b.with_config(key, v);
+            }
+            b.build().map(|s| Arc::new(s) as _)
+        }
+        other => {
+            return Err(Error::Invalid(format!(
+                "target URL {url}: {other:?} stores are not supported; use s3://, gs://, az:// or file://"
+            )))
+        }
+    };
+    let store = built.map_err(|e| Error::Invalid(format!("cannot configure target {url}: {e}")))?;
+    Ok(if prefix.as_ref().is_empty() {
+        store
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    })
+}
