@@ -61,6 +61,9 @@ pub enum Command {
     Targets,
     /// Copy to every target the objects it lacks, from targets holding intact copies.
     Sync,
+    /// Read every copy on every target, replace damaged copies from intact ones, and copy
+    /// missing ones; needs no passphrase.
+    Repair,
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,4 +163,12 @@ pub struct CheckArgs {
     /// Verify this percentage of packs (chosen at random).
     #[arg(long, value_name = "PERCENT")]
     pub read_data_subset: Option<f64>,
+    /// Also compare the object lists of all targets and, with --read-data, verify every copy
+    /// on every target; reports missing and damaged copies per target.
+    #[arg(long)]
+    pub all_targets: bool,
+    /// Check every target's copies without the passphrase (object names are hashes of their
+    /// bytes): for a verifier that must not hold decryption keys. Implies --all-targets.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub no_key: bool,
 }

@@ -28,8 +28,11 @@ pub enum Error {
     /// this run after it failed; other targets carry on.
     #[error("target {target} is unavailable: {reason}")]
     Unavailable { target: String, reason: String },
+    /// No target could serve a read: each was unavailable or lacked the object.
+    #[error("no target could serve {object} ({reasons}); see `drvault targets`")]
+    NoTarget { object: String, reasons: String },
     /// Fewer targets than the write quorum hold a new object: it is not durable.
-    #[error("{object} reached {held} of the {needed} targets the write quorum needs ({reasons}); nothing that depends on it was committed")]
+    #[error("{object} reached {held} of the {needed} targets the write quorum needs ({reasons}); nothing that depends on it was committed; see `drvault targets`")]
     Quorum {
         object: String,
         held: usize,
@@ -57,7 +60,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Storage { .. } | Error::Quorum { .. } | Error::Unavailable { .. }
+            Error::Storage { .. }
+                | Error::Quorum { .. }
+                | Error::Unavailable { .. }
+                | Error::NoTarget { .. }
         )
     }
 

@@ -10,6 +10,7 @@ pub mod format;
 mod id;
 pub mod packer;
 pub mod remote;
+pub mod replicas;
 pub mod repository;
 pub mod store;
 pub mod sync;

@@ -59,6 +59,48 @@ fn note_fallback(targets: usize, t: &Target, name: &str, e: &Error) {
     }
 }
 
+/// The error of a read that no target could serve. With one target, its own error. With
+/// several: damage anywhere makes it an integrity error (no intact copy was found); absence
+/// everywhere keeps it "not found"; otherwise the targets were unavailable. The message names
+/// every target and its reason.
+fn every_target_failed(name: &str, mut failures: Vec<(String, Error)>) -> Error {
+    if failures.len() <= 1 {
+        return failures
+            .pop()
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| Error::NotFound {
+                name: name.to_string(),
+            });
+    }
+    if failures
+        .iter()
+        .all(|(_, e)| matches!(e, Error::NotFound { .. }))
+    {
+        return Error::NotFound {
+            name: name.to_string(),
+        };
+    }
+    let reasons = failures
+        .iter()
+        .map(|(t, e)| format!("{t}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if failures
+        .iter()
+        .any(|(_, e)| matches!(e, Error::Integrity { .. }))
+    {
+        Error::Integrity {
+            object: name.to_string(),
+            reason: format!("no target holds an intact copy ({reasons})"),
+        }
+    } else {
+        Error::Unavailable {
+            target: "every target".into(),
+            reason: reasons,
+        }
+    }
+}
+
 impl Store {
     /// One target at `location`: a path, a `file://` URL, or a remote URL configured from the
     /// environment (e.g. `s3://bucket/prefix` with `AWS_ENDPOINT`, `AWS_REGION`).
@@ -135,11 +177,19 @@ impl Store {
 
     /// Writes a new object to every target; durable once `write_quorum` targets hold it.
     pub async fn put_new(&self, name: &str, bytes: Bytes, idempotent: bool) -> Result<()> {
-        let results = futures::future::join_all(
-            self.targets
-                .iter()
-                .map(|t| t.put_new(name, bytes.clone(), idempotent)),
-        )
+        let results = futures::future::join_all(self.targets.iter().map(|t| {
+            let bytes = bytes.clone();
+            async move {
+                if t.is_degraded() {
+                    // Waiting on a target that already failed in this run would stall every write.
+                    return Err(Error::Unavailable {
+                        target: t.name().to_string(),
+                        reason: "it failed earlier in this run".into(),
+                    });
+                }
+                t.put_new(name, bytes, idempotent).await
+            }
+        }))
         .await;
         let mut held = 0;
         let mut failures = Vec::new();
@@ -212,7 +262,7 @@ impl Store {
         F: Fn(Bytes) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let mut last = None;
+        let mut failures = Vec::new();
         for t in self.read_order() {
             let attempt = match t.get_range(name, range.clone()).await {
                 Ok(b) => use_bytes(b).await,
@@ -222,13 +272,11 @@ impl Store {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     note_fallback(self.targets.len(), t, name, &e);
-                    last = Some(e);
+                    failures.push((t.name().to_string(), e));
                 }
             }
         }
-        Err(last.unwrap_or_else(|| Error::NotFound {
-            name: name.to_string(),
-        }))
+        Err(every_target_failed(name, failures))
     }
 
     async fn read_with<'a, Fut, V>(
@@ -241,33 +289,29 @@ impl Store {
         Fut: Future<Output = Result<Bytes>>,
         V: Fn(Bytes) -> Result<Bytes>,
     {
-        let mut last = None;
+        let mut failures = Vec::new();
         for t in self.read_order() {
             match fetch(t).await.and_then(&verify) {
                 Ok(b) => return Ok(b),
                 Err(e) => {
                     note_fallback(self.targets.len(), t, name, &e);
-                    last = Some(e);
+                    failures.push((t.name().to_string(), e));
                 }
             }
         }
-        Err(last.unwrap_or_else(|| Error::NotFound {
-            name: name.to_string(),
-        }))
+        Err(every_target_failed(name, failures))
     }
 
     /// The object's size on the first target that has it.
     pub async fn size(&self, name: &str) -> Result<u64> {
-        let mut last = None;
+        let mut failures = Vec::new();
         for t in self.read_order() {
             match t.size(name).await {
                 Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
+                Err(e) => failures.push((t.name().to_string(), e)),
             }
         }
-        Err(last.unwrap_or_else(|| Error::NotFound {
-            name: name.to_string(),
-        }))
+        Err(every_target_failed(name, failures))
     }
 
     /// The union of the objects under `prefix` on every reachable target.

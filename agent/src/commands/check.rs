@@ -1,11 +1,33 @@
 use anyhow::Result;
 use drvault_repo::check::{check, ReadData};
+use drvault_repo::replicas::{check_copies, ReplicaReport};
 
 use crate::cli::{CheckArgs, Global};
 use crate::context::Context;
 use crate::exit::Exit;
 
 pub fn run(ctx: &Context, g: &Global, a: &CheckArgs) -> Result<Exit> {
+    let copies = if a.all_targets || a.no_key {
+        let store = ctx.store(false)?;
+        let report = ctx.rt.block_on(check_copies(&store, a.read_data))?;
+        if !g.json {
+            print_copies(&report);
+        }
+        Some(report)
+    } else {
+        None
+    };
+    let copies_exit = match &copies {
+        Some(r) if r.has_damage() => Exit::Integrity,
+        Some(r) if !r.is_clean() => Exit::Partial,
+        _ => Exit::Ok,
+    };
+    if a.no_key {
+        if g.json {
+            println!("{}", serde_json::json!({ "copies": copies }));
+        }
+        return Ok(copies_exit);
+    }
     let repo = ctx.open(g)?;
     let read = match (a.read_data, a.read_data_subset) {
         (true, _) => ReadData::All,
@@ -16,7 +38,12 @@ pub fn run(ctx: &Context, g: &Global, a: &CheckArgs) -> Result<Exit> {
         _ => ReadData::None,
     };
     let report = ctx.rt.block_on(check(repo, read))?;
-    if g.json {
+    if g.json && copies.is_some() {
+        println!(
+            "{}",
+            serde_json::json!({ "copies": copies, "check": report })
+        );
+    } else if g.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for w in &report.warnings {
@@ -39,9 +66,65 @@ pub fn run(ctx: &Context, g: &Global, a: &CheckArgs) -> Result<Exit> {
             }
         );
     }
-    Ok(if report.errors.is_empty() {
-        Exit::Ok
-    } else {
+    Ok(if !report.errors.is_empty() {
         Exit::Integrity
+    } else {
+        copies_exit
     })
+}
+
+/// Names at most this many objects per problem in text output (--json lists all).
+const SHOWN: usize = 20;
+
+fn print_copies(r: &ReplicaReport) {
+    for t in &r.targets {
+        if !t.reachable {
+            eprintln!(
+                "target {}: UNREACHABLE ({})",
+                t.name,
+                t.error.as_deref().unwrap_or("no answer")
+            );
+            continue;
+        }
+        println!(
+            "target {}: {} objects, {} missing, {} damaged, {} unreadable",
+            t.name,
+            t.objects,
+            t.missing.len(),
+            t.corrupt.len(),
+            t.unreadable.len()
+        );
+        for (what, list) in [
+            ("missing", &t.missing),
+            ("damaged", &t.corrupt),
+            ("unreadable", &t.unreadable),
+        ] {
+            for n in list.iter().take(SHOWN) {
+                eprintln!("  {what} on {}: {n}", t.name);
+            }
+            if list.len() > SHOWN {
+                eprintln!("  ... and {} more {what} on {}", list.len() - SHOWN, t.name);
+            }
+        }
+    }
+    for n in r.lost.iter().take(SHOWN) {
+        eprintln!("error: no target holds an intact copy of {n}");
+    }
+    let verdict = if r.is_clean() {
+        "every target holds an intact copy of every object".to_string()
+    } else if r.has_damage() {
+        "damaged copies found: run `drvault repair`".to_string()
+    } else {
+        "some targets lack objects: run `drvault sync`".to_string()
+    };
+    println!(
+        "compared {} objects across {} targets{}: {verdict}",
+        r.objects,
+        r.targets.len(),
+        if r.read_data {
+            ", every copy read"
+        } else {
+            " (lists and sizes)"
+        }
+    );
 }

@@ -28,6 +28,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Key(k) => key::run(&ctx, g, k),
         Command::Targets => targets::run(&ctx, g),
         Command::Sync => targets::sync(&ctx, g),
+        Command::Repair => targets::repair(&ctx, g),
     }
 }
 

@@ -68,6 +68,44 @@ pub fn sync(ctx: &Context, g: &Global) -> Result<Exit> {
     })
 }
 
+pub fn repair(ctx: &Context, g: &Global) -> Result<Exit> {
+    let store = ctx.store(false)?;
+    let (before, report) = ctx.rt.block_on(drvault_repo::replicas::repair(&store))?;
+    let (_, names) = ctx.rt.block_on(survey(&store));
+    remember(ctx, &store, &names);
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({ "found": before, "repaired": report })
+        );
+    } else {
+        for (t, names) in &report.replaced {
+            for n in names {
+                println!("{t}: replaced damaged copy of {n}");
+            }
+        }
+        for (t, n) in &report.copied {
+            println!("{t}: {n} missing objects copied");
+        }
+        for f in &report.failed {
+            eprintln!("not repaired: {f}");
+        }
+        let replaced: usize = report.replaced.values().map(Vec::len).sum();
+        println!(
+            "read {} objects on {} targets: {replaced} damaged copies replaced, {} missing copies added, {} failed",
+            before.objects,
+            before.targets.len(),
+            report.copied.values().sum::<u64>(),
+            report.failed.len()
+        );
+    }
+    Ok(if report.failed.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Integrity
+    })
+}
+
 /// Keeps the catalog's record of owed objects in step with what the listings found.
 fn remember(ctx: &Context, store: &Store, names: &[Option<std::collections::BTreeSet<String>>]) {
     if let Err(e) = ctx.rt.block_on(record_survey(store, &ctx.state_dir, names)) {

@@ -1,0 +1,562 @@
+//! One repository on three targets: SeaweedFS and moto (two S3 "regions" on loopback) and a
+//! local directory. Regions die, stall and serve damaged bytes; backups keep to the write quorum,
+//! restores fall back per object, and sync and repair heal the targets.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use drvault_repo::target::Target;
+use drvault_tests::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
+use drvault_tests::{drvault_bin, files_below, noise, restored, PASSWORD};
+use serde_json::Value;
+
+struct Geo {
+    dir: tempfile::TempDir,
+    servers: Vec<(String, S3Server)>,
+}
+
+impl Geo {
+    /// Targets "us" (SeaweedFS) and "eu" (moto, or a second SeaweedFS when `persistent`, since
+    /// moto keeps nothing across a restart), then "local".
+    fn new(persistent: bool) -> Self {
+        let us = S3Server::seaweed("drvault-us");
+        let eu = if persistent {
+            S3Server::seaweed("drvault-eu")
+        } else {
+            S3Server::moto("drvault-eu")
+        };
+        Geo {
+            dir: tempfile::tempdir().unwrap(),
+            servers: vec![("us".into(), us), ("eu".into(), eu)],
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn server(&mut self, name: &str) -> &mut S3Server {
+        &mut self.servers.iter_mut().find(|(n, _)| n == name).unwrap().1
+    }
+
+    /// Writes the config file: `[repository]` lines, then the S3 targets, then the local one.
+    fn configure(&self, repository: &str, with_local: bool) {
+        let mut text = format!("[repository]\n{repository}\n");
+        for (name, s) in &self.servers {
+            text.push_str(&s.target_toml(name, "prod"));
+        }
+        if with_local {
+            text.push_str(&format!(
+                "[[targets]]\nname = \"local\"\nurl = \"file://{}\"\n",
+                self.path("local").display()
+            ));
+        }
+        fs::write(self.path("drvault.toml"), text).unwrap();
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(drvault_bin());
+        c.arg("--config")
+            .arg(self.path("drvault.toml"))
+            .arg("--state-dir")
+            .arg(self.path("state"))
+            .env("DRVAULT_PASSWORD", PASSWORD)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env_remove("DRVAULT_REPO")
+            .env_remove("DRVAULT_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains(SECRET_KEY) && !stderr.contains(PASSWORD),
+            "a secret leaked: {stderr}"
+        );
+        out
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "drvault {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> (Option<i32>, Value) {
+        let out = self.run(args);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code(), v)
+    }
+
+    fn init(&self) {
+        self.ok(&["init", "--kdf-memory-kib", "64"]);
+    }
+
+    /// Restores the latest snapshot and compares it with `src`, returning stderr.
+    fn restore_and_compare(&self, src: &Path, into: &str) -> String {
+        let target = self.path(into);
+        let out = self.run(&[
+            "restore",
+            "latest",
+            "--verify",
+            "--target",
+            target.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "restore failed: {stderr}");
+        assert_same_tree(src, &restored(&target, src));
+        stderr
+    }
+}
+
+fn make_source(dir: &Path, mib: usize) {
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    for i in 0..mib / 8 {
+        fs::write(
+            dir.join(format!("sub/big-{i}")),
+            noise(8 << 20, i as u64 + 1),
+        )
+        .unwrap();
+    }
+    for i in 0..50 {
+        fs::write(
+            dir.join(format!("small-{i}.txt")),
+            format!("small file {i}\n"),
+        )
+        .unwrap();
+    }
+}
+
+fn assert_same_tree(src: &Path, got: &Path) {
+    let mut want = files_below(src);
+    want.sort();
+    assert!(!want.is_empty());
+    for f in &want {
+        let rel = f.strip_prefix(src).unwrap();
+        assert_eq!(
+            fs::read(f).unwrap(),
+            fs::read(got.join(rel)).unwrap(),
+            "{} differs",
+            rel.display()
+        );
+    }
+    assert_eq!(files_below(got).len(), want.len());
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn status_of<'a>(targets: &'a Value, name: &str) -> &'a Value {
+    targets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap()
+}
+
+/// Waits for a child with a bound, so a hang fails the test instead of stalling CI.
+fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("drvault did not finish within {limit:?}: a dead or stalled target hung it");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_region_killed_mid_upload_leaves_a_quorum_backup_that_sync_heals() {
+    let mut geo = Geo::new(true);
+    geo.configure(
+        "write_quorum = 2\nrequest_timeout = \"10s\"\nmax_retries = 1",
+        true,
+    );
+    geo.init();
+    let src = geo.path("src");
+    make_source(&src, 64);
+
+    let child = geo
+        .cmd()
+        .args(["backup", "--json", src.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill "us" as soon as its first pack has landed: the rest of the backup is still to come.
+    let watcher = geo.server("us").target("prod");
+    let rt = runtime();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rt
+        .block_on(watcher.list("data/"))
+        .map(|l| l.is_empty())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "no pack reached us");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    geo.server("us").kill();
+    let out = wait_bounded(child, Duration::from_secs(300));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the backup must complete on the quorum: {stderr}"
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let owed_by_us = summary["owed"]["us"].as_u64().unwrap_or(0);
+    assert!(owed_by_us > 0, "us missed objects after it died: {summary}");
+    assert!(stderr.contains("target us missed"), "{stderr}");
+
+    // With us gone: reported unreachable; the others are complete.
+    let (code, targets) = geo.json(&["targets", "--json"]);
+    assert_eq!(code, Some(3), "a degraded target set exits 3");
+    assert_eq!(status_of(&targets, "us")["reachable"], false);
+    assert_eq!(status_of(&targets, "eu")["owes"], 0);
+    assert_eq!(status_of(&targets, "local")["owes"], 0);
+
+    // us comes back with what it had: it owes what it missed, found by listing alone.
+    geo.server("us").restart();
+    let (_, targets) = geo.json(&["targets", "--json"]);
+    let owes = status_of(&targets, "us")["owes"].as_u64().unwrap();
+    assert!(
+        owes >= owed_by_us,
+        "listing finds what us owes ({owes} < {owed_by_us})"
+    );
+
+    let (code, report) = geo.json(&["sync", "--json"]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["per_target"]["us"].as_u64().unwrap(), owes);
+    let (code, targets) = geo.json(&["targets", "--json"]);
+    assert_eq!(code, Some(0), "{targets}");
+    assert!(targets.as_array().unwrap().iter().all(|t| t["owes"] == 0));
+    // A second sync has nothing to do: it is safe to run again.
+    let (_, again) = geo.json(&["sync", "--json"]);
+    assert_eq!(again["copied"], 0);
+
+    let out = geo.run(&["check", "--all-targets", "--read-data"]);
+    assert!(
+        out.status.success(),
+        "check --all-targets: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The healed region alone restores the snapshot.
+    geo.server("eu").kill();
+    geo.configure(
+        "write_quorum = 1\nread_order = [\"us\"]\nrequest_timeout = \"5s\"\nmax_retries = 0",
+        false,
+    );
+    geo.restore_and_compare(&src, "restore-from-us");
+}
+
+#[test]
+fn restores_fall_back_past_a_dead_or_damaged_preferred_target_and_repair_fixes_it() {
+    let mut geo = Geo::new(false);
+    geo.configure(
+        "read_order = [\"us\", \"eu\", \"local\"]\nrequest_timeout = \"5s\"\nmax_retries = 1",
+        true,
+    );
+    geo.init();
+    let src = geo.path("src");
+    make_source(&src, 40);
+    geo.ok(&["backup", src.to_str().unwrap()]);
+
+    // The preferred region is down.
+    geo.server("us").kill();
+    let stderr = geo.restore_and_compare(&src, "restore-us-down");
+    assert!(
+        stderr.contains("target us"),
+        "the failing target is named: {stderr}"
+    );
+    geo.server("us").restart();
+
+    // Bytes flipped in several packs on the preferred region.
+    let us: Target = geo.server("us").target("prod");
+    let rt = runtime();
+    let mut packs = rt.block_on(us.list("data/")).unwrap();
+    packs.sort_by_key(|p| std::cmp::Reverse(p.size));
+    assert!(
+        packs.len() >= 3 && packs[2].size > 1 << 20,
+        "the backup made several data packs"
+    );
+    let damaged: Vec<String> = packs.iter().take(3).map(|p| p.name.clone()).collect();
+    for name in &damaged {
+        let mut bytes = rt.block_on(us.get(name)).unwrap().to_vec();
+        let at = bytes.len() / 3;
+        bytes[at] ^= 0x55;
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        rt.block_on(us.delete(name)).unwrap();
+        rt.block_on(us.put_new(name, Bytes::from(bytes), false))
+            .unwrap();
+    }
+    let stderr = geo.restore_and_compare(&src, "restore-us-damaged");
+    assert!(
+        stderr.contains("target us") && stderr.contains("integrity"),
+        "damage is reported: {stderr}"
+    );
+
+    // A verifier without the passphrase finds exactly the damaged copies.
+    let out = geo
+        .cmd()
+        .env_remove("DRVAULT_PASSWORD")
+        .args(["check", "--no-key", "--read-data", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "damage found: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut corrupt: Vec<String> = status_of(&report["copies"]["targets"], "us")["corrupt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    corrupt.sort();
+    let mut want = damaged.clone();
+    want.sort();
+    assert_eq!(corrupt, want);
+    assert!(report["copies"]["lost"].as_array().unwrap().is_empty());
+    let (code, _) = geo.json(&["check", "--all-targets", "--read-data", "--json"]);
+    assert_eq!(code, Some(11));
+
+    // repair replaces the damaged copies; afterwards every copy verifies.
+    let out = geo
+        .cmd()
+        .env_remove("DRVAULT_PASSWORD")
+        .args(["repair", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "repair: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let repaired: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        repaired["repaired"]["replaced"]["us"]
+            .as_array()
+            .unwrap()
+            .len(),
+        damaged.len()
+    );
+    for name in &damaged {
+        let b = rt.block_on(us.get(name)).unwrap();
+        assert!(
+            drvault_repo::store::content_matches_name(name, &b),
+            "{name} repaired"
+        );
+    }
+    let out = geo.run(&["check", "--all-targets", "--read-data"]);
+    assert!(
+        out.status.success(),
+        "clean after repair: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn with_every_target_down_a_backup_fails_clearly_and_commits_nothing() {
+    let mut geo = Geo::new(true);
+    geo.configure(
+        "write_quorum = 1\nrequest_timeout = \"5s\"\nmax_retries = 1",
+        false,
+    );
+    geo.init();
+    let src = geo.path("src");
+    make_source(&src, 16);
+    geo.ok(&["backup", src.to_str().unwrap()]);
+    fs::write(src.join("new-file"), noise(1 << 20, 99)).unwrap();
+
+    geo.server("us").kill();
+    geo.server("eu").kill();
+    let child = geo
+        .cmd()
+        .args(["backup", src.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child, Duration::from_secs(180));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("every target down: {stderr}");
+    assert!(!out.status.success(), "no target, no backup");
+    assert!(
+        stderr.contains("us") && stderr.contains("eu"),
+        "the error names the targets: {stderr}"
+    );
+
+    geo.server("us").restart();
+    geo.server("eu").restart();
+    let snaps: Value = serde_json::from_str(&geo.ok(&["snapshots", "--json"])).unwrap();
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        1,
+        "no snapshot from the failed run"
+    );
+    let out = geo.run(&["check", "--all-targets", "--read-data"]);
+    assert!(
+        out.status.success(),
+        "nothing corrupted: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Below the quorum (both regions required, one dead): the same refusal.
+    geo.configure(
+        "write_quorum = 2\nrequest_timeout = \"5s\"\nmax_retries = 1",
+        false,
+    );
+    geo.server("us").kill();
+    let out = geo.run(&["backup", src.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("below quorum: {stderr}");
+    assert!(!out.status.success(), "below quorum, no backup");
+    assert!(stderr.contains("1 of the 2 targets"), "{stderr}");
+    geo.server("us").restart();
+    let snaps: Value = serde_json::from_str(&geo.ok(&["snapshots", "--json"])).unwrap();
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        1,
+        "no snapshot below the quorum"
+    );
+    geo.restore_and_compare(&src_without(&src, "new-file"), "restore-after");
+}
+
+/// A copy of `src` without one file, to compare against the earlier snapshot.
+fn src_without(src: &Path, file: &str) -> PathBuf {
+    fs::remove_file(src.join(file)).unwrap();
+    src.to_path_buf()
+}
+
+#[test]
+fn a_stalled_target_costs_bounded_time_and_is_healed_later() {
+    let mut geo = Geo::new(false);
+    geo.configure(
+        "write_quorum = 2\nconnect_timeout = \"1s\"\nrequest_timeout = \"2s\"\nmax_retries = 1",
+        true,
+    );
+    geo.init();
+    let src = geo.path("src");
+    make_source(&src, 24);
+
+    // SIGSTOP: connections are accepted by the kernel, and nothing ever answers.
+    geo.server("us").pause();
+    let child = geo
+        .cmd()
+        .args(["backup", "--json", src.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "quorum holds without the stalled target: {stderr}"
+    );
+    assert!(stderr.contains("degraded"), "{stderr}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["owed"]["us"].as_u64().unwrap() > 0, "{summary}");
+
+    geo.server("us").resume();
+    geo.ok(&["sync"]);
+    let (code, targets) = geo.json(&["targets", "--json"]);
+    assert_eq!(code, Some(0), "{targets}");
+    let out = geo.run(&["check", "--all-targets", "--read-data"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_configurations_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("drvault.toml");
+    let run = |text: &str, mode: u32| {
+        fs::write(&cfg, text).unwrap();
+        fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        let out = Command::new(drvault_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(["targets"])
+            .env_remove("DRVAULT_REPO")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let local = format!(
+        "[[targets]]\nname = \"a\"\nurl = \"file://{}\"\n",
+        dir.path().join("a").display()
+    );
+    let secret = "[[targets]]\nname = \"s3\"\nurl = \"s3://b/p\"\noptions = { aws_secret_access_key = \"hunter2-not-real\" }\n";
+
+    let (code, err) = run(&format!("{local}{secret}"), 0o644);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("chmod 600") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let cases = [
+        (
+            format!("[repository]\nwrite_quorum = 3\n{local}"),
+            "write_quorum",
+        ),
+        (
+            format!("[repository]\nwrite_quorum = 0\n{local}"),
+            "write_quorum",
+        ),
+        (
+            format!("[repository]\nread_order = [\"nowhere\"]\n{local}"),
+            "nowhere",
+        ),
+        (
+            format!("[repository]\nrequest_timeout = \"soon\"\n{local}"),
+            "request_timeout",
+        ),
+        (format!("{local}{local}"), "unique"),
+        (
+            format!("[repository]\nwrit_quorum = 1\n{local}"),
+            "writ_quorum",
+        ),
+        (local.replace("file://", "ftp://"), "ftp://"),
+    ];
+    for (text, hint) in cases {
+        let (code, err) = run(&text, 0o600);
+        assert_ne!(code, Some(0), "{text}");
+        assert!(err.contains(hint), "{text}: {err}");
+    }
+}
