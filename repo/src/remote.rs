@@ -15,7 +15,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::prefix::PrefixStore;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreScheme, RetryConfig};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreScheme, RetryConfig};
 
 use crate::{Error, Result};
 
@@ -24,7 +24,7 @@ use crate::{Error, Result};
 pub struct Tuning {
     /// Limit for establishing a connection.
     pub connect_timeout: Duration,
-    /// Limit for one whole request, body included (a 16 MiB pack at 2 MB/s takes 8 s).
+    /// Limit for one whole request, body included (a 16 MiB pack needs 4.5 Mbit/s to fit in 30 s).
     pub request_timeout: Duration,
     /// Retries of a failed request, with exponential backoff.
     pub max_retries: usize,
@@ -34,8 +34,8 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(60),
-            max_retries: 3,
+            request_timeout: Duration::from_secs(30),
+            max_retries: 2,
         }
     }
 }
@@ -64,10 +64,20 @@ impl Tuning {
         }
     }
 
-    fn client(&self) -> ClientOptions {
-        ClientOptions::new()
-            .with_connect_timeout(self.connect_timeout)
-            .with_timeout(self.request_timeout)
+    /// Our time limits as object_store client settings. They are applied as configuration keys
+    /// (not `with_client_options`, which would drop client settings taken from the environment,
+    /// such as `AWS_ALLOW_HTTP`); a target's own `options` still override them.
+    fn client_settings(&self) -> [(ClientConfigKey, String); 2] {
+        [
+            (
+                ClientConfigKey::ConnectTimeout,
+                format!("{}ms", self.connect_timeout.as_millis()),
+            ),
+            (
+                ClientConfigKey::Timeout,
+                format!("{}ms", self.request_timeout.as_millis()),
+            ),
+        ]
     }
 }
 
@@ -80,6 +90,31 @@ fn bad_key(url: &str, key: &str, e: object_store::Error) -> Error {
     Error::Invalid(format!(
         "target {url}: option {key:?} is not a configuration key of this backend ({e})"
     ))
+}
+
+/// The value of a setting from a target's options or, failing that, the environment.
+fn setting(options: &BTreeMap<String, String>, keys: &[&str]) -> Option<String> {
+    keys.iter()
+        .find_map(|k| options.get(*k).cloned())
+        .or_else(|| {
+            keys.iter()
+                .find_map(|k| std::env::var(k.to_ascii_uppercase()).ok())
+        })
+}
+
+/// object_store refuses plain HTTP only when a request is sent, with "builder error"; say why
+/// up front instead.
+fn refuse_plain_http(url: &str, options: &BTreeMap<String, String>) -> Result<()> {
+    let endpoint = setting(options, &["aws_endpoint", "aws_endpoint_url", "endpoint"]);
+    let allowed = setting(options, &["aws_allow_http", "allow_http"])
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    match endpoint {
+        Some(e) if e.starts_with("http://") && !allowed => Err(Error::Invalid(format!(
+            "target {url}: endpoint {e} is plain HTTP; use https, or set aws_allow_http = \"true\" \
+             (only for a server on loopback or a trusted network)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Opens the object store behind a remote URL such as `s3://bucket/prefix`. `options` are
@@ -98,10 +133,11 @@ pub fn open(
         .map_err(|e| Error::Invalid(format!("target URL {url} has an invalid path: {e}")))?;
     let built: object_store::Result<Arc<dyn ObjectStore>> = match scheme {
         ObjectStoreScheme::AmazonS3 => {
-            let mut b = AmazonS3Builder::from_env()
-                .with_url(url)
-                .with_client_options(tuning.client())
-                .with_retry(tuning.retry());
+            refuse_plain_http(url, options)?;
+            let mut b = AmazonS3Builder::from_env().with_url(url).with_retry(tuning.retry());
+            for (k, v) in tuning.client_settings() {
+                b = b.with_config(AmazonS3ConfigKey::Client(k), v);
+            }
             for (k, v) in options {
                 let key = AmazonS3ConfigKey::from_str(k).map_err(|e| bad_key(url, k, e))?;
                 b = b.with_config(key, v);
@@ -109,10 +145,10 @@ pub fn open(
             b.build().map(|s| Arc::new(s) as _)
         }
         ObjectStoreScheme::GoogleCloudStorage => {
-            let mut b = GoogleCloudStorageBuilder::from_env()
-                .with_url(url)
-                .with_client_options(tuning.client())
-                .with_retry(tuning.retry());
+            let mut b = GoogleCloudStorageBuilder::from_env().with_url(url).with_retry(tuning.retry());
+            for (k, v) in tuning.client_settings() {
+                b = b.with_config(GoogleConfigKey::Client(k), v);
+            }
             for (k, v) in options {
                 let key = GoogleConfigKey::from_str(k).map_err(|e| bad_key(url, k, e))?;
                 b = b.with_config(key, v);
@@ -120,10 +156,10 @@ pub fn open(
             b.build().map(|s| Arc::new(s) as _)
         }
         ObjectStoreScheme::MicrosoftAzure => {
-            let mut b = MicrosoftAzureBuilder::from_env()
-                .with_url(url)
-                .with_client_options(tuning.client())
-                .with_retry(tuning.retry());
+            let mut b = MicrosoftAzureBuilder::from_env().with_url(url).with_retry(tuning.retry());
+            for (k, v) in tuning.client_settings() {
+                b = b.with_config(AzureConfigKey::Client(k), v);
+            }
             for (k, v) in options {
                 let key = AzureConfigKey::from_str(k).map_err(|e| bad_key(url, k, e))?;
                 b = b.with_config(key, v);

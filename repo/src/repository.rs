@@ -695,9 +695,16 @@ impl Repository {
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
         let sealed = self.seal_object(ObjectKind::Snapshot, &encode(snapshot))?;
         let id = Id::of_stored(&sealed);
-        self.store
-            .put_new(&paths::snapshot(&id), sealed.into(), true)
-            .await?;
+        let name = paths::snapshot(&id);
+        if let Err(e) = self.store.put_new(&name, sealed.into(), true).await {
+            if matches!(e, Error::Quorum { .. }) {
+                // Below the quorum the backup fails, so it must leave no snapshot behind.
+                if let Err(d) = self.store.delete(&name).await {
+                    tracing::warn!("could not withdraw {name} after the failed write ({d}); it is complete where it exists");
+                }
+            }
+            return Err(e);
+        }
         Ok(id)
     }
 

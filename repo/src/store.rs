@@ -350,10 +350,12 @@ impl Store {
         }
     }
 
-    /// Deletes an object from every target (absent counts as deleted).
+    /// Deletes an object from every target (absent counts as deleted). Every target is tried;
+    /// the first failure is returned.
     pub async fn delete(&self, name: &str) -> Result<()> {
-        for t in &self.targets {
-            match t.delete(name).await {
+        let results = futures::future::join_all(self.targets.iter().map(|t| t.delete(name))).await;
+        for r in results {
+            match r {
                 Ok(()) | Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }

@@ -560,3 +560,124 @@ fn bad_configurations_are_refused_with_a_reason() {
         assert!(err.contains(hint), "{text}: {err}");
     }
 }
+
+#[test]
+fn a_snapshot_that_misses_the_quorum_is_withdrawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let cfg = dir.path().join("drvault.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[[targets]]\nname = \"a\"\nurl = \"file://{}\"\n[[targets]]\nname = \"b\"\nurl = \"file://{}\"\n",
+            a.display(),
+            b.display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(drvault_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(args)
+            .env("DRVAULT_PASSWORD", PASSWORD)
+            .env_remove("DRVAULT_REPO")
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["init", "--kdf-memory-kib", "64"]).status.success());
+    let src = dir.path().join("src");
+    make_source(&src, 8);
+    // Target b takes packs and indexes but cannot take a snapshot: a file where the
+    // snapshots directory would go (this fails even for root).
+    fs::write(b.join("snapshots"), b"in the way").unwrap();
+    let out = run(&["backup", src.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the snapshot is not durable on the quorum: {stderr}"
+    );
+    assert!(
+        stderr.contains("snapshots/") && stderr.contains("1 of the 2 targets"),
+        "{stderr}"
+    );
+    let left: Vec<_> = fs::read_dir(a.join("snapshots"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "the snapshot was withdrawn from a: {left:?}"
+    );
+    // Packs and indexes stay (durable on both); the next backup reuses them.
+    fs::remove_file(b.join("snapshots")).unwrap();
+    assert!(run(&["backup", src.to_str().unwrap()]).status.success());
+    let snaps: Value = serde_json::from_slice(&run(&["snapshots", "--json"]).stdout).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_single_s3_target_works_through_repo_url_and_plain_http_needs_consent() {
+    let server = S3Server::moto("drvault-solo");
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url("solo");
+    let run = |args: &[&str], allow_http: bool| {
+        let mut c = Command::new(drvault_bin());
+        c.args(["--repo", &url, "--state-dir"])
+            .arg(dir.path().join("state"))
+            .args(args)
+            .env("DRVAULT_PASSWORD", PASSWORD)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_ENDPOINT", server.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("DRVAULT_CONFIG");
+        if allow_http {
+            c.env("AWS_ALLOW_HTTP", "true");
+        }
+        c.output().unwrap()
+    };
+    let refused = run(&["init", "--kdf-memory-kib", "64"], false);
+    assert!(
+        !refused.status.success(),
+        "plain HTTP without allow_http must be refused"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("plain HTTP") && stderr.contains("allow_http"),
+        "{stderr}"
+    );
+
+    let out = run(&["init", "--kdf-memory-kib", "64"], true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let src = dir.path().join("src");
+    make_source(&src, 8);
+    let out = run(&["backup", src.to_str().unwrap()], true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target = dir.path().join("restore");
+    let out = run(
+        &[
+            "restore",
+            "latest",
+            "--verify",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_tree(&src, &restored(&target, &src));
+}
