@@ -86,7 +86,10 @@ impl Context {
     /// The repository's storage: the configured targets, or the single --repo location.
     pub fn store(&self, create: bool) -> Result<Store> {
         let Some(config) = &self.config else {
-            return Ok(Store::open(&self.repo_location, create)?);
+            let store = Store::open(&self.repo_location, create)?;
+            let deadline = drvault_repo::remote::Tuning::default().probe_deadline();
+            self.rt.block_on(store.probe(deadline));
+            return Ok(store);
         };
         let tuning = config.tuning()?;
         let mut targets = Vec::new();
@@ -96,7 +99,9 @@ impl Context {
             )?);
         }
         let quorum = config.repository.write_quorum.unwrap_or(targets.len());
-        Ok(Store::new(targets, quorum)?)
+        let store = Store::new(targets, quorum)?;
+        self.rt.block_on(store.probe(tuning.probe_deadline()));
+        Ok(store)
     }
 
     pub fn open(&self, g: &Global) -> Result<Arc<Repository>> {

@@ -48,6 +48,12 @@ impl Tuning {
         (self.connect_timeout + self.request_timeout) * attempts + self.max_backoff() * attempts
     }
 
+    /// The limit for the one cheap request that opens a run (see `Store::probe`): a stalled
+    /// target is found out in seconds rather than after a full round of request retries.
+    pub fn probe_deadline(&self) -> Duration {
+        self.connect_timeout + self.request_timeout.min(Duration::from_secs(10))
+    }
+
     fn max_backoff(&self) -> Duration {
         Duration::from_secs(2)
     }

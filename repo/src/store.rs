@@ -148,6 +148,12 @@ impl Store {
         &self.targets
     }
 
+    /// Probes every remote target at once (see `Target::probe`), so that a dead or stalled
+    /// target costs one short deadline at the start of a run instead of stalling its first reads.
+    pub async fn probe(&self, deadline: std::time::Duration) {
+        futures::future::join_all(self.targets.iter().map(|t| t.probe(deadline))).await;
+    }
+
     /// Targets in the order reads try them: the configured order, with targets that failed
     /// earlier in this run moved to the end.
     fn read_order(&self) -> Vec<&Target> {

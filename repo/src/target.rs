@@ -115,6 +115,28 @@ impl Target {
         Ok(t)
     }
 
+    /// One cheap request (the `config` object's metadata) under a short deadline: a target that
+    /// does not answer, or answers with a failure other than "not found", is marked degraded
+    /// before the run starts. Local targets are not probed.
+    pub async fn probe(&self, deadline: Duration) {
+        if self.local {
+            return;
+        }
+        let config = Path::from(crate::format::paths::CONFIG);
+        let head = self.inner.head(&config);
+        let failure = match tokio::time::timeout(deadline, head).await {
+            Ok(Ok(_)) | Ok(Err(object_store::Error::NotFound { .. })) => return,
+            Ok(Err(e)) => map_err(crate::format::paths::CONFIG, e).to_string(),
+            Err(_) => format!("no answer within {} s", deadline.as_secs()),
+        };
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "target {} is degraded for the rest of this run: {failure}",
+                self.name
+            );
+        }
+    }
+
     /// Wraps any object store (used by tests and later targets).
     pub fn from_object_store(name: &str, inner: Arc<dyn ObjectStore>, location: String) -> Self {
         Target {

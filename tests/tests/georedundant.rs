@@ -649,15 +649,10 @@ fn a_single_s3_target_works_through_repo_url_and_plain_http_needs_consent() {
         "{stderr}"
     );
 
-    let out = run(&["init", "--kdf-memory-kib", "64"], true);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let src = dir.path().join("src");
     make_source(&src, 8);
-    let out = run(&["backup", src.to_str().unwrap()], true);
+    // backup --init creates the repository in the bucket on first use.
+    let out = run(&["backup", "--init", src.to_str().unwrap()], true);
     assert!(
         out.status.success(),
         "{}",

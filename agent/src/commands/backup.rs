@@ -6,7 +6,7 @@ use crate::context::Context;
 use crate::exit::Exit;
 
 pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
-    if a.init && ctx.store(false).is_err() {
+    if a.init && !repository_exists(ctx)? {
         super::init::init(
             ctx,
             g,
@@ -98,6 +98,22 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
     } else {
         Exit::Ok
     })
+}
+
+/// True when the repository's `config` object can be read; false only when it is known to be
+/// absent (an unreachable target is an error, not a reason to create a repository).
+fn repository_exists(ctx: &Context) -> Result<bool> {
+    let Ok(store) = ctx.store(false) else {
+        return Ok(false);
+    };
+    match ctx
+        .rt
+        .block_on(store.get(drvault_repo::format::paths::CONFIG))
+    {
+        Ok(_) => Ok(true),
+        Err(drvault_repo::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn hostname() -> String {
