@@ -23,7 +23,7 @@ BIN=$PWD/target/release/drvault
 cargo build --release -q -p drvault
 rm -rf "$WORKDIR"; mkdir -p "$WORKDIR"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done; }
+cleanup() { for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done; true; }
 trap cleanup EXIT
 
 # ---- corpus: real files from /usr, about SIZE_MIB
