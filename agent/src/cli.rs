@@ -70,8 +70,31 @@ pub enum Command {
 pub enum KeyCommand {
     /// Add a key slot: another passphrase, key file or recovery key for the same repository.
     Add(KeyAddArgs),
-    /// List key slots.
+    /// List key slots and data-key epochs (with the objects still sealed under each).
     List,
+    /// Remove a key slot (by id or a unique prefix of it); the last slot cannot be removed.
+    Remove { slot: String },
+    /// Wrap the slot the current passphrase opens under a new passphrase.
+    Passwd {
+        /// Read the new passphrase from this file (first line) instead of prompting twice.
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+    /// Start a new data-key epoch: new data is sealed under it at once.
+    Rotate(KeyRotateArgs),
+    /// Rewrite every object sealed under a retiring epoch, then retire those epochs.
+    Reencrypt,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRotateArgs {
+    /// Then rewrite every object under the new epoch and retire the old ones (as `key reencrypt`).
+    #[arg(long)]
+    pub reencrypt: bool,
+    /// Also replace the master key (after a suspected compromise): the slot in use is wrapped
+    /// again, every other slot is removed. See docs/THREAT-MODEL.md.
+    #[arg(long)]
+    pub master: bool,
 }
 
 #[derive(Debug, Args)]

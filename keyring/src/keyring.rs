@@ -54,7 +54,7 @@ impl std::fmt::Debug for Epoch {
     }
 }
 
-#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 struct Body {
     version: u8,
     generation: u64,
@@ -65,6 +65,7 @@ struct Body {
 }
 
 /// The unlocked keyring.
+#[derive(Clone)]
 pub struct Keyring {
     master: Key,
     body: Body,
@@ -145,6 +146,76 @@ impl Keyring {
             .ok_or(Error::UnknownEpoch(epoch))
     }
 
+    /// Starts a new data-key epoch and makes it the one new data is sealed under; the epoch that
+    /// was active becomes retiring (it still opens what it sealed). Returns the new epoch's id.
+    pub fn rotate(&mut self, now: i64) -> Result<u32> {
+        let id = self
+            .body
+            .epochs
+            .iter()
+            .map(|e| e.id)
+            .max()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or(Error::Malformed {
+                what: "keyring",
+                reason: "epoch ids exhausted".into(),
+            })?;
+        if id == crate::MASTER_EPOCH {
+            return Err(Error::Malformed {
+                what: "keyring",
+                reason: "epoch ids exhausted".into(),
+            });
+        }
+        for e in &mut self.body.epochs {
+            if e.state == EpochState::Active {
+                e.state = EpochState::Retiring;
+            }
+        }
+        self.body.epochs.push(Epoch {
+            id,
+            created: now,
+            state: EpochState::Active,
+            key: Some(*Key::generate()?.expose()),
+        });
+        self.body.generation += 1;
+        Ok(id)
+    }
+
+    /// Destroys the keys of the given retiring epochs: they become retired, and nothing they
+    /// sealed can be opened with this keyring again. The active epoch cannot be retired.
+    pub fn retire(&mut self, ids: &[u32]) -> Result<()> {
+        for id in ids {
+            let e = self
+                .body
+                .epochs
+                .iter_mut()
+                .find(|e| e.id == *id)
+                .ok_or(Error::UnknownEpoch(*id))?;
+            if e.state == EpochState::Active {
+                return Err(Error::Malformed {
+                    what: "keyring",
+                    reason: format!("epoch {id} is active; rotate before retiring it"),
+                });
+            }
+            e.state = EpochState::Retired;
+            if let Some(k) = e.key.as_mut() {
+                zeroize::Zeroize::zeroize(k);
+            }
+            e.key = None;
+        }
+        self.body.generation += 1;
+        Ok(())
+    }
+
+    /// Replaces the master key. The body (ID key, seed, epochs) is unchanged; `seal` then
+    /// seals it under the new master key, and every slot must be wrapped again.
+    pub fn replace_master(&mut self) -> Result<()> {
+        self.master = Key::generate()?;
+        self.body.generation += 1;
+        Ok(())
+    }
+
     /// Seals the keyring body under the master key.
     pub fn seal(&self) -> Result<Vec<u8>> {
         let plain = zeroize::Zeroizing::new(postcard::to_stdvec(&self.body).map_err(|e| {
@@ -197,6 +268,36 @@ mod tests {
         assert_eq!(back.active_epoch().expect("active").0, 1);
         assert!(matches!(back.epoch_key(7), Err(Error::UnknownEpoch(7))));
         assert!(Keyring::open(Key::generate().expect("rng"), &sealed).is_err());
+        // Rotation and retirement.
+        let mut kr = back;
+        let (old, _) = kr.active_epoch().expect("active");
+        let new = kr.rotate(100).expect("rotate");
+        assert_eq!(kr.active_epoch().expect("active").0, new);
+        assert_eq!(kr.epochs()[0].state, EpochState::Retiring);
+        assert!(
+            kr.epoch_key(old).is_ok(),
+            "a retiring epoch still opens its data"
+        );
+        assert!(
+            kr.retire(&[new]).is_err(),
+            "the active epoch cannot be retired"
+        );
+        kr.retire(&[old]).expect("retire");
+        assert!(matches!(kr.epoch_key(old), Err(Error::UnknownEpoch(_))));
+        let resealed = Keyring::open(kr.master().clone(), &kr.seal().expect("seal")).expect("open");
+        assert!(
+            resealed.epoch_key(old).is_err(),
+            "retired key material is gone after sealing"
+        );
+        assert_eq!(resealed.generation(), 3);
+        let mut moved = resealed.clone();
+        moved.replace_master().expect("new master");
+        let sealed_new = moved.seal().expect("seal");
+        assert!(
+            Keyring::open(resealed.master().clone(), &sealed_new).is_err(),
+            "the old master no longer opens it"
+        );
+        let back = Keyring::open(moved.master().clone(), &sealed_new).expect("open");
         // Debug output never shows key material.
         let shown = format!("{back:?}");
         assert!(!shown.contains(&format!("{:?}", back.id_key())));

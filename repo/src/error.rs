@@ -39,6 +39,9 @@ pub enum Error {
         needed: usize,
         reasons: String,
     },
+    /// Another process holds the maintenance lease.
+    #[error("the repository is locked by {holder} until {until}; try again later")]
+    Locked { holder: String, until: String },
     /// The repository was written by a newer drvault.
     #[error(
         "{object} uses format version {version}, newer than this drvault supports; upgrade drvault"

@@ -8,6 +8,7 @@ pub mod chunker;
 mod error;
 pub mod format;
 mod id;
+pub mod lease;
 pub mod packer;
 pub mod remote;
 pub mod replicas;

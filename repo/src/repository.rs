@@ -20,6 +20,10 @@ use crate::store::Store;
 use crate::{Error, Id, IdMap, Result};
 
 /// Where a blob lives.
+mod keys;
+
+pub use keys::{EpochInfo, Progress, ReencryptReport, LEASE_TTL};
+
 #[derive(Debug, Clone, Copy)]
 pub struct Location {
     pub pack: Id,
@@ -332,8 +336,16 @@ impl Repository {
         for l in store.list(paths::KEYRING).await? {
             let bytes = store.get(&l.name).await?;
             verify_name(&l.name, &bytes)?;
-            let kr =
-                Keyring::open(master.clone(), &bytes).map_err(|e| Error::integrity(&l.name, e))?;
+            // A keyring sealed under another master key (left by an interrupted master-key
+            // rotation) is not this master key's; another object is.
+            let kr = match Keyring::open(master.clone(), &bytes) {
+                Ok(kr) => kr,
+                Err(drvault_keyring::Error::Authentication) => {
+                    tracing::info!("{} is sealed under another master key; skipped", l.name);
+                    continue;
+                }
+                Err(e) => return Err(Error::integrity(&l.name, e)),
+            };
             if best
                 .as_ref()
                 .is_none_or(|b| kr.generation() > b.generation())

@@ -1,4 +1,5 @@
 use anyhow::Result;
+use drvault_repo::lease::Session;
 
 use crate::backup::{self, BackupRequest};
 use crate::cli::{BackupArgs, Global};
@@ -53,7 +54,14 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
         parent,
         host,
     };
-    let out = backup::run(&ctx.rt, repo.clone(), req)?;
+    // Announce the backup so that re-encryption does not retire the epoch it seals under.
+    let epoch = repo.keyring().active_epoch()?.0;
+    let session = ctx.rt.block_on(Session::start(repo.store(), epoch))?;
+    let out = backup::run(&ctx.rt, repo.clone(), req);
+    if let Err(e) = ctx.rt.block_on(session.end(repo.store())) {
+        tracing::warn!("backup session marker not removed ({e}); it expires on its own");
+    }
+    let out = out?;
     let owed = ctx.rt.block_on(repo.remember_owed());
     for (target, n) in &owed {
         eprintln!(

@@ -1,9 +1,26 @@
+//! `drvault key ...`: slots, epochs, rotation and re-encryption.
+
+use std::io::IsTerminal;
+
 use anyhow::Result;
 use drvault_keyring::{KdfParams, SlotKind};
+use drvault_repo::repository::{Progress, ReencryptReport};
+use drvault_repo::Repository;
 
 use crate::cli::{Global, KeyCommand, KeyKindArg};
 use crate::context::Context;
 use crate::exit::Exit;
+
+fn short(name: &str) -> &str {
+    let id = name.rsplit('/').next().unwrap_or(name);
+    &id[..8.min(id.len())]
+}
+
+fn rfc3339(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
 
 pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
     let repo = ctx.open(g)?;
@@ -22,36 +39,171 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
             if g.json {
                 println!("{}", serde_json::json!({ "id": id, "kind": kind.as_str() }));
             } else {
-                println!("added {} slot {}", kind.as_str(), &id[..8.min(id.len())]);
+                println!("added {} slot {}", kind.as_str(), short(&name));
             }
         }
-        KeyCommand::List => {
-            let slots = ctx.rt.block_on(repo.key_slots())?;
-            let list: Vec<_> = slots
-                .iter()
-                .map(|(name, s)| {
-                    serde_json::json!({
-                        "id": name.rsplit('/').next().unwrap_or(name),
-                        "kind": s.kind.as_str(),
-                        "created": chrono::DateTime::from_timestamp(s.created, 0).map(|t| t.to_rfc3339()),
-                    })
-                })
-                .collect();
-            if g.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "slots": list }))?
-                );
-            } else {
-                for (name, s) in &slots {
-                    let id = name.rsplit('/').next().unwrap_or(name);
-                    let t = chrono::DateTime::from_timestamp(s.created, 0)
-                        .map(|t| t.to_rfc3339())
-                        .unwrap_or_default();
-                    println!("{}  {:<10}  {t}", &id[..8.min(id.len())], s.kind.as_str());
+        KeyCommand::List => list(ctx, g, &repo)?,
+        KeyCommand::Remove { slot } => {
+            let name = ctx.rt.block_on(repo.remove_key_slot(slot))?;
+            report(
+                g,
+                serde_json::json!({ "removed": short(&name) }),
+                &format!("removed key slot {}", short(&name)),
+            );
+        }
+        KeyCommand::Passwd { new_password_file } => {
+            let old = crate::password::read(g.password_file.as_deref(), false)?;
+            let new = crate::password::read_new(new_password_file.as_deref())?;
+            let (old_name, new_name) =
+                ctx.rt
+                    .block_on(repo.change_passphrase(&old, &new, KdfParams::SERVER))?;
+            report(
+                g,
+                serde_json::json!({ "old": short(&old_name), "new": short(&new_name) }),
+                &format!(
+                    "slot {} replaced by slot {} under the new passphrase",
+                    short(&old_name),
+                    short(&new_name)
+                ),
+            );
+        }
+        KeyCommand::Rotate(a) => {
+            let epoch = if a.master {
+                let pass = crate::password::read(g.password_file.as_deref(), false)?;
+                let (epoch, removed) = ctx
+                    .rt
+                    .block_on(repo.rotate_master(&pass, KdfParams::SERVER))?;
+                if !g.quiet {
+                    eprintln!(
+                        "new master key; the slot in use was wrapped again{}",
+                        if removed > 0 {
+                            format!(", {removed} other slots were removed (add them again with `drvault key add`)")
+                        } else {
+                            String::new()
+                        }
+                    );
                 }
+                epoch
+            } else {
+                ctx.rt.block_on(repo.rotate_epoch())?
+            };
+            if !a.reencrypt {
+                report(
+                    g,
+                    serde_json::json!({ "epoch": epoch }),
+                    &format!("epoch {epoch} is active; run `drvault key reencrypt` to rewrite older data and retire the old epochs"),
+                );
+                return Ok(Exit::Ok);
             }
+            // The repository must be opened again to seal under the new epoch.
+            let repo = ctx.open(g)?;
+            return reencrypt(ctx, g, &repo);
         }
+        KeyCommand::Reencrypt => return reencrypt(ctx, g, &repo),
     }
     Ok(Exit::Ok)
+}
+
+fn report(g: &Global, json: serde_json::Value, text: &str) {
+    if g.json {
+        println!("{json}");
+    } else if !g.quiet {
+        println!("{text}");
+    }
+}
+
+fn list(ctx: &Context, g: &Global, repo: &Repository) -> Result<()> {
+    let slots = ctx.rt.block_on(repo.key_slots())?;
+    let epochs = ctx.rt.block_on(repo.epochs())?;
+    if g.json {
+        let slots: Vec<_> = slots
+            .iter()
+            .map(|(name, s)| {
+                serde_json::json!({
+                    "id": name.rsplit('/').next().unwrap_or(name),
+                    "kind": s.kind.as_str(),
+                    "created": rfc3339(s.created),
+                })
+            })
+            .collect();
+        let epochs: Vec<_> = epochs
+            .iter()
+            .map(|e| {
+                serde_json::json!({ "id": e.id, "created": rfc3339(e.created), "state": e.state, "objects": e.objects })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "slots": slots, "epochs": epochs }))?
+        );
+    } else {
+        println!("key slots:");
+        for (name, s) in &slots {
+            println!(
+                "  {}  {:<10}  {}",
+                short(name),
+                s.kind.as_str(),
+                rfc3339(s.created)
+            );
+        }
+        println!("data-key epochs:");
+        for e in &epochs {
+            println!(
+                "  {:>4}  {:<8}  {}  {} objects",
+                e.id,
+                e.state,
+                rfc3339(e.created),
+                e.objects
+            );
+        }
+    }
+    Ok(())
+}
+
+fn reencrypt(ctx: &Context, g: &Global, repo: &Repository) -> Result<Exit> {
+    let show = !g.quiet && !g.json && std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let progress = move |p: Progress| {
+        if show {
+            eprint!(
+                "\rre-encrypting: {}/{} packs, {}   ",
+                p.packs_done,
+                p.packs_total,
+                super::human(p.bytes_done)
+            );
+        }
+    };
+    let r: ReencryptReport = ctx.rt.block_on(repo.reencrypt(&progress))?;
+    if show {
+        eprintln!();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if g.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["duration_s"] = serde_json::json!(secs);
+        println!("{v}");
+    } else if !g.quiet {
+        println!(
+            "rewrote {} packs ({}), {} index objects and {} snapshots in {secs:.1} s; {} packs were already done",
+            r.packs_rewritten,
+            super::human(r.bytes_rewritten),
+            r.indexes_rewritten,
+            r.snapshots.len(),
+            r.packs_already_done
+        );
+        for (old, new) in &r.snapshots {
+            println!("snapshot {} is now {}", short(old), short(new));
+        }
+        if !r.retired.is_empty() {
+            println!("retired epochs {:?}: their keys are destroyed", r.retired);
+        }
+        for why in &r.not_retired {
+            eprintln!("not retired: {why}");
+        }
+    }
+    Ok(if r.not_retired.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Partial
+    })
 }

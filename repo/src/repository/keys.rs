@@ -1,0 +1,527 @@
+//! Key management on an open repository: slots, data-key epochs, rotation, re-encryption and
+//! retirement (docs/FORMAT.md §6 and §16, docs/THREAT-MODEL.md "Key rotation").
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
+
+use drvault_keyring::{EpochState, ENVELOPE_OVERHEAD};
+
+use super::*;
+use crate::lease::{live_sessions, Lease};
+use crate::packer::PackBuilder;
+
+/// How long the maintenance lease lasts between renewals.
+pub const LEASE_TTL: Duration = Duration::from_secs(600);
+/// Packs rewritten between index flushes: what a crash can make the next run redo.
+const FLUSH_EVERY: usize = 32;
+
+/// One data-key epoch and how many objects are still sealed under it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EpochInfo {
+    pub id: u32,
+    pub created: i64,
+    pub state: &'static str,
+    pub objects: u64,
+}
+
+/// What a re-encryption did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReencryptReport {
+    /// Epochs whose objects were rewritten.
+    pub epochs: Vec<u32>,
+    pub packs_rewritten: u64,
+    pub packs_already_done: u64,
+    pub bytes_rewritten: u64,
+    pub indexes_rewritten: u64,
+    /// Old and new names of re-sealed snapshots (a snapshot's id is the hash of its bytes).
+    pub snapshots: Vec<(String, String)>,
+    /// Epochs retired (key material destroyed).
+    pub retired: Vec<u32>,
+    /// Why an epoch was not retired (a backup still sealing under it, objects left).
+    pub not_retired: Vec<String>,
+}
+
+/// Progress of a re-encryption, for the caller to display.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub packs_done: u64,
+    pub packs_total: u64,
+    pub bytes_done: u64,
+}
+
+impl Repository {
+    /// The newest keyring in storage (another process may have changed it since this one opened).
+    async fn current_keyring(&self) -> Result<Keyring> {
+        Self::load_keyring(&self.store, self.keyring.master().clone()).await
+    }
+
+    /// Seals and stores a keyring; returns its object name.
+    async fn save_keyring(&self, kr: &Keyring) -> Result<String> {
+        let sealed = kr.seal()?;
+        let name = paths::keyring(&Id::of_stored(&sealed));
+        self.store.put_new(&name, sealed.into(), true).await?;
+        Ok(name)
+    }
+
+    /// Deletes every keyring object but `keep`. After a retirement or a new master key the
+    /// older objects still hold the retired keys or open with the old master key.
+    async fn delete_other_keyrings(&self, keep: &str) -> Result<()> {
+        for l in self.store.list(paths::KEYRING).await? {
+            if l.name != keep {
+                self.store.delete(&l.name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the key slot whose id starts with `prefix`. The last slot cannot be removed.
+    pub async fn remove_key_slot(&self, prefix: &str) -> Result<String> {
+        let slots = self.key_slots().await?;
+        let matching: Vec<&String> = slots
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| {
+                n.rsplit('/')
+                    .next()
+                    .is_some_and(|id| !prefix.is_empty() && id.starts_with(prefix))
+            })
+            .collect();
+        let name = match matching.as_slice() {
+            [one] => (*one).clone(),
+            [] => {
+                return Err(Error::Invalid(format!(
+                    "no key slot starts with {prefix:?}; see `drvault key list`"
+                )))
+            }
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{prefix:?} matches several key slots; give more of the id"
+                )))
+            }
+        };
+        if slots.len() == 1 {
+            return Err(Error::Invalid(
+                "refusing to remove the last key slot: nothing could open the repository".into(),
+            ));
+        }
+        self.store.delete(&name).await?;
+        Ok(name)
+    }
+
+    /// Re-wraps the slot that `old` opens under `new` (same kind), then removes the old slot.
+    /// Returns (old slot name, new slot name).
+    pub async fn change_passphrase(
+        &self,
+        old: &[u8],
+        new: &[u8],
+        kdf: KdfParams,
+    ) -> Result<(String, String)> {
+        if new.is_empty() {
+            return Err(Error::Invalid("refusing an empty passphrase".into()));
+        }
+        let slots = self.key_slots().await?;
+        let old_pass = zeroize::Zeroizing::new(old.to_vec());
+        let found = tokio::task::spawn_blocking(move || {
+            slots
+                .into_iter()
+                .find(|(_, s)| s.unwrap_master(&old_pass).is_ok())
+        })
+        .await
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+        let Some((old_name, old_slot)) = found else {
+            return Err(Error::WrongPassphrase);
+        };
+        let new_name = self.add_key_slot(old_slot.kind, new, kdf).await?;
+        self.store.delete(&old_name).await?;
+        Ok((old_name, new_name))
+    }
+
+    /// The epoch of every pack, index and snapshot object, read from its envelope header.
+    async fn object_epochs(&self, prefixes: &[&str]) -> Result<BTreeMap<String, u32>> {
+        let mut names = Vec::new();
+        for p in prefixes {
+            names.extend(self.store.list(p).await?.into_iter().map(|l| l.name));
+        }
+        futures::stream::iter(names)
+            .map(|name| async move {
+                // Every object starts with an envelope (a pack with its first blob's).
+                let head = self
+                    .store
+                    .get_range(&name, 0..ENVELOPE_OVERHEAD as u64)
+                    .await?;
+                let epoch = Header::parse(&head)
+                    .map_err(|e| Error::integrity(&name, e))?
+                    .epoch;
+                Ok::<_, Error>((name, epoch))
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await
+    }
+
+    /// Every data-key epoch with the number of objects still sealed under it.
+    pub async fn epochs(&self) -> Result<Vec<EpochInfo>> {
+        let kr = self.current_keyring().await?;
+        let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
+        for epoch in self
+            .object_epochs(&[paths::DATA, paths::INDEX, paths::SNAPSHOTS])
+            .await?
+            .values()
+        {
+            *counts.entry(*epoch).or_default() += 1;
+        }
+        Ok(kr
+            .epochs()
+            .iter()
+            .map(|e| EpochInfo {
+                id: e.id,
+                created: e.created,
+                state: e.state.as_str(),
+                objects: counts.get(&e.id).copied().unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// Starts a new data-key epoch; new data is sealed under it from the next opening of the
+    /// repository on. Returns the new epoch's id.
+    pub async fn rotate_epoch(&self) -> Result<u32> {
+        let lease = Lease::acquire(&self.store, "key rotation", LEASE_TTL).await?;
+        let result = async {
+            let mut kr = self.current_keyring().await?;
+            let id = kr.rotate(unix_now())?;
+            self.save_keyring(&kr).await?;
+            Ok(id)
+        }
+        .await;
+        lease.release(&self.store).await?;
+        result
+    }
+
+    /// Replaces the master key after a suspected compromise: the keyring is sealed under a new
+    /// master key, the slot `passphrase` opens is wrapped again, every other slot and every
+    /// older keyring object is deleted, and a new data-key epoch starts (the old master key
+    /// opened the old epochs' keys; re-encrypt and retire them next). Returns (new epoch, the
+    /// number of other slots removed).
+    pub async fn rotate_master(&self, passphrase: &[u8], kdf: KdfParams) -> Result<(u32, usize)> {
+        let lease = Lease::acquire(&self.store, "master key rotation", LEASE_TTL).await?;
+        let result = async {
+            let slots = self.key_slots().await?;
+            let pass = zeroize::Zeroizing::new(passphrase.to_vec());
+            let (in_use, kind) = {
+                let slots = slots.clone();
+                let pass = pass.clone();
+                tokio::task::spawn_blocking(move || {
+                    slots
+                        .into_iter()
+                        .find(|(_, s)| s.unwrap_master(&pass).is_ok())
+                        .map(|(n, s)| (n, s.kind))
+                })
+                .await
+                .map_err(|e| Error::Invalid(e.to_string()))?
+                .ok_or(Error::WrongPassphrase)?
+            };
+            let mut kr = self.current_keyring().await?;
+            kr.replace_master()?;
+            let epoch = kr.rotate(unix_now())?;
+            // Order matters for a crash: the new keyring first (the old slots cannot open it and
+            // readers skip it), then the new slot, then the removals.
+            let keep = self.save_keyring(&kr).await?;
+            let master = kr.master().clone();
+            let now = unix_now();
+            let slot = tokio::task::spawn_blocking(move || {
+                KeySlot::create(kind, now, kdf, &pass, &master)
+            })
+            .await
+            .map_err(|e| Error::Invalid(e.to_string()))??;
+            let bytes = slot.encode();
+            let new_slot = paths::key(&Id::of_stored(&bytes));
+            self.store.put_new(&new_slot, bytes.into(), true).await?;
+            let mut removed = 0;
+            for (name, _) in &slots {
+                if *name != new_slot {
+                    self.store.delete(name).await?;
+                    if *name != in_use {
+                        removed += 1;
+                    }
+                }
+            }
+            self.delete_other_keyrings(&keep).await?;
+            Ok((epoch, removed))
+        }
+        .await;
+        lease.release(&self.store).await?;
+        result
+    }
+
+    /// Rewrites every object still sealed under a retiring epoch under the active epoch, then
+    /// retires those epochs (their keys are destroyed). Blob ids do not change, so
+    /// deduplication survives; snapshot ids do (they are hashes of the stored bytes).
+    ///
+    /// Safe to interrupt at any point and run again; safe while other hosts back up (an epoch
+    /// a running backup still seals under is not retired).
+    pub async fn reencrypt(&self, progress: &(dyn Fn(Progress) + Sync)) -> Result<ReencryptReport> {
+        let mut lease = Lease::acquire(&self.store, "re-encryption", LEASE_TTL).await?;
+        let result = self.reencrypt_locked(&mut lease, progress).await;
+        let released = lease.release(&self.store).await;
+        let report = result?;
+        released?;
+        Ok(report)
+    }
+
+    async fn reencrypt_locked(
+        &self,
+        lease: &mut Lease,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<ReencryptReport> {
+        let kr = self.current_keyring().await?;
+        if kr.generation() != self.keyring.generation() {
+            return Err(Error::Invalid(
+                "the keyring changed since the repository was opened; run the command again".into(),
+            ));
+        }
+        let old: BTreeSet<u32> = kr
+            .epochs()
+            .iter()
+            .filter(|e| e.state == EpochState::Retiring)
+            .map(|e| e.id)
+            .collect();
+        let mut report = ReencryptReport {
+            epochs: old.iter().copied().collect(),
+            ..Default::default()
+        };
+        if old.is_empty() {
+            return Ok(report);
+        }
+        // Two passes at most: the second picks up objects a backup that started before the
+        // rotation wrote under an old epoch while the first pass ran.
+        for _ in 0..2 {
+            let remaining = self
+                .reencrypt_pass(lease, &old, progress, &mut report)
+                .await?;
+            if remaining == 0 {
+                break;
+            }
+        }
+        let epochs = self
+            .object_epochs(&[paths::DATA, paths::INDEX, paths::SNAPSHOTS])
+            .await?;
+        let sessions = live_sessions(&self.store).await?;
+        let mut retire = Vec::new();
+        for e in &old {
+            let left = epochs.values().filter(|x| *x == e).count();
+            if left > 0 {
+                report.not_retired.push(format!(
+                    "epoch {e}: {left} objects are still sealed under it"
+                ));
+            } else if let Some(s) = sessions.iter().find(|s| s.epoch == *e) {
+                report.not_retired.push(format!(
+                    "epoch {e}: a backup on {} (pid {}) that started at {} still seals under it; run this again after it ends",
+                    s.host, s.pid, s.started
+                ));
+            } else {
+                retire.push(*e);
+            }
+        }
+        if !retire.is_empty() {
+            lease.keep_alive(&self.store).await?;
+            let mut kr = self.current_keyring().await?;
+            kr.retire(&retire)?;
+            let keep = self.save_keyring(&kr).await?;
+            self.delete_other_keyrings(&keep).await?;
+            report.retired = retire;
+        }
+        Ok(report)
+    }
+
+    /// One pass over the repository; returns how many objects it found under old epochs.
+    async fn reencrypt_pass(
+        &self,
+        lease: &mut Lease,
+        old: &BTreeSet<u32>,
+        progress: &(dyn Fn(Progress) + Sync),
+        report: &mut ReencryptReport,
+    ) -> Result<u64> {
+        let epochs = self
+            .object_epochs(&[paths::DATA, paths::INDEX, paths::SNAPSHOTS])
+            .await?;
+        let under_old = |name: &str| epochs.get(name).is_some_and(|e| old.contains(e));
+        let found = epochs.values().filter(|e| old.contains(e)).count() as u64;
+        if found == 0 {
+            return Ok(0);
+        }
+        // Blobs already held by a pack under a current epoch (from an interrupted run).
+        let index_names: Vec<String> = self
+            .store
+            .list(paths::INDEX)
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        let files = self.fetch_indexes(index_names.clone()).await?;
+        let mut safe_blobs: HashSet<Id> = HashSet::new();
+        for (_, f) in &files {
+            for p in &f.packs {
+                if !under_old(&paths::pack(&p.pack)) && epochs.contains_key(&paths::pack(&p.pack)) {
+                    safe_blobs.extend(p.blobs.iter().map(|b| b.id));
+                }
+            }
+        }
+        let old_packs: Vec<String> = epochs
+            .keys()
+            .filter(|n| n.starts_with(paths::DATA) && under_old(n))
+            .cloned()
+            .collect();
+        let total = old_packs.len() as u64;
+        for (i, name) in old_packs.iter().enumerate() {
+            lease.keep_alive(&self.store).await?;
+            let bytes = self.store.get(name).await?;
+            verify_name(name, &bytes)?;
+            let id = name_id(name)?;
+            let entries = self.read_pack_header(&id, &bytes)?;
+            if entries.iter().all(|e| safe_blobs.contains(&e.id)) {
+                report.packs_already_done += 1;
+            } else {
+                let keyring = self.keyring.clone();
+                let size = self.config.pack_size as usize;
+                let rewritten = tokio::task::spawn_blocking(move || {
+                    reseal_pack(&keyring, &bytes, &entries, size)
+                })
+                .await
+                .map_err(|e| Error::Invalid(e.to_string()))??;
+                report.bytes_rewritten += rewritten.bytes.len() as u64;
+                safe_blobs.extend(rewritten.entries.iter().map(|e| e.id));
+                self.upload_pack(rewritten).await?;
+                report.packs_rewritten += 1;
+            }
+            progress(Progress {
+                packs_done: i as u64 + 1,
+                packs_total: total,
+                bytes_done: report.bytes_rewritten,
+            });
+            if (i + 1) % FLUSH_EVERY == 0 {
+                self.flush_index().await?;
+            }
+        }
+        self.flush_index().await?;
+
+        // Index objects: one consolidated set under the active epoch, without the old packs,
+        // written before any old index object or pack is deleted.
+        lease.keep_alive(&self.store).await?;
+        let old_pack_ids: HashSet<Id> = old_packs.iter().filter_map(|n| name_id(n).ok()).collect();
+        let index_names: Vec<String> = self
+            .store
+            .list(paths::INDEX)
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        let files = self.fetch_indexes(index_names.clone()).await?;
+        let mut seen = HashSet::new();
+        let mut keep = Vec::new();
+        for (_, f) in files {
+            for p in f.packs {
+                if !old_pack_ids.contains(&p.pack) && seen.insert(p.pack) {
+                    keep.push(p);
+                }
+            }
+        }
+        self.pending
+            .lock()
+            .map_err(|_| Error::Invalid("lock poisoned".into()))?
+            .extend(keep);
+        self.flush_index().await?;
+        let now_listed: HashSet<String> = self
+            .store
+            .list(paths::INDEX)
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        let written: HashSet<&String> = now_listed
+            .iter()
+            .filter(|n| !index_names.contains(n))
+            .collect();
+        for name in &index_names {
+            if !written.contains(name) {
+                self.store.delete(name).await?;
+                report.indexes_rewritten += 1;
+            }
+        }
+
+        // Snapshots: re-sealed one by one; an interrupted run may have written the new copy
+        // already, recognised by its plaintext.
+        let snaps: Vec<String> = self
+            .store
+            .list(paths::SNAPSHOTS)
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        let mut current: HashSet<[u8; 32]> = HashSet::new();
+        for name in snaps
+            .iter()
+            .filter(|n| !under_old(n) && epochs.contains_key(*n))
+        {
+            let s = self.load_snapshot(name).await?;
+            current.insert(*blake3::hash(&encode(&s)).as_bytes());
+        }
+        for name in snaps.iter().filter(|n| under_old(n)) {
+            lease.keep_alive(&self.store).await?;
+            let snap = self.load_snapshot(name).await?;
+            let plain = encode(&snap);
+            if current.insert(*blake3::hash(&plain).as_bytes()) {
+                let sealed = self.seal_object(ObjectKind::Snapshot, &plain)?;
+                let new_name = paths::snapshot(&Id::of_stored(&sealed));
+                self.store.put_new(&new_name, sealed.into(), true).await?;
+                self.load_snapshot(&new_name).await?;
+                report.snapshots.push((name.clone(), new_name));
+            }
+            self.store.delete(name).await?;
+        }
+
+        // Old packs last: no index refers to them any more.
+        for name in &old_packs {
+            self.store.delete(name).await?;
+        }
+        Ok(found)
+    }
+}
+
+/// Opens every blob of a pack and seals its payload again under the active epoch (the
+/// compressed payload is kept as it is), then verifies every new blob before returning.
+fn reseal_pack(
+    keyring: &Keyring,
+    bytes: &[u8],
+    entries: &[PackEntry],
+    pack_size: usize,
+) -> Result<FinishedPack> {
+    let (epoch, key) = keyring.active_epoch()?;
+    let mut builder = PackBuilder::new(pack_size);
+    let mut out = Vec::new();
+    for e in entries {
+        let object = format!("blob {}", e.id);
+        let range = e.offset as usize..(e.offset as usize + e.length as usize);
+        let sealed = bytes
+            .get(range)
+            .ok_or_else(|| Error::integrity(&object, "lies outside its pack"))?;
+        let header = Header::parse(sealed).map_err(|err| Error::integrity(&object, err))?;
+        let old_key = keyring.epoch_key(header.epoch)?;
+        let (_, payload) = drvault_keyring::open(&old_key, &e.id.0, sealed)
+            .map_err(|err| Error::integrity(&object, err))?;
+        out.clear();
+        drvault_keyring::seal(
+            &key,
+            Header { epoch, ..header },
+            &e.id.0,
+            &payload,
+            &mut out,
+        )?;
+        builder.add(e.kind, e.id, e.raw_length, &out);
+    }
+    let pack = builder.finish(keyring)?;
+    for e in &pack.entries {
+        let range = e.offset as usize..(e.offset as usize + e.length as usize);
+        open_blob(keyring, e.kind, &e.id, e.raw_length, &pack.bytes[range])?;
+    }
+    Ok(pack)
+}
