@@ -48,6 +48,8 @@ fn repo_exit(r: &RepoError) -> Exit {
     match r {
         RepoError::WrongPassphrase => Exit::WrongPassphrase,
         RepoError::Integrity { .. } | RepoError::NotFound { .. } => Exit::Integrity,
+        // An object sealed under an epoch the keyring does not hold (retired, or forged).
+        RepoError::Key(drvault_keyring::Error::UnknownEpoch(_)) => Exit::Integrity,
         RepoError::NoRepository { .. } => Exit::NoRepository,
         _ => Exit::Failure,
     }

@@ -54,9 +54,21 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
         parent,
         host,
     };
-    // Announce the backup so that re-encryption does not retire the epoch it seals under.
-    let epoch = repo.keyring().active_epoch()?.0;
-    let session = ctx.rt.block_on(Session::start(repo.store(), epoch))?;
+    // Announce the backup so that re-encryption does not retire the epoch it seals under. A
+    // rotation between opening and announcing would go unseen, so check for one afterwards.
+    let mut repo = repo;
+    let mut session = ctx.rt.block_on(Session::start(
+        repo.store(),
+        repo.keyring().active_epoch()?.0,
+    ))?;
+    if !ctx.rt.block_on(repo.keyring_is_current())? {
+        ctx.rt.block_on(session.end(repo.store()))?;
+        repo = ctx.open(g)?;
+        session = ctx.rt.block_on(Session::start(
+            repo.store(),
+            repo.keyring().active_epoch()?.0,
+        ))?;
+    }
     let out = backup::run(&ctx.rt, repo.clone(), req);
     if let Err(e) = ctx.rt.block_on(session.end(repo.store())) {
         tracing::warn!("backup session marker not removed ({e}); it expires on its own");

@@ -55,6 +55,11 @@ impl Repository {
         Self::load_keyring(&self.store, self.keyring.master().clone()).await
     }
 
+    /// False when another process changed the keyring (a rotation) since this one opened it.
+    pub async fn keyring_is_current(&self) -> Result<bool> {
+        Ok(self.current_keyring().await?.generation() == self.keyring.generation())
+    }
+
     /// Seals and stores a keyring; returns its object name.
     async fn save_keyring(&self, kr: &Keyring) -> Result<String> {
         let sealed = kr.seal()?;
@@ -316,7 +321,9 @@ impl Repository {
             } else if let Some(s) = sessions.iter().find(|s| s.epoch == *e) {
                 report.not_retired.push(format!(
                     "epoch {e}: a backup on {} (pid {}) that started at {} still seals under it; run this again after it ends",
-                    s.host, s.pid, s.started
+                    s.host,
+                    s.pid,
+                    chrono::DateTime::from_timestamp(s.started, 0).map(|t| t.to_rfc3339()).unwrap_or_default()
                 ));
             } else {
                 retire.push(*e);
@@ -366,11 +373,30 @@ impl Repository {
                 }
             }
         }
-        let old_packs: Vec<String> = epochs
+        // Only packs an index refers to are rewritten. A pack no index names yet belongs to a
+        // backup still running (it would index it after this pass deleted it) or to one that
+        // crashed (garbage): the first kind is left for a later run, the second deleted.
+        let indexed: HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| f.packs.iter().map(|p| p.pack))
+            .collect();
+        let backups_under_old = live_sessions(&self.store)
+            .await?
+            .iter()
+            .any(|s| old.contains(&s.epoch));
+        let (old_packs, unindexed): (Vec<String>, Vec<String>) = epochs
             .keys()
             .filter(|n| n.starts_with(paths::DATA) && under_old(n))
             .cloned()
-            .collect();
+            .partition(|n| name_id(n).is_ok_and(|id| indexed.contains(&id)));
+        if !backups_under_old {
+            for name in &unindexed {
+                tracing::info!(
+                    "{name} is referenced by no index (left by an interrupted backup); deleting it"
+                );
+                self.store.delete(name).await?;
+            }
+        }
         let total = old_packs.len() as u64;
         for (i, name) in old_packs.iter().enumerate() {
             lease.keep_alive(&self.store).await?;

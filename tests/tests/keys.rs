@@ -1,0 +1,367 @@
+//! Key management end to end: slots, rotation, re-encryption and retirement, including a kill -9
+//! in the middle of a re-encryption and a backup from another process while it runs.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use drvault_keyring::Header;
+use drvault_tests::{files_below, noise, restored, Env};
+use serde_json::Value;
+
+/// Every envelope header the format puts in the clear, per epoch: the first envelope of every
+/// object, and for packs also the pack header envelope found through the trailer.
+fn sealed_epochs(repo: &Path) -> BTreeMap<u32, usize> {
+    let mut out = BTreeMap::new();
+    for dir in ["data", "index", "snapshots"] {
+        let d = repo.join(dir);
+        if !d.exists() {
+            continue;
+        }
+        for f in files_below(&d) {
+            // object_store's staging files (`<name>#<n>`) left by a killed upload are not objects.
+            if f.to_string_lossy().contains('#') {
+                continue;
+            }
+            let bytes = fs::read(&f).unwrap();
+            *out.entry(Header::parse(&bytes).unwrap().epoch).or_default() += 1;
+            if dir == "data" {
+                let n = bytes.len();
+                let len = u32::from_le_bytes(bytes[n - 4..].try_into().unwrap()) as usize;
+                let header = Header::parse(&bytes[n - 4 - len..n - 4]).unwrap();
+                *out.entry(header.epoch).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+fn key_list(env: &Env) -> Value {
+    serde_json::from_str(&env.ok(&["key", "list", "--json"])).unwrap()
+}
+
+fn epoch_states(list: &Value) -> Vec<(u64, String, u64)> {
+    list["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_u64().unwrap(),
+                e["state"].as_str().unwrap().to_string(),
+                e["objects"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn make_source(dir: &Path, files: usize, seed: u64) {
+    fs::create_dir_all(dir).unwrap();
+    for i in 0..files {
+        fs::write(dir.join(format!("f{i}")), noise(3 << 20, seed + i as u64)).unwrap();
+    }
+    fs::write(dir.join("small"), format!("seed {seed}")).unwrap();
+}
+
+fn restore_and_compare(env: &Env, snapshot: &str, src: &Path, into: &str) {
+    let target = env.path(into);
+    env.ok(&[
+        "restore",
+        snapshot,
+        "--verify",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let got = restored(&target, src);
+    for f in files_below(src) {
+        let rel = f.strip_prefix(src).unwrap();
+        assert_eq!(
+            fs::read(&f).unwrap(),
+            fs::read(got.join(rel)).unwrap(),
+            "{}",
+            rel.display()
+        );
+    }
+}
+
+#[test]
+fn rotation_and_reencryption_retire_the_old_epoch_and_keep_every_snapshot() {
+    let env = Env::new();
+    env.init();
+    let (a, b) = (env.path("a"), env.path("b"));
+    make_source(&a, 4, 1);
+    make_source(&b, 4, 100);
+    env.ok(&["backup", a.to_str().unwrap()]);
+    let before = key_list(&env);
+    assert_eq!(epoch_states(&before)[0].1, "active");
+    assert_eq!(before["slots"].as_array().unwrap().len(), 1);
+    for field in ["id", "kind", "created"] {
+        assert!(before["slots"][0].get(field).is_some(), "slot has {field}");
+    }
+
+    let out: Value = serde_json::from_str(&env.ok(&["key", "rotate", "--json"])).unwrap();
+    assert_eq!(out["epoch"], 2);
+    // New data is sealed under the new epoch at once; old data stays readable.
+    env.ok(&["backup", b.to_str().unwrap()]);
+    let mid = epoch_states(&key_list(&env));
+    assert_eq!(mid[0].1, "retiring");
+    assert_eq!(mid[1].1, "active");
+    assert!(mid[0].2 > 0 && mid[1].2 > 0, "{mid:?}");
+    let before_copy = env.path("repo-before");
+    fs::create_dir_all(&before_copy).unwrap();
+    drvault_tests::copy_tree(&env.repo(), &before_copy);
+
+    let out: Value = serde_json::from_str(&env.ok(&["key", "reencrypt", "--json"])).unwrap();
+    assert_eq!(out["retired"], serde_json::json!([1]), "{out}");
+    assert!(out["packs_rewritten"].as_u64().unwrap() > 0);
+
+    // No object is sealed under the retired epoch, read from the headers themselves.
+    let epochs = sealed_epochs(&env.repo());
+    assert_eq!(
+        epochs.keys().copied().collect::<Vec<_>>(),
+        vec![2],
+        "{epochs:?}"
+    );
+    let after = epoch_states(&key_list(&env));
+    assert_eq!(after[0], (1, "retired".to_string(), 0));
+    assert_eq!(after[1].1, "active");
+
+    // Every snapshot restores byte for byte; the check reads every blob.
+    let snaps: Vec<Value> = env.snapshots_json();
+    assert_eq!(snaps.len(), 2);
+    env.ok(&["check", "--read-data"]);
+    restore_and_compare(&env, "latest", &b, "rb");
+    let first = snaps
+        .iter()
+        .find(|s| s["paths"][0].as_str().unwrap().ends_with("/a"))
+        .unwrap();
+    restore_and_compare(&env, first["id"].as_str().unwrap(), &a, "ra");
+
+    // The retired key is gone: one keyring object remains, and it holds no key for epoch 1, so
+    // an object sealed under epoch 1 (put back from the copy) can no longer be opened.
+    assert_eq!(fs::read_dir(env.repo().join("keyring")).unwrap().count(), 1);
+    let old_snaps = files_below(&before_copy.join("snapshots"));
+    let old_epoch1 = old_snaps
+        .iter()
+        .find(|f| Header::parse(&fs::read(f).unwrap()).unwrap().epoch == 1)
+        .unwrap();
+    fs::copy(
+        old_epoch1,
+        env.repo()
+            .join("snapshots")
+            .join(old_epoch1.file_name().unwrap()),
+    )
+    .unwrap();
+    let out = env.run(&["snapshots"]);
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "an epoch-1 object cannot be opened: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("epoch"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn slots_can_be_added_changed_and_removed_but_never_the_last() {
+    let env = Env::new();
+    env.init();
+    let first_slot = key_list(&env)["slots"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = env.path("second-pass");
+    fs::write(&second, "a second passphrase\n").unwrap();
+    let added: Value = serde_json::from_str(&env.ok(&[
+        "key",
+        "add",
+        "--json",
+        "--new-password-file",
+        second.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_ne!(added["id"].as_str().unwrap(), first_slot);
+    assert_eq!(key_list(&env)["slots"].as_array().unwrap().len(), 2);
+    let with = |pass: &Path, args: &[&str]| {
+        env.cmd()
+            .env_remove("DRVAULT_PASSWORD")
+            .arg("--password-file")
+            .arg(pass)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    // A removed passphrase no longer opens the repository.
+    env.ok(&["key", "remove", &first_slot[..12]]);
+    assert_eq!(env.run(&["snapshots"]).status.code(), Some(10));
+    assert!(with(&second, &["snapshots"]).status.success());
+
+    // The last slot cannot be removed.
+    let out = with(
+        &second,
+        &["key", "remove", &added["id"].as_str().unwrap()[..12]],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("last key slot"));
+    // An unknown or ambiguous prefix is refused.
+    assert!(!with(&second, &["key", "remove", "zzzz"]).status.success());
+
+    // passwd: the old passphrase stops working, the new one works.
+    let third = env.path("third-pass");
+    fs::write(&third, "the third passphrase\n").unwrap();
+    let out = with(
+        &second,
+        &[
+            "key",
+            "passwd",
+            "--new-password-file",
+            third.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(with(&second, &["snapshots"]).status.code(), Some(10));
+    assert!(with(&third, &["snapshots"]).status.success());
+
+    // A wrong passphrase changes nothing and says so with its exit code.
+    let wrong = env.path("wrong");
+    fs::write(&wrong, "not it\n").unwrap();
+    for args in [
+        vec!["key", "rotate"],
+        vec!["key", "remove", "abc"],
+        vec!["key", "reencrypt"],
+    ] {
+        assert_eq!(with(&wrong, &args).status.code(), Some(10), "{args:?}");
+    }
+    let list: Value =
+        serde_json::from_slice(&with(&third, &["key", "list", "--json"]).stdout).unwrap();
+    assert_eq!(
+        list["epochs"].as_array().unwrap().len(),
+        1,
+        "no rotation happened"
+    );
+    assert_eq!(list["slots"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_reencryption_killed_at_random_points_resumes_to_a_clean_repository() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_source(&src, 24, 7);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    env.ok(&["key", "rotate"]);
+    let mut killed = 0;
+    for delay_ms in [30u64, 120, 250, 400, 700] {
+        let child = env
+            .cmd()
+            .args(["key", "reencrypt"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let mut child = child;
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        // After every kill: every snapshot is listed and the repository checks clean.
+        assert_eq!(
+            env.snapshots_json().len(),
+            1,
+            "after a kill at {delay_ms} ms"
+        );
+        env.ok(&["check"]);
+    }
+    assert!(killed > 0, "at least one run was killed mid-way");
+    let out: Value = serde_json::from_str(&env.ok(&["key", "reencrypt", "--json"])).unwrap();
+    assert!(out["not_retired"].as_array().unwrap().is_empty(), "{out}");
+    assert_eq!(
+        sealed_epochs(&env.repo())
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![2]
+    );
+    env.ok(&["check", "--read-data"]);
+    restore_and_compare(&env, "latest", &src, "r");
+}
+
+#[test]
+fn a_backup_running_across_the_rotation_keeps_its_epoch_alive_until_it_ends() {
+    let env = Env::new();
+    env.init();
+    let small = env.path("small");
+    make_source(&small, 1, 3);
+    env.ok(&["backup", small.to_str().unwrap()]);
+    let big = env.path("big");
+    make_source(&big, 60, 50);
+
+    // A backup that starts before the rotation seals under epoch 1 for its whole run.
+    let backup = env
+        .cmd()
+        .args(["backup", big.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !env.repo().join("locks").exists()
+        || !fs::read_dir(env.repo().join("locks")).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("session-")
+        })
+    {
+        assert!(Instant::now() < deadline, "the backup announced itself");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    env.ok(&["key", "rotate"]);
+    let during = env.run(&["key", "reencrypt", "--json"]);
+    let running = backup.wait_with_output().unwrap();
+    assert!(
+        running.status.success(),
+        "{}",
+        String::from_utf8_lossy(&running.stderr)
+    );
+    let report: Value = serde_json::from_slice(&during.stdout).unwrap();
+    eprintln!(
+        "re-encryption during the backup: exit {:?}, {report}",
+        during.status.code()
+    );
+    if during.status.code() == Some(3) {
+        // The backup was still running: epoch 1 was kept, and the reason names the backup.
+        let why = report["not_retired"].to_string();
+        assert!(why.contains("epoch 1") && why.contains("backup"), "{why}");
+        assert!(report["retired"].as_array().unwrap().is_empty());
+    }
+    // Once it has ended, the next run rewrites what it sealed under epoch 1 and retires it.
+    let out: Value = serde_json::from_str(&env.ok(&["key", "reencrypt", "--json"])).unwrap();
+    let retired_now =
+        out["retired"].as_array().unwrap().len() + report["retired"].as_array().unwrap().len();
+    assert_eq!(retired_now, 1, "{out}");
+    assert_eq!(
+        sealed_epochs(&env.repo())
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![2]
+    );
+    env.ok(&["check", "--read-data"]);
+    restore_and_compare(&env, "latest", &big, "rbig");
+    assert_eq!(env.snapshots_json().len(), 2);
+}
