@@ -97,7 +97,18 @@ fn rotation_and_reencryption_retire_the_old_epoch_and_keep_every_snapshot() {
     env.ok(&["backup", a.to_str().unwrap()]);
     let before = key_list(&env);
     assert_eq!(epoch_states(&before)[0].1, "active");
-    assert_eq!(before["slots"].as_array().unwrap().len(), 1);
+    // init made a passphrase slot and a recovery slot.
+    let kinds: Vec<&str> = before["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 2);
+    assert!(
+        kinds.contains(&"passphrase") && kinds.contains(&"recovery"),
+        "{kinds:?}"
+    );
     for field in ["id", "kind", "created"] {
         assert!(before["slots"][0].get(field).is_some(), "slot has {field}");
     }
@@ -172,11 +183,23 @@ fn rotation_and_reencryption_retire_the_old_epoch_and_keep_every_snapshot() {
 #[test]
 fn slots_can_be_added_changed_and_removed_but_never_the_last() {
     let env = Env::new();
-    env.init();
-    let first_slot = key_list(&env)["slots"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let init: Value =
+        serde_json::from_str(&env.ok(&["init", "--json", "--kdf-memory-kib", "64"])).unwrap();
+    let recovery = init["recovery_key"].as_str().unwrap().to_string();
+    assert_eq!(recovery.len(), 71, "8 groups of 8 hex digits");
+    let slot_of = |kind: &str| {
+        key_list(&env)["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == kind)
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let first_slot = slot_of("passphrase");
+    let recovery_slot = slot_of("recovery");
+    let recovery_file = env.path("recovery");
+    fs::write(&recovery_file, format!("{recovery}\n")).unwrap();
     let second = env.path("second-pass");
     fs::write(&second, "a second passphrase\n").unwrap();
     let added: Value = serde_json::from_str(&env.ok(&[
@@ -188,7 +211,7 @@ fn slots_can_be_added_changed_and_removed_but_never_the_last() {
     ]))
     .unwrap();
     assert_ne!(added["id"].as_str().unwrap(), first_slot);
-    assert_eq!(key_list(&env)["slots"].as_array().unwrap().len(), 2);
+    assert_eq!(key_list(&env)["slots"].as_array().unwrap().len(), 3);
     let with = |pass: &Path, args: &[&str]| {
         env.cmd()
             .env_remove("DRVAULT_PASSWORD")
@@ -204,6 +227,12 @@ fn slots_can_be_added_changed_and_removed_but_never_the_last() {
     assert_eq!(env.run(&["snapshots"]).status.code(), Some(10));
     assert!(with(&second, &["snapshots"]).status.success());
 
+    // The recovery key opens the repository; then its slot goes too.
+    assert!(with(&recovery_file, &["snapshots"]).status.success());
+    assert!(with(&second, &["key", "remove", &recovery_slot[..12]])
+        .status
+        .success());
+    assert_eq!(with(&recovery_file, &["snapshots"]).status.code(), Some(10));
     // The last slot cannot be removed.
     let out = with(
         &second,
@@ -364,4 +393,70 @@ fn a_backup_running_across_the_rotation_keeps_its_epoch_alive_until_it_ends() {
     env.ok(&["check", "--read-data"]);
     restore_and_compare(&env, "latest", &big, "rbig");
     assert_eq!(env.snapshots_json().len(), 2);
+}
+
+#[test]
+fn a_new_master_key_leaves_the_old_one_unable_to_read_anything() {
+    let env = Env::new();
+    let init: Value =
+        serde_json::from_str(&env.ok(&["init", "--json", "--kdf-memory-kib", "64"])).unwrap();
+    let recovery_file = env.path("recovery");
+    fs::write(
+        &recovery_file,
+        format!("{}\n", init["recovery_key"].as_str().unwrap()),
+    )
+    .unwrap();
+    let src = env.path("src");
+    make_source(&src, 3, 11);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    // What a thief of the old master key would hold: the old slots and keyring objects.
+    let stolen = env.path("stolen");
+    for dir in ["keys", "keyring"] {
+        drvault_tests::copy_tree(&env.repo().join(dir), &stolen.join(dir));
+    }
+
+    let out = env.run(&["key", "rotate", "--master", "--reencrypt", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["retired"], serde_json::json!([1]), "{report}");
+    // The passphrase in use still opens it; the other slot (the recovery key) is gone.
+    let list = key_list(&env);
+    assert_eq!(list["slots"].as_array().unwrap().len(), 1);
+    assert_eq!(fs::read_dir(env.repo().join("keyring")).unwrap().count(), 1);
+    let with_recovery = || {
+        env.cmd()
+            .env_remove("DRVAULT_PASSWORD")
+            .arg("--password-file")
+            .arg(&recovery_file)
+            .arg("snapshots")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(with_recovery().status.code(), Some(10));
+    env.ok(&["check", "--read-data"]);
+    restore_and_compare(&env, "latest", &src, "r");
+
+    // Put the stolen slots and keyring back: the old master key opens only the old keyring,
+    // whose epoch keys seal nothing that is left.
+    for dir in ["keys", "keyring"] {
+        drvault_tests::copy_tree(&stolen.join(dir), &env.repo().join(dir));
+    }
+    let out = with_recovery();
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "old keys open nothing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sealed_epochs(&env.repo())
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![2]
+    );
 }

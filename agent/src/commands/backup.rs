@@ -8,7 +8,7 @@ use crate::exit::Exit;
 
 pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
     if a.init && !repository_exists(ctx)? {
-        super::init::init(
+        let (_, recovery) = super::init::init(
             ctx,
             g,
             None,
@@ -16,6 +16,8 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
         )?;
         if !g.json && !g.quiet {
             eprintln!("created repository at {}", ctx.repo_location);
+            eprintln!("recovery key (shown once: store it offline; it opens the repository like the passphrase):");
+            eprintln!("  {}", recovery.as_str());
         }
     }
     let repo = ctx.open(g)?;

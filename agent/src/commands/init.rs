@@ -1,28 +1,52 @@
 use anyhow::Result;
-use drvault_keyring::KdfParams;
+use drvault_keyring::{KdfParams, SlotKind};
 use drvault_repo::repository::InitOptions;
 use drvault_repo::Repository;
+use zeroize::Zeroizing;
 
 use crate::cli::{Global, InitArgs};
 use crate::context::Context;
 use crate::exit::Exit;
 
 pub fn run(ctx: &Context, g: &Global, a: &InitArgs) -> Result<Exit> {
-    let id = init(ctx, g, a.kdf_memory_kib, a.compression_level)?;
+    let (id, recovery) = init(ctx, g, a.kdf_memory_kib, a.compression_level)?;
     if g.json {
         println!(
             "{}",
-            serde_json::json!({ "id": id, "location": ctx.repo_location })
+            serde_json::json!({ "id": id, "location": ctx.repo_location, "recovery_key": recovery.as_str() })
         );
     } else {
         println!("created repository {id} at {}", ctx.repo_location);
         println!("keep the passphrase safe: without it the data cannot be read");
+        print_recovery(&recovery);
     }
     Ok(Exit::Ok)
 }
 
-/// Creates the repository at the context's location; returns its ID.
-pub fn init(ctx: &Context, g: &Global, kdf_memory_kib: Option<u32>, level: i32) -> Result<String> {
+/// Shows the recovery key: the only time it is ever shown.
+pub fn print_recovery(key: &str) {
+    println!(
+        "recovery key (shown once: store it offline; it opens the repository like the passphrase):"
+    );
+    println!("  {key}");
+}
+
+/// A recovery key: 256 random bits as 8 groups of 8 hex digits.
+fn recovery_key() -> Result<Zeroizing<String>> {
+    let bytes = Zeroizing::new(drvault_keyring::random_bytes::<32>()?);
+    let hex = Zeroizing::new(hex::encode(*bytes));
+    let groups: Vec<&str> = (0..8).map(|i| &hex[i * 8..i * 8 + 8]).collect();
+    Ok(Zeroizing::new(groups.join("-")))
+}
+
+/// Creates the repository at the context's location, with a passphrase slot and a recovery
+/// slot; returns its ID and the recovery key.
+pub fn init(
+    ctx: &Context,
+    g: &Global,
+    kdf_memory_kib: Option<u32>,
+    level: i32,
+) -> Result<(String, Zeroizing<String>)> {
     let store = ctx.store(true)?;
     let pass = crate::password::read(g.password_file.as_deref(), true)?;
     if pass.is_empty() {
@@ -43,6 +67,10 @@ pub fn init(ctx: &Context, g: &Global, kdf_memory_kib: Option<u32>, level: i32) 
             p_cost: 1,
         };
     }
+    let kdf = opts.kdf;
     let repo = ctx.rt.block_on(Repository::init(store, &pass, opts))?;
-    Ok(repo.config().id.clone())
+    let recovery = recovery_key()?;
+    ctx.rt
+        .block_on(repo.add_key_slot(SlotKind::Recovery, recovery.as_bytes(), kdf))?;
+    Ok((repo.config().id.clone(), recovery))
 }
