@@ -61,9 +61,20 @@ pub enum Command {
     Targets,
     /// Copy to every target the objects it lacks, from targets holding intact copies.
     Sync,
+    /// The hash-chained audit log of key operations and drills.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Read every copy on every target, replace damaged copies from intact ones, and copy
     /// missing ones; needs no passphrase.
     Repair,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Show the entries, oldest first.
+    Log,
+    /// Check the whole chain and the catalog's copy; names the first broken entry (exit 11).
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]

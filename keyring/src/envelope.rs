@@ -34,6 +34,7 @@ pub enum ObjectKind {
     Keyring = 5,
     PackHeader = 6,
     SlotWrap = 7,
+    AuditEntry = 8,
 }
 
 impl ObjectKind {
@@ -46,6 +47,7 @@ impl ObjectKind {
             5 => ObjectKind::Keyring,
             6 => ObjectKind::PackHeader,
             7 => ObjectKind::SlotWrap,
+            8 => ObjectKind::AuditEntry,
             other => {
                 return Err(Error::Malformed {
                     what: "envelope",

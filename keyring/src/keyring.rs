@@ -12,6 +12,8 @@ use crate::{Error, Key, Result};
 
 /// The epoch number written in envelopes sealed by the master key or a slot KEK.
 pub const MASTER_EPOCH: u32 = u32::MAX;
+/// The epoch number written in audit-log entries, sealed under the audit key.
+pub const AUDIT_EPOCH: u32 = u32::MAX - 1;
 const KEYRING_VERSION: u8 = 1;
 const KEYRING_CONTEXT: &[u8] = b"drvault keyring";
 
@@ -117,6 +119,15 @@ impl Keyring {
         &self.body.id_key
     }
 
+    /// The key of the audit log: derived from the ID key, so it outlives every rotation of the
+    /// data keys and of the master key, and old entries need no re-encryption.
+    pub fn audit_key(&self) -> Key {
+        Key::from_bytes(blake3::derive_key(
+            "drvault audit log v1",
+            &self.body.id_key,
+        ))
+    }
+
     /// The seed of the chunker's keyed gear table.
     pub fn chunker_seed(&self) -> &[u8; 32] {
         &self.body.chunker_seed
@@ -161,7 +172,7 @@ impl Keyring {
                 what: "keyring",
                 reason: "epoch ids exhausted".into(),
             })?;
-        if id == crate::MASTER_EPOCH {
+        if id >= AUDIT_EPOCH {
             return Err(Error::Malformed {
                 what: "keyring",
                 reason: "epoch ids exhausted".into(),

@@ -16,7 +16,7 @@ mod slot;
 pub use envelope::{open, seal, Header, ObjectKind, ENVELOPE_OVERHEAD, FORMAT_VERSION, HEADER_LEN};
 pub use error::Error;
 pub use kdf::KdfParams;
-pub use keyring::{Epoch, EpochState, Keyring, MASTER_EPOCH};
+pub use keyring::{Epoch, EpochState, Keyring, AUDIT_EPOCH, MASTER_EPOCH};
 pub use secret::{random_bytes, Key};
 pub use slot::{KeySlot, SlotKind};
 

@@ -20,6 +20,9 @@ const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS index_objects (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, entry TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS owed (
     target TEXT NOT NULL, object TEXT NOT NULL, PRIMARY KEY (target, object)
 ) WITHOUT ROWID;
@@ -216,5 +219,55 @@ impl Catalog {
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.err(e))
+    }
+
+    // ---- the audit log's local copy ----
+
+    /// Keeps a copy of an audit entry (the first copy of a sequence number stays).
+    pub fn add_audit(&mut self, entry: &crate::audit::AuditEntry) -> Result<()> {
+        let text = String::from_utf8_lossy(&entry.canonical_bytes()).into_owned();
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO audit VALUES (?1, ?2, ?3)",
+                params![entry.seq as i64, entry.hash(), text],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every copied entry: (seq, the hash recorded with it, the entry as stored).
+    #[allow(clippy::type_complexity)]
+    pub fn audit_entries(
+        &self,
+    ) -> Result<
+        Vec<(
+            u64,
+            String,
+            std::result::Result<crate::audit::AuditEntry, String>,
+        )>,
+    > {
+        let mut st = self
+            .conn
+            .prepare("SELECT seq, hash, entry FROM audit ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, hash, text) = row.map_err(|e| self.err(e))?;
+            out.push((
+                seq as u64,
+                hash,
+                serde_json::from_str(&text).map_err(|e| e.to_string()),
+            ));
+        }
+        Ok(out)
     }
 }

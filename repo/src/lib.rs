@@ -1,6 +1,7 @@
 //! The drvault repository: its on-disk format, the chunker, the blob store over `object_store`,
 //! the local catalog and the integrity check. Nothing here knows about the CLI or the daemon.
 
+pub mod audit;
 pub mod blob;
 pub mod catalog;
 pub mod check;

@@ -30,15 +30,22 @@ pub struct S3Server {
     child: Option<Child>,
 }
 
-/// `n` distinct free loopback ports (held open together so they differ).
+/// `n` free loopback ports below the kernel's ephemeral range (32768 and up by default), so
+/// that no outgoing connection of another test can take one between this check and the
+/// server's own bind. Each test process starts at its own offset.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 200) * 60;
+    let mut out = Vec::new();
+    while out.len() < n {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (20_000 + (start + offset) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            out.push(port);
+        }
+    }
+    out
 }
 
 fn program(name: &str) -> PathBuf {

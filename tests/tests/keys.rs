@@ -460,3 +460,85 @@ fn a_new_master_key_leaves_the_old_one_unable_to_read_anything() {
         vec![2]
     );
 }
+
+#[test]
+fn key_operations_are_in_a_hash_chained_audit_log_that_detects_tampering() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_source(&src, 1, 5);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    env.ok(&["key", "rotate"]);
+    env.ok(&["key", "reencrypt"]);
+    let wrong_slot = env.run(&["key", "remove", "nosuchslot"]);
+    assert!(!wrong_slot.status.success());
+
+    let log: Vec<Value> = serde_json::from_str(&env.ok(&["audit", "log", "--json"])).unwrap();
+    let actions: Vec<(&str, &str)> = log
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actions[0], ("key.rotate", "ok"));
+    assert_eq!(actions[1], ("key.reencrypt", "ok"));
+    assert_eq!(actions[2].0, "key.remove");
+    assert!(
+        actions[2].1.starts_with("failed"),
+        "a failed operation is evidence too: {actions:?}"
+    );
+    assert_eq!(log[0]["details"]["new_epoch"], 2);
+    assert_eq!(log[1]["details"]["retired"], serde_json::json!([1]));
+    for e in &log {
+        assert!(e["actor"].as_str().unwrap().contains('@'));
+        let text = e.to_string();
+        assert!(
+            !text.contains(drvault_tests::PASSWORD),
+            "no secrets in the log"
+        );
+    }
+    let verify: Value = serde_json::from_str(&env.ok(&["audit", "verify", "--json"])).unwrap();
+    assert_eq!(verify["entries"], 3);
+    assert!(
+        verify["first_broken"].is_null()
+            && verify["catalog_mismatches"].as_array().unwrap().is_empty()
+    );
+
+    // An entry edited in the SQLite catalog is detected and named.
+    let config: Value =
+        serde_json::from_slice(&fs::read(env.repo().join("config")).unwrap()).unwrap();
+    let db = env
+        .state()
+        .join(config["id"].as_str().unwrap())
+        .join("catalog.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE audit SET entry = replace(entry, '\"ok\"', '\"OK\"') WHERE seq = 2",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let out = env.run(&["audit", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(11));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["catalog_mismatches"][0][0], 2, "{report}");
+
+    // An entry changed in the repository (here: bytes flipped) breaks the chain there.
+    let entry = env.repo().join("audit").join(format!("{:020}", 2));
+    let mut bytes = fs::read(&entry).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&entry, bytes).unwrap();
+    let out = env.run(&["audit", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(11));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["first_broken"][0], 2, "{report}");
+
+    // A removed entry is a gap.
+    fs::remove_file(&entry).unwrap();
+    let report: Value =
+        serde_json::from_slice(&env.run(&["audit", "verify", "--json"]).stdout).unwrap();
+    assert_eq!(report["first_broken"][0], 2, "{report}");
+    assert!(report["first_broken"][1]
+        .as_str()
+        .unwrap()
+        .contains("missing"));
+}

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod audit;
 mod backup;
 mod check;
 mod init;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Targets => targets::run(&ctx, g),
         Command::Sync => targets::sync(&ctx, g),
         Command::Repair => targets::repair(&ctx, g),
+        Command::Audit(a) => audit::run(&ctx, g, a),
     }
 }
 

@@ -55,6 +55,11 @@ impl Repository {
         Self::load_keyring(&self.store, self.keyring.master().clone()).await
     }
 
+    /// Where this repository's catalog lives, when a state directory was given.
+    pub fn catalog_dir(&self) -> Option<std::path::PathBuf> {
+        self.state_dir.clone()
+    }
+
     /// False when another process changed the keyring (a rotation) since this one opened it.
     pub async fn keyring_is_current(&self) -> Result<bool> {
         Ok(self.current_keyring().await?.generation() == self.keyring.generation())

@@ -1,0 +1,309 @@
+//! The hash-chained audit log (docs/FORMAT.md §17): every key operation, and later every
+//! drill, appends one entry. Each entry holds the BLAKE3 hash of the previous entry's canonical
+//! encoding, so editing, removing or reordering any entry breaks the chain from there on.
+//!
+//! Entries live in the repository (`audit/<seq>`, encrypted under the audit key, replicated to
+//! every target like any object), so the evidence survives the loss of the host, and in the
+//! local catalog, a second copy to compare against.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use drvault_keyring::{Header, ObjectKind, AUDIT_EPOCH};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+use crate::{Error, Repository, Result};
+
+const PREFIX: &str = "audit/";
+/// The `prev` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// 1, 2, 3, ... without gaps.
+    pub seq: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// `user@host` of the process that acted.
+    pub actor: String,
+    /// What was done, e.g. `key.rotate`, `key.reencrypt`, `drill.run`.
+    pub action: String,
+    /// What it concerned (epochs, slots, figures); never key material.
+    pub details: serde_json::Value,
+    /// `ok`, or `failed: <reason>`.
+    pub result: String,
+    /// Hex BLAKE3 of the previous entry's canonical encoding ([`GENESIS`] for the first).
+    pub prev: String,
+}
+
+/// JSON with object keys sorted at every level and no insignificant whitespace.
+fn canonical(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let sorted: BTreeMap<&String, serde_json::Value> =
+                m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            serde_json::Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+impl AuditEntry {
+    /// The canonical encoding the chain hashes.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let v = serde_json::to_value(self).unwrap_or_default();
+        serde_json::to_vec(&canonical(&v)).unwrap_or_default()
+    }
+
+    pub fn hash(&self) -> String {
+        blake3::hash(&self.canonical_bytes()).to_hex().to_string()
+    }
+}
+
+fn object_name(seq: u64) -> String {
+    format!("{PREFIX}{seq:020}")
+}
+
+fn actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", rustix_uid()));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{host}")
+}
+
+fn rustix_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|u| u.parse().ok()))
+        })
+        .unwrap_or(u32::MAX)
+}
+
+fn seal(repo: &Repository, name: &str, entry: &AuditEntry) -> Result<Vec<u8>> {
+    let header = Header {
+        kind: ObjectKind::AuditEntry,
+        compressed: false,
+        epoch: AUDIT_EPOCH,
+    };
+    let mut out = Vec::new();
+    // The object name is the context: an entry cannot be moved to another position.
+    drvault_keyring::seal(
+        &repo.keyring().audit_key(),
+        header,
+        name.as_bytes(),
+        &entry.canonical_bytes(),
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+fn open(repo: &Repository, name: &str, bytes: &[u8]) -> Result<AuditEntry> {
+    let header = Header::parse(bytes).map_err(|e| Error::integrity(name, e))?;
+    if header.kind != ObjectKind::AuditEntry || header.epoch != AUDIT_EPOCH {
+        return Err(Error::integrity(name, "not an audit entry"));
+    }
+    let (_, plain) = drvault_keyring::open(&repo.keyring().audit_key(), name.as_bytes(), bytes)
+        .map_err(|e| Error::integrity(name, e))?;
+    serde_json::from_slice(&plain).map_err(|e| Error::integrity(name, e))
+}
+
+/// The entries in the repository, by sequence number; an entry that fails to open is an error
+/// for that entry, not for the whole log.
+pub async fn read_all(repo: &Repository) -> Result<BTreeMap<u64, Result<AuditEntry>>> {
+    let names: Vec<(u64, String)> = repo
+        .store()
+        .list(PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|l| {
+            l.name
+                .strip_prefix(PREFIX)
+                .and_then(|s| s.parse().ok())
+                .map(|seq| (seq, l.name))
+        })
+        .collect();
+    futures::stream::iter(names)
+        .map(|(seq, name)| async move {
+            let entry = match repo.store().get(&name).await {
+                Ok(bytes) => open(repo, &name, &bytes),
+                Err(e) => Err(e),
+            };
+            Ok::<_, Error>((seq, entry))
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await
+}
+
+/// Appends one entry after the newest one. Two hosts appending at once race for the same
+/// create-only name; the loser reads the new head and tries again.
+pub async fn append(
+    repo: &Repository,
+    action: &str,
+    details: serde_json::Value,
+    result: &str,
+) -> Result<AuditEntry> {
+    for _ in 0..8 {
+        let head = head(repo).await?;
+        let entry = AuditEntry {
+            seq: head.as_ref().map_or(1, |h| h.seq + 1),
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            actor: actor(),
+            action: action.to_string(),
+            details: canonical(&details),
+            result: result.to_string(),
+            prev: head
+                .as_ref()
+                .map_or_else(|| GENESIS.to_string(), AuditEntry::hash),
+        };
+        let name = object_name(entry.seq);
+        let sealed = seal(repo, &name, &entry)?;
+        match repo
+            .store()
+            .put_new(&name, Bytes::from(sealed), false)
+            .await
+        {
+            Ok(()) => {
+                if let Some(dir) = repo.catalog_dir() {
+                    let e = entry.clone();
+                    let r = tokio::task::spawn_blocking(move || Catalog::open(&dir)?.add_audit(&e))
+                        .await;
+                    if let Err(err) = r.map_err(|e| Error::Invalid(e.to_string())).and_then(|r| r) {
+                        tracing::warn!(
+                            "audit entry {} not copied to the catalog: {err}",
+                            entry.seq
+                        );
+                    }
+                }
+                return Ok(entry);
+            }
+            Err(Error::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Invalid(
+        "could not append to the audit log: too many concurrent writers".into(),
+    ))
+}
+
+/// The newest entry: the one with the highest sequence number.
+async fn head(repo: &Repository) -> Result<Option<AuditEntry>> {
+    let newest = repo
+        .store()
+        .list(PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|l| {
+            l.name
+                .strip_prefix(PREFIX)
+                .and_then(|s| s.parse::<u64>().ok())
+        })
+        .max();
+    let Some(seq) = newest else { return Ok(None) };
+    let name = object_name(seq);
+    let bytes = repo.store().get(&name).await?;
+    open(repo, &name, &bytes).map(Some)
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub entries: u64,
+    /// Hash of the newest entry: anchor it elsewhere to detect truncation.
+    pub head: Option<String>,
+    /// The first entry that breaks the chain, and why.
+    pub first_broken: Option<(u64, String)>,
+    /// Entries whose catalog copy differs from the repository's.
+    pub catalog_mismatches: Vec<(u64, String)>,
+    pub catalog_entries: u64,
+}
+
+/// Checks the whole chain in the repository, and the catalog's copy against it.
+pub async fn verify(repo: &Repository) -> Result<VerifyReport> {
+    let entries = read_all(repo).await?;
+    let mut report = VerifyReport {
+        entries: entries.len() as u64,
+        ..Default::default()
+    };
+    let mut prev = GENESIS.to_string();
+    let mut hashes = BTreeMap::new();
+    for (expected, (seq, entry)) in (1u64..).zip(entries.iter()) {
+        let problem = if *seq != expected {
+            Some(format!(
+                "entry {expected} is missing (the next one is {seq})"
+            ))
+        } else {
+            match entry {
+                Err(e) => Some(format!("cannot be opened: {e}")),
+                Ok(e) if e.seq != *seq => Some(format!("claims to be entry {}", e.seq)),
+                Ok(e) if e.prev != prev => {
+                    Some("its link to the previous entry does not match".into())
+                }
+                Ok(_) => None,
+            }
+        };
+        if let Some(why) = problem {
+            report.first_broken = Some((expected.min(*seq), why));
+            break;
+        }
+        if let Ok(e) = entry {
+            prev = e.hash();
+            hashes.insert(*seq, prev.clone());
+        }
+    }
+    report.head = hashes.values().last().cloned();
+    if let Some(dir) = repo.catalog_dir() {
+        // The catalog gets a copy of every verified entry it lacks (a new host, a lost catalog).
+        let verified: Vec<AuditEntry> = entries
+            .values()
+            .filter_map(|e| e.as_ref().ok())
+            .filter(|e| hashes.contains_key(&e.seq))
+            .cloned()
+            .collect();
+        let copies = tokio::task::spawn_blocking(move || {
+            let mut catalog = Catalog::open(&dir)?;
+            let before = catalog.audit_entries()?;
+            for e in &verified {
+                if !before.iter().any(|(seq, _, _)| *seq == e.seq) {
+                    catalog.add_audit(e)?;
+                }
+            }
+            Ok::<_, Error>(before)
+        })
+        .await
+        .map_err(|e| Error::Invalid(e.to_string()))??;
+        report.catalog_entries = copies.len() as u64;
+        for (seq, stored_hash, entry) in copies {
+            let own = entry.as_ref().map(AuditEntry::hash);
+            let why = match (own, hashes.get(&seq)) {
+                (Err(e), _) => Some(format!("the catalog copy is unreadable: {e}")),
+                (Ok(h), _) if h != stored_hash => Some("the catalog copy was edited".into()),
+                (Ok(h), Some(repo_hash)) if &h != repo_hash => {
+                    Some("the catalog copy differs from the repository's".into())
+                }
+                (Ok(_), None) if report.first_broken.is_none() => {
+                    Some("the repository has no such entry".into())
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                report.catalog_mismatches.push((seq, why));
+            }
+        }
+    }
+    Ok(report)
+}
+
+impl VerifyReport {
+    pub fn is_intact(&self) -> bool {
+        self.first_broken.is_none() && self.catalog_mismatches.is_empty()
+    }
+}
