@@ -106,6 +106,10 @@ pub struct KeyRotateArgs {
     /// again, every other slot is removed. See docs/THREAT-MODEL.md.
     #[arg(long)]
     pub master: bool,
+    /// Rotate only when the policy says so ([keys] rotate_every, rotate_after_blobs in the
+    /// config file; defaults 90 days and 2^28 blobs); otherwise say why not and do nothing.
+    #[arg(long, conflicts_with = "master")]
+    pub if_due: bool,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,42 @@ pub struct Config {
     pub repository: RepositorySection,
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub keys: KeysSection,
+}
+
+/// The automatic key rotation policy (`drvault key rotate --if-due`, and the agent's schedule).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysSection {
+    /// Start a new data-key epoch when the active one is this old (default "90d").
+    pub rotate_every: Option<String>,
+    /// ... or when this many blobs are sealed under it (default 2^28, a sixteenth of the 2^32
+    /// messages AES-GCM with random nonces allows per key).
+    pub rotate_after_blobs: Option<u64>,
+}
+
+/// The rotation policy with its defaults applied.
+#[derive(Debug, Clone, Copy)]
+pub struct RotationPolicy {
+    pub max_age: std::time::Duration,
+    pub max_blobs: u64,
+}
+
+impl KeysSection {
+    pub fn policy(&self) -> Result<RotationPolicy> {
+        let max_age = match &self.rotate_every {
+            Some(d) => crate::duration::parse(d).context("[keys] rotate_every")?,
+            None => std::time::Duration::from_secs(90 * 86_400),
+        };
+        let max_blobs = self.rotate_after_blobs.unwrap_or(1 << 28);
+        if max_age.is_zero() || max_blobs == 0 || max_blobs > 1 << 31 {
+            bail!(
+                "[keys]: rotate_every must be positive and rotate_after_blobs between 1 and 2^31"
+            );
+        }
+        Ok(RotationPolicy { max_age, max_blobs })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -84,6 +120,7 @@ impl Config {
         }
         config.validate()?;
         config.tuning()?;
+        config.keys.policy()?;
         Ok(config)
     }
 

@@ -48,6 +48,8 @@ pub struct Context {
     pub state_dir: PathBuf,
     /// Targets from the configuration file, used when no --repo is given.
     config: Option<Config>,
+    /// The key rotation policy (`[keys]`, or the defaults).
+    pub rotation: crate::config::RotationPolicy,
 }
 
 impl Context {
@@ -59,12 +61,17 @@ impl Context {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        let config = match (
-            &g.repo,
-            crate::config::locate(g.config.as_deref(), is_root()),
-        ) {
-            (None, Some(path)) => Some(Config::load(&path)?).filter(|c| !c.targets.is_empty()),
-            _ => None,
+        let file = match crate::config::locate(g.config.as_deref(), is_root()) {
+            Some(path) => Some(Config::load(&path)?),
+            None => None,
+        };
+        let rotation = match &file {
+            Some(c) => c.keys.policy()?,
+            None => crate::config::KeysSection::default().policy()?,
+        };
+        let config = match &g.repo {
+            None => file.filter(|c| !c.targets.is_empty()),
+            Some(_) => None,
         };
         let repo_location = match &config {
             Some(c) => c
@@ -76,6 +83,7 @@ impl Context {
             None => g.repo.clone().unwrap_or_else(default_repo),
         };
         Ok(Context {
+            rotation,
             rt,
             repo_location,
             state_dir: g.state_dir.clone().unwrap_or_else(default_state_dir),

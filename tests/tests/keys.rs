@@ -542,3 +542,58 @@ fn key_operations_are_in_a_hash_chained_audit_log_that_detects_tampering() {
         .unwrap()
         .contains("missing"));
 }
+
+#[test]
+fn an_automatic_rotation_policy_rotates_only_when_due() {
+    let env = Env::new();
+    env.init();
+    let cfg = env.path("drvault.toml");
+    fs::write(
+        &cfg,
+        "[keys]\nrotate_every = \"30d\"\nrotate_after_blobs = 20\n",
+    )
+    .unwrap();
+    let if_due = || {
+        let out = env
+            .cmd()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["key", "rotate", "--if-due", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let small = env.path("small");
+    make_source(&small, 1, 1);
+    env.ok(&["backup", small.to_str().unwrap()]);
+    let r = if_due();
+    assert_eq!(
+        r["rotated"], false,
+        "a few blobs under a new epoch: not due ({r})"
+    );
+    assert_eq!(epoch_states(&key_list(&env)).len(), 1);
+
+    let more = env.path("more");
+    make_source(&more, 6, 40);
+    env.ok(&["backup", more.to_str().unwrap()]);
+    let r = if_due();
+    assert_eq!(r["epoch"], 2, "past 20 blobs: rotated ({r})");
+    assert_eq!(epoch_states(&key_list(&env))[1].1, "active");
+
+    // A bad policy is refused with the reason.
+    fs::write(&cfg, "[keys]\nrotate_every = \"soon\"\n").unwrap();
+    let out = env
+        .cmd()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["key", "rotate", "--if-due"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rotate_every"));
+}

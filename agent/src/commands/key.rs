@@ -80,6 +80,25 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
             );
         }
         KeyCommand::Rotate(a) => {
+            if a.if_due {
+                let (id, created, blobs) = ctx.rt.block_on(repo.active_epoch_usage())?;
+                let age = (chrono::Utc::now().timestamp() - created).max(0) as u64;
+                let policy = ctx.rotation;
+                let due = age >= policy.max_age.as_secs() || blobs >= policy.max_blobs;
+                if !due {
+                    report(
+                        g,
+                        serde_json::json!({ "rotated": false, "epoch": id, "age_days": age / 86_400, "blobs": blobs }),
+                        &format!(
+                            "not due: epoch {id} is {} days old (rotate at {}) and seals {blobs} blobs (rotate at {})",
+                            age / 86_400,
+                            policy.max_age.as_secs() / 86_400,
+                            policy.max_blobs
+                        ),
+                    );
+                    return Ok(Exit::Ok);
+                }
+            }
             let epoch = if a.master {
                 let pass = crate::password::read(g.password_file.as_deref(), false)?;
                 let (epoch, removed) = audited(ctx, &repo, "key.rotate_master", || {

@@ -192,6 +192,36 @@ impl Repository {
             .collect())
     }
 
+    /// The active epoch: (id, created, blobs sealed under it, read from the index and the packs'
+    /// headers). What an automatic rotation policy decides on.
+    pub async fn active_epoch_usage(&self) -> Result<(u32, i64, u64)> {
+        let kr = self.current_keyring().await?;
+        let (id, _) = kr.active_epoch()?;
+        let created = kr
+            .epochs()
+            .iter()
+            .find(|e| e.id == id)
+            .map_or(0, |e| e.created);
+        let epochs = self.object_epochs(&[paths::DATA]).await?;
+        let names: Vec<String> = self
+            .store
+            .list(paths::INDEX)
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        let mut seen = HashSet::new();
+        let mut blobs = 0u64;
+        for (_, f) in self.fetch_indexes(names).await? {
+            for p in &f.packs {
+                if seen.insert(p.pack) && epochs.get(&paths::pack(&p.pack)) == Some(&id) {
+                    blobs += p.blobs.len() as u64;
+                }
+            }
+        }
+        Ok((id, created, blobs))
+    }
+
     /// Starts a new data-key epoch; new data is sealed under it from the next opening of the
     /// repository on. Returns the new epoch's id.
     pub async fn rotate_epoch(&self) -> Result<u32> {
