@@ -433,36 +433,48 @@ impl Repository {
             }
         }
         let total = old_packs.len() as u64;
-        for (i, name) in old_packs.iter().enumerate() {
-            lease.keep_alive(&self.store).await?;
-            let bytes = self.store.get(name).await?;
-            verify_name(name, &bytes)?;
-            let id = name_id(name)?;
-            let entries = self.read_pack_header(&id, &bytes)?;
-            if entries.iter().all(|e| safe_blobs.contains(&e.id)) {
-                report.packs_already_done += 1;
-            } else {
+        // Three packs in flight: download, re-seal on the blocking pool, upload overlap.
+        let safe = &safe_blobs;
+        let mut rewritten = futures::stream::iter(old_packs.iter())
+            .map(|name| async move {
+                let bytes = self.store.get(name).await?;
+                verify_name(name, &bytes)?;
+                let entries = self.read_pack_header(&name_id(name)?, &bytes)?;
+                if entries.iter().all(|e| safe.contains(&e.id)) {
+                    return Ok::<_, Error>(None);
+                }
                 let keyring = self.keyring.clone();
                 let size = self.config.pack_size as usize;
-                let rewritten = tokio::task::spawn_blocking(move || {
+                let pack = tokio::task::spawn_blocking(move || {
                     reseal_pack(&keyring, &bytes, &entries, size)
                 })
                 .await
                 .map_err(|e| Error::Invalid(e.to_string()))??;
-                report.bytes_rewritten += rewritten.bytes.len() as u64;
-                safe_blobs.extend(rewritten.entries.iter().map(|e| e.id));
-                self.upload_pack(rewritten).await?;
-                report.packs_rewritten += 1;
+                Ok(Some(pack))
+            })
+            .buffer_unordered(3);
+        let mut done = 0u64;
+        while let Some(result) = rewritten.next().await {
+            lease.keep_alive(&self.store).await?;
+            match result? {
+                None => report.packs_already_done += 1,
+                Some(pack) => {
+                    report.bytes_rewritten += pack.bytes.len() as u64;
+                    self.upload_pack(pack).await?;
+                    report.packs_rewritten += 1;
+                }
             }
+            done += 1;
             progress(Progress {
-                packs_done: i as u64 + 1,
+                packs_done: done,
                 packs_total: total,
                 bytes_done: report.bytes_rewritten,
             });
-            if (i + 1) % FLUSH_EVERY == 0 {
+            if done.is_multiple_of(FLUSH_EVERY as u64) {
                 self.flush_index().await?;
             }
         }
+        drop(rewritten);
         self.flush_index().await?;
 
         // Index objects: one consolidated set under the active epoch, without the old packs,
