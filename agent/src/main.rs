@@ -18,7 +18,7 @@ fn main() -> std::process::ExitCode {
     // per blob, and a fixed threshold made it 40 % slower (page faults on every new mapping).
     if matches!(
         cli.command,
-        cli::Command::Backup(_) | cli::Command::Check(_)
+        cli::Command::Backup(_) | cli::Command::Check(_) | cli::Command::Key(_)
     ) {
         alloc::tune();
     }

@@ -292,7 +292,23 @@ fn a_reencryption_killed_at_random_points_resumes_to_a_clean_repository() {
     env.ok(&["backup", src.to_str().unwrap()]);
     env.ok(&["key", "rotate"]);
     let mut killed = 0;
-    for delay_ms in [30u64, 120, 250, 400, 700] {
+    // Random kill points, from a seed printed for a rerun (DRVAULT_TEST_SEED=...).
+    let seed = std::env::var("DRVAULT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+        });
+    eprintln!("kill points from DRVAULT_TEST_SEED={seed}");
+    let noise_bytes = noise(8, seed);
+    let mut delays: Vec<u64> = noise_bytes.iter().map(|b| 20 + u64::from(*b) * 3).collect();
+    delays.push(5);
+    // Earliest first, so the kills fall at ever later points of one job.
+    delays.sort_unstable();
+    for delay_ms in delays {
         let child = env
             .cmd()
             .args(["key", "reencrypt"])
