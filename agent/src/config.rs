@@ -25,6 +25,37 @@ pub struct Config {
     pub targets: Vec<TargetConfig>,
     #[serde(default)]
     pub keys: KeysSection,
+    #[serde(default)]
+    pub drills: Vec<DrillPlan>,
+}
+
+/// A restore drill (`[[drills]]`), run by `drtest run --plan NAME`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillPlan {
+    pub name: String,
+    /// Backed-up paths to restore (default: the whole snapshot).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// A backup job's name (its paths), once jobs exist in the config.
+    pub job: Option<String>,
+    /// Only snapshots of this host (default: any host).
+    pub host: Option<String>,
+    /// "latest" (default) or an RFC 3339 time: the newest snapshot at or before it.
+    pub snapshot: Option<String>,
+    /// Targets that count as lost in this scenario.
+    #[serde(default)]
+    pub exclude_targets: Vec<String>,
+    /// Where to restore (default: a scratch directory under the state directory, removed after).
+    pub restore_dir: Option<PathBuf>,
+    /// Commands run against the restored data (`{restore_dir}` is replaced), each within
+    /// `validate_timeout`.
+    #[serde(default)]
+    pub validate: Vec<String>,
+    pub validate_timeout: Option<String>,
+    /// Objectives, e.g. "30m" and "24h".
+    pub rto_objective: String,
+    pub rpo_objective: String,
 }
 
 /// The automatic key rotation policy (`drvault key rotate --if-due`, and the agent's schedule).
@@ -121,6 +152,24 @@ impl Config {
         config.validate()?;
         config.tuning()?;
         config.keys.policy()?;
+        for d in &config.drills {
+            crate::duration::parse(&d.rto_objective)
+                .with_context(|| format!("drill {}: rto_objective", d.name))?;
+            crate::duration::parse(&d.rpo_objective)
+                .with_context(|| format!("drill {}: rpo_objective", d.name))?;
+            if let Some(t) = &d.validate_timeout {
+                crate::duration::parse(t)
+                    .with_context(|| format!("drill {}: validate_timeout", d.name))?;
+            }
+            for t in &d.exclude_targets {
+                if !config.targets.iter().any(|c| &c.name == t) {
+                    bail!(
+                        "drill {}: exclude_targets names {t:?}, which is not a target",
+                        d.name
+                    );
+                }
+            }
+        }
         Ok(config)
     }
 

@@ -42,12 +42,29 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
+/// Opens one configured target; a missing local directory is an empty target, not an error,
+/// since the other targets still hold the repository.
+fn open_target(
+    t: &crate::config::TargetConfig,
+    tuning: &drvault_repo::remote::Tuning,
+    create: bool,
+) -> Result<Target> {
+    match Target::open_url(&t.name, &t.url, &t.options, tuning, create) {
+        Err(drvault_repo::Error::NoRepository { .. }) => {
+            Ok(Target::open_missing_local(&t.name, &t.url)?)
+        }
+        other => Ok(other?),
+    }
+}
+
 pub struct Context {
     pub rt: Runtime,
     pub repo_location: String,
     pub state_dir: PathBuf,
     /// Targets from the configuration file, used when no --repo is given.
     config: Option<Config>,
+    /// `[[drills]]` from the configuration file.
+    drills: Vec<crate::config::DrillPlan>,
     /// The key rotation policy (`[keys]`, or the defaults).
     pub rotation: crate::config::RotationPolicy,
 }
@@ -65,6 +82,7 @@ impl Context {
             Some(path) => Some(Config::load(&path)?),
             None => None,
         };
+        let drills = file.as_ref().map(|c| c.drills.clone()).unwrap_or_default();
         let rotation = match &file {
             Some(c) => c.keys.policy()?,
             None => crate::config::KeysSection::default().policy()?,
@@ -83,12 +101,64 @@ impl Context {
             None => g.repo.clone().unwrap_or_else(default_repo),
         };
         Ok(Context {
+            drills,
             rotation,
             rt,
             repo_location,
             state_dir: g.state_dir.clone().unwrap_or_else(default_state_dir),
             config,
         })
+    }
+
+    /// The drill plans of the configuration file.
+    pub fn drill_plans(&self) -> &[crate::config::DrillPlan] {
+        &self.drills
+    }
+
+    /// The names of the configured targets (empty with a single --repo location).
+    pub fn target_names(&self) -> Vec<String> {
+        self.config
+            .as_ref()
+            .map(|c| c.ordered_targets().iter().map(|t| t.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The repository's storage without the `excluded` targets (a failover scenario: they count
+    /// as lost). Only reads are meant to go through it.
+    pub fn store_without(&self, excluded: &[String]) -> Result<Store> {
+        if excluded.is_empty() {
+            return self.store(false);
+        }
+        let Some(config) = &self.config else {
+            anyhow::bail!("excluding targets needs a configuration file with [[targets]]");
+        };
+        for name in excluded {
+            if !config.targets.iter().any(|t| &t.name == name) {
+                anyhow::bail!("{name:?} is not a configured target");
+            }
+        }
+        let tuning = config.tuning()?;
+        let mut targets = Vec::new();
+        for t in config.ordered_targets() {
+            if !excluded.contains(&t.name) {
+                targets.push(open_target(t, &tuning, false)?);
+            }
+        }
+        if targets.is_empty() {
+            anyhow::bail!("the scenario excludes every target: nothing is left to restore from");
+        }
+        let store = Store::new(targets, 1)?;
+        self.rt.block_on(store.probe(tuning.probe_deadline()));
+        Ok(store)
+    }
+
+    /// Opens the repository through `store`.
+    pub fn open_with(&self, g: &Global, store: Store) -> Result<Arc<Repository>> {
+        let pass = crate::password::read(g.password_file.as_deref(), false)?;
+        let repo =
+            self.rt
+                .block_on(Repository::open(store, &pass, Some(self.state_dir.clone())))?;
+        Ok(Arc::new(repo))
     }
 
     /// The repository's storage: the configured targets, or the single --repo location.
@@ -102,9 +172,7 @@ impl Context {
         let tuning = config.tuning()?;
         let mut targets = Vec::new();
         for t in config.ordered_targets() {
-            targets.push(Target::open_url(
-                &t.name, &t.url, &t.options, &tuning, create,
-            )?);
+            targets.push(open_target(t, &tuning, create)?);
         }
         let quorum = config.repository.write_quorum.unwrap_or(targets.len());
         let store = Store::new(targets, quorum)?;

@@ -91,6 +91,29 @@ impl Target {
         })
     }
 
+    /// A local target of a multi-target repository whose directory is missing (a lost disk,
+    /// an unmounted volume): an empty target, so reads fall back to other targets and it owes
+    /// everything until `drvault sync` fills it again.
+    pub fn open_missing_local(name: &str, location: &str) -> Result<Self> {
+        let path = location.strip_prefix("file://").unwrap_or(location);
+        let relative = path.trim_start_matches('/');
+        if !path.starts_with('/') || relative.is_empty() {
+            return Err(Error::Invalid(format!(
+                "target {name}: {location} is not an absolute path"
+            )));
+        }
+        tracing::warn!("target {name}: {location} does not exist; it counts as an empty target");
+        let inner = object_store::prefix::PrefixStore::new(LocalFileSystem::new(), relative);
+        Ok(Target {
+            name: name.to_string(),
+            inner: Arc::new(inner),
+            location: location.to_string(),
+            local: true,
+            deadline: None,
+            degraded: Arc::default(),
+        })
+    }
+
     /// Opens a target by URL: a local path or `file://` URL, or a remote store (`s3://`,
     /// `gs://`, `az://`) configured by object_store `options`. `create` only matters locally:
     /// buckets are never created by drvault.

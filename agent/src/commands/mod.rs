@@ -7,6 +7,8 @@ mod init;
 mod key;
 mod ls;
 mod restore;
+
+pub use restore::components;
 mod snapshots;
 mod targets;
 

@@ -1,0 +1,147 @@
+//! `drtest`: failover restore drills with RTO/RPO evidence in the audit log.
+
+pub mod cli;
+mod engine;
+mod validate;
+
+use anyhow::{Context as _, Result};
+use drvault_repo::audit;
+
+use crate::context::Context;
+use crate::exit::Exit;
+use cli::{DrtestCli, DrtestCommand};
+
+pub fn run(cli: DrtestCli) -> Result<Exit> {
+    let ctx = Context::new(&cli.global)?;
+    let g = &cli.global;
+    match &cli.command {
+        DrtestCommand::Run(a) => {
+            let plan = ctx
+                .drill_plans()
+                .iter()
+                .find(|p| p.name == a.plan)
+                .cloned()
+                .with_context(|| {
+                    format!(
+                        "no drill plan named {:?} in the config file ([[drills]])",
+                        a.plan
+                    )
+                })?;
+            let excluded = if a.exclude_targets.is_empty() {
+                plan.exclude_targets.clone()
+            } else {
+                a.exclude_targets.clone()
+            };
+            let (record, repo) = engine::run(&ctx, g, &plan, &excluded, a.keep);
+            let evidence = serde_json::to_value(&record)?;
+            // The record goes into the audit log (repository and catalog) once, whole. A drill that
+            // could not open the repository from the surviving targets is recorded through every target.
+            let repo = match repo {
+                Some(r) => Some(r),
+                None => ctx.open(g).ok(),
+            };
+            let result = if record.passed {
+                "ok".to_string()
+            } else {
+                format!("failed: {}", record.reason)
+            };
+            let recorded = match &repo {
+                Some(repo) => ctx
+                    .rt
+                    .block_on(audit::append(repo, "drill.run", evidence.clone(), &result))
+                    .map(|e| e.seq),
+                None => Err(drvault_repo::Error::Invalid(
+                    "no target can be opened".into(),
+                )),
+            };
+            if let Err(e) = &recorded {
+                eprintln!(
+                    "drtest: the drill's evidence could not be written to the audit log: {e}"
+                );
+            }
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&evidence)?);
+            } else if !g.quiet {
+                print_record(&record);
+            }
+            Ok(match (record.passed, recorded.is_ok()) {
+                (true, true) => Exit::Ok,
+                _ => Exit::Failure,
+            })
+        }
+        DrtestCommand::History => {
+            let repo = ctx.open(g)?;
+            let entries = ctx.rt.block_on(audit::read_all(&repo))?;
+            let drills: Vec<serde_json::Value> = entries
+                .into_values()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.action == "drill.run")
+                .map(|e| {
+                    let mut d = e.details.clone();
+                    d["audit_seq"] = e.seq.into();
+                    d
+                })
+                .collect();
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&drills)?);
+            } else {
+                for d in &drills {
+                    println!(
+                        "{}  {:<12} {:<6} RTO {:>8} s (obj {:>6})  RPO {:>8} s (obj {:>6})  {}",
+                        d["started"].as_str().unwrap_or(""),
+                        d["plan"].as_str().unwrap_or(""),
+                        if d["passed"] == true { "PASS" } else { "FAIL" },
+                        fmt_secs(&d["rto_seconds"]),
+                        d["rto_objective_seconds"],
+                        fmt_secs(&d["rpo_seconds"]),
+                        d["rpo_objective_seconds"],
+                        d["reason"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+fn fmt_secs(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .map(|s| format!("{s:.1}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn print_record(r: &engine::DrillRecord) {
+    println!(
+        "drill {} (plan {}): {}",
+        r.drill_id,
+        r.plan,
+        if r.passed { "PASSED" } else { "FAILED" }
+    );
+    if !r.reason.is_empty() {
+        println!("  reason: {}", r.reason);
+    }
+    if let (Some(id), Some(t)) = (&r.snapshot_id, &r.snapshot_time) {
+        println!("  snapshot {} of {t}", &id[..8.min(id.len())]);
+    }
+    println!(
+        "  targets used {:?}, excluded {:?}",
+        r.targets_used, r.targets_excluded
+    );
+    if let Some(rto) = r.rto_seconds {
+        println!("  RTO {rto:.1} s (objective {} s)", r.rto_objective_seconds);
+    }
+    if let Some(rpo) = r.rpo_seconds {
+        println!("  RPO {rpo:.1} s (objective {} s)", r.rpo_objective_seconds);
+    }
+    println!(
+        "  {} files, {} bytes restored and verified",
+        r.files, r.bytes
+    );
+    for v in &r.validations {
+        println!(
+            "  validation `{}`: {}",
+            v.command,
+            if v.passed() { "ok" } else { "FAILED" }
+        );
+    }
+}
