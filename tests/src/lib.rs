@@ -20,7 +20,7 @@ pub fn drvault_bin() -> PathBuf {
             .unwrap()
             .to_path_buf();
         let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "drvault", "--bin", "drvault"])
+            .args(["build", "-q", "-p", "drvault", "--bins"])
             .current_dir(&root)
             .status()
             .expect("cargo build runs");
