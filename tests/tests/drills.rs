@@ -197,7 +197,11 @@ fn a_drill_without_the_primary_restores_from_the_secondary_and_passes() {
     assert_eq!(h.len(), 1);
     assert_eq!(h[0]["drill_id"], d["drill_id"]);
     let out = site.drvault(&["audit", "verify"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -285,5 +289,107 @@ fn a_drill_that_cannot_restore_is_recorded_as_failed_with_the_reason() {
         String::from_utf8_lossy(&out.stdout).contains("mars"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn the_report_lists_the_drills_and_renders_in_a_real_browser() {
+    let (site, data) = backed_up_site("");
+    site.configure(&format!(
+        "{}{}",
+        plan("quarterly", &data, ""),
+        plan("tight", &data, "").replace("rpo_objective = \"24h\"", "rpo_objective = \"1ms\"")
+    ));
+    let (_, passed) = site.drill(&["--plan", "quarterly"]);
+    let (_, failed) = site.drill(&["--plan", "tight"]);
+    let year = passed["started"].as_str().unwrap()[..4].to_string();
+
+    let out = site.drtest(&["report", "--period", &year, "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["drills"].as_array().unwrap().len(), 2);
+    assert_eq!(r["drills_passed"], 1);
+    assert_eq!(r["audit_log"]["intact"], true);
+    let md = String::from_utf8(site.drtest(&["report", "--period", &year]).stdout).unwrap();
+    assert!(
+        md.contains("| quarterly | PASS |") && md.contains("| tight | FAIL |"),
+        "{md}"
+    );
+    // A period without drills has none.
+    let r: Value = serde_json::from_slice(
+        &site
+            .drtest(&["report", "--period", "1999-Q1", "--format", "json"])
+            .stdout,
+    )
+    .unwrap();
+    assert!(r["drills"].as_array().unwrap().is_empty());
+    assert!(!site
+        .drtest(&["report", "--period", "2026-Q5"])
+        .status
+        .success());
+
+    let html = site.path("report.html");
+    let out = site.drtest(&[
+        "report",
+        "--period",
+        &year,
+        "--format",
+        "html",
+        "--output",
+        html.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Rendered by Chromium (scripts/test installs it): the DOM after layout holds both drills
+    // and the two charts, and a screenshot is taken (tests/target/report.png to look at).
+    let chromium = std::env::var("DRVAULT_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let url = format!("file://{}", html.display());
+    let dom = Command::new(&chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", &url])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {chromium} ({e}): run the tests through scripts/test, which installs it"));
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for id in [&passed["drill_id"], &failed["drill_id"]] {
+        assert!(
+            dom.contains(id.as_str().unwrap()),
+            "the rendered report shows drill {id}"
+        );
+    }
+    assert_eq!(dom.matches("<svg").count(), 2, "an RTO and an RPO chart");
+    assert!(dom.contains("2 drills, 1 passed."));
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("report.png");
+    fs::create_dir_all(shot.parent().unwrap()).unwrap();
+    let _ = fs::remove_file(&shot);
+    let out = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1200,1000",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
     );
 }

@@ -21,6 +21,28 @@ pub enum DrtestCommand {
     Run(RunArgs),
     /// The drills recorded in the repository's audit log, oldest first.
     History,
+    /// The auditor's report of a period: drills against objectives, backups, key operations,
+    /// audit-log integrity (docs/SOC2.md maps each section to its criteria).
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A year (2026), quarter (2026-Q4) or month (2026-11).
+    #[arg(long)]
+    pub period: String,
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: ReportFormat,
+    /// Write the report here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Md,
+    Html,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -43,8 +43,8 @@ pub struct DrillRecord {
     pub paths: Vec<String>,
     pub targets_used: Vec<String>,
     pub targets_excluded: Vec<String>,
-    pub rto_objective_seconds: u64,
-    pub rpo_objective_seconds: u64,
+    pub rto_objective_seconds: f64,
+    pub rpo_objective_seconds: f64,
     /// Drill start to data restored, verified and validated.
     pub rto_seconds: Option<f64>,
     /// Drill start minus the restored snapshot's time.
@@ -107,11 +107,11 @@ pub fn run(
             .filter(|t| !excluded.contains(t))
             .collect(),
         rto_objective_seconds: crate::duration::parse(&plan.rto_objective)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
         rpo_objective_seconds: crate::duration::parse(&plan.rpo_objective)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
         software_version: env!("CARGO_PKG_VERSION").to_string(),
         ..Default::default()
     };
@@ -277,13 +277,13 @@ fn drill(
     let rto = r.rto_seconds.unwrap_or(f64::MAX);
     let rpo = r.rpo_seconds.unwrap_or(f64::MAX);
     let mut misses = Vec::new();
-    if rto > r.rto_objective_seconds as f64 {
+    if rto > r.rto_objective_seconds {
         misses.push(format!(
             "RTO {rto:.1} s exceeds the objective of {} s",
             r.rto_objective_seconds
         ));
     }
-    if rpo > r.rpo_objective_seconds as f64 {
+    if rpo > r.rpo_objective_seconds {
         misses.push(format!(
             "RPO {rpo:.1} s exceeds the objective of {} s",
             r.rpo_objective_seconds

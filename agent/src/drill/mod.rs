@@ -2,6 +2,7 @@
 
 pub mod cli;
 mod engine;
+mod report;
 mod validate;
 
 use anyhow::{Context as _, Result};
@@ -67,6 +68,54 @@ pub fn run(cli: DrtestCli) -> Result<Exit> {
             Ok(match (record.passed, recorded.is_ok()) {
                 (true, true) => Exit::Ok,
                 _ => Exit::Failure,
+            })
+        }
+        DrtestCommand::Report(a) => {
+            let period = report::parse_period(&a.period)?;
+            let repo = ctx.open(g)?;
+            let entries: Vec<audit::AuditEntry> = ctx
+                .rt
+                .block_on(audit::read_all(&repo))?
+                .into_values()
+                .filter_map(|e| e.ok())
+                .collect();
+            let verified = ctx.rt.block_on(audit::verify(&repo))?;
+            let status = report::AuditStatus {
+                intact: verified.is_intact(),
+                entries: verified.entries,
+                head: verified.head.clone(),
+                problem: verified
+                    .first_broken
+                    .as_ref()
+                    .map(|(seq, why)| format!("broken at entry {seq}: {why}"))
+                    .or_else(|| {
+                        verified
+                            .catalog_mismatches
+                            .first()
+                            .map(|(seq, why)| format!("entry {seq}: {why}"))
+                    }),
+            };
+            let times: Vec<i64> = ctx
+                .rt
+                .block_on(repo.snapshots())?
+                .iter()
+                .map(|(_, s)| s.time_ns)
+                .collect();
+            let r = report::build(period, ctx.repo_location.clone(), &entries, &times, status);
+            let text = match a.format {
+                cli::ReportFormat::Md => report::markdown(&r),
+                cli::ReportFormat::Html => report::html(&r),
+                cli::ReportFormat::Json => serde_json::to_string_pretty(&r)? + "\n",
+            };
+            match &a.output {
+                Some(path) => std::fs::write(path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(if r.audit_log.intact {
+                Exit::Ok
+            } else {
+                Exit::Integrity
             })
         }
         DrtestCommand::History => {
