@@ -75,6 +75,20 @@ pub enum AuditCommand {
     Log,
     /// Check the whole chain and the catalog's copy; names the first broken entry (exit 11).
     Verify,
+    /// Write the entries of a time range with their anchoring hashes (JSON), for an auditor to
+    /// keep: the hash before the first entry and the hash of the last one tie the segment to
+    /// the chain.
+    Export {
+        /// RFC 3339 time or date (inclusive), e.g. 2026-10-01.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339 time or date (exclusive).
+        #[arg(long)]
+        until: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

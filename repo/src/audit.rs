@@ -38,7 +38,9 @@ pub struct AuditEntry {
     pub prev: String,
 }
 
-/// JSON with object keys sorted at every level and no insignificant whitespace.
+/// JSON with object keys sorted at every level and no insignificant whitespace. Numbers must
+/// survive a decode and re-encode unchanged (serde_json's `float_roundtrip`), since the chain
+/// hashes re-encoded entries.
 fn canonical(v: &serde_json::Value) -> serde_json::Value {
     match v {
         serde_json::Value::Object(m) => {
@@ -305,5 +307,39 @@ pub async fn verify(repo: &Repository) -> Result<VerifyReport> {
 impl VerifyReport {
     pub fn is_intact(&self) -> bool {
         self.first_broken.is_none() && self.catalog_mismatches.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_hashes_the_same_after_a_round_trip_through_its_encoding() {
+        // Floats that a best-effort parser would not give back exactly.
+        for (i, x) in [
+            0.1f64,
+            1.0 / 3.0,
+            0.036_017_34,
+            2.220_446_049_250_313e-16,
+            123_456.789_012_345_67,
+        ]
+        .iter()
+        .enumerate()
+        {
+            let e = AuditEntry {
+                seq: i as u64 + 1,
+                time: "2026-11-25T00:00:00.000Z".into(),
+                actor: "root@host".into(),
+                action: "drill.run".into(),
+                details: canonical(&serde_json::json!({ "z": x, "a": [x, { "y": x, "b": 1 }] })),
+                result: "ok".into(),
+                prev: GENESIS.into(),
+            };
+            let back: AuditEntry = serde_json::from_slice(&e.canonical_bytes()).unwrap();
+            assert_eq!(back.hash(), e.hash(), "{x}");
+            assert_eq!(back.canonical_bytes(), e.canonical_bytes());
+        }
     }
 }

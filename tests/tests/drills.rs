@@ -202,6 +202,36 @@ fn a_drill_without_the_primary_restores_from_the_secondary_and_passes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // An exported segment carries the hashes that tie it to the chain.
+    let day = &d["started"].as_str().unwrap()[..10];
+    let out = site.drvault(&["audit", "export", "--since", day]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seg: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seg["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(seg["entries"][0]["details"]["drill_id"], d["drill_id"]);
+    assert_eq!(seg["anchor_after"], seg["head"]);
+    assert_eq!(seg["anchor_before"].as_str().unwrap(), "0".repeat(64));
+    assert!(!site
+        .drvault(&["audit", "export", "--since", "yesterday"])
+        .status
+        .success());
+
+    // The drill's record changed in the repository copy (a byte of the sealed entry) is caught.
+    let entry = site.path("secondary/audit").join(format!("{:020}", 1));
+    let mut bytes = fs::read(&entry).unwrap();
+    bytes[30] ^= 0x20;
+    fs::write(&entry, bytes).unwrap();
+    let out = site.drvault(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(11));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("entry 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

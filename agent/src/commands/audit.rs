@@ -35,6 +35,51 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
             }
             Ok(if damaged { Exit::Integrity } else { Exit::Ok })
         }
+        AuditCommand::Export {
+            since,
+            until,
+            output,
+        } => {
+            let since = since.as_deref().map(parse_time).transpose()?;
+            let until = until.as_deref().map(parse_time).transpose()?;
+            let verified = ctx.rt.block_on(audit::verify(&repo))?;
+            if !verified.is_intact() {
+                anyhow::bail!("the audit log does not verify (run `drvault audit verify`); refusing to export a segment of it");
+            }
+            let entries: Vec<audit::AuditEntry> = ctx
+                .rt
+                .block_on(audit::read_all(&repo))?
+                .into_values()
+                .filter_map(|e| e.ok())
+                .collect();
+            let segment: Vec<&audit::AuditEntry> = entries
+                .iter()
+                .filter(|e| {
+                    let t = chrono::DateTime::parse_from_rfc3339(&e.time)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .ok();
+                    t.is_some_and(|t| since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u))
+                })
+                .collect();
+            let doc = serde_json::json!({
+                "repository": repo.config().id,
+                "since": since.map(|t| t.to_rfc3339()),
+                "until": until.map(|t| t.to_rfc3339()),
+                "entries": segment,
+                // The chain before the segment ends in `anchor_before`; the segment's last entry
+                // hashes to `anchor_after`; the whole log's head at export time is `head`.
+                "anchor_before": segment.first().map(|e| e.prev.clone()),
+                "anchor_after": segment.last().map(|e| e.hash()),
+                "head": verified.head,
+                "hash": "BLAKE3 over each entry's canonical JSON (docs/FORMAT.md section 17)",
+            });
+            let text = serde_json::to_string_pretty(&doc)? + "\n";
+            match output {
+                Some(p) => std::fs::write(p, text)?,
+                None => print!("{text}"),
+            }
+            Ok(Exit::Ok)
+        }
         AuditCommand::Verify => {
             let r = ctx.rt.block_on(audit::verify(&repo))?;
             if g.json {
@@ -61,4 +106,15 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
             })
         }
     }
+}
+
+/// An RFC 3339 time, or a date (midnight UTC).
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let d = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        anyhow::anyhow!("{text:?} is neither an RFC 3339 time nor a date like 2026-10-01")
+    })?;
+    Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
 }
