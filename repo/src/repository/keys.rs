@@ -349,16 +349,18 @@ impl Repository {
         let mut retire = Vec::new();
         for e in &old {
             let left = epochs.values().filter(|x| *x == e).count();
-            if left > 0 {
-                report.not_retired.push(format!(
-                    "epoch {e}: {left} objects are still sealed under it"
-                ));
-            } else if let Some(s) = sessions.iter().find(|s| s.epoch == *e) {
+            // A running backup explains leftover objects (its packs not yet indexed), so it is
+            // named first.
+            if let Some(s) = sessions.iter().find(|s| s.epoch == *e) {
                 report.not_retired.push(format!(
                     "epoch {e}: a backup on {} (pid {}) that started at {} still seals under it; run this again after it ends",
                     s.host,
                     s.pid,
                     chrono::DateTime::from_timestamp(s.started, 0).map(|t| t.to_rfc3339()).unwrap_or_default()
+                ));
+            } else if left > 0 {
+                report.not_retired.push(format!(
+                    "epoch {e}: {left} objects are still sealed under it"
                 ));
             } else {
                 retire.push(*e);
