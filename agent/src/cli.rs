@@ -61,12 +61,48 @@ pub enum Command {
     Targets,
     /// Copy to every target the objects it lacks, from targets holding intact copies.
     Sync,
+    /// Remove snapshots a retention policy does not keep (their data goes with `prune`).
+    Forget(ForgetArgs),
     /// The hash-chained audit log of key operations and drills.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Read every copy on every target, replace damaged copies from intact ones, and copy
     /// missing ones; needs no passphrase.
     Repair,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Keep the N newest snapshots of each group.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Keep the newest snapshot of each of the N most recent hours that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<usize>,
+    /// ... days (UTC).
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<usize>,
+    /// ... ISO weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<usize>,
+    /// ... months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<usize>,
+    /// ... years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<usize>,
+    /// Keep every snapshot taken within this duration before the group's newest (e.g. 30d).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Never remove snapshots with this tag (repeatable).
+    #[arg(long = "keep-tag", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
+    /// Only consider snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Show what would be removed and which rule keeps each survivor; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

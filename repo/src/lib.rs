@@ -14,6 +14,7 @@ pub mod packer;
 pub mod remote;
 pub mod replicas;
 pub mod repository;
+pub mod retention;
 pub mod store;
 pub mod sync;
 pub mod target;

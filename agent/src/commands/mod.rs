@@ -3,6 +3,7 @@
 mod audit;
 mod backup;
 mod check;
+mod forget;
 mod init;
 mod key;
 mod ls;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Sync => targets::sync(&ctx, g),
         Command::Repair => targets::repair(&ctx, g),
         Command::Audit(a) => audit::run(&ctx, g, a),
+        Command::Forget(a) => forget::run(&ctx, g, a),
     }
 }
 
