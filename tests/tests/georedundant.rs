@@ -241,9 +241,11 @@ fn a_region_killed_mid_upload_leaves_a_quorum_backup_that_sync_heals() {
     geo.server("us").restart();
     let (_, targets) = geo.json(&["targets", "--json"]);
     let owes = status_of(&targets, "us")["owes"].as_u64().unwrap();
+    // A write cut off by the kill may still have landed before the server died: the backup's
+    // record is an upper bound, the listing the truth.
     assert!(
-        owes >= owed_by_us,
-        "listing finds what us owes ({owes} < {owed_by_us})"
+        owes > 0 && owes <= owed_by_us,
+        "listing finds what us owes ({owes}, recorded {owed_by_us})"
     );
 
     let (code, report) = geo.json(&["sync", "--json"]);
