@@ -61,6 +61,16 @@ pub enum Command {
     Targets,
     /// Copy to every target the objects it lacks, from targets holding intact copies.
     Sync,
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for drvault, drtest and every subcommand into a directory.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Remove snapshots a retention policy does not keep (their data goes with `prune`).
     Forget(ForgetArgs),
     /// The hash-chained audit log of key operations and drills.

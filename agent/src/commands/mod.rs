@@ -3,6 +3,7 @@
 mod audit;
 mod backup;
 mod check;
+mod docs;
 mod forget;
 mod init;
 mod key;
@@ -20,6 +21,12 @@ use crate::context::Context;
 use crate::exit::Exit;
 
 pub fn run(cli: Cli) -> Result<Exit> {
+    // Documentation needs no repository, configuration or runtime.
+    match &cli.command {
+        Command::Completions { shell } => return docs::completions(*shell),
+        Command::Man { dir } => return docs::man(dir),
+        _ => {}
+    }
     let ctx = Context::new(&cli.global)?;
     let g = &cli.global;
     match &cli.command {
@@ -35,6 +42,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Repair => targets::repair(&ctx, g),
         Command::Audit(a) => audit::run(&ctx, g, a),
         Command::Forget(a) => forget::run(&ctx, g, a),
+        Command::Completions { .. } | Command::Man { .. } => Ok(Exit::Ok),
     }
 }
 
