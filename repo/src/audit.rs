@@ -69,27 +69,6 @@ fn object_name(seq: u64) -> String {
     format!("{PREFIX}{seq:020}")
 }
 
-fn actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid {}", rustix_uid()));
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{host}")
-}
-
-fn rustix_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|u| u.parse().ok()))
-        })
-        .unwrap_or(u32::MAX)
-}
-
 fn seal(repo: &Repository, name: &str, entry: &AuditEntry) -> Result<Vec<u8>> {
     let header = Header {
         kind: ObjectKind::AuditEntry,
@@ -159,7 +138,7 @@ pub async fn append(
         let entry = AuditEntry {
             seq: head.as_ref().map_or(1, |h| h.seq + 1),
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            actor: actor(),
+            actor: crate::host::actor(),
             action: action.to_string(),
             details: canonical(&details),
             result: result.to_string(),

@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::host::hostname;
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -46,12 +47,6 @@ pub struct Lease {
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn lease_name(seq: u64) -> String {

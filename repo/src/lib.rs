@@ -8,6 +8,7 @@ pub mod check;
 pub mod chunker;
 mod error;
 pub mod format;
+pub mod host;
 mod id;
 pub mod lease;
 pub mod packer;

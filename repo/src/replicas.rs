@@ -6,11 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::format::paths;
 use crate::store::{content_matches_name, Store};
+use crate::sync::copy_verified;
 use crate::target::Target;
 use crate::{Error, Result};
 
@@ -233,41 +233,14 @@ async fn heal_one(
             "config differs between targets; compare the copies by hand".into(),
         ));
     }
-    let mut source: Option<Bytes> = None;
-    for (i, c) in report.targets.iter().enumerate() {
-        if i == to
-            || !c.reachable
-            || c.missing.iter().any(|n| n == name)
-            || c.corrupt.iter().any(|n| n == name)
-        {
-            continue;
-        }
-        match targets[i].get(name).await {
-            Ok(b) if content_matches_name(name, &b) => {
-                source = Some(b);
-                break;
-            }
-            Ok(_) => tracing::warn!("target {}: {name} is damaged too", c.name),
-            Err(e) => tracing::warn!("target {}: cannot read {name}: {e}", c.name),
-        }
-    }
-    let bytes = source.ok_or_else(|| Error::Integrity {
-        object: name.to_string(),
-        reason: "no target holds an intact copy".into(),
-    })?;
-    let target = &targets[to];
-    if replace {
-        // Objects are written create-only, so the damaged copy goes first. An intact copy exists
-        // elsewhere (just read), so nothing is lost if this stops in between.
-        target.delete(name).await?;
-    }
-    target.put_new(name, bytes, true).await?;
-    let back = target.get(name).await?;
-    if !content_matches_name(name, &back) {
-        return Err(Error::Integrity {
-            object: format!("{name} on {}", target.name()),
-            reason: "the new copy does not match its name after writing".into(),
-        });
-    }
-    Ok(())
+    let sources = report.targets.iter().enumerate().filter_map(|(i, c)| {
+        let intact = i != to
+            && c.reachable
+            && !c.missing.iter().any(|n| n == name)
+            && !c.corrupt.iter().any(|n| n == name);
+        intact.then(|| &targets[i])
+    });
+    copy_verified(sources, name, &targets[to], replace)
+        .await
+        .map(|_| ())
 }

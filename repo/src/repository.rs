@@ -379,13 +379,7 @@ impl Repository {
     // ---- index ----
 
     async fn load_index(&self) -> Result<()> {
-        let names: Vec<String> = self
-            .store
-            .list(paths::INDEX)
-            .await?
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
+        let names: Vec<String> = self.store.list_names(paths::INDEX).await?;
         let Some(dir) = self.state_dir.clone() else {
             let mut idx = MemIndex::default();
             for (_, file) in self.fetch_indexes(names).await? {

@@ -233,20 +233,17 @@ impl Store {
 
     /// Reads a whole object from the first target that has an intact copy.
     pub async fn get(&self, name: &str) -> Result<Bytes> {
-        self.read_with(
-            name,
-            |t| t.get(name),
-            |b| {
-                if content_matches_name(name, &b) {
-                    Ok(b)
-                } else {
-                    Err(Error::Integrity {
-                        object: name.to_string(),
-                        reason: "content does not match its name".into(),
-                    })
-                }
-            },
-        )
+        self.first_served(name, |t| async move {
+            let b = t.get(name).await?;
+            if content_matches_name(name, &b) {
+                Ok(b)
+            } else {
+                Err(Error::Integrity {
+                    object: name.to_string(),
+                    reason: "content does not match its name".into(),
+                })
+            }
+        })
         .await
     }
 
@@ -268,53 +265,37 @@ impl Store {
         F: Fn(Bytes) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        let use_bytes = &use_bytes;
+        self.first_served(name, |t| {
+            let range = range.clone();
+            async move { use_bytes(t.get_range(name, range).await?).await }
+        })
+        .await
+    }
+
+    /// The object's size on the first target that has it.
+    pub async fn size(&self, name: &str) -> Result<u64> {
+        self.first_served(name, |t| t.size(name)).await
+    }
+
+    /// Tries `read` on each target in read order and returns the first success; every failure
+    /// is logged and, when all fail, summed up by [`every_target_failed`].
+    async fn first_served<'a, T, Fut>(
+        &'a self,
+        name: &str,
+        read: impl Fn(&'a Target) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
         let mut failures = Vec::new();
         for t in self.read_order() {
-            let attempt = match t.get_range(name, range.clone()).await {
-                Ok(b) => use_bytes(b).await,
-                Err(e) => Err(e),
-            };
-            match attempt {
+            match read(t).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     note_fallback(self.targets.len(), t, name, &e);
                     failures.push((t.name().to_string(), e));
                 }
-            }
-        }
-        Err(every_target_failed(name, failures))
-    }
-
-    async fn read_with<'a, Fut, V>(
-        &'a self,
-        name: &str,
-        fetch: impl Fn(&'a Target) -> Fut,
-        verify: V,
-    ) -> Result<Bytes>
-    where
-        Fut: Future<Output = Result<Bytes>>,
-        V: Fn(Bytes) -> Result<Bytes>,
-    {
-        let mut failures = Vec::new();
-        for t in self.read_order() {
-            match fetch(t).await.and_then(&verify) {
-                Ok(b) => return Ok(b),
-                Err(e) => {
-                    note_fallback(self.targets.len(), t, name, &e);
-                    failures.push((t.name().to_string(), e));
-                }
-            }
-        }
-        Err(every_target_failed(name, failures))
-    }
-
-    /// The object's size on the first target that has it.
-    pub async fn size(&self, name: &str) -> Result<u64> {
-        let mut failures = Vec::new();
-        for t in self.read_order() {
-            match t.size(name).await {
-                Ok(s) => return Ok(s),
-                Err(e) => failures.push((t.name().to_string(), e)),
             }
         }
         Err(every_target_failed(name, failures))
@@ -354,6 +335,16 @@ impl Store {
             (false, Some(e)) => Err(e),
             _ => Ok(seen.into_values().collect()),
         }
+    }
+
+    /// The names of the objects under `prefix` (see [`Self::list`]).
+    pub async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect())
     }
 
     /// Deletes an object from every target (absent counts as deleted). Every target is tried;

@@ -136,34 +136,48 @@ pub async fn sync(store: &Store) -> Result<SyncReport> {
 }
 
 async fn copy_one(targets: &[Target], name: &str, from: &[usize], to: &Target) -> Result<u64> {
-    let mut last = None;
-    for &i in from {
-        let source = &targets[i];
+    copy_verified(from.iter().map(|&i| &targets[i]), name, to, false).await
+}
+
+/// Puts an intact copy of `name` on `to`, read from the first of `sources` whose copy matches
+/// its name, and reads it back to check it. With `replace`, the copy on `to` (damaged) is
+/// deleted first, since objects are written create-only; an intact copy has been read by then,
+/// so nothing is lost if this stops in between. Returns the object's size.
+pub(crate) async fn copy_verified<'a>(
+    sources: impl IntoIterator<Item = &'a Target>,
+    name: &str,
+    to: &Target,
+    replace: bool,
+) -> Result<u64> {
+    let mut bytes = None;
+    let mut reasons = Vec::new();
+    for source in sources {
         match source.get(name).await {
-            Ok(bytes) if content_matches_name(name, &bytes) => {
-                let len = bytes.len() as u64;
-                to.put_new(name, bytes, true).await?;
-                let back = to.get(name).await?;
-                if !content_matches_name(name, &back) {
-                    return Err(Error::Integrity {
-                        object: format!("{name} on {}", to.name()),
-                        reason: "the copy does not match its name after writing".into(),
-                    });
-                }
-                return Ok(len);
+            Ok(b) if content_matches_name(name, &b) => {
+                bytes = Some(b);
+                break;
             }
-            Ok(_) => {
-                last = Some(Error::Integrity {
-                    object: format!("{name} on {}", source.name()),
-                    reason: "content does not match its name".into(),
-                })
-            }
-            Err(e) => last = Some(e),
+            Ok(_) => reasons.push(format!("{}: damaged too", source.name())),
+            Err(e) => reasons.push(format!("{}: {e}", source.name())),
         }
     }
-    Err(last.unwrap_or_else(|| Error::NotFound {
-        name: name.to_string(),
-    }))
+    let bytes = bytes.ok_or_else(|| Error::Integrity {
+        object: name.to_string(),
+        reason: format!("no target holds an intact copy ({})", reasons.join("; ")),
+    })?;
+    let len = bytes.len() as u64;
+    if replace {
+        to.delete(name).await?;
+    }
+    to.put_new(name, bytes, true).await?;
+    let back = to.get(name).await?;
+    if !content_matches_name(name, &back) {
+        return Err(Error::Integrity {
+            object: format!("{name} on {}", to.name()),
+            reason: "the new copy does not match its name after writing".into(),
+        });
+    }
+    Ok(len)
 }
 
 /// Replaces the catalog's record of what each reachable target owes with what a survey's

@@ -145,19 +145,11 @@ impl Target {
         if self.local {
             return;
         }
-        let config = Path::from(crate::format::paths::CONFIG);
-        let head = self.inner.head(&config);
-        let failure = match tokio::time::timeout(deadline, head).await {
-            Ok(Ok(_)) | Ok(Err(object_store::Error::NotFound { .. })) => return,
-            Ok(Err(e)) => map_err(crate::format::paths::CONFIG, e).to_string(),
-            Err(_) => format!("no answer within {} s", deadline.as_secs()),
-        };
-        if !self.degraded.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                "target {} is degraded for the rest of this run: {failure}",
-                self.name
-            );
-        }
+        let config = crate::format::paths::CONFIG;
+        // A missing `config` still means the target answered.
+        let _ = self
+            .guard_within(Some(deadline), config, self.size_unguarded(config))
+            .await;
     }
 
     /// Wraps any object store (used by tests and later targets).
@@ -179,7 +171,17 @@ impl Target {
 
     /// Runs one operation under the deadline and records a failure of the target itself.
     async fn guard<T>(&self, object: &str, op: impl Future<Output = Result<T>>) -> Result<T> {
-        let r = match self.deadline {
+        self.guard_within(self.deadline, object, op).await
+    }
+
+    /// [`Self::guard`] with an explicit deadline (the probe's is shorter).
+    async fn guard_within<T>(
+        &self,
+        deadline: Option<Duration>,
+        object: &str,
+        op: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let r = match deadline {
             Some(d) => tokio::time::timeout(d, op).await.unwrap_or_else(|_| {
                 Err(Error::Unavailable {
                     target: self.name.clone(),
@@ -269,14 +271,15 @@ impl Target {
     }
 
     pub async fn size(&self, name: &str) -> Result<u64> {
+        self.guard(name, self.size_unguarded(name)).await
+    }
+
+    async fn size_unguarded(&self, name: &str) -> Result<u64> {
         let m = self
-            .guard(name, async {
-                self.inner
-                    .head(&Path::from(name))
-                    .await
-                    .map_err(|e| map_err(name, e))
-            })
-            .await?;
+            .inner
+            .head(&Path::from(name))
+            .await
+            .map_err(|e| map_err(name, e))?;
         Ok(m.size)
     }
 

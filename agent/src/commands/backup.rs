@@ -21,7 +21,7 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
         }
     }
     let repo = ctx.open(g)?;
-    let host = a.host.clone().unwrap_or_else(hostname);
+    let host = a.host.clone().unwrap_or_else(drvault_repo::host::hostname);
     let snaps = ctx.rt.block_on(repo.snapshots())?;
     let parent = match &a.parent {
         Some(spec) => {
@@ -136,9 +136,4 @@ fn repository_exists(ctx: &Context) -> Result<bool> {
         Err(drvault_repo::Error::NotFound { .. }) => Ok(false),
         Err(e) => Err(e.into()),
     }
-}
-
-fn hostname() -> String {
-    let u = rustix::system::uname();
-    u.nodename().to_string_lossy().into_owned()
 }

@@ -64,20 +64,6 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn operator() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()));
-    format!("{user}@{}", hostname())
-}
-
-fn hostname() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// Runs the drill. Never fails on the drill's own problems: those make a failed record. The
 /// repository handle it returns (when one could be opened) is where the record goes.
 pub fn run(
@@ -96,8 +82,8 @@ pub fn run(
             hex::encode(drvault_keyring::random_bytes::<4>().unwrap_or_default())
         ),
         plan: plan.name.clone(),
-        operator: operator(),
-        host: hostname(),
+        operator: drvault_repo::host::actor(),
+        host: drvault_repo::host::hostname(),
         started: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         paths: plan.paths.clone(),
         targets_excluded: excluded.to_vec(),

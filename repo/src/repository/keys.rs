@@ -150,7 +150,7 @@ impl Repository {
     async fn object_epochs(&self, prefixes: &[&str]) -> Result<BTreeMap<String, u32>> {
         let mut names = Vec::new();
         for p in prefixes {
-            names.extend(self.store.list(p).await?.into_iter().map(|l| l.name));
+            names.extend(self.store.list_names(p).await?);
         }
         futures::stream::iter(names)
             .map(|name| async move {
@@ -203,13 +203,7 @@ impl Repository {
             .find(|e| e.id == id)
             .map_or(0, |e| e.created);
         let epochs = self.object_epochs(&[paths::DATA]).await?;
-        let names: Vec<String> = self
-            .store
-            .list(paths::INDEX)
-            .await?
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
+        let names: Vec<String> = self.store.list_names(paths::INDEX).await?;
         let mut seen = HashSet::new();
         let mut blobs = 0u64;
         for (_, f) in self.fetch_indexes(names).await? {
@@ -394,13 +388,7 @@ impl Repository {
             return Ok(0);
         }
         // Blobs already held by a pack under a current epoch (from an interrupted run).
-        let index_names: Vec<String> = self
-            .store
-            .list(paths::INDEX)
-            .await?
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
+        let index_names: Vec<String> = self.store.list_names(paths::INDEX).await?;
         let files = self.fetch_indexes(index_names.clone()).await?;
         let mut safe_blobs: HashSet<Id> = HashSet::new();
         for (_, f) in &files {
@@ -483,13 +471,7 @@ impl Repository {
         // written before any old index object or pack is deleted.
         lease.keep_alive(&self.store).await?;
         let old_pack_ids: HashSet<Id> = old_packs.iter().filter_map(|n| name_id(n).ok()).collect();
-        let index_names: Vec<String> = self
-            .store
-            .list(paths::INDEX)
-            .await?
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
+        let index_names: Vec<String> = self.store.list_names(paths::INDEX).await?;
         let files = self.fetch_indexes(index_names.clone()).await?;
         let mut seen = HashSet::new();
         let mut keep = Vec::new();
@@ -507,10 +489,9 @@ impl Repository {
         self.flush_index().await?;
         let now_listed: HashSet<String> = self
             .store
-            .list(paths::INDEX)
+            .list_names(paths::INDEX)
             .await?
             .into_iter()
-            .map(|l| l.name)
             .collect();
         let written: HashSet<&String> = now_listed
             .iter()
@@ -525,13 +506,7 @@ impl Repository {
 
         // Snapshots: re-sealed one by one; an interrupted run may have written the new copy
         // already, recognised by its plaintext.
-        let snaps: Vec<String> = self
-            .store
-            .list(paths::SNAPSHOTS)
-            .await?
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
+        let snaps: Vec<String> = self.store.list_names(paths::SNAPSHOTS).await?;
         let mut current: HashSet<[u8; 32]> = HashSet::new();
         for name in snaps
             .iter()
