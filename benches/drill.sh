@@ -5,23 +5,10 @@
 #   benches/drill.sh [--size-mib N] [--workdir DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZE_MIB=1024
-WORKDIR=${TMPDIR:-/tmp}/drvault-bench-drill
-while [ $# -gt 0 ]; do
-  case $1 in
-    --size-mib) SIZE_MIB=$2; shift 2 ;;
-    --workdir) WORKDIR=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-  esac
-done
+. benches/common.sh
+bench_setup drill "$@"
 export DRVAULT_PASSWORD=bench
-cargo build --release -q -p drvault
 BIN=$PWD/target/release
-rm -rf "$WORKDIR"; mkdir -p "$WORKDIR"
-SRC=$WORKDIR/corpus; mkdir -p "$SRC"
-{ find /usr/lib /usr/share -xdev -type f -size +0 -printf '%s %p\n' 2>/dev/null | sort -k2 |
-  awk -v budget=$((SIZE_MIB * 1048576)) '{ if (sum + $1 > budget) exit; sum += $1; print $2 }' |
-  tar -C / --no-recursion --hard-dereference -T - -cf - 2>/dev/null | tar -C "$SRC" -xf -; } || true
 REL=${SRC#/}
 cat >"$WORKDIR/drvault.toml" <<TOML
 [[targets]]

