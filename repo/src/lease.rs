@@ -131,7 +131,7 @@ impl Lease {
         self.body.expires = now() + self.ttl.as_secs() as i64;
         self.create(store).await?;
         // The superseded lease objects are clutter, not state.
-        let _ = store.delete(&lease_name(self.seq - 1)).await;
+        store.delete_best_effort(&lease_name(self.seq - 1)).await;
         Ok(())
     }
 
@@ -150,7 +150,7 @@ impl Lease {
         self.body.expires = 0;
         self.create(store).await?;
         for seq in self.seq.saturating_sub(2)..self.seq {
-            let _ = store.delete(&lease_name(seq)).await;
+            store.delete_best_effort(&lease_name(seq)).await;
         }
         Ok(())
     }
@@ -208,8 +208,10 @@ impl Session {
         Ok(Session { name })
     }
 
-    pub async fn end(self, store: &Store) -> Result<()> {
-        store.delete(&self.name).await
+    /// Removes the announcement; a target that failed during the backup may keep it, and
+    /// [`live_sessions`] then takes it for stale.
+    pub async fn end(self, store: &Store) {
+        store.delete_best_effort(&self.name).await;
     }
 }
 

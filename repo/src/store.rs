@@ -337,6 +337,20 @@ impl Store {
         }
     }
 
+    /// Deletes a bookkeeping object (a backup session, a superseded lease) where it can be done
+    /// now: targets that failed earlier in this run are skipped and failures are only logged,
+    /// so a dead or stalled target never holds up the end of a run. What stays behind is
+    /// recognised as stale by its readers.
+    pub async fn delete_best_effort(&self, name: &str) {
+        let live = self.targets.iter().filter(|t| !t.is_degraded());
+        for r in futures::future::join_all(live.map(|t| t.delete(name))).await {
+            match r {
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => tracing::info!("{name} not deleted everywhere: {e}"),
+            }
+        }
+    }
+
     /// The names of the objects under `prefix` (see [`Self::list`]).
     pub async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
         Ok(self

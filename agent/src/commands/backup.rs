@@ -64,7 +64,7 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
         repo.keyring().active_epoch()?.0,
     ))?;
     if !ctx.rt.block_on(repo.keyring_is_current())? {
-        ctx.rt.block_on(session.end(repo.store()))?;
+        ctx.rt.block_on(session.end(repo.store()));
         repo = ctx.open(g)?;
         session = ctx.rt.block_on(Session::start(
             repo.store(),
@@ -72,9 +72,7 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
         ))?;
     }
     let out = backup::run(&ctx.rt, repo.clone(), req);
-    if let Err(e) = ctx.rt.block_on(session.end(repo.store())) {
-        tracing::warn!("backup session marker not removed ({e}); it expires on its own");
-    }
+    ctx.rt.block_on(session.end(repo.store()));
     let out = out?;
     let owed = ctx.rt.block_on(repo.remember_owed());
     for (target, n) in &owed {
