@@ -12,7 +12,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Global {
     /// Repository path or URL [default: the embedded local repository, /var/lib/drvault/repo for
     /// root, else $XDG_DATA_HOME/drvault/repo]
@@ -73,12 +73,33 @@ pub enum Command {
     },
     /// Remove snapshots a retention policy does not keep (their data goes with `prune`).
     Forget(ForgetArgs),
+    /// Run the configured [[jobs]] on their schedules (the systemd service; docs/OPERATIONS.md).
+    Agent(AgentArgs),
+    /// The agent's job history, with the success rate per job.
+    Jobs(JobsArgs),
     /// The hash-chained audit log of key operations and drills.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Read every copy on every target, replace damaged copies from intact ones, and copy
     /// missing ones; needs no passphrase.
     Repair,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Validate the configuration, print each job's next three runs, and exit.
+    #[arg(long)]
+    pub print_schedule: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only runs started within this period before now (e.g. 30d, 90d) [default: all].
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// Only this job.
+    #[arg(long)]
+    pub job: Option<String>,
 }
 
 #[derive(Debug, Args)]

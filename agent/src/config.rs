@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+mod jobs;
+pub use jobs::{AgentSection, Job, JobConfig, JobKind};
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -27,6 +30,10 @@ pub struct Config {
     pub keys: KeysSection,
     #[serde(default)]
     pub drills: Vec<DrillPlan>,
+    #[serde(default)]
+    pub agent: AgentSection,
+    #[serde(default)]
+    pub jobs: Vec<JobConfig>,
 }
 
 /// A restore drill (`[[drills]]`), run by `drtest run --plan NAME`.
@@ -37,7 +44,7 @@ pub struct DrillPlan {
     /// Backed-up paths to restore (default: the whole snapshot).
     #[serde(default)]
     pub paths: Vec<String>,
-    /// A backup job's name (its paths), once jobs exist in the config.
+    /// A backup job of `[[jobs]]` whose paths (and host) the drill restores, instead of `paths`.
     pub job: Option<String>,
     /// Only snapshots of this host (default: any host).
     pub host: Option<String>,
@@ -150,6 +157,8 @@ impl Config {
             );
         }
         config.validate()?;
+        config.jobs()?;
+        config.agent.metrics_address()?;
         config.tuning()?;
         config.keys.policy()?;
         for d in &config.drills {
@@ -161,6 +170,16 @@ impl Config {
                 crate::duration::parse(t)
                     .with_context(|| format!("drill {}: validate_timeout", d.name))?;
             }
+            if let Some(job) = &d.job {
+                match config.jobs.iter().find(|j| &j.name == job) {
+                    Some(j) if j.kind == JobKind::Backup => {}
+                    Some(_) => bail!("drill {}: job {job:?} is not a backup job", d.name),
+                    None => bail!("drill {}: job {job:?} is not a [[jobs]] entry", d.name),
+                }
+                if !d.paths.is_empty() {
+                    bail!("drill {}: give either `job` or `paths`, not both", d.name);
+                }
+            }
             for t in &d.exclude_targets {
                 if !config.targets.iter().any(|c| &c.name == t) {
                     bail!(
@@ -171,6 +190,33 @@ impl Config {
             }
         }
         Ok(config)
+    }
+
+    /// The drill plans, with a plan that names a backup job given that job's paths and host.
+    pub fn resolved_drills(&self) -> Vec<DrillPlan> {
+        let mut plans = self.drills.clone();
+        for p in &mut plans {
+            let Some(job) = p
+                .job
+                .as_ref()
+                .and_then(|n| self.jobs.iter().find(|j| &j.name == n))
+            else {
+                continue;
+            };
+            if p.paths.is_empty() {
+                p.paths = job.paths.clone();
+            }
+            if p.host.is_none() {
+                p.host = job.host.clone();
+            }
+        }
+        plans
+    }
+
+    /// The `[[jobs]]`, validated.
+    pub fn jobs(&self) -> Result<Vec<Job>> {
+        let plans: Vec<String> = self.drills.iter().map(|d| d.name.clone()).collect();
+        jobs::validate_jobs(&self.jobs, &plans)
     }
 
     fn validate(&self) -> Result<()> {

@@ -12,7 +12,7 @@ use tokio::runtime::Runtime;
 use crate::cli::Global;
 use crate::config::Config;
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
@@ -71,6 +71,15 @@ pub struct Context {
 
 impl Context {
     pub fn new(g: &Global) -> Result<Self> {
+        let file = match crate::config::locate(g.config.as_deref(), is_root()) {
+            Some(path) => Some(Config::load(&path)?),
+            None => None,
+        };
+        Self::with_config(g, file)
+    }
+
+    /// A context for an already loaded configuration file (the agent keeps the last good one).
+    pub fn with_config(g: &Global, file: Option<Config>) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             // Few blocking threads: each one can hold a malloc arena of freed pack buffers.
@@ -78,11 +87,10 @@ impl Context {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        let file = match crate::config::locate(g.config.as_deref(), is_root()) {
-            Some(path) => Some(Config::load(&path)?),
-            None => None,
-        };
-        let drills = file.as_ref().map(|c| c.drills.clone()).unwrap_or_default();
+        let drills = file
+            .as_ref()
+            .map(|c| c.resolved_drills())
+            .unwrap_or_default();
         let rotation = match &file {
             Some(c) => c.keys.policy()?,
             None => crate::config::KeysSection::default().policy()?,

@@ -1,5 +1,6 @@
 //! The drvault agent: the `drvault` and `drtest` commands share everything here.
 
+mod agent;
 mod alloc;
 mod backup;
 mod cli;
@@ -10,6 +11,7 @@ mod drill;
 mod duration;
 mod exit;
 mod password;
+mod stop;
 
 use clap::Parser;
 

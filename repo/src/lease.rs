@@ -158,13 +158,28 @@ impl Lease {
 
 /// A lease held by a process of this host that no longer exists (killed, crashed) is stale.
 fn holder_is_dead(held: &LeaseBody) -> bool {
-    held.host == hostname()
-        && held.pid != std::process::id()
-        && !std::path::Path::new(&format!("/proc/{}", held.pid)).exists()
+    held.host == hostname() && held.pid != std::process::id() && !process_exists(held.pid)
 }
 
 fn session_is_dead(s: &SessionBody) -> bool {
-    s.host == hostname() && !std::path::Path::new(&format!("/proc/{}", s.pid)).exists()
+    s.host == hostname() && !process_exists(s.pid)
+}
+
+/// Whether a process of this host exists. Asked of the kernel (signal 0), not of /proc: under
+/// systemd's ProtectProc=invisible the agent cannot see other users' processes in /proc, and
+/// a root backup that looked dead would let prune or re-encryption take its data away.
+fn process_exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    // EPERM: it exists but belongs to another user. Anything unexpected counts as alive.
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(e) if e == rustix::io::Errno::SRCH
+    )
 }
 
 fn locked(held: &LeaseBody) -> Error {

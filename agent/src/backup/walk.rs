@@ -226,6 +226,11 @@ impl Walker {
         parent: Option<Node>,
         root_dev: u64,
     ) -> Result<Option<Entry>> {
+        // A clean point: everything handed to the pipeline so far is packed, uploaded and
+        // indexed by `Pipeline::finish` before the error reaches the caller.
+        if crate::stop::requested() {
+            return Err(crate::stop::Interrupted.into());
+        }
         if self.excluded(path) {
             return Ok(None);
         }

@@ -6,7 +6,81 @@ use crate::cli::{BackupArgs, Global};
 use crate::context::Context;
 use crate::exit::Exit;
 
+/// A finished backup: the snapshot, and the objects each target missed.
+pub struct Done {
+    pub outcome: backup::BackupOutcome,
+    pub owed: std::collections::BTreeMap<String, u64>,
+}
+
 pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
+    stop_on_signals(ctx);
+    let Done { outcome: out, owed } = backup_once(ctx, g, a)?;
+    let s = &out.snapshot.summary;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "id": out.id.to_hex(), "short_id": out.id.short(), "parent": out.snapshot.parent.map(|p| p.to_hex()),
+                "files_new": s.files_new, "files_changed": s.files_changed, "files_unchanged": s.files_unchanged,
+                "dirs": s.dirs, "other_entries": s.other_entries, "bytes_read": s.bytes_read, "bytes_total": s.bytes_total,
+                "bytes_added": s.bytes_added, "blobs_added": s.blobs_added, "errors": s.errors, "duration_ms": s.duration_ms,
+                "owed": owed,
+            })
+        );
+    } else if !g.quiet {
+        println!("snapshot {} saved", out.id.short());
+        println!(
+            "files: {} new, {} changed, {} unchanged; {} directories, {} other entries",
+            s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.other_entries
+        );
+        println!(
+            "read {} of {}, added {} to the repository in {:.2} s",
+            super::human(s.bytes_read),
+            super::human(s.bytes_total),
+            super::human(s.bytes_added),
+            s.duration_ms as f64 / 1000.0
+        );
+        if s.errors > 0 {
+            println!(
+                "{} entries could not be read (see the warnings above); the snapshot lacks them",
+                s.errors
+            );
+        }
+    }
+    Ok(if s.errors > 0 {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    })
+}
+
+/// Ctrl-C or SIGTERM stops the backup at a clean point (what was uploaded is indexed, so the
+/// next backup continues from it); a second one ends the process at once.
+fn stop_on_signals(ctx: &Context) {
+    use tokio::signal::unix::{signal, SignalKind};
+    ctx.rt.spawn(async {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        for n in 0.. {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if n > 0 {
+                std::process::exit(130);
+            }
+            eprintln!("drvault: stopping at the next clean point (again to stop at once)");
+            crate::stop::request();
+        }
+    });
+}
+
+/// Runs one backup (creating the repository first with `--init`); prints nothing on stdout.
+pub fn backup_once(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Done> {
     if a.init && !repository_exists(ctx)? {
         let (_, recovery) = super::init::init(
             ctx,
@@ -81,43 +155,7 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
              run `drvault sync` once it is back"
         );
     }
-    let s = &out.snapshot.summary;
-    if g.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "id": out.id.to_hex(), "short_id": out.id.short(), "parent": out.snapshot.parent.map(|p| p.to_hex()),
-                "files_new": s.files_new, "files_changed": s.files_changed, "files_unchanged": s.files_unchanged,
-                "dirs": s.dirs, "other_entries": s.other_entries, "bytes_read": s.bytes_read, "bytes_total": s.bytes_total,
-                "bytes_added": s.bytes_added, "blobs_added": s.blobs_added, "errors": s.errors, "duration_ms": s.duration_ms,
-                "owed": owed,
-            })
-        );
-    } else if !g.quiet {
-        println!("snapshot {} saved", out.id.short());
-        println!(
-            "files: {} new, {} changed, {} unchanged; {} directories, {} other entries",
-            s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.other_entries
-        );
-        println!(
-            "read {} of {}, added {} to the repository in {:.2} s",
-            super::human(s.bytes_read),
-            super::human(s.bytes_total),
-            super::human(s.bytes_added),
-            s.duration_ms as f64 / 1000.0
-        );
-        if s.errors > 0 {
-            println!(
-                "{} entries could not be read (see the warnings above); the snapshot lacks them",
-                s.errors
-            );
-        }
-    }
-    Ok(if s.errors > 0 {
-        Exit::Partial
-    } else {
-        Exit::Ok
-    })
+    Ok(Done { outcome: out, owed })
 }
 
 /// True when the repository's `config` object can be read; false only when it is known to be

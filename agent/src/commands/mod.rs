@@ -1,11 +1,12 @@
 //! One module per subcommand.
 
 mod audit;
-mod backup;
+pub mod backup;
 mod check;
 mod docs;
 mod forget;
 mod init;
+mod jobs;
 mod key;
 mod ls;
 mod restore;
@@ -21,27 +22,37 @@ use crate::context::Context;
 use crate::exit::Exit;
 
 pub fn run(cli: Cli) -> Result<Exit> {
-    // Documentation needs no repository, configuration or runtime.
     match &cli.command {
+        // Documentation needs no repository, configuration or runtime.
         Command::Completions { shell } => return docs::completions(*shell),
         Command::Man { dir } => return docs::man(dir),
+        // The job history is a local file.
+        Command::Jobs(a) => return jobs::run(&cli.global, a),
+        // The agent builds its contexts from the configuration it keeps across reloads.
+        Command::Agent(a) => return crate::agent::run(&cli.global, a),
         _ => {}
     }
     let ctx = Context::new(&cli.global)?;
-    let g = &cli.global;
-    match &cli.command {
-        Command::Init(a) => init::run(&ctx, g, a),
-        Command::Backup(a) => backup::run(&ctx, g, a),
-        Command::Snapshots => snapshots::run(&ctx, g),
-        Command::Ls(a) => ls::run(&ctx, g, a),
-        Command::Restore(a) => restore::run(&ctx, g, a),
-        Command::Check(a) => check::run(&ctx, g, a),
-        Command::Key(k) => key::run(&ctx, g, k),
-        Command::Targets => targets::run(&ctx, g),
-        Command::Sync => targets::sync(&ctx, g),
-        Command::Repair => targets::repair(&ctx, g),
-        Command::Audit(a) => audit::run(&ctx, g, a),
-        Command::Forget(a) => forget::run(&ctx, g, a),
+    dispatch(&ctx, &cli.global, &cli.command)
+}
+
+/// Runs one command with an existing context (the agent's jobs come through here too).
+pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &Command) -> Result<Exit> {
+    match command {
+        Command::Init(a) => init::run(ctx, g, a),
+        Command::Backup(a) => backup::run(ctx, g, a),
+        Command::Snapshots => snapshots::run(ctx, g),
+        Command::Ls(a) => ls::run(ctx, g, a),
+        Command::Restore(a) => restore::run(ctx, g, a),
+        Command::Check(a) => check::run(ctx, g, a),
+        Command::Key(k) => key::run(ctx, g, k),
+        Command::Targets => targets::run(ctx, g),
+        Command::Sync => targets::sync(ctx, g),
+        Command::Repair => targets::repair(ctx, g),
+        Command::Audit(a) => audit::run(ctx, g, a),
+        Command::Forget(a) => forget::run(ctx, g, a),
+        Command::Agent(_) => anyhow::bail!("the agent does not run itself as a job"),
+        Command::Jobs(a) => jobs::run(g, a),
         Command::Completions { .. } | Command::Man { .. } => Ok(Exit::Ok),
     }
 }

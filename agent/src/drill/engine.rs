@@ -128,9 +128,7 @@ fn drill(
 ) -> std::result::Result<std::sync::Arc<Repository>, DrillError> {
     if plan.job.is_some() && plan.paths.is_empty() {
         return Err((
-            anyhow::anyhow!(
-                "plans that name a job need the agent's jobs (not in this version); give paths"
-            ),
+            anyhow::anyhow!("the plan's job has no paths; give the plan paths"),
             None,
         ));
     }

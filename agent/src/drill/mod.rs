@@ -14,8 +14,12 @@ use cli::{DrtestCli, DrtestCommand};
 
 pub fn run(cli: DrtestCli) -> Result<Exit> {
     let ctx = Context::new(&cli.global)?;
-    let g = &cli.global;
-    match &cli.command {
+    dispatch(&ctx, &cli.global, &cli.command)
+}
+
+/// Runs one `drtest` command with an existing context (the agent's drill jobs use it).
+pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) -> Result<Exit> {
+    match command {
         DrtestCommand::Run(a) => {
             let plan = ctx
                 .drill_plans()
@@ -33,7 +37,7 @@ pub fn run(cli: DrtestCli) -> Result<Exit> {
             } else {
                 a.exclude_targets.clone()
             };
-            let (record, repo) = engine::run(&ctx, g, &plan, &excluded, a.keep);
+            let (record, repo) = engine::run(ctx, g, &plan, &excluded, a.keep);
             let evidence = serde_json::to_value(&record)?;
             // The record goes into the audit log (repository and catalog) once, whole. A drill that
             // could not open the repository from the surviving targets is recorded through every target.
@@ -101,7 +105,21 @@ pub fn run(cli: DrtestCli) -> Result<Exit> {
                 .iter()
                 .map(|(_, s)| s.time_ns)
                 .collect();
-            let r = report::build(period, ctx.repo_location.clone(), &entries, &times, status);
+            // The agent's job history, when this host has one (the report is usually written there).
+            let history = ctx.state_dir.join("jobs.sqlite");
+            let runs = if history.exists() {
+                Some(crate::agent::history::History::open(&ctx.state_dir)?.runs(0.0)?)
+            } else {
+                None
+            };
+            let r = report::build(
+                period,
+                ctx.repo_location.clone(),
+                &entries,
+                &times,
+                status,
+                runs.as_deref(),
+            );
             let text = match a.format {
                 cli::ReportFormat::Md => report::markdown(&r),
                 cli::ReportFormat::Html => report::html(&r),

@@ -67,8 +67,14 @@ pub struct Report {
     pub drills_passed: usize,
     pub key_operations: Vec<Value>,
     pub snapshots_in_period: usize,
-    /// Backup success rate needs job history (the agent's); until then, only successes are known.
+    /// From the agent's job history on the host that writes the report (None without one).
     pub backup_success_rate: Option<f64>,
+    pub backup_runs: u64,
+    pub backup_runs_succeeded: u64,
+    /// The check jobs of the period: time, job, result, message.
+    pub checks: Vec<Value>,
+    /// Whether a job history was found (it lives on the agent's host).
+    pub job_history: bool,
     pub audit_log: AuditStatus,
 }
 
@@ -91,7 +97,34 @@ pub fn build(
     entries: &[drvault_repo::audit::AuditEntry],
     snapshot_times_ns: &[i64],
     audit_log: AuditStatus,
+    job_runs: Option<&[crate::agent::history::Run]>,
 ) -> Report {
+    use crate::agent::history::{success_rate, RunResult};
+    let in_range = |t: f64| {
+        let t = (t * 1e9) as i64;
+        t >= period.start.timestamp_nanos_opt().unwrap_or(0)
+            && t < period.end.timestamp_nanos_opt().unwrap_or(i64::MAX)
+    };
+    let runs: Vec<&crate::agent::history::Run> = job_runs
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| in_range(r.started) && r.result != RunResult::Running)
+        .collect();
+    let backups: Vec<_> = runs
+        .iter()
+        .copied()
+        .filter(|r| r.kind == "backup")
+        .collect();
+    let checks = runs
+        .iter()
+        .filter(|r| r.kind == "check")
+        .map(|r| {
+            serde_json::json!({
+                "time": DateTime::from_timestamp(r.started as i64, 0).map(|t| t.to_rfc3339()),
+                "job": r.job, "result": r.result, "message": r.message,
+            })
+        })
+        .collect();
     let drills: Vec<Value> = entries
         .iter()
         .filter(|e| e.action == "drill.run")
@@ -119,11 +152,40 @@ pub fn build(
             .iter()
             .filter(|n| **n >= s && **n < t)
             .count(),
-        backup_success_rate: None,
+        backup_success_rate: success_rate(backups.iter().copied()),
+        backup_runs: backups.len() as u64,
+        backup_runs_succeeded: backups
+            .iter()
+            .filter(|r| r.result == RunResult::Success)
+            .count() as u64,
+        checks,
+        job_history: job_runs.is_some(),
         generated: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         repository,
         period,
         audit_log,
+    }
+}
+
+fn success_text(r: &Report) -> String {
+    match r.backup_success_rate {
+        Some(x) => format!(
+            "{:.2} % ({} of {} scheduled backup runs succeeded, from the agent's job history on this host)",
+            x * 100.0,
+            r.backup_runs_succeeded,
+            r.backup_runs
+        ),
+        None if r.job_history => "no scheduled backup ran in the period".to_string(),
+        None => "not available: no agent job history on this host (write the report on the agent's host)".to_string(),
+    }
+}
+
+fn checks_summary(r: &Report) -> String {
+    let failed = r.checks.iter().filter(|c| c["result"] != "success").count();
+    match (r.checks.len(), r.job_history) {
+        (_, false) => "No agent job history on this host.".to_string(),
+        (0, true) => "No scheduled check ran in the period.".to_string(),
+        (n, true) => format!("{n} scheduled checks ran; {failed} did not succeed."),
     }
 }
 
@@ -209,14 +271,24 @@ pub fn markdown(r: &Report) -> String {
         "{} snapshots were taken in the period.",
         r.snapshots_in_period
     );
-    let _ = writeln!(
-        o,
-        "Backup success rate: {}.\n",
-        r.backup_success_rate.map_or(
-            "not available: job history arrives with the agent (drvault agent)".to_string(),
-            |x| format!("{:.2} %", x * 100.0)
-        )
-    );
+    let _ = writeln!(o, "Backup success rate: {}.\n", success_text(r));
+    let _ = writeln!(o, "## Integrity checks (CC7.1, PI1.4)\n");
+    let _ = writeln!(o, "{}", checks_summary(r));
+    for c in &r.checks {
+        let _ = writeln!(
+            o,
+            "- {} job `{}`: {}{}",
+            c["time"].as_str().unwrap_or(""),
+            c["job"].as_str().unwrap_or(""),
+            c["result"].as_str().unwrap_or(""),
+            c["message"]
+                .as_str()
+                .filter(|m| !m.is_empty())
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(o);
     let _ = writeln!(o, "## Key management (CC6.1, C1.1)\n");
     if r.key_operations.is_empty() {
         let _ = writeln!(o, "No key operations in the period.\n");
@@ -352,6 +424,7 @@ tr.fail td:nth-child(4){{color:#b71c1c;font-weight:bold}}.charts{{display:flex;g
 <table><thead><tr><th>#</th><th>started</th><th>plan</th><th>result</th><th>RTO achieved / objective</th><th>RPO achieved / objective</th>\
 <th>snapshot</th><th>targets used</th><th>excluded</th><th>reason</th><th>drill id</th></tr></thead><tbody>{rows}</tbody></table>\
 <h2>Backups <small>(A1.2)</small></h2><p>{snaps} snapshots were taken in the period. Backup success rate: {rate}.</p>\
+<h2>Integrity checks <small>(CC7.1, PI1.4)</small></h2><p>{checks}</p><ul>{check_items}</ul>\
 <h2>Key management <small>(CC6.1, C1.1)</small></h2><ul>{keys}</ul>\
 <h2>Audit log integrity <small>(CC7.2, PI1.5)</small></h2><p>{intact}: {entries} entries, head <code>{head}</code>.</p>\
 </body></html>\n",
@@ -367,7 +440,11 @@ tr.fail td:nth-child(4){{color:#b71c1c;font-weight:bold}}.charts{{display:flex;g
         rpo_chart = chart(r, "RPO per drill against its objective", "rpo_seconds", "rpo_objective_seconds"),
         rows = md_rows,
         snaps = r.snapshots_in_period,
-        rate = r.backup_success_rate.map_or("not available until the agent records job history".to_string(), |x| format!("{:.2} %", x * 100.0)),
+        rate = esc(&success_text(r)),
+        checks = esc(&checks_summary(r)),
+        check_items = r.checks.iter().map(|c| format!("<li>{} job <code>{}</code>: {} {}</li>",
+            esc(c["time"].as_str().unwrap_or("")), esc(c["job"].as_str().unwrap_or("")),
+            esc(c["result"].as_str().unwrap_or("")), esc(c["message"].as_str().unwrap_or("")))).collect::<String>(),
         keys = if keys.is_empty() { "<li>No key operations in the period.</li>".to_string() } else { keys },
         intact = if r.audit_log.intact { "Intact" } else { "BROKEN" },
         entries = r.audit_log.entries,

@@ -1,0 +1,305 @@
+//! The Prometheus endpoint: `GET /metrics` in the text exposition format (version 0.0.4).
+//! Every metric is named `drvault_…`, labelled by job or target.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use drvault_repo::sync::TargetStatus;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::history::{Run, RunResult};
+
+/// What the endpoint reports; the agent updates it as jobs end.
+#[derive(Default)]
+pub struct State {
+    pub jobs: BTreeMap<String, JobState>,
+    pub targets: Vec<TargetStatus>,
+    pub up_since: f64,
+}
+
+#[derive(Default, Clone)]
+pub struct JobState {
+    pub kind: String,
+    pub running: bool,
+    pub last_run: Option<Run>,
+    pub last_success: Option<f64>,
+    /// Time of the newest snapshot a run of this (backup) job made.
+    pub newest_snapshot: Option<f64>,
+    pub rpo_objective: Option<f64>,
+    pub runs: BTreeMap<&'static str, u64>,
+}
+
+impl JobState {
+    pub fn record(&mut self, run: &Run) {
+        if matches!(run.result, RunResult::Success | RunResult::Partial) {
+            self.last_success = run.ended.or(self.last_success);
+            if let Some(t) = run.figures.snapshot_time {
+                self.newest_snapshot = Some(self.newest_snapshot.map_or(t, |n| n.max(t)));
+            }
+        }
+        let key = match run.result {
+            RunResult::Success => "success",
+            RunResult::Partial => "partial",
+            RunResult::Failed => "failed",
+            RunResult::Interrupted => "interrupted",
+            RunResult::Running => return,
+        };
+        *self.runs.entry(key).or_insert(0) += 1;
+        self.last_run = Some(run.clone());
+    }
+}
+
+pub type Shared = Arc<Mutex<State>>;
+
+/// A label value escaped as the exposition format requires.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn help(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(
+            self.0,
+            "# HELP drvault_{name} {help}\n# TYPE drvault_{name} {kind}"
+        );
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+            .collect();
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "drvault_{name} {value}");
+        } else {
+            let _ = writeln!(self.0, "drvault_{name}{{{}}} {value}", labels.join(","));
+        }
+    }
+}
+
+pub fn render(state: &State, now: f64) -> String {
+    let mut o = Out(String::new());
+    let jobs = &state.jobs;
+    type Getter = fn(&JobState) -> Option<f64>;
+    let per_job: [(&str, &str, &str, Getter); 9] = [
+        (
+            "job_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time the job last ended successfully.",
+            |j| j.last_success,
+        ),
+        (
+            "job_last_run_timestamp_seconds",
+            "gauge",
+            "Unix time the job's last run started.",
+            |j| j.last_run.as_ref().map(|r| r.started),
+        ),
+        (
+            "job_last_duration_seconds",
+            "gauge",
+            "Duration of the job's last run.",
+            |j| j.last_run.as_ref().and_then(|r| r.duration()),
+        ),
+        (
+            "job_last_success",
+            "gauge",
+            "1 when the job's last run succeeded, else 0.",
+            |j| {
+                j.last_run
+                    .as_ref()
+                    .map(|r| f64::from(u8::from(r.result == RunResult::Success)))
+            },
+        ),
+        ("job_running", "gauge", "1 while the job runs.", |j| {
+            Some(f64::from(u8::from(j.running)))
+        }),
+        (
+            "job_last_files",
+            "gauge",
+            "Files the job's last run processed.",
+            |j| j.last_run.as_ref().map(|r| r.figures.files as f64),
+        ),
+        (
+            "job_last_bytes_read",
+            "gauge",
+            "Bytes the job's last run read.",
+            |j| j.last_run.as_ref().map(|r| r.figures.bytes_read as f64),
+        ),
+        (
+            "job_last_bytes_added",
+            "gauge",
+            "Bytes the job's last run added to the repository.",
+            |j| j.last_run.as_ref().map(|r| r.figures.bytes_added as f64),
+        ),
+        (
+            "job_last_errors",
+            "gauge",
+            "Entries the job's last run could not read.",
+            |j| j.last_run.as_ref().map(|r| r.figures.errors as f64),
+        ),
+    ];
+    for (name, kind, help, get) in per_job {
+        o.help(name, kind, help);
+        for (job, j) in jobs {
+            if let Some(v) = get(j) {
+                o.sample(name, &[("job", job), ("kind", &j.kind)], v);
+            }
+        }
+    }
+    o.help(
+        "job_runs_total",
+        "counter",
+        "Runs of the job since the agent started, by result.",
+    );
+    for (job, j) in jobs {
+        for (result, n) in &j.runs {
+            o.sample(
+                "job_runs_total",
+                &[("job", job), ("result", result)],
+                *n as f64,
+            );
+        }
+    }
+    o.help(
+        "rpo_seconds",
+        "gauge",
+        "Current recovery point: age of the newest snapshot the backup job made.",
+    );
+    for (job, j) in jobs {
+        if let Some(t) = j.newest_snapshot {
+            o.sample("rpo_seconds", &[("job", job)], (now - t).max(0.0));
+        }
+    }
+    o.help(
+        "rpo_objective_seconds",
+        "gauge",
+        "The backup job's recovery point objective.",
+    );
+    for (job, j) in jobs {
+        if let Some(t) = j.rpo_objective {
+            o.sample("rpo_objective_seconds", &[("job", job)], t);
+        }
+    }
+    o.help(
+        "target_up",
+        "gauge",
+        "1 when the target answered its last survey.",
+    );
+    for t in &state.targets {
+        o.sample(
+            "target_up",
+            &[("target", &t.name)],
+            f64::from(u8::from(t.reachable)),
+        );
+    }
+    o.help(
+        "target_owed_objects",
+        "gauge",
+        "Objects other targets hold that the target lacks (drvault sync copies them).",
+    );
+    for t in &state.targets {
+        if t.reachable {
+            o.sample("target_owed_objects", &[("target", &t.name)], t.owes as f64);
+        }
+    }
+    o.help(
+        "target_bytes",
+        "gauge",
+        "Bytes the target stores for the repository.",
+    );
+    for t in &state.targets {
+        if t.reachable {
+            o.sample("target_bytes", &[("target", &t.name)], t.bytes as f64);
+        }
+    }
+    if let Some(size) = state
+        .targets
+        .iter()
+        .filter(|t| t.reachable)
+        .map(|t| t.bytes)
+        .max()
+    {
+        o.help(
+            "repository_size_bytes",
+            "gauge",
+            "Size of the repository (its largest reachable copy).",
+        );
+        o.sample("repository_size_bytes", &[], size as f64);
+    }
+    o.help(
+        "agent_start_timestamp_seconds",
+        "gauge",
+        "Unix time the agent started.",
+    );
+    o.sample("agent_start_timestamp_seconds", &[], state.up_since);
+    o.0
+}
+
+/// Serves `/metrics` until the task is dropped.
+pub async fn serve(addr: SocketAddr, state: Shared) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    tracing::info!("metrics on http://{addr}/metrics");
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                if let Err(e) = answer(conn, state).await {
+                    tracing::debug!("metrics request: {e}");
+                }
+            });
+        }
+    }))
+}
+
+/// One request, one response, then close: enough for Prometheus and curl.
+async fn answer(mut conn: tokio::net::TcpStream, state: Shared) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
+            let n = conn.read(&mut buf[len..]).await?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    if !matches!(read, Ok(Ok(()))) {
+        return Ok(());
+    }
+    let request = String::from_utf8_lossy(&buf[..len]);
+    let mut parts = request.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, body) = if method != "GET" {
+        ("405 Method Not Allowed", "only GET\n".to_string())
+    } else if path == "/metrics" || path.starts_with("/metrics?") {
+        let text = match state.lock() {
+            Ok(s) => render(&s, super::history::now()),
+            Err(_) => String::new(),
+        };
+        ("200 OK", text)
+    } else {
+        ("404 Not Found", "drvault serves /metrics\n".to_string())
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await?;
+    conn.write_all(body.as_bytes()).await?;
+    conn.shutdown().await
+}

@@ -1,0 +1,212 @@
+//! Runs one job on the calling (plain) thread: the same code paths as the commands, each run
+//! with a fresh context from the configuration the agent holds, recorded in the job history.
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use drvault_repo::sync::{survey, TargetStatus};
+
+use super::history::{Figures, History, Run, RunResult};
+use crate::cli::{BackupArgs, Cli, Global};
+use crate::config::{Config, Job, JobKind};
+use crate::context::Context;
+use crate::exit::Exit;
+
+/// What the agent learns from one run.
+pub struct Finished {
+    pub run: Run,
+    /// A fresh survey of the targets, when one was asked for and could be made.
+    pub targets: Option<Vec<TargetStatus>>,
+}
+
+/// Runs `job` and records it in the history under `state_dir`.
+pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Finished {
+    let name = &job.config.name;
+    let kind = job.config.kind.as_str();
+    let started = super::history::now();
+    let history = History::open(&state_dir(g));
+    let id = match &history {
+        Ok(h) => h
+            .start(name, kind, started)
+            .map_err(|e| tracing::error!("{e:#}"))
+            .ok(),
+        Err(e) => {
+            tracing::error!("{e:#}; the run is not recorded");
+            None
+        }
+    };
+    tracing::info!(job = %name, kind, "job started");
+    let ctx = Context::with_config(g, Some(config.clone()));
+    let (result, message, figures) = match &ctx {
+        Ok(ctx) => match execute(ctx, g, job) {
+            Ok(done) => done,
+            Err(e) if e.chain().any(|c| c.is::<crate::stop::Interrupted>()) => {
+                (RunResult::Interrupted, format!("{e:#}"), Figures::default())
+            }
+            Err(e) => (RunResult::Failed, format!("{e:#}"), Figures::default()),
+        },
+        Err(e) => (RunResult::Failed, format!("{e:#}"), Figures::default()),
+    };
+    match result {
+        RunResult::Success => tracing::info!(job = %name, kind, "job succeeded"),
+        RunResult::Partial => tracing::warn!(job = %name, kind, "job partly succeeded: {message}"),
+        _ => tracing::error!(job = %name, kind, result = ?result, "job did not succeed: {message}"),
+    }
+    if let (Ok(h), Some(id)) = (&history, id) {
+        if let Err(e) = h.finish(id, result, &message, &figures) {
+            tracing::error!("{e:#}");
+        }
+    }
+    let targets = match (&ctx, survey_targets) {
+        (Ok(ctx), true) => ctx
+            .store(false)
+            .map(|store| ctx.rt.block_on(survey(&store)).0)
+            .map_err(|e| tracing::warn!("target survey failed: {e:#}"))
+            .ok(),
+        _ => None,
+    };
+    Finished {
+        run: Run {
+            id: id.unwrap_or_default(),
+            job: name.clone(),
+            kind: kind.to_string(),
+            host: drvault_repo::host::hostname(),
+            started,
+            ended: Some(super::history::now()),
+            result,
+            message,
+            figures,
+        },
+        targets,
+    }
+}
+
+pub fn state_dir(g: &Global) -> std::path::PathBuf {
+    g.state_dir
+        .clone()
+        .unwrap_or_else(crate::context::default_state_dir)
+}
+
+fn execute(ctx: &Context, g: &Global, job: &Job) -> Result<(RunResult, String, Figures)> {
+    let j = &job.config;
+    if j.kind == JobKind::Backup {
+        let args = BackupArgs {
+            paths: j.paths.iter().map(Into::into).collect(),
+            tags: j.tags.clone(),
+            excludes: j.exclude.clone(),
+            one_file_system: j.one_file_system,
+            parent: None,
+            host: j.host.clone(),
+            init: false,
+        };
+        let done = crate::commands::backup::backup_once(ctx, g, &args)?;
+        let s = &done.outcome.snapshot.summary;
+        let figures = Figures {
+            snapshot: Some(done.outcome.id.to_hex()),
+            snapshot_time: Some(done.outcome.snapshot.time_ns as f64 / 1e9),
+            files: s.files_new + s.files_changed + s.files_unchanged,
+            bytes_read: s.bytes_read,
+            bytes_added: s.bytes_added,
+            errors: s.errors,
+        };
+        let mut notes = Vec::new();
+        if s.errors > 0 {
+            notes.push(format!("{} entries could not be read", s.errors));
+        }
+        for (target, n) in &done.owed {
+            notes.push(format!("target {target} missed {n} objects"));
+        }
+        let result = if s.errors > 0 {
+            RunResult::Partial
+        } else {
+            RunResult::Success
+        };
+        return Ok((result, notes.join("; "), figures));
+    }
+    let exit = if j.kind == JobKind::Drill {
+        let plan = j.plan.as_deref().unwrap_or_default();
+        let cli = crate::drill::cli::DrtestCli::try_parse_from(["drtest", "run", "--plan", plan])
+            .context("drill job arguments")?;
+        crate::drill::dispatch(ctx, g, &cli.command)?
+    } else {
+        let cli = Cli::try_parse_from(arguments(job)).context("job arguments")?;
+        crate::commands::dispatch(ctx, g, &cli.command)?
+    };
+    Ok(match exit {
+        Exit::Ok => (RunResult::Success, String::new(), Figures::default()),
+        Exit::Partial => (
+            RunResult::Partial,
+            "finished with warnings (see the log)".into(),
+            Figures::default(),
+        ),
+        other => (
+            RunResult::Failed,
+            format!("exit code {}", other as u8),
+            Figures::default(),
+        ),
+    })
+}
+
+/// The command line a (non-backup) job corresponds to.
+fn arguments(job: &Job) -> Vec<String> {
+    let j = &job.config;
+    let mut a: Vec<String> = vec!["drvault".into()];
+    let opt = |a: &mut Vec<String>, flag: &str, v: Option<String>| {
+        if let Some(v) = v {
+            a.push(flag.into());
+            a.push(v);
+        }
+    };
+    match j.kind {
+        JobKind::Forget => {
+            a.push("forget".into());
+            opt(&mut a, "--keep-last", j.keep_last.map(|n| n.to_string()));
+            opt(
+                &mut a,
+                "--keep-hourly",
+                j.keep_hourly.map(|n| n.to_string()),
+            );
+            opt(&mut a, "--keep-daily", j.keep_daily.map(|n| n.to_string()));
+            opt(
+                &mut a,
+                "--keep-weekly",
+                j.keep_weekly.map(|n| n.to_string()),
+            );
+            opt(
+                &mut a,
+                "--keep-monthly",
+                j.keep_monthly.map(|n| n.to_string()),
+            );
+            opt(
+                &mut a,
+                "--keep-yearly",
+                j.keep_yearly.map(|n| n.to_string()),
+            );
+            opt(&mut a, "--keep-within", j.keep_within.clone());
+            opt(&mut a, "--host", j.host.clone());
+            for t in &j.keep_tags {
+                opt(&mut a, "--keep-tag", Some(t.clone()));
+            }
+        }
+        JobKind::Prune => {
+            a.push("prune".into());
+            opt(&mut a, "--grace", j.grace.clone());
+            opt(
+                &mut a,
+                "--repack-threshold",
+                j.repack_threshold.map(|t| t.to_string()),
+            );
+        }
+        JobKind::Check => {
+            a.push("check".into());
+            opt(
+                &mut a,
+                "--read-data-subset",
+                j.read_data_subset.map(|p| p.to_string()),
+            );
+        }
+        JobKind::Sync => a.push("sync".into()),
+        JobKind::Rotate => a.extend(["key", "rotate", "--if-due", "--reencrypt"].map(String::from)),
+        JobKind::Backup | JobKind::Drill => {}
+    }
+    a
+}

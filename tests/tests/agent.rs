@@ -1,0 +1,421 @@
+//! `drvault agent` end to end: the real binary with a job every few seconds, a notification
+//! socket the test binds (the sd_notify protocol systemd speaks), the metrics endpoint over
+//! loopback HTTP, SIGHUP with a broken and a good configuration, SIGTERM in the middle of a
+//! backup and the restart after it.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use drvault_tests::{files_below, noise, restored, Env};
+
+/// The messages an agent sends to the notification socket.
+struct NotifySocket {
+    sock: UnixDatagram,
+    path: PathBuf,
+    seen: Vec<String>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> Self {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        NotifySocket {
+            sock,
+            path,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a message containing `needle` that arrives after the ones already seen.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push(msg.clone());
+                if msg.contains(needle) {
+                    return msg;
+                }
+            }
+        }
+        panic!(
+            "no notification with {needle:?} within {timeout:?}; got {:?}",
+            self.seen
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of the sample whose line starts with `series` (name and labels).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{sig}"), child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("the agent did not exit within {timeout:?}");
+}
+
+fn start_agent(env: &Env, config: &Path, notify: Option<&Path>) -> Child {
+    let mut c = env.cmd();
+    c.arg("--config").arg(config).arg("-v").arg("agent");
+    match notify {
+        Some(p) => c.env("NOTIFY_SOCKET", p),
+        None => c.env_remove("NOTIFY_SOCKET"),
+    };
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(env.path("agent.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+fn backup_job(name: &str, src: &Path, schedule: &str) -> String {
+    format!(
+        "[[jobs]]\nname = \"{name}\"\nkind = \"backup\"\npaths = [\"{}\"]\nschedule = \"{schedule}\"\nrpo_objective = \"1h\"\n",
+        src.display()
+    )
+}
+
+#[test]
+fn agent_runs_jobs_reports_metrics_reloads_and_stops() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(50_000, 1)).unwrap();
+    let port = free_port();
+    let config = env.path("drvault.toml");
+    let good = format!(
+        "[agent]\nmetrics_listen = \"127.0.0.1:{port}\"\n\n{}",
+        backup_job("etc", &src, "*/2 * * * * *")
+    );
+    std::fs::write(&config, &good).unwrap();
+    let mut notify = NotifySocket::bind(env.dir.path());
+    let mut agent = start_agent(&env, &config, Some(&notify.path));
+
+    notify.wait_for("READY=1", Duration::from_secs(60));
+    notify.wait_for("STATUS=", Duration::from_secs(10));
+    wait_until("two snapshots exist", Duration::from_secs(90), || {
+        env.snapshots_json().len() >= 2
+    });
+
+    // Metrics: the job's last success, its RPO against the objective, the targets.
+    let mut metrics = String::new();
+    wait_until("metrics report a success", Duration::from_secs(30), || {
+        metrics = http_get(port, "/metrics").1;
+        sample(
+            &metrics,
+            "drvault_job_runs_total{job=\"etc\",result=\"success\"}",
+        )
+        .is_some()
+    });
+    let last_success = sample(
+        &metrics,
+        "drvault_job_last_success_timestamp_seconds{job=\"etc\",kind=\"backup\"}",
+    )
+    .expect("last success metric");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        last_success > now - 120.0 && last_success <= now + 1.0,
+        "{metrics}"
+    );
+    let rpo = sample(&metrics, "drvault_rpo_seconds{job=\"etc\"}").expect("rpo metric");
+    assert!((0.0..120.0).contains(&rpo), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "drvault_rpo_objective_seconds{job=\"etc\"}"),
+        Some(3600.0)
+    );
+    assert!(metrics.contains("# TYPE drvault_job_runs_total counter"));
+    assert!(sample(&metrics, "drvault_repository_size_bytes").is_some_and(|b| b > 50_000.0));
+    assert!(metrics.contains("drvault_target_up{"), "{metrics}");
+    assert_eq!(http_get(port, "/other").0, "HTTP/1.1 404 Not Found");
+
+    // SIGHUP with a broken configuration: refused, the old one keeps running.
+    std::fs::write(
+        &config,
+        "[[jobs]]\nname = \"etc\"\nkind = \"backup\"\npaths = [\"/x\"]\nschedule = \"not a schedule\"\n",
+    )
+    .unwrap();
+    signal(&agent, "HUP");
+    notify.wait_for("RELOADING=1", Duration::from_secs(20));
+    notify.wait_for("READY=1", Duration::from_secs(20));
+    let before = env.snapshots_json().len();
+    wait_until(
+        "the old configuration backs up again",
+        Duration::from_secs(60),
+        || env.snapshots_json().len() > before,
+    );
+    assert!(agent.try_wait().unwrap().is_none(), "the agent exited");
+    let log = std::fs::read_to_string(env.path("agent.log")).unwrap();
+    assert!(
+        log.contains("is refused") && log.contains("not a schedule"),
+        "{log}"
+    );
+
+    // SIGHUP with a good configuration: the new job replaces the old one.
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nmetrics_listen = \"127.0.0.1:{port}\"\n\n{}",
+            backup_job("home", &src, "*/3 * * * * *")
+        ),
+    )
+    .unwrap();
+    signal(&agent, "HUP");
+    notify.wait_for("RELOADING=1", Duration::from_secs(20));
+    wait_until("the new job reports", Duration::from_secs(60), || {
+        let m = http_get(port, "/metrics").1;
+        m.contains("job=\"home\"")
+            && sample(
+                &m,
+                "drvault_job_runs_total{job=\"home\",result=\"success\"}",
+            )
+            .is_some()
+    });
+
+    // SIGTERM: STOPPING=1, then a clean exit.
+    signal(&agent, "TERM");
+    notify.wait_for("STOPPING=1", Duration::from_secs(20));
+    let status = wait_exit(&mut agent, Duration::from_secs(60));
+    assert!(status.success(), "agent exit: {status}");
+
+    // The job history: every run recorded, with a success rate.
+    let jobs: serde_json::Value = serde_json::from_str(&env.ok(&["jobs", "--json"])).unwrap();
+    let runs = jobs["runs"].as_array().unwrap();
+    assert!(runs.len() >= 3, "{jobs}");
+    assert!(runs.iter().all(|r| r["result"] == "success"), "{jobs}");
+    assert!(runs.iter().any(|r| r["job"] == "home"));
+    assert_eq!(jobs["backup_success_rate"], 1.0);
+    assert!(runs
+        .iter()
+        .all(|r| r["snapshot"].as_str().is_some_and(|s| s.len() == 64)));
+    let table = env.ok(&["jobs", "--job", "etc"]);
+    assert!(
+        table.contains("etc: ") && table.contains("success rate 100.00%"),
+        "{table}"
+    );
+    env.ok(&["check"]);
+}
+
+#[test]
+fn sigterm_mid_backup_keeps_what_was_uploaded_and_the_restart_does_not_upload_it_again() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 192 files of 1 MiB, incompressible: a dozen 16 MiB packs.
+    let corpus: u64 = 192 << 20;
+    for i in 0..192u64 {
+        std::fs::write(src.join(format!("f{i:03}")), noise(1 << 20, i + 7)).unwrap();
+    }
+    let config = env.path("drvault.toml");
+    std::fs::write(&config, backup_job("data", &src, "* * * * * *")).unwrap();
+    let data_bytes = || -> u64 {
+        let dir = env.repo().join("data");
+        if !dir.exists() {
+            return 0;
+        }
+        files_below(&dir)
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum()
+    };
+
+    let mut agent = start_agent(&env, &config, None);
+    wait_until(
+        "the first backup has uploaded a pack",
+        Duration::from_secs(120),
+        || data_bytes() > 0,
+    );
+    signal(&agent, "TERM");
+    let status = wait_exit(&mut agent, Duration::from_secs(120));
+    assert!(status.success(), "agent exit: {status}");
+    assert!(
+        env.snapshots_json().is_empty(),
+        "the backup finished before SIGTERM reached it; the corpus is too small for this machine"
+    );
+    let kept = data_bytes();
+    assert!(kept >= 16 << 20, "only {kept} bytes were uploaded");
+    let jobs: serde_json::Value = serde_json::from_str(&env.ok(&["jobs", "--json"])).unwrap();
+    let first = &jobs["runs"][0];
+    assert_eq!(first["result"], "interrupted", "{jobs}");
+    // What was uploaded is indexed: a plain check finds no unindexed packs.
+    let check = env.run(&["check"]);
+    assert!(check.status.success());
+    assert!(
+        !String::from_utf8_lossy(&check.stdout).contains("not referenced by any index")
+            && !String::from_utf8_lossy(&check.stderr).contains("not referenced by any index"),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Restart: the backup completes, reusing what the first run uploaded.
+    let mut agent = start_agent(&env, &config, None);
+    wait_until("a snapshot exists", Duration::from_secs(180), || {
+        !env.snapshots_json().is_empty()
+    });
+    signal(&agent, "TERM");
+    assert!(wait_exit(&mut agent, Duration::from_secs(120)).success());
+    let total = data_bytes();
+    // Uploading the first run's packs again would add at least those bytes a second time.
+    assert!(
+        total < corpus + corpus / 50,
+        "{total} bytes stored for a {corpus}-byte corpus after the restart ({kept} kept from the first run)"
+    );
+    env.ok(&["check", "--read-data"]);
+    let target = env.path("restore");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    for f in files_below(&src) {
+        assert_eq!(
+            std::fs::read(restored(&target, &f)).unwrap(),
+            std::fs::read(&f).unwrap(),
+            "{}",
+            f.display()
+        );
+    }
+}
+
+fn print_schedule(env: &Env, config: &Path) -> std::process::Output {
+    env.cmd()
+        .arg("--config")
+        .arg(config)
+        .args(["agent", "--print-schedule"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bad_agent_configurations_are_refused_with_the_reason() {
+    let env = Env::new();
+    let config = env.path("drvault.toml");
+    let base = "name = \"j\"\nschedule = \"0 0 * * * *\"\n";
+    for (body, why) in [
+        (
+            format!("[[jobs]]\n{base}kind = \"backup\"\n"),
+            "a backup job needs `paths`",
+        ),
+        (
+            format!("[[jobs]]\n{base}kind = \"nap\"\n"),
+            "unknown variant `nap`",
+        ),
+        (
+            format!("[[jobs]]\n{base}kind = \"forget\"\n"),
+            "needs at least one keep_* rule",
+        ),
+        (
+            format!("[[jobs]]\n{base}kind = \"sync\"\npaths = [\"/etc\"]\n"),
+            "`paths` does not apply to a sync job",
+        ),
+        (
+            "[[jobs]]\nname = \"j\"\nkind = \"sync\"\nschedule = \"0 61 * * * *\"\n".to_string(),
+            "minute 61 is outside 0-59",
+        ),
+        (
+            format!("[[jobs]]\n{base}kind = \"sync\"\n[[jobs]]\n{base}kind = \"sync\"\n"),
+            "two jobs are named \"j\"",
+        ),
+        (
+            format!("[[jobs]]\n{base}kind = \"drill\"\nplan = \"q\"\n"),
+            "plan \"q\" is not a [[drills]] entry",
+        ),
+        (
+            "[agent]\nmetrics_listen = \"0.0.0.0:9477\"\n".to_string(),
+            "not a loopback address",
+        ),
+        (
+            format!("[[jobs]]\n{base}kind = \"check\"\nread_data_subset = 150.0\n"),
+            "read_data_subset 150 must be a percentage",
+        ),
+    ] {
+        std::fs::write(&config, &body).unwrap();
+        let out = print_schedule(&env, &config);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{body}");
+        assert!(err.contains(why), "{body}\nexpected {why:?} in: {err}");
+    }
+    // A good one prints the next runs.
+    std::fs::write(
+        &config,
+        format!("[[jobs]]\n{base}kind = \"sync\"\n[agent]\nmetrics_listen = \"[::1]:9477\"\n"),
+    )
+    .unwrap();
+    let out = print_schedule(&env, &config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("j (sync): ") && text.matches(":00:00").count() == 3,
+        "{text}"
+    );
+    // Without a configuration file the agent says where to put one.
+    let out = env
+        .cmd()
+        .arg("--config")
+        .arg(env.path("missing.toml"))
+        .arg("agent")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
+}
