@@ -10,7 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use drvault_tests::{files_below, noise, restored, Env};
+use drvault_tests::{drvault_bin, files_below, noise, restored, Env};
+
+/// The current UTC year, as a report period.
+fn chrono_year() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Days since 1970 to a year: exact enough away from New Year's Eve.
+    (1970 + secs / 86_400 * 400 / 146_097).to_string()
+}
 
 /// The messages an agent sends to the notification socket.
 struct NotifySocket {
@@ -104,8 +114,12 @@ fn start_agent(env: &Env, config: &Path, notify: Option<&Path>) -> Child {
     let mut c = env.cmd();
     c.arg("--config").arg(config).arg("-v").arg("agent");
     match notify {
-        Some(p) => c.env("NOTIFY_SOCKET", p),
-        None => c.env_remove("NOTIFY_SOCKET"),
+        // As systemd does with WatchdogSec=2s: the agent must ping every second.
+        Some(p) => c
+            .env("NOTIFY_SOCKET", p)
+            .env("WATCHDOG_USEC", "2000000")
+            .env_remove("WATCHDOG_PID"),
+        None => c.env_remove("NOTIFY_SOCKET").env_remove("WATCHDOG_USEC"),
     };
     c.stdout(Stdio::null())
         .stderr(std::fs::File::create(env.path("agent.log")).unwrap())
@@ -150,6 +164,8 @@ fn agent_runs_jobs_reports_metrics_reloads_and_stops() {
 
     notify.wait_for("READY=1", Duration::from_secs(60));
     notify.wait_for("STATUS=", Duration::from_secs(10));
+    notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
+    notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
     wait_until("two snapshots exist", Duration::from_secs(90), || {
         env.snapshots_json().len() >= 2
     });
@@ -247,6 +263,25 @@ fn agent_runs_jobs_reports_metrics_reloads_and_stops() {
     assert!(runs
         .iter()
         .all(|r| r["snapshot"].as_str().is_some_and(|s| s.len() == 64)));
+    // The auditor's report carries the backup success rate from the same history.
+    let year = chrono_year();
+    let out = Command::new(drvault_bin().with_file_name("drtest"))
+        .arg("--repo")
+        .arg(env.repo())
+        .arg("--state-dir")
+        .arg(env.state())
+        .env("DRVAULT_PASSWORD", drvault_tests::PASSWORD)
+        .args(["report", "--period", &year, "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["backup_success_rate"], 1.0, "{report}");
+    assert_eq!(report["backup_runs"], runs.len() as u64);
     let table = env.ok(&["jobs", "--job", "etc"]);
     assert!(
         table.contains("etc: ") && table.contains("success rate 100.00%"),
@@ -418,4 +453,70 @@ fn bad_agent_configurations_are_refused_with_the_reason() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
+}
+
+#[test]
+fn a_run_missed_while_the_agent_was_down_runs_at_start_and_drills_can_name_a_job() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(10_000, 3)).unwrap();
+    let config = env.path("drvault.toml");
+    // Yearly at New Year: it would not run during this test unless it is caught up.
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[[drills]]\nname = \"monthly\"\njob = \"yearly\"\nrto_objective = \"1h\"\nrpo_objective = \"1h\"\n",
+            backup_job("yearly", &src, "0 0 0 1 1 *")
+        ),
+    )
+    .unwrap();
+    // First start: no history, so nothing was missed and nothing runs.
+    let mut agent = start_agent(&env, &config, None);
+    std::thread::sleep(Duration::from_secs(4));
+    signal(&agent, "TERM");
+    assert!(wait_exit(&mut agent, Duration::from_secs(60)).success());
+    assert!(env.snapshots_json().is_empty());
+    // A run recorded two years ago: the New Year's run since then was missed.
+    let db = rusqlite::Connection::open(env.state().join("jobs.sqlite")).unwrap();
+    let two_years_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - 2.0 * 365.0 * 86_400.0;
+    db.execute(
+        "INSERT INTO job_runs (job, kind, host, started, ended, result) VALUES ('yearly', 'backup', 'h', ?1, ?1, 'success')",
+        [two_years_ago],
+    )
+    .unwrap();
+    drop(db);
+    let mut agent = start_agent(&env, &config, None);
+    wait_until("the missed run ran", Duration::from_secs(90), || {
+        env.snapshots_json().len() == 1
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    signal(&agent, "TERM");
+    assert!(wait_exit(&mut agent, Duration::from_secs(60)).success());
+    // Once, however many runs were missed.
+    assert_eq!(env.snapshots_json().len(), 1);
+    let log = std::fs::read_to_string(env.path("agent.log")).unwrap();
+    assert!(log.contains("was missed"), "{log}");
+
+    // A drill plan naming the job restores the job's paths.
+    let out = Command::new(drvault_bin().with_file_name("drtest"))
+        .arg("--repo")
+        .arg(env.repo())
+        .arg("--state-dir")
+        .arg(env.state())
+        .arg("--config")
+        .arg(&config)
+        .env("DRVAULT_PASSWORD", drvault_tests::PASSWORD)
+        .args(["--json", "run", "--plan", "monthly"])
+        .output()
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{record}");
+    assert_eq!(record["passed"], true);
+    assert_eq!(record["files"], 1, "{record}");
 }

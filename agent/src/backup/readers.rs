@@ -101,6 +101,11 @@ fn read_file(
     let mut stream = chunker.stream(file, buf);
     let mut content = Vec::new();
     while let Some(chunk) = stream.next().map_err(ReadError::Source)? {
+        // A stop request ends the backup between two chunks: the chunks handed over so far
+        // are packed, uploaded and indexed before the error reaches the caller.
+        if crate::stop::requested() {
+            return Err(ReadError::Store(crate::stop::Interrupted.into()));
+        }
         *bytes_read += chunk.len() as u64;
         content.push(
             pipeline
