@@ -38,6 +38,22 @@ pub struct Global {
     /// Only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Log lines on stderr as text (journald-friendly: no colours or timestamps under systemd)
+    /// or as one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "DRVAULT_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +117,7 @@ pub struct JobsArgs {
     #[arg(long)]
     pub job: Option<String>,
 }
+
 
 #[derive(Debug, Args)]
 pub struct ForgetArgs {

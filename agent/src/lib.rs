@@ -26,7 +26,7 @@ pub fn drvault_main() -> std::process::ExitCode {
     ) {
         alloc::tune();
     }
-    init_logging(cli.global.verbose, cli.global.quiet);
+    init_logging(&cli.global);
     match commands::run(cli) {
         Ok(code) => code.into(),
         Err(e) => {
@@ -40,7 +40,7 @@ pub fn drvault_main() -> std::process::ExitCode {
 /// `drtest`: restore drills with RTO/RPO evidence.
 pub fn drtest_main() -> std::process::ExitCode {
     let cli = drill::cli::DrtestCli::parse();
-    init_logging(cli.global.verbose, cli.global.quiet);
+    init_logging(&cli.global);
     match drill::run(cli) {
         Ok(code) => code.into(),
         Err(e) => {
@@ -51,8 +51,8 @@ pub fn drtest_main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
-    let level = match (quiet, verbose) {
+fn init_logging(g: &cli::Global) {
+    let level = match (g.quiet, g.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "info",
@@ -61,9 +61,23 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DRVAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match g.log_format {
+        cli::LogFormat::Json => builder.json().flatten_event(true).init(),
+        cli::LogFormat::Text => {
+            use std::io::IsTerminal;
+            // Under systemd the journal stamps each line itself, and escape codes are noise
+            // wherever stderr is not a terminal.
+            let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+            let builder = builder.with_ansi(std::io::stderr().is_terminal());
+            if journal {
+                builder.without_time().init()
+            } else {
+                builder.init()
+            }
+        }
+    }
 }

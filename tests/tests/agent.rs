@@ -111,7 +111,17 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
 }
 
 fn start_agent(env: &Env, config: &Path, notify: Option<&Path>) -> Child {
+    start_agent_with(env, config, notify, &[])
+}
+
+fn start_agent_with(
+    env: &Env,
+    config: &Path,
+    notify: Option<&Path>,
+    vars: &[(&str, &str)],
+) -> Child {
     let mut c = env.cmd();
+    c.envs(vars.iter().copied());
     c.arg("--config").arg(config).arg("-v").arg("agent");
     match notify {
         // As systemd does with WatchdogSec=2s: the agent must ping every second.
@@ -491,7 +501,7 @@ fn a_run_missed_while_the_agent_was_down_runs_at_start_and_drills_can_name_a_job
     )
     .unwrap();
     drop(db);
-    let mut agent = start_agent(&env, &config, None);
+    let mut agent = start_agent_with(&env, &config, None, &[("DRVAULT_LOG_FORMAT", "json")]);
     wait_until("the missed run ran", Duration::from_secs(90), || {
         env.snapshots_json().len() == 1
     });
@@ -500,8 +510,19 @@ fn a_run_missed_while_the_agent_was_down_runs_at_start_and_drills_can_name_a_job
     assert!(wait_exit(&mut agent, Duration::from_secs(60)).success());
     // Once, however many runs were missed.
     assert_eq!(env.snapshots_json().len(), 1);
+    // One JSON object per log line.
     let log = std::fs::read_to_string(env.path("agent.log")).unwrap();
-    assert!(log.contains("was missed"), "{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("was missed"))),
+        "{log}"
+    );
 
     // A drill plan naming the job restores the job's paths.
     let out = Command::new(drvault_bin().with_file_name("drtest"))
