@@ -89,6 +89,9 @@ pub enum Command {
     },
     /// Remove snapshots a retention policy does not keep (their data goes with `prune`).
     Forget(ForgetArgs),
+    /// Delete the data no snapshot uses: marks it, and deletes it in a later run (after
+    /// --grace) once no backup that began before the mark is still running.
+    Prune(PruneArgs),
     /// Run the configured [[jobs]] on their schedules (the systemd service; docs/OPERATIONS.md).
     Agent(AgentArgs),
     /// The agent's job history, with the success rate per job.
@@ -118,6 +121,20 @@ pub struct JobsArgs {
     pub job: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Delete marked packs once their mark is this old (e.g. 30m, 1h, 1d). With 0s, one run
+    /// marks and deletes when no backup is running.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub grace: String,
+    /// Repack a pack whose unused bytes exceed this fraction of its size (0 to 1): its used
+    /// blobs are copied into new packs and the pack is marked.
+    #[arg(long, value_name = "F", default_value_t = 0.2)]
+    pub repack_threshold: f64,
+    /// Show what would be marked, repacked and deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct ForgetArgs {

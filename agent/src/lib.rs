@@ -22,7 +22,11 @@ pub fn drvault_main() -> std::process::ExitCode {
     // per blob, and a fixed threshold made it 40 % slower (page faults on every new mapping).
     if matches!(
         cli.command,
-        cli::Command::Backup(_) | cli::Command::Check(_) | cli::Command::Key(_)
+        cli::Command::Backup(_)
+            | cli::Command::Check(_)
+            | cli::Command::Key(_)
+            | cli::Command::Prune(_)
+            | cli::Command::Agent(_)
     ) {
         alloc::tune();
     }

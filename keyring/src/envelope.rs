@@ -35,6 +35,7 @@ pub enum ObjectKind {
     PackHeader = 6,
     SlotWrap = 7,
     AuditEntry = 8,
+    PruneMark = 9,
 }
 
 impl ObjectKind {
@@ -48,6 +49,7 @@ impl ObjectKind {
             6 => ObjectKind::PackHeader,
             7 => ObjectKind::SlotWrap,
             8 => ObjectKind::AuditEntry,
+            9 => ObjectKind::PruneMark,
             other => {
                 return Err(Error::Malformed {
                     what: "envelope",

@@ -27,6 +27,8 @@ pub struct CheckReport {
     pub blobs: u64,
     pub snapshots: u64,
     pub trees: u64,
+    /// Packs listed by prune marks (docs/FORMAT.md §18): deleted by a later prune.
+    pub packs_marked: u64,
     /// Damage: missing or corrupt objects. Non-empty means the check failed.
     pub errors: Vec<String>,
     /// Harmless findings, e.g. packs no index references (left by an interrupted backup).
@@ -74,9 +76,24 @@ pub async fn check(repo: Arc<Repository>, read: ReadData) -> Result<CheckReport>
             }
         }
     }
+    // Prune marks: each must open; the packs they list are on their way out, so one that no
+    // index names any more (an interrupted sweep) is expected.
+    let mut marked = HashSet::new();
+    for name in repo.store().list_names(paths::PRUNE).await? {
+        match repo.read_prune_mark(&name).await {
+            Ok(m) => marked.extend(m.packs),
+            Err(e) => report.errors.push(format!(
+                "{e} (prune refuses to run until this mark is removed)"
+            )),
+        }
+    }
+    report.packs_marked = marked
+        .iter()
+        .filter(|p| pack_sizes.contains_key(*p))
+        .count() as u64;
     for pack in pack_sizes
         .keys()
-        .filter(|p| !indexed_packs.contains_key(*p))
+        .filter(|p| !indexed_packs.contains_key(*p) && !marked.contains(*p))
     {
         report.warnings.push(format!(
             "{}: not referenced by any index (left by an interrupted backup?)",

@@ -198,6 +198,10 @@ pub struct SessionBody {
     pub started: i64,
     /// The data-key epoch this backup seals under.
     pub epoch: u32,
+    /// The backup reads prune marks and does not refer to marked packs (drvault 0.4 on). A
+    /// session without it, from an older drvault, holds every prune sweep until it ends.
+    #[serde(default)]
+    pub honours_marks: bool,
 }
 
 /// A backup in progress, announced to re-encryption.
@@ -217,6 +221,7 @@ impl Session {
             pid: std::process::id(),
             started: now(),
             epoch,
+            honours_marks: true,
         };
         let bytes = serde_json::to_vec(&body).map_err(|e| Error::Invalid(e.to_string()))?;
         store.put_new(&name, Bytes::from(bytes), false).await?;

@@ -19,11 +19,13 @@ use crate::packer::FinishedPack;
 use crate::store::Store;
 use crate::{Error, Id, IdMap, Result};
 
-/// Where a blob lives.
 mod keys;
+mod prune;
 
 pub use keys::{EpochInfo, Progress, ReencryptReport, LEASE_TTL};
+pub use prune::{PendingMark, PruneOptions, PruneReport, CLOCK_SKEW_MARGIN};
 
+/// Where a blob lives.
 #[derive(Debug, Clone, Copy)]
 pub struct Location {
     pub pack: Id,
@@ -431,20 +433,23 @@ impl Repository {
 
     async fn fetch_indexes(&self, names: Vec<String>) -> Result<Vec<(String, IndexFile)>> {
         futures::stream::iter(names)
-            .map(|name| async move {
-                let bytes = self.store.get(&name).await?;
-                let file: IndexFile = self.open_object(&name, ObjectKind::Index, &bytes)?;
-                if file.version != INDEX_VERSION {
-                    return Err(Error::UnsupportedVersion {
-                        object: name,
-                        version: file.version,
-                    });
-                }
-                Ok((name, file))
-            })
+            .map(|name| self.fetch_index(name))
             .buffer_unordered(8)
             .try_collect()
             .await
+    }
+
+    /// Reads, verifies and opens one index object.
+    async fn fetch_index(&self, name: String) -> Result<(String, IndexFile)> {
+        let bytes = self.store.get(&name).await?;
+        let file: IndexFile = self.open_object(&name, ObjectKind::Index, &bytes)?;
+        if file.version != INDEX_VERSION {
+            return Err(Error::UnsupportedVersion {
+                object: name,
+                version: file.version,
+            });
+        }
+        Ok((name, file))
     }
 
     pub fn has_blob(&self, id: &Id) -> bool {

@@ -322,7 +322,12 @@ impl Store {
                 Ok(list) => {
                     any = true;
                     for l in list {
-                        seen.entry(l.name.clone()).or_insert(l);
+                        // The newest copy's time: an object is as young as its youngest copy.
+                        seen.entry(l.name.clone())
+                            .and_modify(|s: &mut Listed| {
+                                s.last_modified = s.last_modified.max(l.last_modified)
+                            })
+                            .or_insert(l);
                     }
                 }
                 Err(e) => {

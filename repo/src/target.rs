@@ -37,6 +37,8 @@ pub struct Target {
 pub struct Listed {
     pub name: String,
     pub size: u64,
+    /// When the target last wrote the object, Unix seconds (the target's clock).
+    pub last_modified: i64,
 }
 
 fn map_err(object: &str, e: object_store::Error) -> Error {
@@ -301,6 +303,7 @@ impl Target {
             .map(|m| Listed {
                 name: m.location.to_string(),
                 size: m.size,
+                last_modified: m.last_modified.timestamp(),
             })
             .collect())
     }

@@ -96,6 +96,30 @@ impl Env {
         self.ok(&["init", "--kdf-memory-kib", "64"]);
     }
 
+    /// Restores `snapshot` with --verify into `into` (below the scratch directory) and asserts
+    /// that it holds exactly the files below `src`, byte for byte.
+    pub fn restore_and_compare(&self, snapshot: &str, src: &Path, into: &str) {
+        let target = self.path(into);
+        self.ok(&[
+            "restore",
+            snapshot,
+            "--verify",
+            "--target",
+            target.to_str().unwrap(),
+        ]);
+        let got = restored(&target, src);
+        let expected = files_below(src);
+        assert_eq!(files_below(&got).len(), expected.len());
+        for f in expected {
+            let rel = f.strip_prefix(src).unwrap();
+            assert!(
+                std::fs::read(&f).unwrap() == std::fs::read(got.join(rel)).unwrap(),
+                "{} differs",
+                rel.display()
+            );
+        }
+    }
+
     pub fn snapshots_json(&self) -> Vec<serde_json::Value> {
         serde_json::from_str::<serde_json::Value>(&self.ok(&["snapshots", "--json"]))
             .unwrap()

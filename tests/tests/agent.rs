@@ -541,3 +541,67 @@ fn a_run_missed_while_the_agent_was_down_runs_at_start_and_drills_can_name_a_job
     assert_eq!(record["passed"], true);
     assert_eq!(record["files"], 1, "{record}");
 }
+
+#[test]
+fn every_job_kind_runs_under_the_agent() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(200_000, 9)).unwrap();
+    let config = env.path("drvault.toml");
+    let every = |name: &str, kind: &str, extra: &str| {
+        format!("[[jobs]]\nname = \"{name}\"\nkind = \"{kind}\"\nschedule = \"*/2 * * * * *\"\n{extra}\n")
+    };
+    let text = [
+        backup_job("data", &src, "* * * * * *"),
+        every("retention", "forget", "keep_last = 1"),
+        every("prune", "prune", "grace = \"0s\"\nrepack_threshold = 0.5"),
+        every("check", "check", "read_data_subset = 50.0"),
+        every("sync", "sync", ""),
+        every("rotate", "rotate", ""),
+    ]
+    .concat();
+    std::fs::write(&config, text).unwrap();
+    let mut agent = start_agent(&env, &config, None);
+    let kinds = ["data", "retention", "prune", "check", "sync", "rotate"];
+    wait_until(
+        "every job has succeeded twice",
+        Duration::from_secs(150),
+        || {
+            let jobs: serde_json::Value =
+                serde_json::from_str(&env.ok(&["jobs", "--json"])).unwrap();
+            kinds.iter().all(|k| {
+                jobs["runs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r["job"] == *k && r["result"] == "success")
+                    .count()
+                    >= 2
+            })
+        },
+    );
+    signal(&agent, "TERM");
+    assert!(wait_exit(&mut agent, Duration::from_secs(120)).success());
+    let jobs: serde_json::Value = serde_json::from_str(&env.ok(&["jobs", "--json"])).unwrap();
+    let failed: Vec<&serde_json::Value> = jobs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["result"] == "failed")
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    // Forget kept one snapshot at a time, prune freed what the others used, all concurrently
+    // with backups: the repository is whole and the newest snapshot restores.
+    assert!(env.snapshots_json().len() <= 3);
+    let log = env.ok(&["--json", "audit", "log"]);
+    assert!(log.contains("snapshots.forget") && log.contains("data.prune"));
+    env.ok(&["check", "--read-data"]);
+    let target = env.path("restore");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(restored(&target, &src.join("a"))).unwrap(),
+        noise(200_000, 9)
+    );
+}

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use drvault_keyring::Header;
-use drvault_tests::{files_below, noise, restored, Env};
+use drvault_tests::{files_below, noise, Env};
 use serde_json::Value;
 
 /// Every envelope header the format puts in the clear, per epoch: the first envelope of every
@@ -64,27 +64,6 @@ fn make_source(dir: &Path, files: usize, seed: u64) {
         fs::write(dir.join(format!("f{i}")), noise(3 << 20, seed + i as u64)).unwrap();
     }
     fs::write(dir.join("small"), format!("seed {seed}")).unwrap();
-}
-
-fn restore_and_compare(env: &Env, snapshot: &str, src: &Path, into: &str) {
-    let target = env.path(into);
-    env.ok(&[
-        "restore",
-        snapshot,
-        "--verify",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
-    let got = restored(&target, src);
-    for f in files_below(src) {
-        let rel = f.strip_prefix(src).unwrap();
-        assert_eq!(
-            fs::read(&f).unwrap(),
-            fs::read(got.join(rel)).unwrap(),
-            "{}",
-            rel.display()
-        );
-    }
 }
 
 #[test]
@@ -144,12 +123,12 @@ fn rotation_and_reencryption_retire_the_old_epoch_and_keep_every_snapshot() {
     let snaps: Vec<Value> = env.snapshots_json();
     assert_eq!(snaps.len(), 2);
     env.ok(&["check", "--read-data"]);
-    restore_and_compare(&env, "latest", &b, "rb");
+    env.restore_and_compare("latest", &b, "rb");
     let first = snaps
         .iter()
         .find(|s| s["paths"][0].as_str().unwrap().ends_with("/a"))
         .unwrap();
-    restore_and_compare(&env, first["id"].as_str().unwrap(), &a, "ra");
+    env.restore_and_compare(first["id"].as_str().unwrap(), &a, "ra");
 
     // The retired key is gone: one keyring object remains, and it holds no key for epoch 1, so
     // an object sealed under epoch 1 (put back from the copy) can no longer be opened.
@@ -342,7 +321,7 @@ fn a_reencryption_killed_at_random_points_resumes_to_a_clean_repository() {
         vec![2]
     );
     env.ok(&["check", "--read-data"]);
-    restore_and_compare(&env, "latest", &src, "r");
+    env.restore_and_compare("latest", &src, "r");
 }
 
 #[test]
@@ -407,7 +386,7 @@ fn a_backup_running_across_the_rotation_keeps_its_epoch_alive_until_it_ends() {
         vec![2]
     );
     env.ok(&["check", "--read-data"]);
-    restore_and_compare(&env, "latest", &big, "rbig");
+    env.restore_and_compare("latest", &big, "rbig");
     assert_eq!(env.snapshots_json().len(), 2);
 }
 
@@ -454,7 +433,7 @@ fn a_new_master_key_leaves_the_old_one_unable_to_read_anything() {
     };
     assert_eq!(with_recovery().status.code(), Some(10));
     env.ok(&["check", "--read-data"]);
-    restore_and_compare(&env, "latest", &src, "r");
+    env.restore_and_compare("latest", &src, "r");
 
     // Put the stolen slots and keyring back: the old master key opens only the old keyring,
     // whose epoch keys seal nothing that is left.

@@ -145,6 +145,12 @@ pub fn backup_once(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Done> {
             repo.keyring().active_epoch()?.0,
         ))?;
     }
+    // Packs a prune marked may be deleted while this backup runs: their blobs are stored
+    // again rather than referred to (docs/FORMAT.md section 18).
+    if let Err(e) = ctx.rt.block_on(repo.forget_marked_packs()) {
+        ctx.rt.block_on(session.end(repo.store()));
+        return Err(e.into());
+    }
     let out = backup::run(&ctx.rt, repo.clone(), req);
     ctx.rt.block_on(session.end(repo.store()));
     let out = out?;

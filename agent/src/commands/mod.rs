@@ -9,6 +9,7 @@ mod init;
 mod jobs;
 mod key;
 mod ls;
+mod prune;
 mod restore;
 
 pub use restore::components;
@@ -51,6 +52,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &Command) -> Res
         Command::Repair => targets::repair(ctx, g),
         Command::Audit(a) => audit::run(ctx, g, a),
         Command::Forget(a) => forget::run(ctx, g, a),
+        Command::Prune(a) => prune::run(ctx, g, a),
         Command::Agent(_) => anyhow::bail!("the agent does not run itself as a job"),
         Command::Jobs(a) => jobs::run(g, a),
         Command::Completions { .. } | Command::Man { .. } => Ok(Exit::Ok),

@@ -5,12 +5,14 @@
 
 mod config;
 mod index;
+mod mark;
 mod pack;
 mod snapshot;
 mod tree;
 
 pub use config::{Config, REPO_FORMAT_VERSION};
 pub use index::{IndexFile, IndexPack, INDEX_VERSION};
+pub use mark::{PruneMark, PRUNE_MARK_VERSION};
 pub use pack::{parse_pack_trailer, PackEntry, PACK_TRAILER_LEN};
 pub use snapshot::{Snapshot, Summary, SNAPSHOT_VERSION};
 pub use tree::{validate_name, Node, NodeKind, Tree, TREE_VERSION};
@@ -26,6 +28,7 @@ pub mod paths {
     pub const DATA: &str = "data/";
     pub const INDEX: &str = "index/";
     pub const SNAPSHOTS: &str = "snapshots/";
+    pub const PRUNE: &str = "prune/";
 
     pub fn pack(id: &Id) -> String {
         let h = id.to_hex();
@@ -42,6 +45,9 @@ pub mod paths {
     }
     pub fn keyring(id: &Id) -> String {
         format!("keyring/{id}")
+    }
+    pub fn prune_mark(id: &Id) -> String {
+        format!("prune/{id}")
     }
 }
 

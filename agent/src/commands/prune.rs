@@ -1,0 +1,163 @@
+//! `drvault prune`: delete the packs no snapshot uses, in two phases (docs/FORMAT.md §18).
+
+use anyhow::{bail, Result};
+use drvault_repo::repository::{PruneOptions, PruneReport};
+
+use super::human;
+use crate::cli::{Global, PruneArgs};
+use crate::context::Context;
+use crate::exit::Exit;
+
+pub fn run(ctx: &Context, g: &Global, a: &PruneArgs) -> Result<Exit> {
+    let grace = crate::duration::parse(&a.grace)?;
+    if !(0.0..=1.0).contains(&a.repack_threshold) {
+        bail!(
+            "--repack-threshold takes a fraction of a pack from 0 to 1, not {}",
+            a.repack_threshold
+        );
+    }
+    let repo = ctx.open(g)?;
+    let started = std::time::Instant::now();
+    let opts = PruneOptions {
+        grace,
+        repack_threshold: a.repack_threshold,
+        dry_run: a.dry_run,
+    };
+    let r = ctx.rt.block_on(repo.prune(&opts))?;
+    let secs = started.elapsed().as_secs_f64();
+    // Deleting data is an event auditors ask about: record what was marked and deleted.
+    if !r.dry_run && (r.packs_marked > 0 || r.packs_deleted > 0) {
+        let details = serde_json::json!({
+            "packs_marked": r.packs_marked, "bytes_marked": r.bytes_marked,
+            "packs_repacked": r.packs_repacked, "packs_deleted": r.packs_deleted,
+            "bytes_freed": r.bytes_freed, "marks_swept": r.marks_swept.len(),
+            "marks_pending": r.marks_pending.len(),
+        });
+        if let Err(e) = ctx.rt.block_on(drvault_repo::audit::append(
+            &repo,
+            "data.prune",
+            details,
+            "ok",
+        )) {
+            tracing::warn!("prune was not recorded in the audit log: {e}");
+        }
+    }
+    if g.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["duration_s"] = serde_json::json!(secs);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if !g.quiet {
+        print(&r, secs);
+    }
+    Ok(Exit::Ok)
+}
+
+fn plural(n: u64, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+fn print(r: &PruneReport, secs: f64) {
+    let (mark, delete, free, keep) = if r.dry_run {
+        ("would mark", "would delete", "would free", "would keep")
+    } else {
+        ("marked", "deleted", "freed", "kept")
+    };
+    println!(
+        "{} {} {}; the repository has {}{}",
+        plural(r.snapshots, "snapshot"),
+        if r.snapshots == 1 { "uses" } else { "use" },
+        plural(r.used_blobs, "blob"),
+        plural(r.packs, "pack"),
+        if r.dry_run {
+            " (dry run: nothing is changed)"
+        } else {
+            ""
+        }
+    );
+    if r.packs_marked > 0 {
+        let mut parts = Vec::new();
+        if r.packs_repacked > 0 {
+            parts.push(format!(
+                "{} repacked first ({} of blobs still in use copied)",
+                r.packs_repacked,
+                human(r.bytes_repacked)
+            ));
+        }
+        if r.packs_unindexed > 0 {
+            parts.push(format!("{} left by interrupted backups", r.packs_unindexed));
+        }
+        let detail = if parts.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", parts.join(", "))
+        };
+        let this_mark = r
+            .marks_pending
+            .iter()
+            .find(|m| Some(&m.name) == r.mark.as_ref() || (r.dry_run && m.name.is_empty()));
+        let when =
+            match this_mark {
+                Some(m) if m.waiting_for.is_empty() => {
+                    format!("; they are deleted by the first prune after {}", m.ripens)
+                }
+                Some(m) => format!(
+                "; they are deleted by the first prune after {} once the {} running now {} ended",
+                m.ripens,
+                plural(m.waiting_for.len() as u64, "backup"),
+                if m.waiting_for.len() == 1 { "has" } else { "have" }
+            ),
+                None => String::new(),
+            };
+        println!(
+            "{mark} {} ({}){detail}{when}",
+            plural(r.packs_marked, "pack"),
+            human(r.bytes_marked)
+        );
+    } else {
+        println!("nothing new to mark");
+    }
+    if !r.marks_swept.is_empty() {
+        println!(
+            "{delete} {}, {free} {} ({} swept, {} index objects rewritten)",
+            plural(r.packs_deleted, "pack"),
+            human(r.bytes_freed),
+            plural(r.marks_swept.len() as u64, "mark"),
+            r.indexes_rewritten
+        );
+    }
+    if !r.kept_back.is_empty() {
+        println!(
+            "{keep} {}: a backup that began before the mark referred to {} (no longer marked)",
+            plural(r.kept_back.len() as u64, "marked pack"),
+            if r.kept_back.len() == 1 { "it" } else { "them" }
+        );
+    }
+    for m in r
+        .marks_pending
+        .iter()
+        .filter(|m| !m.name.is_empty() && Some(&m.name) != r.mark.as_ref())
+    {
+        let short = m
+            .name
+            .rsplit('/')
+            .next()
+            .map_or("", |id| &id[..id.len().min(8)]);
+        let waiting = if m.waiting_for.is_empty() {
+            String::new()
+        } else {
+            format!("; waiting for {}", m.waiting_for.join(", "))
+        };
+        println!(
+            "pending mark {short}: {} ({}), created {}, ripe after {}{waiting}",
+            plural(m.packs, "pack"),
+            human(m.bytes),
+            m.created,
+            m.ripens
+        );
+    }
+    println!("took {secs:.1} s");
+}
