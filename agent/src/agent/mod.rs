@@ -448,3 +448,17 @@ impl Agent {
         self.notifier.send("READY=1");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_delays_stay_within_their_bound_and_vary() {
+        let max = Duration::from_secs(300);
+        let delays: Vec<Duration> = (0..200).map(|_| random_delay(max)).collect();
+        assert!(delays.iter().all(|d| *d <= max));
+        assert!(delays.iter().any(|d| *d != delays[0]));
+        assert_eq!(random_delay(Duration::ZERO), Duration::ZERO);
+    }
+}
