@@ -239,7 +239,12 @@ fn drill(
                         limit.as_secs()
                     )
                 } else {
-                    format!("validation `{}` failed (exit {:?})", v.command, v.exit_code)
+                    match v.exit_code {
+                        Some(code) => {
+                            format!("validation `{}` failed (exit code {code})", v.command)
+                        }
+                        None => format!("validation `{}` was ended by a signal", v.command),
+                    }
                 }
             });
             r.validations.push(v);

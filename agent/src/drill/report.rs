@@ -324,6 +324,8 @@ pub fn markdown(r: &Report) -> String {
 }
 
 /// One chart: achieved value per drill (points, red when over) against the objective (line).
+/// A drill within this objective that failed for another reason (validation, the other
+/// objective) is drawn orange, so no failed drill looks green.
 fn chart(r: &Report, title: &str, achieved: &str, objective: &str) -> String {
     let (w, h, pad) = (560.0, 220.0, 44.0);
     let points: Vec<(f64, f64)> = r
@@ -331,6 +333,7 @@ fn chart(r: &Report, title: &str, achieved: &str, objective: &str) -> String {
         .iter()
         .map(|d| (num(&d[achieved]), num(&d[objective])))
         .collect();
+    let passed: Vec<bool> = r.drills.iter().map(|d| d["passed"] == true).collect();
     let max = points
         .iter()
         .flat_map(|(a, o)| [*a, *o])
@@ -356,18 +359,23 @@ fn chart(r: &Report, title: &str, achieved: &str, objective: &str) -> String {
         let _ = write!(
             svg,
             "<line x1=\"{x0}\" y1=\"{yo}\" x2=\"{x1}\" y2=\"{yo}\" stroke=\"#888\" stroke-dasharray=\"4 3\"><title>objective {os}</title></line>\
-             <circle cx=\"{cx}\" cy=\"{cy}\" r=\"6\" fill=\"{c}\"><title>drill {n}: {as_}</title></circle>\
+             <circle cx=\"{cx}\" cy=\"{cy}\" r=\"6\" fill=\"{c}\"><title>drill {n}: {as_}{failed}</title></circle>\
              <text x=\"{cx}\" y=\"{ly}\" font-size=\"10\" text-anchor=\"middle\">{n}</text>",
             x0 = x(i) - 18.0,
             x1 = x(i) + 18.0,
             yo = y(*o),
             cx = x(i),
             cy = y(*a),
-            c = if over { "#c0392b" } else { "#27ae60" },
+            c = match (over, passed[i]) {
+                (true, _) => "#c0392b",
+                (false, false) => "#e67e22",
+                (false, true) => "#27ae60",
+            },
             n = i + 1,
             ly = h - pad + 14.0,
             os = esc(&human_secs(*o)),
             as_ = esc(&human_secs(*a)),
+            failed = if passed[i] { "" } else { " (drill failed)" },
         );
     }
     svg.push_str("</svg>");
