@@ -1,0 +1,551 @@
+//! Prune: deleting the packs no snapshot needs, safely while other hosts back up, in two
+//! phases (docs/FORMAT.md §18, docs/DECISIONS.md "Prune").
+//!
+//! 1. **Mark.** Every snapshot's trees are walked to find the blobs in use. Packs holding none
+//!    are marked; packs holding mostly unused bytes have their used blobs copied into new packs
+//!    first (repacked) and are marked too. The marked packs are listed in a new `prune/<id>`
+//!    object. A backup that starts after the mark exists drops the marked packs from its
+//!    in-memory index ([`Repository::forget_marked_packs`]), so it uploads such blobs again
+//!    instead of referring to them.
+//! 2. **Sweep.** A mark is *ripe* once it is older than the grace period and every running
+//!    backup started after it (plus a clock-skew margin): no backup that could have referred to
+//!    its packs is still running. A later prune (or the same one, with a zero grace period)
+//!    writes the index again without the ripe marks' packs, deletes the index objects it
+//!    replaced, then the packs, then the marks. A marked pack still holding the only copy of a
+//!    blob some snapshot uses is kept back instead.
+//!
+//! Memory: the index of every copy of every blob (52 bytes an entry), one bit per entry for the
+//! blobs in use, and per pack a few counters. No pack is held longer than its repacking.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::*;
+use crate::format::{PruneMark, PRUNE_MARK_VERSION};
+use crate::lease::{live_sessions, Lease, SessionBody};
+use crate::packer::PackBuilder;
+use crate::IdSet;
+use bits::Bits;
+
+mod bits;
+mod marks;
+mod repack;
+#[cfg(test)]
+mod tests;
+mod usage;
+
+/// How far apart the clocks of two hosts may be. A mark is ripe only when every running backup
+/// started at least this long after the mark was created, by the backup host's clock.
+pub const CLOCK_SKEW_MARGIN: i64 = 300;
+/// Repacked packs between index flushes: what a crash can make the next run redo.
+const FLUSH_EVERY: usize = 32;
+
+/// What `prune` is asked to do.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// How old a mark must be before its packs are deleted.
+    pub grace: Duration,
+    /// A pack whose unused bytes exceed this fraction of its size is repacked (0 to 1).
+    pub repack_threshold: f64,
+    /// Report what would be marked and swept; write nothing.
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            grace: Duration::from_secs(3600),
+            repack_threshold: 0.2,
+            dry_run: false,
+        }
+    }
+}
+
+/// A mark that was not swept, and when it may be.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PendingMark {
+    /// `prune/<id>`, or empty for the mark a dry run would write.
+    pub name: String,
+    /// RFC 3339.
+    pub created: String,
+    pub packs: u64,
+    pub bytes: u64,
+    /// The mark is older than the grace period from this time on (RFC 3339).
+    pub ripens: String,
+    /// Running backups that began before the mark (plus the clock-skew margin): the mark
+    /// waits for them to end.
+    pub waiting_for: Vec<String>,
+}
+
+/// What a prune did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: u64,
+    /// Distinct data and tree blobs the snapshots use.
+    pub used_blobs: u64,
+    /// Packs in `data/`.
+    pub packs: u64,
+    /// Packs marked by this run (fully unused, repacked, or left by interrupted backups).
+    pub packs_marked: u64,
+    pub bytes_marked: u64,
+    /// Of the packs marked: those no index names (left by interrupted backups).
+    pub packs_unindexed: u64,
+    /// Of the packs marked: those whose used blobs were copied into new packs first.
+    pub packs_repacked: u64,
+    pub blobs_repacked: u64,
+    /// Bytes of blob envelopes copied into new packs.
+    pub bytes_repacked: u64,
+    /// The mark this run wrote.
+    pub mark: Option<String>,
+    pub packs_deleted: u64,
+    /// Bytes of the deleted packs.
+    pub bytes_freed: u64,
+    /// Index objects replaced by the consolidated index.
+    pub indexes_rewritten: u64,
+    /// Marks whose packs were deleted (and which were then deleted themselves).
+    pub marks_swept: Vec<String>,
+    /// Marks left for a later prune.
+    pub marks_pending: Vec<PendingMark>,
+    /// Marked packs not deleted because they hold the only copy of a blob a snapshot uses
+    /// (a backup that began before the mark referred to it); they are no longer marked.
+    pub kept_back: Vec<String>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct PackStat {
+    used_blobs: u64,
+    unused_bytes: u64,
+}
+
+/// The blobs in use: one bit per position of the loaded index (the first copy of each blob),
+/// and the snapshots walked.
+struct Usage {
+    used: Bits,
+    walked: HashSet<String>,
+}
+
+/// What the mark phase decided.
+#[derive(Default)]
+struct Plan {
+    /// Every pack to mark, sorted.
+    to_mark: Vec<Id>,
+    repacked: u64,
+    unindexed: u64,
+    /// (pack number, position in the loaded index) of each used blob to copy, by pack.
+    copies: Vec<(u32, u32)>,
+    copied_bytes: u64,
+    /// The blobs copied (positions of their first copy).
+    covered: Bits,
+}
+
+/// A pack in `data/`: size and last-modified time.
+type PackListing = IdMap<(u64, i64)>;
+
+/// What becomes of a pack in the mark phase.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Stays (in use, or little waste).
+    Stays,
+    /// No index names it, or the index says it exists but `data/` lacks it.
+    Absent,
+    /// Already listed by a mark.
+    Pending,
+    /// No blob in it is used.
+    Unused,
+    /// Its used blobs are copied into new packs, then it is marked.
+    Repack,
+}
+
+/// The bytes of those of `packs` that exist.
+fn sizes(listing: &PackListing, packs: &[Id]) -> u64 {
+    packs
+        .iter()
+        .filter_map(|p| listing.get(p).map(|(s, _)| *s))
+        .sum()
+}
+
+fn rfc3339(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+fn describe(s: &SessionBody) -> String {
+    format!(
+        "a backup on {} (pid {}) that started at {}",
+        s.host,
+        s.pid,
+        rfc3339(s.started)
+    )
+}
+
+async fn keep_alive(store: &Store, lease: &mut Option<&mut Lease>) -> Result<()> {
+    if let Some(l) = lease {
+        l.keep_alive(store).await?;
+    }
+    Ok(())
+}
+
+impl Repository {
+    fn index_read(&self) -> Result<std::sync::RwLockReadGuard<'_, MemIndex>> {
+        self.index
+            .read()
+            .map_err(|_| Error::Invalid("index lock poisoned".into()))
+    }
+
+    /// Every pack in `data/` with its size and time.
+    async fn pack_listing(&self) -> Result<PackListing> {
+        let mut out = PackListing::default();
+        for l in self.store.list(paths::DATA).await? {
+            if let Some(id) = l.name.rsplit('/').next().and_then(Id::from_hex) {
+                if paths::pack(&id) == l.name {
+                    out.insert(id, (l.size, l.last_modified));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the packs no snapshot needs: marks what is unused now, repacks packs that are
+    /// mostly unused, and deletes the packs of ripe marks (see the module documentation).
+    /// Holds the maintenance lease (a dry run takes none and writes nothing).
+    pub async fn prune(&self, opts: &PruneOptions) -> Result<PruneReport> {
+        if !(0.0..=1.0).contains(&opts.repack_threshold) {
+            return Err(Error::Invalid(format!(
+                "the repack threshold is a fraction of a pack from 0 to 1, not {}",
+                opts.repack_threshold
+            )));
+        }
+        if opts.dry_run {
+            return self.prune_locked(None, opts).await;
+        }
+        let mut lease = Lease::acquire(&self.store, "prune", LEASE_TTL).await?;
+        let result = async {
+            // New objects are sealed under this process's keyring: one retired since it was
+            // opened would leave them unreadable.
+            if !self.keyring_is_current().await? {
+                return Err(Error::Invalid(
+                    "the keyring changed since the repository was opened; run the command again"
+                        .into(),
+                ));
+            }
+            self.prune_locked(Some(&mut lease), opts).await
+        }
+        .await;
+        let released = lease.release(&self.store).await;
+        let report = result?;
+        released?;
+        Ok(report)
+    }
+
+    async fn prune_locked(
+        &self,
+        mut lease: Option<&mut Lease>,
+        opts: &PruneOptions,
+    ) -> Result<PruneReport> {
+        let dry = opts.dry_run;
+        let grace = i64::try_from(opts.grace.as_secs()).unwrap_or(i64::MAX);
+        let mut report = PruneReport {
+            dry_run: dry,
+            ..Default::default()
+        };
+        let started = unix_now();
+        // Every mark must open: a damaged one stops prune before it changes anything.
+        let marks = self.prune_marks().await?;
+        let pending: IdSet = marks.iter().flat_map(|(_, m)| m.packs.clone()).collect();
+        let sessions_at_start = live_sessions(&self.store).await?;
+
+        let mut usage = self.usage(&mut lease).await?;
+        report.snapshots = usage.walked.len() as u64;
+        report.used_blobs = usage.used.count();
+
+        // ---- mark ----
+        let mut listing = self.pack_listing().await?;
+        report.packs = listing.len() as u64;
+        // Packs no index names are left by backups that did not finish, unless a backup was
+        // running at the start (its packs precede its index). Only packs written before this
+        // run and before the grace period are taken.
+        let unindexed_before = sessions_at_start
+            .is_empty()
+            .then(|| started.min(unix_now().saturating_sub(grace)));
+        let plan = self.plan(
+            &usage,
+            &listing,
+            &pending,
+            opts.repack_threshold,
+            unindexed_before,
+        )?;
+        let mut covered = plan.covered;
+        report.packs_marked = plan.to_mark.len() as u64;
+        report.bytes_marked = sizes(&listing, &plan.to_mark);
+        report.packs_unindexed = plan.unindexed;
+        report.packs_repacked = plan.repacked;
+        report.blobs_repacked = plan.copies.len() as u64;
+        report.bytes_repacked = plan.copied_bytes;
+        if !dry && !plan.copies.is_empty() {
+            self.copy_used_blobs(&mut lease, &plan.copies).await?;
+        }
+        let mut all_marks = marks;
+        if !plan.to_mark.is_empty() {
+            let mark = PruneMark {
+                version: PRUNE_MARK_VERSION,
+                // Taken after the repacking: the mark exists from (about) this time on.
+                created: unix_now(),
+                packs: plan.to_mark,
+            };
+            // A dry run considers the mark it would write.
+            let name = if dry {
+                String::new()
+            } else {
+                keep_alive(&self.store, &mut lease).await?;
+                let name = self.write_mark(&mark).await?;
+                report.mark = Some(name.clone());
+                name
+            };
+            all_marks.push((name, mark));
+        }
+
+        // ---- sweep ----
+        // Sessions are read after every mark considered exists, and snapshots after that: a
+        // backup that ended before this point has committed its snapshot, one that starts
+        // after it sees the marks.
+        let now = unix_now();
+        let sessions = live_sessions(&self.store).await?;
+        let mut ripe: Vec<(String, PruneMark)> = Vec::new();
+        let mut unripe = IdSet::default();
+        for (name, mark) in all_marks {
+            let waiting_for: Vec<String> = sessions
+                .iter()
+                .filter(|s| {
+                    !s.honours_marks || s.started <= mark.created.saturating_add(CLOCK_SKEW_MARGIN)
+                })
+                .map(describe)
+                .collect();
+            if now.saturating_sub(mark.created) >= grace && waiting_for.is_empty() {
+                ripe.push((name, mark));
+            } else {
+                unripe.extend(mark.packs.iter().copied());
+                report.marks_pending.push(PendingMark {
+                    name,
+                    created: rfc3339(mark.created),
+                    packs: mark.packs.len() as u64,
+                    bytes: sizes(&listing, &mark.packs),
+                    ripens: rfc3339(mark.created.saturating_add(grace)),
+                    waiting_for,
+                });
+            }
+        }
+        if ripe.is_empty() {
+            return Ok(report);
+        }
+        if self.walk_new_snapshots(&mut lease, &mut usage).await? {
+            // The index was read again: it holds the copies made above, and new packs.
+            covered = Bits::new(0);
+            listing = self.pack_listing().await?;
+        }
+        let mut sweep: IdSet = ripe
+            .iter()
+            .flat_map(|(_, m)| m.packs.iter().copied())
+            .filter(|p| !unripe.contains(p))
+            .collect();
+        let kept = self.sole_copies(&usage, &covered, &listing, &sweep)?;
+        for p in &kept {
+            sweep.remove(p);
+            tracing::warn!(
+                "{} is marked but holds the only copy of blobs a snapshot uses; kept",
+                paths::pack(p)
+            );
+        }
+        report.kept_back = kept.iter().map(paths::pack).collect();
+        report.kept_back.sort();
+        let mut doomed: Vec<Id> = sweep.iter().copied().collect();
+        doomed.sort_unstable();
+        report.packs_deleted = doomed.iter().filter(|p| listing.contains_key(*p)).count() as u64;
+        report.bytes_freed = sizes(&listing, &doomed);
+        report.marks_swept = ripe.iter().map(|(n, _)| n.clone()).collect();
+        if dry {
+            return Ok(report);
+        }
+
+        // The index without the doomed packs first, then the index objects it replaces, then
+        // the packs, then the marks: a crash between any two steps leaves a state the next
+        // prune completes (docs/FORMAT.md §18).
+        let indexed = {
+            let idx = self.index_read()?;
+            doomed.iter().any(|p| idx.pack_numbers.contains_key(p))
+        };
+        if indexed {
+            report.indexes_rewritten = self.rewrite_index_without(&mut lease, &sweep).await?;
+        }
+        let mut deletions = futures::stream::iter(doomed.iter())
+            .map(|p| async move { self.store.delete(&paths::pack(p)).await })
+            .buffer_unordered(8);
+        while let Some(r) = deletions.next().await {
+            r?;
+            keep_alive(&self.store, &mut lease).await?;
+        }
+        drop(deletions);
+        for (name, _) in &ripe {
+            self.store.delete(name).await?;
+        }
+        Ok(report)
+    }
+
+    /// Decides what to mark: indexed packs holding no used blob, packs with more unused bytes
+    /// than `threshold` (their used blobs are copied first unless a pack that stays holds
+    /// them), and unindexed packs older than `unindexed_before`. Packs already marked are left.
+    fn plan(
+        &self,
+        usage: &Usage,
+        listing: &PackListing,
+        pending: &IdSet,
+        threshold: f64,
+        unindexed_before: Option<i64>,
+    ) -> Result<Plan> {
+        let idx = self.index_read()?;
+        let used = &usage.used;
+        let mut stats = vec![PackStat::default(); idx.packs.len()];
+        let mut seen: Vec<u32> = Vec::new();
+        idx.for_each_blob(|start, entries| {
+            seen.clear();
+            for (_, s) in entries {
+                // A pack listing a blob twice counts it once.
+                if seen.contains(&s.pack) {
+                    continue;
+                }
+                seen.push(s.pack);
+                let st = &mut stats[s.pack as usize];
+                if used.get(start) {
+                    st.used_blobs += 1;
+                } else {
+                    st.unused_bytes += u64::from(s.length);
+                }
+            }
+        });
+        let fates: Vec<Fate> = idx
+            .packs
+            .iter()
+            .zip(&stats)
+            .map(|(id, st)| match listing.get(id) {
+                None => Fate::Absent,
+                Some(_) if pending.contains(id) => Fate::Pending,
+                Some(_) if st.used_blobs == 0 => Fate::Unused,
+                Some((size, _)) if st.unused_bytes as f64 / (*size).max(1) as f64 > threshold => {
+                    Fate::Repack
+                }
+                Some(_) => Fate::Stays,
+            })
+            .collect();
+        let mut plan = Plan {
+            covered: Bits::new(idx.loaded.len()),
+            ..Default::default()
+        };
+        idx.for_each_blob(|start, entries| {
+            let fate = |s: &Slot| fates[s.pack as usize];
+            if !used.get(start) || entries.iter().any(|(_, s)| fate(s) == Fate::Stays) {
+                return;
+            }
+            if let Some(i) = entries.iter().position(|(_, s)| fate(s) == Fate::Repack) {
+                plan.copies.push((entries[i].1.pack, (start + i) as u32));
+                plan.copied_bytes += u64::from(entries[i].1.length);
+                plan.covered.set(start);
+            }
+        });
+        plan.copies.sort_unstable();
+        for (id, fate) in idx.packs.iter().zip(&fates) {
+            match fate {
+                Fate::Unused => plan.to_mark.push(*id),
+                Fate::Repack => {
+                    plan.to_mark.push(*id);
+                    plan.repacked += 1;
+                }
+                _ => {}
+            }
+        }
+        if let Some(before) = unindexed_before {
+            for (id, (_, modified)) in listing {
+                if !idx.pack_numbers.contains_key(id)
+                    && !pending.contains(id)
+                    && *modified <= before
+                {
+                    plan.to_mark.push(*id);
+                    plan.unindexed += 1;
+                }
+            }
+        }
+        plan.to_mark.sort_unstable();
+        Ok(plan)
+    }
+
+    /// The packs of `sweep` holding a used blob that no other existing pack holds (a blob
+    /// copied in this run, `covered`, has a copy elsewhere).
+    fn sole_copies(
+        &self,
+        usage: &Usage,
+        covered: &Bits,
+        listing: &PackListing,
+        sweep: &IdSet,
+    ) -> Result<IdSet> {
+        let idx = self.index_read()?;
+        let in_sweep: Vec<bool> = idx.packs.iter().map(|p| sweep.contains(p)).collect();
+        let exists: Vec<bool> = idx.packs.iter().map(|p| listing.contains_key(p)).collect();
+        let mut kept = IdSet::default();
+        idx.for_each_blob(|start, entries| {
+            if !usage.used.get(start) || covered.get(start) {
+                return;
+            }
+            let n = |s: &Slot| s.pack as usize;
+            let swept = entries.iter().any(|(_, s)| in_sweep[n(s)]);
+            let elsewhere = entries.iter().any(|(_, s)| !in_sweep[n(s)] && exists[n(s)]);
+            if swept && !elsewhere {
+                for (_, s) in entries.iter().filter(|(_, s)| in_sweep[n(s)]) {
+                    kept.insert(idx.packs[n(s)]);
+                }
+            }
+        });
+        Ok(kept)
+    }
+
+    /// Writes the index again without the packs in `without`: every pack of the current index
+    /// objects but those, each once, in new objects; then deletes the objects read. Returns
+    /// how many were deleted.
+    async fn rewrite_index_without(
+        &self,
+        lease: &mut Option<&mut Lease>,
+        without: &IdSet,
+    ) -> Result<u64> {
+        let names = self.store.list_names(paths::INDEX).await?;
+        let mut seen = IdSet::default();
+        let mut queued = 0usize;
+        let mut files = futures::stream::iter(names.clone())
+            .map(|name| self.fetch_index(name))
+            .buffered(4);
+        while let Some(r) = files.next().await {
+            let (_, file) = r?;
+            keep_alive(&self.store, lease).await?;
+            let keep: Vec<IndexPack> = file
+                .packs
+                .into_iter()
+                .filter(|p| !without.contains(&p.pack) && seen.insert(p.pack))
+                .collect();
+            queued += keep.iter().map(|p| p.blobs.len()).sum::<usize>();
+            self.pending
+                .lock()
+                .map_err(|_| Error::Invalid("pending index lock poisoned".into()))?
+                .extend(keep);
+            // Bounded memory: written as it fills.
+            if queued >= INDEX_ENTRIES_PER_OBJECT {
+                self.flush_index().await?;
+                queued = 0;
+            }
+        }
+        drop(files);
+        self.flush_index().await?;
+        for name in &names {
+            keep_alive(&self.store, lease).await?;
+            self.store.delete(name).await?;
+        }
+        Ok(names.len() as u64)
+    }
+}
