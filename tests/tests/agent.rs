@@ -354,11 +354,18 @@ fn sigterm_mid_backup_keeps_what_was_uploaded_and_the_restart_does_not_upload_it
 
     // Restart: the backup completes, reusing what the first run uploaded.
     let mut agent = start_agent(&env, &config, None);
-    wait_until("a snapshot exists", Duration::from_secs(180), || {
-        !env.snapshots_json().is_empty()
+    wait_until("two snapshots exist", Duration::from_secs(180), || {
+        env.snapshots_json().len() >= 2
     });
     signal(&agent, "TERM");
     assert!(wait_exit(&mut agent, Duration::from_secs(120)).success());
+    // The job is due every second and a run reads 192 MiB: runs never overlap all the same.
+    let jobs: serde_json::Value = serde_json::from_str(&env.ok(&["jobs", "--json"])).unwrap();
+    let runs = jobs["runs"].as_array().unwrap();
+    for pair in runs.windows(2) {
+        let ended = pair[0]["ended"].as_f64().unwrap();
+        assert!(pair[1]["started"].as_f64().unwrap() >= ended, "{jobs}");
+    }
     let total = data_bytes();
     // Uploading the first run's packs again would add at least those bytes a second time.
     assert!(
