@@ -547,6 +547,11 @@ fn a_run_missed_while_the_agent_was_down_runs_at_start_and_drills_can_name_a_job
     assert!(out.status.success(), "{record}");
     assert_eq!(record["passed"], true);
     assert_eq!(record["files"], 1, "{record}");
+    // With a single location, the evidence names it as the target used.
+    assert_eq!(
+        record["targets_used"],
+        serde_json::json!([env.repo().display().to_string()])
+    );
 }
 
 #[test]

@@ -87,11 +87,18 @@ pub fn run(
         started: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         paths: plan.paths.clone(),
         targets_excluded: excluded.to_vec(),
-        targets_used: ctx
-            .target_names()
-            .into_iter()
-            .filter(|t| !excluded.contains(t))
-            .collect(),
+        targets_used: {
+            let names = ctx.target_names();
+            if names.is_empty() {
+                // A single --repo location: name it, so the evidence says where data came from.
+                vec![ctx.repo_location.clone()]
+            } else {
+                names
+                    .into_iter()
+                    .filter(|t| !excluded.contains(t))
+                    .collect()
+            }
+        },
         rto_objective_seconds: crate::duration::parse(&plan.rto_objective)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0),

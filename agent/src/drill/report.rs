@@ -205,8 +205,11 @@ fn human_secs(s: f64) -> String {
         format!("{:.1} h", s / 3600.0)
     } else if s >= 60.0 {
         format!("{:.1} min", s / 60.0)
-    } else {
+    } else if s >= 0.1 || s == 0.0 {
         format!("{s:.1} s")
+    } else {
+        // A tenth of a second would round an objective of 5 ms to "0.0 s".
+        format!("{:.0} ms", s * 1000.0)
     }
 }
 
