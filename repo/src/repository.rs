@@ -380,7 +380,25 @@ impl Repository {
 
     // ---- index ----
 
+    /// Loads the index. An index object listed but gone when read was replaced meanwhile (prune
+    /// and re-encryption write the new objects before deleting the old ones), so the listing is
+    /// taken again.
     async fn load_index(&self) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            match self.load_index_once().await {
+                Err(Error::NotFound { name }) if attempt < 3 && name.starts_with(paths::INDEX) => {
+                    tracing::info!(
+                        "{name} was replaced while the index was read; reading it again"
+                    );
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn load_index_once(&self) -> Result<()> {
         let names: Vec<String> = self.store.list_names(paths::INDEX).await?;
         let Some(dir) = self.state_dir.clone() else {
             let mut idx = MemIndex::default();
@@ -733,16 +751,26 @@ impl Repository {
     }
 
     /// All snapshots, oldest first.
+    /// A snapshot listed but gone by the time it is read was removed meanwhile (a `forget` on
+    /// this or another host) and is left out.
     pub async fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let listed = self.store.list(paths::SNAPSHOTS).await?;
-        let mut out: Vec<(Id, Snapshot)> = futures::stream::iter(listed)
+        let read: Vec<Option<(Id, Snapshot)>> = futures::stream::iter(listed)
             .map(|l| async move {
                 let id = name_id(&l.name)?;
-                Ok::<_, Error>((id, self.load_snapshot(&l.name).await?))
+                match self.load_snapshot(&l.name).await {
+                    Ok(s) => Ok(Some((id, s))),
+                    Err(Error::NotFound { .. }) => {
+                        tracing::info!("{} was removed while the snapshots were read", l.name);
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
             })
             .buffer_unordered(16)
             .try_collect()
             .await?;
+        let mut out: Vec<(Id, Snapshot)> = read.into_iter().flatten().collect();
         out.sort_by_key(|(id, s)| (s.time_ns, *id));
         Ok(out)
     }

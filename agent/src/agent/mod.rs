@@ -224,7 +224,7 @@ impl Agent {
             let next = self
                 .slots
                 .values()
-                .filter(|s| !s.running)
+                .filter(|s| !s.running && !self.waits_for_maintenance(s))
                 .filter_map(|s| s.next)
                 .min();
             let sleep = next
@@ -266,6 +266,15 @@ impl Agent {
         true
     }
 
+    /// A maintenance job waits while another maintenance job runs (it starts when that one ends).
+    fn waits_for_maintenance(&self, slot: &Slot) -> bool {
+        slot.job.config.kind.is_maintenance()
+            && self
+                .slots
+                .values()
+                .any(|s| s.running && s.job.config.kind.is_maintenance())
+    }
+
     fn running(&self) -> Vec<&str> {
         self.slots
             .iter()
@@ -299,10 +308,19 @@ impl Agent {
         let now = Local::now();
         let survey = self.last_survey.is_none_or(|t| t.elapsed() >= SURVEY_EVERY);
         let mut surveyed = false;
+        let mut maintenance_running = self
+            .slots
+            .values()
+            .any(|s| s.running && s.job.config.kind.is_maintenance());
         for (name, slot) in self.slots.iter_mut() {
             let Some(due) = slot.next.filter(|t| *t <= now) else {
                 continue;
             };
+            let maintenance = slot.job.config.kind.is_maintenance();
+            if maintenance && maintenance_running && !slot.running {
+                // Stays due: it starts once the running maintenance job ends.
+                continue;
+            }
             slot.next = plan_next(&slot.job, now);
             if slot.running {
                 // Jobs never overlap with themselves: this run is skipped.
@@ -313,6 +331,7 @@ impl Agent {
                 continue;
             }
             slot.running = true;
+            maintenance_running |= maintenance;
             if let Ok(mut s) = self.state.lock() {
                 s.jobs.entry(name.clone()).or_default().running = true;
             }

@@ -64,6 +64,13 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// Maintenance jobs read the whole repository as one consistent state (check, drills) or
+    /// change what others read (forget, prune, sync, rotate): the agent runs them one at a time.
+    /// Backups only add objects and run alongside anything.
+    pub fn is_maintenance(self) -> bool {
+        self != JobKind::Backup
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Backup => "backup",

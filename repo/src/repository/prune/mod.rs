@@ -269,12 +269,21 @@ impl Repository {
         let unindexed_before = sessions_at_start
             .is_empty()
             .then(|| started.min(unix_now().saturating_sub(grace)));
+        // A backup running now may have indexed packs its snapshot does not reference yet: they
+        // look unused. Packs written since the oldest such backup began are left alone (sessions
+        // are read after the index, and a backup writes its session before its first pack).
+        let young_after = live_sessions(&self.store)
+            .await?
+            .iter()
+            .map(|s| s.started.saturating_sub(CLOCK_SKEW_MARGIN))
+            .min();
         let plan = self.plan(
             &usage,
             &listing,
             &pending,
             opts.repack_threshold,
             unindexed_before,
+            young_after,
         )?;
         let mut covered = plan.covered;
         report.packs_marked = plan.to_mark.len() as u64;
@@ -402,6 +411,7 @@ impl Repository {
         pending: &IdSet,
         threshold: f64,
         unindexed_before: Option<i64>,
+        young_after: Option<i64>,
     ) -> Result<Plan> {
         let idx = self.index_read()?;
         let used = &usage.used;
@@ -430,6 +440,7 @@ impl Repository {
             .map(|(id, st)| match listing.get(id) {
                 None => Fate::Absent,
                 Some(_) if pending.contains(id) => Fate::Pending,
+                Some((_, modified)) if young_after.is_some_and(|t| *modified > t) => Fate::Stays,
                 Some(_) if st.used_blobs == 0 => Fate::Unused,
                 Some((size, _)) if st.unused_bytes as f64 / (*size).max(1) as f64 > threshold => {
                     Fate::Repack
