@@ -34,12 +34,16 @@ pub fn default_repo() -> String {
     }
 }
 
-pub fn default_state_dir() -> PathBuf {
-    if is_root() {
-        PathBuf::from("/var/lib/drvault")
-    } else {
-        home_dir("XDG_STATE_HOME", ".local/state").join("drvault")
-    }
+/// The state directory: `--state-dir`/`DRVAULT_STATE_DIR`, else /var/lib/drvault for root,
+/// else the user's state directory.
+pub fn state_dir(g: &Global) -> PathBuf {
+    g.state_dir.clone().unwrap_or_else(|| {
+        if is_root() {
+            PathBuf::from("/var/lib/drvault")
+        } else {
+            home_dir("XDG_STATE_HOME", ".local/state").join("drvault")
+        }
+    })
 }
 
 /// Opens one configured target; a missing local directory is an empty target, not an error,
@@ -113,7 +117,7 @@ impl Context {
             rotation,
             rt,
             repo_location,
-            state_dir: g.state_dir.clone().unwrap_or_else(default_state_dir),
+            state_dir: state_dir(g),
             config,
         })
     }

@@ -33,6 +33,11 @@ pub fn drvault_bin() -> PathBuf {
     .clone()
 }
 
+/// `drtest` sits next to `drvault` (one `cargo build -p drvault` builds both).
+pub fn drtest_bin() -> PathBuf {
+    drvault_bin().with_file_name("drtest")
+}
+
 /// A scratch directory with a repository location, a state directory and helpers to run commands.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -65,7 +70,16 @@ impl Env {
 
     /// A `drvault` command bound to this repository, with the passphrase in the environment.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(drvault_bin());
+        self.command(drvault_bin())
+    }
+
+    /// The same for `drtest`.
+    pub fn drtest(&self) -> Command {
+        self.command(drtest_bin())
+    }
+
+    fn command(&self, program: PathBuf) -> Command {
+        let mut c = Command::new(program);
         c.arg("--repo")
             .arg(self.repo())
             .arg("--state-dir")
@@ -127,6 +141,22 @@ impl Env {
             .unwrap()
             .clone()
     }
+}
+
+/// A seed for a randomized test: `$DRVAULT_TEST_SEED`, or a fresh one. It is printed, so a
+/// failing run can be repeated.
+pub fn test_seed(what: &str) -> u64 {
+    let seed = std::env::var("DRVAULT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+        });
+    eprintln!("{what} from DRVAULT_TEST_SEED={seed}");
+    seed
 }
 
 /// Deterministic pseudo-random bytes (incompressible).

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use drvault_tests::{drvault_bin, files_below, noise, restored, Env};
+use drvault_tests::{files_below, noise, restored, Env};
 
 /// The current UTC year, as a report period.
 fn chrono_year() -> String {
@@ -275,12 +275,8 @@ fn agent_runs_jobs_reports_metrics_reloads_and_stops() {
         .all(|r| r["snapshot"].as_str().is_some_and(|s| s.len() == 64)));
     // The auditor's report carries the backup success rate from the same history.
     let year = chrono_year();
-    let out = Command::new(drvault_bin().with_file_name("drtest"))
-        .arg("--repo")
-        .arg(env.repo())
-        .arg("--state-dir")
-        .arg(env.state())
-        .env("DRVAULT_PASSWORD", drvault_tests::PASSWORD)
+    let out = env
+        .drtest()
         .args(["report", "--period", &year, "--format", "json"])
         .output()
         .unwrap();
@@ -532,14 +528,10 @@ fn a_run_missed_while_the_agent_was_down_runs_at_start_and_drills_can_name_a_job
     );
 
     // A drill plan naming the job restores the job's paths.
-    let out = Command::new(drvault_bin().with_file_name("drtest"))
-        .arg("--repo")
-        .arg(env.repo())
-        .arg("--state-dir")
-        .arg(env.state())
+    let out = env
+        .drtest()
         .arg("--config")
         .arg(&config)
-        .env("DRVAULT_PASSWORD", drvault_tests::PASSWORD)
         .args(["--json", "run", "--plan", "monthly"])
         .output()
         .unwrap();

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use drvault_tests::{drvault_bin, noise, PASSWORD};
+use drvault_tests::{drtest_bin, drvault_bin, noise, PASSWORD};
 use serde_json::Value;
 
 struct Site {
@@ -78,11 +78,6 @@ impl Site {
             .unwrap()
             .clone()
     }
-}
-
-/// `drtest` sits next to `drvault` (one `cargo build -p drvault` builds both).
-fn drtest_bin() -> PathBuf {
-    drvault_bin().with_file_name("drtest")
 }
 
 fn seconds_between(a: &str, b: &str) -> f64 {

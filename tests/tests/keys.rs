@@ -272,16 +272,7 @@ fn a_reencryption_killed_at_random_points_resumes_to_a_clean_repository() {
     env.ok(&["key", "rotate"]);
     let mut killed = 0;
     // Random kill points, from a seed printed for a rerun (DRVAULT_TEST_SEED=...).
-    let seed = std::env::var("DRVAULT_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-        });
-    eprintln!("kill points from DRVAULT_TEST_SEED={seed}");
+    let seed = drvault_tests::test_seed("kill points");
     let noise_bytes = noise(8, seed);
     let mut delays: Vec<u64> = noise_bytes.iter().map(|b| 20 + u64::from(*b) * 3).collect();
     delays.push(5);

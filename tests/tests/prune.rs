@@ -297,16 +297,7 @@ fn a_prune_killed_at_random_points_resumes_to_a_clean_repository() {
         env.ok(&["backup", src.to_str().unwrap()]);
     }
     env.ok(&["forget", "--keep-last", "1"]);
-    let seed = std::env::var("DRVAULT_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-        });
-    eprintln!("kill points from DRVAULT_TEST_SEED={seed}");
+    let seed = drvault_tests::test_seed("kill points");
     // Kill points within the time a dry run takes (the real run does more).
     let t0 = Instant::now();
     prune(&env, &["--grace", "0s", "--dry-run"]);

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 
 const SCHEMA: &str = "
@@ -178,15 +178,29 @@ impl History {
 
     /// Runs started at or after `since` (Unix seconds), oldest first.
     pub fn runs(&self, since: f64) -> Result<Vec<Run>> {
+        self.select("WHERE started >= ?1 ORDER BY started, id", params![since])
+    }
+
+    /// The newest run of a job.
+    pub fn last_run(&self, job: &str) -> Result<Option<Run>> {
+        Ok(self
+            .select(
+                "WHERE job = ?1 ORDER BY started DESC, id DESC LIMIT 1",
+                params![job],
+            )?
+            .pop())
+    }
+
+    fn select(&self, tail: &str, args: impl rusqlite::Params) -> Result<Vec<Run>> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT id, job, kind, host, started, ended, result, message, snapshot, snapshot_time,
-                 files, bytes_read, bytes_added, errors FROM job_runs WHERE started >= ?1 ORDER BY started, id",
-            )
+                 files, bytes_read, bytes_added, errors FROM job_runs {tail}"
+            ))
             .with_context(|| self.context())?;
         let rows = stmt
-            .query_map(params![since], |r| {
+            .query_map(args, |r| {
                 Ok(Run {
                     id: r.get(0)?,
                     job: r.get(1)?,
@@ -209,21 +223,6 @@ impl History {
             .with_context(|| self.context())?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .with_context(|| self.context())
-    }
-
-    /// The newest run of a job.
-    pub fn last_run(&self, job: &str) -> Result<Option<Run>> {
-        let id: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT id FROM job_runs WHERE job = ?1 ORDER BY started DESC, id DESC LIMIT 1",
-                params![job],
-                |r| r.get(0),
-            )
-            .optional()
-            .with_context(|| self.context())?;
-        let Some(id) = id else { return Ok(None) };
-        Ok(self.runs(0.0)?.into_iter().find(|r| r.id == id))
     }
 }
 

@@ -266,13 +266,15 @@ impl Agent {
         true
     }
 
+    fn maintenance_running(&self) -> bool {
+        self.slots
+            .values()
+            .any(|s| s.running && s.job.config.kind.is_maintenance())
+    }
+
     /// A maintenance job waits while another maintenance job runs (it starts when that one ends).
     fn waits_for_maintenance(&self, slot: &Slot) -> bool {
-        slot.job.config.kind.is_maintenance()
-            && self
-                .slots
-                .values()
-                .any(|s| s.running && s.job.config.kind.is_maintenance())
+        slot.job.config.kind.is_maintenance() && self.maintenance_running()
     }
 
     fn running(&self) -> Vec<&str> {
@@ -308,10 +310,7 @@ impl Agent {
         let now = Local::now();
         let survey = self.last_survey.is_none_or(|t| t.elapsed() >= SURVEY_EVERY);
         let mut surveyed = false;
-        let mut maintenance_running = self
-            .slots
-            .values()
-            .any(|s| s.running && s.job.config.kind.is_maintenance());
+        let mut maintenance_running = self.maintenance_running();
         for (name, slot) in self.slots.iter_mut() {
             let Some(due) = slot.next.filter(|t| *t <= now) else {
                 continue;

@@ -23,7 +23,7 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
     let name = &job.config.name;
     let kind = job.config.kind.as_str();
     let started = super::history::now();
-    let history = History::open(&state_dir(g));
+    let history = History::open(&crate::context::state_dir(g));
     let id = match &history {
         Ok(h) => h
             .start(name, kind, started)
@@ -78,12 +78,6 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
         },
         targets,
     }
-}
-
-pub fn state_dir(g: &Global) -> std::path::PathBuf {
-    g.state_dir
-        .clone()
-        .unwrap_or_else(crate::context::default_state_dir)
 }
 
 fn execute(ctx: &Context, g: &Global, job: &Job) -> Result<(RunResult, String, Figures)> {

@@ -10,10 +10,7 @@ use crate::cli::{Global, JobsArgs};
 use crate::exit::Exit;
 
 pub fn run(g: &Global, a: &JobsArgs) -> Result<Exit> {
-    let state_dir = g
-        .state_dir
-        .clone()
-        .unwrap_or_else(crate::context::default_state_dir);
+    let state_dir = crate::context::state_dir(g);
     let since = match &a.since {
         Some(d) => crate::agent::history::now() - crate::duration::parse(d)?.as_secs_f64(),
         None => 0.0,

@@ -200,6 +200,18 @@ fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
+/// A JSON list of names (targets) as "a, b".
+fn names(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
 fn human_secs(s: f64) -> String {
     if s >= 3600.0 {
         format!("{:.1} h", s / 3600.0)
@@ -249,22 +261,8 @@ pub fn markdown(r: &Report) -> String {
                 .as_str()
                 .map(|s| &s[..8.min(s.len())])
                 .unwrap_or("-"),
-            d["targets_used"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .filter_map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "))
-                .unwrap_or_default(),
-            d["targets_excluded"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .filter_map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "))
-                .unwrap_or_default(),
+            names(&d["targets_used"]),
+            names(&d["targets_excluded"]),
             d["reason"].as_str().unwrap_or("").replace('|', "/"),
         );
     }
@@ -403,8 +401,8 @@ pub fn html(r: &Report) -> String {
                 rpo = human_secs(num(&d["rpo_seconds"])),
                 rpoo = human_secs(num(&d["rpo_objective_seconds"])),
                 snap = esc(d["snapshot_id"].as_str().map(|s| &s[..8.min(s.len())]).unwrap_or("-")),
-                used = esc(&d["targets_used"].as_array().map(|a| a.iter().filter_map(|t| t.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()),
-                excl = esc(&d["targets_excluded"].as_array().map(|a| a.iter().filter_map(|t| t.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()),
+                used = esc(&names(&d["targets_used"])),
+                excl = esc(&names(&d["targets_excluded"])),
                 reason = esc(d["reason"].as_str().unwrap_or("")),
                 id = esc(d["drill_id"].as_str().unwrap_or("")),
             )

@@ -107,6 +107,36 @@ async fn exists(repo: &Repository, pack: &Id) -> bool {
     repo.store().get(&paths::pack(pack)).await.is_ok()
 }
 
+/// One data pack whose only snapshot was forgotten: its blobs and the pack.
+async fn forgotten_pack(repo: &Repository, len: usize) -> (Vec<Id>, Id) {
+    let (x, px) = put_pack(repo, BlobKind::Data, &[blob(1, len)]).await;
+    let (s, _) = snapshot(repo, "s", &[("f", x.clone())]).await;
+    repo.store().delete(&s).await.unwrap();
+    (x, px)
+}
+
+/// Writes a backup session object by hand (a start time or version `Session::start` would not
+/// give), by a live process of this host; returns its name.
+async fn put_session(
+    repo: &Repository,
+    name: &str,
+    started: i64,
+    honours_marks: Option<bool>,
+) -> String {
+    let mut body = serde_json::json!({
+        "host": crate::host::hostname(), "pid": std::process::id(), "started": started, "epoch": 1,
+    });
+    if let Some(h) = honours_marks {
+        body["honours_marks"] = h.into();
+    }
+    let name = format!("locks/session-{name:0>32}");
+    repo.store()
+        .put_new(&name, serde_json::to_vec(&body).unwrap().into(), false)
+        .await
+        .unwrap();
+    name
+}
+
 fn grace(secs: u64) -> PruneOptions {
     PruneOptions {
         grace: Duration::from_secs(secs),
@@ -223,9 +253,7 @@ async fn a_mostly_unused_pack_is_repacked_and_its_used_blob_survives() {
 #[tokio::test]
 async fn backups_forget_marked_packs_and_a_running_one_holds_the_sweep() {
     let repo = repository().await;
-    let (x, px) = put_pack(&repo, BlobKind::Data, &[blob(1, 3000)]).await;
-    let (s, _) = snapshot(&repo, "s", &[("f", x.clone())]).await;
-    repo.store().delete(&s).await.unwrap();
+    let (x, px) = forgotten_pack(&repo, 3000).await;
     // A backup running while prune marks: its session is read after the index, and packs
     // written since it began (less the clock-skew margin) are never marked, since they may be
     // its own, not referenced yet.
@@ -235,15 +263,7 @@ async fn backups_forget_marked_packs_and_a_running_one_holds_the_sweep() {
     session.end(repo.store()).await;
     // One that began a margin after these packs were written (as by a later clock) is held off
     // only at the sweep: the packs are marked, not deleted.
-    let body = serde_json::json!({
-        "host": crate::host::hostname(), "pid": std::process::id(),
-        "started": unix_now() + CLOCK_SKEW_MARGIN, "epoch": 1, "honours_marks": true,
-    });
-    let name = "locks/session-11111111111111111111111111111111";
-    repo.store()
-        .put_new(name, serde_json::to_vec(&body).unwrap().into(), false)
-        .await
-        .unwrap();
+    let name = put_session(&repo, "1111", unix_now() + CLOCK_SKEW_MARGIN, Some(true)).await;
     let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
     assert_eq!((r.packs_marked, r.packs_deleted), (2, 0), "{r:?}");
     assert!(
@@ -255,7 +275,7 @@ async fn backups_forget_marked_packs_and_a_running_one_holds_the_sweep() {
     assert!(backup.has_blob(&x[0]));
     assert_eq!(backup.forget_marked_packs().await.unwrap(), 2);
     assert!(!backup.has_blob(&x[0]));
-    repo.store().delete(name).await.unwrap();
+    repo.store().delete(&name).await.unwrap();
     let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
     assert_eq!(r.packs_deleted, 2, "{r:?}");
     assert!(!exists(&repo, &px).await);
@@ -265,25 +285,15 @@ async fn backups_forget_marked_packs_and_a_running_one_holds_the_sweep() {
 #[tokio::test]
 async fn a_backup_from_a_drvault_that_ignores_marks_holds_every_sweep() {
     let repo = repository().await;
-    let (x, px) = put_pack(&repo, BlobKind::Data, &[blob(1, 3000)]).await;
-    let (s, _) = snapshot(&repo, "s", &[("f", x)]).await;
-    repo.store().delete(&s).await.unwrap();
+    let (_, px) = forgotten_pack(&repo, 3000).await;
     let r = reopen(&repo).await.prune(&grace(3600)).await.unwrap();
     assert_eq!(r.packs_marked, 2, "{r:?}");
     // A 0.3 session (no honours_marks) that began well after the mark, on this host.
-    let old = serde_json::json!({
-        "host": crate::host::hostname(), "pid": std::process::id(),
-        "started": unix_now() + 3 * CLOCK_SKEW_MARGIN, "epoch": 1,
-    });
-    let name = "locks/session-00000000000000000000000000000000";
-    repo.store()
-        .put_new(name, serde_json::to_vec(&old).unwrap().into(), false)
-        .await
-        .unwrap();
+    let name = put_session(&repo, "0000", unix_now() + 3 * CLOCK_SKEW_MARGIN, None).await;
     let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
     assert_eq!(r.packs_deleted, 0, "{r:?}");
     assert!(exists(&repo, &px).await);
-    repo.store().delete(name).await.unwrap();
+    repo.store().delete(&name).await.unwrap();
     let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
     assert_eq!(r.packs_deleted, 2, "{r:?}");
 }
@@ -291,9 +301,7 @@ async fn a_backup_from_a_drvault_that_ignores_marks_holds_every_sweep() {
 #[tokio::test]
 async fn a_damaged_mark_stops_prune_and_a_mark_of_deleted_packs_is_swept() {
     let repo = repository().await;
-    let (x, px) = put_pack(&repo, BlobKind::Data, &[blob(1, 3000)]).await;
-    let (s, _) = snapshot(&repo, "s", &[("f", x.clone())]).await;
-    repo.store().delete(&s).await.unwrap();
+    let (_, px) = forgotten_pack(&repo, 3000).await;
     let r = reopen(&repo).await.prune(&grace(3600)).await.unwrap();
     let mark = r.mark.unwrap();
     let mut bytes = repo.store().get(&mark).await.unwrap().to_vec();
