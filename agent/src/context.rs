@@ -192,6 +192,19 @@ impl Context {
         Ok(store)
     }
 
+    /// Opens the repository for a backup: the index is read later, after the backup's session
+    /// exists (`Repository::begin_backup`).
+    pub fn open_for_backup(&self, g: &Global) -> Result<Arc<Repository>> {
+        let store = self.store(false)?;
+        let pass = crate::password::read(g.password_file.as_deref(), false)?;
+        let repo = self.rt.block_on(Repository::open_for_backup(
+            store,
+            &pass,
+            Some(self.state_dir.clone()),
+        ))?;
+        Ok(Arc::new(repo))
+    }
+
     pub fn open(&self, g: &Global) -> Result<Arc<Repository>> {
         let store = self.store(false)?;
         let pass = crate::password::read(g.password_file.as_deref(), false)?;

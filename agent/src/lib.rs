@@ -31,14 +31,22 @@ pub fn drvault_main() -> std::process::ExitCode {
         alloc::tune();
     }
     init_logging(&cli.global);
-    match commands::run(cli) {
+    let code = match commands::run(cli) {
         Ok(code) => code.into(),
         Err(e) => {
             let code = exit::classify(&e);
             eprintln!("drvault: {e:#}");
             code.into()
         }
+    };
+    // For benches/fleet.sh: how many storage requests this run made.
+    if std::env::var_os("DRVAULT_REQUEST_STATS").is_some() {
+        eprintln!(
+            "drvault: requests: {}",
+            drvault_repo::target::requests_made()
+        );
     }
+    code
 }
 
 /// `drtest`: restore drills with RTO/RPO evidence.

@@ -35,7 +35,62 @@ pub struct CheckReport {
     pub warnings: Vec<String>,
 }
 
+/// How often a check is taken again when maintenance on another host explains its findings.
+const MAX_RECHECKS: u32 = 3;
+/// How long a recheck waits for running maintenance to end.
+const MAINTENANCE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Checks the repository. Findings made while maintenance (a prune, a re-encryption, a sync)
+/// ran on another host may be its work, not damage: an object deleted after this check listed
+/// or indexed it. So when a check finds damage and the maintenance lease was held or changed
+/// hands during it, the check waits for the lease to be free, reads the index again and runs
+/// again; damage that remains is reported.
 pub async fn check(repo: Arc<Repository>, read: ReadData) -> Result<CheckReport> {
+    let mut rechecks = 0;
+    loop {
+        let before = crate::lease::current_lease(repo.store()).await?;
+        let report = check_once(repo.clone(), read).await?;
+        if report.errors.is_empty() {
+            return Ok(report);
+        }
+        let after = crate::lease::current_lease(repo.store()).await?;
+        let seq = |l: &Option<(u64, crate::lease::LeaseBody)>| l.as_ref().map(|(s, _)| *s);
+        let held = |l: &Option<(u64, crate::lease::LeaseBody)>| {
+            l.as_ref().is_some_and(|(_, b)| b.is_held())
+        };
+        let concurrent = seq(&before) != seq(&after) || held(&before) || held(&after);
+        if !concurrent || rechecks == MAX_RECHECKS {
+            return Ok(report);
+        }
+        rechecks += 1;
+        let holder = after
+            .as_ref()
+            .map(|(_, b)| format!("{} on {} (pid {})", b.purpose, b.host, b.pid))
+            .unwrap_or_default();
+        tracing::info!(
+            "{} findings while maintenance ran ({holder}); checking again once it is done",
+            report.errors.len()
+        );
+        wait_for_maintenance(repo.store()).await?;
+        repo.reload_index().await?;
+    }
+}
+
+/// Waits (bounded) until no maintenance lease is held.
+async fn wait_for_maintenance(store: &crate::store::Store) -> Result<()> {
+    let until = std::time::Instant::now() + MAINTENANCE_WAIT;
+    while std::time::Instant::now() < until {
+        match crate::lease::current_lease(store).await? {
+            Some((_, b)) if b.is_held() => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await
+            }
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+async fn check_once(repo: Arc<Repository>, read: ReadData) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let mut pack_sizes: HashMap<Id, u64> = HashMap::new();
     for l in repo.store().list(paths::DATA).await? {
@@ -49,6 +104,7 @@ pub async fn check(repo: Arc<Repository>, read: ReadData) -> Result<CheckReport>
         }
     }
     report.packs = pack_sizes.len() as u64;
+    crate::failpoint::hit("check.after-listing").await;
 
     let entries = repo.index_entries();
     report.blobs = entries.len() as u64;

@@ -53,6 +53,29 @@ pub enum Error {
     /// A key operation failed.
     #[error(transparent)]
     Key(drvault_keyring::Error),
+    /// A target's listing failed (or the target failed earlier in this run), so a decision
+    /// that deletes objects or destroys keys would rest on a partial view: it is refused.
+    #[error("refusing to {action}: target {target} could not be listed ({reason}); nothing was deleted by this step; run it again when every target answers (`drvault targets`)")]
+    Incomplete {
+        action: String,
+        target: String,
+        reason: String,
+    },
+    /// This host's clock and a target's clock differ by more than the bound the protocols
+    /// assume (docs/FORMAT.md section 16).
+    #[error("the clock of this host and target {target}'s clock differ by {seconds} s, more than the {bound} s drvault allows; fix the time (NTP) and run again")]
+    ClockSkew {
+        target: String,
+        seconds: i64,
+        bound: i64,
+    },
+    /// Another process changed the keyring (a rotation) after this one opened it.
+    #[error("the keyring changed since the repository was opened; run the command again")]
+    KeyringChanged,
+    /// A backup's session was not renewed for longer than its staleness bound (the process was
+    /// stopped or cut off from storage), so maintenance may have taken it for dead.
+    #[error("this backup's session was not renewed for {seconds} s (more than the {bound} s after which other hosts take it for dead); nothing was committed; run the backup again")]
+    SessionLapsed { seconds: i64, bound: i64 },
     /// Invalid argument from the caller (a bad URL, a path that cannot be a repository).
     #[error("{0}")]
     Invalid(String),
@@ -67,6 +90,9 @@ impl Error {
                 | Error::Quorum { .. }
                 | Error::Unavailable { .. }
                 | Error::NoTarget { .. }
+                | Error::Incomplete { .. }
+                | Error::KeyringChanged
+                | Error::SessionLapsed { .. }
         )
     }
 

@@ -1,5 +1,5 @@
-//! The maintenance lease and backup sessions: how exclusive work (re-encryption, key changes)
-//! and ordinary backups from other hosts stay out of each other's way (docs/FORMAT.md §16).
+//! The maintenance lease: how exclusive work (prune, re-encryption, key changes, sync, repair)
+//! stays exclusive across hosts (docs/FORMAT.md §16).
 //!
 //! The lease is a sequence of objects `locks/lease-<seq>` (20 decimal digits), each created
 //! with a create-only put; the one with the highest sequence number is the current lease. Taking
@@ -7,23 +7,30 @@
 //! processes racing for it, exactly one create succeeds. No object is ever overwritten, and no
 //! delete is needed for correctness.
 //!
-//! A backup announces itself with `locks/session-<random>` (host, pid, start, the epoch it
-//! seals under) and removes it when it ends. Re-encryption does not retire an epoch while a
-//! live session seals under it.
+//! A held lease is renewed by a task of its own every third of its time to live, so it stays
+//! held through long steps (index fetches, epoch surveys) that do not call back. Before every
+//! destructive step the holder calls [`Lease::keep_alive`], which fails once the lease was lost
+//! or is too close to expiring for a reader whose clock is ahead by the skew bound.
+//!
+//! Backup sessions, the other half of the protocol, are in [`crate::session`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::host::hostname;
+use crate::host::{hostname, is_known_dead, pid_scope};
 use crate::store::Store;
 use crate::{Error, Result};
 
+pub use crate::session::{live_sessions, Session, SessionBody, SESSION_STALE_AFTER};
+
 const LEASE_PREFIX: &str = "locks/lease-";
-const SESSION_PREFIX: &str = "locks/session-";
-/// A session older than this is taken for the leftover of a crashed backup.
-pub const SESSION_STALE_AFTER: Duration = Duration::from_secs(7 * 86_400);
+/// How far apart the clocks of two hosts, or of a host and a target, may be. Enforced when a
+/// lease or a session is written (the target's `Last-Modified` of the new object is compared
+/// with this host's clock); every comparison of times from different clocks allows for it.
+pub const CLOCK_SKEW_BOUND: i64 = 300;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LeaseBody {
@@ -35,14 +42,31 @@ pub struct LeaseBody {
     pub expires: i64,
     /// Random; tells the holder its own lease from another process's.
     pub token: String,
+    /// Boot id and PID namespace of the holder (`host::pid_scope`): its pid is only checked by
+    /// processes that share both. Empty in leases of older drvaults.
+    #[serde(default)]
+    pub pid_scope: String,
 }
 
-/// A held lease. Renew it before `expires`; release it when done.
-#[derive(Debug)]
-pub struct Lease {
+struct Held {
     seq: u64,
     body: LeaseBody,
-    ttl: Duration,
+    /// Why the lease was lost, once it was.
+    lost: Option<Error>,
+    /// Set by `release`: the renewal task stops.
+    released: bool,
+}
+
+/// A held lease, renewed in the background until released.
+pub struct Lease {
+    held: Arc<tokio::sync::Mutex<Held>>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lease")
+    }
 }
 
 fn now() -> i64 {
@@ -76,6 +100,34 @@ async fn current(store: &Store) -> Result<Option<(u64, LeaseBody)>> {
     Ok(Some((seq, body)))
 }
 
+/// The current maintenance lease (sequence number, body) when one was ever taken; readers that
+/// must notice maintenance running alongside them (check) compare two readings.
+pub async fn current_lease(store: &Store) -> Result<Option<(u64, LeaseBody)>> {
+    current(store).await
+}
+
+impl LeaseBody {
+    /// Held now, by this host's clock.
+    pub fn is_held(&self) -> bool {
+        self.expires > now()
+    }
+}
+
+/// Creates lease object `seq`; another process creating it first holds the lease.
+async fn create(store: &Store, seq: u64, body: &LeaseBody) -> Result<()> {
+    let bytes = serde_json::to_vec(body).map_err(|e| Error::Invalid(e.to_string()))?;
+    let name = lease_name(seq);
+    let written_at = now();
+    match store.put_new(&name, Bytes::from(bytes), false).await {
+        Ok(()) => store.check_clock(&name, written_at, CLOCK_SKEW_BOUND).await,
+        Err(Error::AlreadyExists { .. }) => match current(store).await? {
+            Some((_, held)) => Err(locked(&held)),
+            None => Err(Error::Invalid("lost the race for the lease".into())),
+        },
+        Err(e) => Err(e),
+    }
+}
+
 impl Lease {
     /// Takes the lease for `purpose`, or fails with `Error::Locked` naming the holder.
     pub async fn acquire(store: &Store, purpose: &str, ttl: Duration) -> Result<Lease> {
@@ -87,172 +139,140 @@ impl Lease {
             None => 1,
         };
         let t = now();
-        let lease = Lease {
-            seq: next,
-            body: LeaseBody {
-                purpose: purpose.to_string(),
-                host: hostname(),
-                pid: std::process::id(),
-                acquired: t,
-                expires: t + ttl.as_secs() as i64,
-                token: hex::encode(drvault_keyring::random_bytes::<16>()?),
-            },
-            ttl,
+        let body = LeaseBody {
+            purpose: purpose.to_string(),
+            host: hostname(),
+            pid: std::process::id(),
+            acquired: t,
+            expires: t + ttl.as_secs() as i64,
+            token: hex::encode(drvault_keyring::random_bytes::<16>()?),
+            pid_scope: pid_scope(),
         };
-        lease.create(store).await?;
-        Ok(lease)
+        create(store, next, &body).await?;
+        let held = Arc::new(tokio::sync::Mutex::new(Held {
+            seq: next,
+            body,
+            lost: None,
+            released: false,
+        }));
+        let renewer = tokio::spawn(renew_until_released(store.clone(), held.clone(), ttl));
+        Ok(Lease { held, renewer })
     }
 
-    async fn create(&self, store: &Store) -> Result<()> {
-        let bytes = serde_json::to_vec(&self.body).map_err(|e| Error::Invalid(e.to_string()))?;
-        match store
-            .put_new(&lease_name(self.seq), Bytes::from(bytes), false)
-            .await
-        {
-            Ok(()) => Ok(()),
-            // Another process created this number first: it holds the lease.
-            Err(Error::AlreadyExists { .. }) => match current(store).await? {
-                Some((_, held)) => Err(locked(&held)),
-                None => Err(Error::Invalid("lost the race for the lease".into())),
-            },
-            Err(e) => Err(e),
+    /// Confirms the lease before a destructive step: fails when it was lost (it expired and
+    /// another process took it over), or when renewals have failed for so long that a process
+    /// whose clock runs ahead by the skew bound could take it for expired. The caller must
+    /// stop its exclusive work.
+    pub async fn keep_alive(&mut self, _store: &Store) -> Result<()> {
+        let held = self.held.lock().await;
+        if let Some(e) = &held.lost {
+            return Err(match e {
+                Error::Locked { holder, until } => Error::Locked {
+                    holder: holder.clone(),
+                    until: until.clone(),
+                },
+                other => Error::Invalid(format!("the maintenance lease was lost: {other}")),
+            });
         }
-    }
-
-    /// Extends the lease by its time to live. Fails when the lease was lost (it expired and
-    /// another process took it over): the caller must stop its exclusive work.
-    pub async fn renew(&mut self, store: &Store) -> Result<()> {
-        match current(store).await? {
-            Some((seq, held)) if seq == self.seq && held.token == self.body.token => {}
-            Some((_, held)) => return Err(locked(&held)),
-            None => return Err(Error::Invalid("the lease disappeared".into())),
-        }
-        self.seq += 1;
-        self.body.expires = now() + self.ttl.as_secs() as i64;
-        self.create(store).await?;
-        // The superseded lease objects are clutter, not state.
-        store.delete_best_effort(&lease_name(self.seq - 1)).await;
-        Ok(())
-    }
-
-    /// Renews when less than half the time to live is left.
-    pub async fn keep_alive(&mut self, store: &Store) -> Result<()> {
-        if self.body.expires - now() < (self.ttl.as_secs() / 2) as i64 {
-            self.renew(store).await?;
+        if held.body.expires - now() <= CLOCK_SKEW_BOUND {
+            return Err(Error::Invalid(format!(
+                "the maintenance lease could not be renewed and expires at {}; stopping before the next destructive step",
+                rfc3339(held.body.expires)
+            )));
         }
         Ok(())
     }
 
     /// Ends the lease at once: the next acquirer need not wait for it to expire. The object is
     /// not deleted (its number must stay taken); it is rewritten as expired under the next number.
-    pub async fn release(mut self, store: &Store) -> Result<()> {
-        self.seq += 1;
-        self.body.expires = 0;
-        self.create(store).await?;
-        for seq in self.seq.saturating_sub(2)..self.seq {
-            store.delete_best_effort(&lease_name(seq)).await;
-        }
-        Ok(())
+    pub async fn release(self, store: &Store) -> Result<()> {
+        let result = {
+            let mut held = self.held.lock().await;
+            held.released = true;
+            if held.lost.is_some() {
+                Ok(())
+            } else {
+                held.seq += 1;
+                held.body.expires = 0;
+                let r = create(store, held.seq, &held.body).await;
+                for seq in held.seq.saturating_sub(2)..held.seq {
+                    store.delete_best_effort(&lease_name(seq)).await;
+                }
+                r
+            }
+        };
+        self.renewer.abort();
+        result
     }
 }
 
-/// A lease held by a process of this host that no longer exists (killed, crashed) is stale.
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+/// The renewal task: every third of the time to live, the next lease object under the same
+/// token, after checking that the current one is still this process's.
+async fn renew_until_released(store: Store, held: Arc<tokio::sync::Mutex<Held>>, ttl: Duration) {
+    let every = (ttl / 3).max(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(every).await;
+        let mut h = held.lock().await;
+        if h.released || h.lost.is_some() {
+            return;
+        }
+        crate::failpoint::hit("lease.renew").await;
+        match current(&store).await {
+            Ok(Some((seq, cur))) if seq == h.seq && cur.token == h.body.token => {}
+            Ok(Some((_, other))) => {
+                h.lost = Some(locked(&other));
+                return;
+            }
+            Ok(None) => {
+                h.lost = Some(Error::Invalid("the lease disappeared".into()));
+                return;
+            }
+            Err(e) => {
+                // Storage trouble: try again at the next tick; keep_alive refuses once the
+                // lease is close to expiring.
+                tracing::warn!("the maintenance lease was not renewed ({e}); retrying");
+                continue;
+            }
+        }
+        let mut body = h.body.clone();
+        body.expires = now() + ttl.as_secs() as i64;
+        match create(&store, h.seq + 1, &body).await {
+            Ok(()) => {
+                h.seq += 1;
+                h.body = body;
+                // The superseded lease object is clutter, not state.
+                store.delete_best_effort(&lease_name(h.seq - 1)).await;
+            }
+            Err(e @ Error::Locked { .. }) => {
+                h.lost = Some(e);
+                return;
+            }
+            Err(e) => tracing::warn!("the maintenance lease was not renewed ({e}); retrying"),
+        }
+    }
+}
+
+/// A lease held by a process that is known to be gone (same host, boot and PID namespace,
+/// no such pid) is stale; one that cannot be judged that way lasts until it expires.
 fn holder_is_dead(held: &LeaseBody) -> bool {
-    held.host == hostname() && held.pid != std::process::id() && !process_exists(held.pid)
+    held.pid != std::process::id() && is_known_dead(&held.host, &held.pid_scope, held.pid)
 }
 
-fn session_is_dead(s: &SessionBody) -> bool {
-    s.host == hostname() && !process_exists(s.pid)
-}
-
-/// Whether a process of this host exists. Asked of the kernel (signal 0), not of /proc: under
-/// systemd's ProtectProc=invisible the agent cannot see other users' processes in /proc, and
-/// a root backup that looked dead would let prune or re-encryption take its data away.
-fn process_exists(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    // EPERM: it exists but belongs to another user. Anything unexpected counts as alive.
-    !matches!(
-        rustix::process::test_kill_process(pid),
-        Err(e) if e == rustix::io::Errno::SRCH
-    )
+fn rfc3339(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
 }
 
 fn locked(held: &LeaseBody) -> Error {
     Error::Locked {
         holder: format!("{} (pid {}) for {}", held.host, held.pid, held.purpose),
-        until: chrono::DateTime::from_timestamp(held.expires, 0)
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default(),
+        until: rfc3339(held.expires),
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SessionBody {
-    pub host: String,
-    pub pid: u32,
-    pub started: i64,
-    /// The data-key epoch this backup seals under.
-    pub epoch: u32,
-    /// The backup reads prune marks and does not refer to marked packs (drvault 0.4 on). A
-    /// session without it, from an older drvault, holds every prune sweep until it ends.
-    #[serde(default)]
-    pub honours_marks: bool,
-}
-
-/// A backup in progress, announced to re-encryption.
-#[derive(Debug)]
-pub struct Session {
-    name: String,
-}
-
-impl Session {
-    pub async fn start(store: &Store, epoch: u32) -> Result<Session> {
-        let name = format!(
-            "{SESSION_PREFIX}{}",
-            hex::encode(drvault_keyring::random_bytes::<16>()?)
-        );
-        let body = SessionBody {
-            host: hostname(),
-            pid: std::process::id(),
-            started: now(),
-            epoch,
-            honours_marks: true,
-        };
-        let bytes = serde_json::to_vec(&body).map_err(|e| Error::Invalid(e.to_string()))?;
-        store.put_new(&name, Bytes::from(bytes), false).await?;
-        Ok(Session { name })
-    }
-
-    /// Removes the announcement; a target that failed during the backup may keep it, and
-    /// [`live_sessions`] then takes it for stale.
-    pub async fn end(self, store: &Store) {
-        store.delete_best_effort(&self.name).await;
-    }
-}
-
-/// Live backup sessions (younger than [`SESSION_STALE_AFTER`]).
-pub async fn live_sessions(store: &Store) -> Result<Vec<SessionBody>> {
-    let mut out = Vec::new();
-    let cutoff = now() - SESSION_STALE_AFTER.as_secs() as i64;
-    for l in store.list("locks/").await? {
-        if !l.name.starts_with(SESSION_PREFIX) {
-            continue;
-        }
-        match store.get(&l.name).await {
-            Ok(bytes) => match serde_json::from_slice::<SessionBody>(&bytes) {
-                Ok(s) if s.started >= cutoff && !session_is_dead(&s) => out.push(s),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("{} is not a backup session ({e}); ignored", l.name),
-            },
-            // Ended between the listing and the read.
-            Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
 }

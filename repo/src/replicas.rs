@@ -185,7 +185,17 @@ pub struct RepairReport {
 /// Reads every copy on every target, replaces each damaged copy with an intact one, and copies
 /// each missing object to the targets that lack it. Every copy written is read back and checked
 /// against its name. Running it again after an interruption finishes the job.
+/// Runs under the maintenance lease, as `sync` does.
 pub async fn repair(store: &Store) -> Result<(ReplicaReport, RepairReport)> {
+    let lease = crate::lease::Lease::acquire(store, "repair", crate::repository::LEASE_TTL).await?;
+    let result = repair_leased(store).await;
+    let released = lease.release(store).await;
+    let reports = result?;
+    released?;
+    Ok(reports)
+}
+
+async fn repair_leased(store: &Store) -> Result<(ReplicaReport, RepairReport)> {
     let before = check_copies(store, true).await?;
     let targets = store.targets();
     let mut out = RepairReport::default();

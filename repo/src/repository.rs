@@ -19,6 +19,7 @@ use crate::packer::FinishedPack;
 use crate::store::Store;
 use crate::{Error, Id, IdMap, Result};
 
+mod backup;
 mod keys;
 mod prune;
 
@@ -244,6 +245,15 @@ impl Repository {
 
     /// Opens a repository with a passphrase; `state_dir` holds the catalog (a cache).
     pub async fn open(store: Store, passphrase: &[u8], state_dir: Option<PathBuf>) -> Result<Self> {
+        Self::open_inner(store, passphrase, state_dir, true).await
+    }
+
+    async fn open_inner(
+        store: Store,
+        passphrase: &[u8],
+        state_dir: Option<PathBuf>,
+        with_index: bool,
+    ) -> Result<Self> {
         let config_bytes = store.get(paths::CONFIG).await.map_err(|e| match e {
             Error::NotFound { .. } => Error::NoRepository {
                 location: store.location().to_string(),
@@ -264,7 +274,9 @@ impl Repository {
             tree_packs: Mutex::default(),
             catalog: Mutex::default(),
         };
-        repo.load_index().await?;
+        if with_index {
+            repo.load_index().await?;
+        }
         Ok(repo)
     }
 
@@ -379,6 +391,11 @@ impl Repository {
     }
 
     // ---- index ----
+
+    /// Reads the index again (another process may have changed it since it was loaded).
+    pub async fn reload_index(&self) -> Result<()> {
+        self.load_index().await
+    }
 
     /// Loads the index. An index object listed but gone when read was replaced meanwhile (prune
     /// and re-encryption write the new objects before deleting the old ones), so the listing is
@@ -520,6 +537,7 @@ impl Repository {
 
     /// Writes index objects for every pack uploaded since the last flush. Returns bytes written.
     pub async fn flush_index(&self) -> Result<u64> {
+        crate::failpoint::hit("index.before-flush").await;
         let packs = std::mem::take(
             &mut *self
                 .pending

@@ -342,6 +342,94 @@ impl Store {
         }
     }
 
+    /// The objects under `prefix` on every target, for decisions that delete objects or destroy
+    /// keys: every target is asked (also those that failed earlier in this run), and one that
+    /// cannot answer makes it an [`Error::Incomplete`] naming the target and `action`. A
+    /// union of partial listings would let an object that only the silent target holds look
+    /// absent, or unreferenced.
+    pub async fn list_complete(&self, prefix: &str, action: &str) -> Result<Vec<Listed>> {
+        let results = futures::future::join_all(self.targets.iter().map(|t| t.list(prefix))).await;
+        let mut seen = std::collections::BTreeMap::new();
+        for (t, r) in self.targets.iter().zip(results) {
+            match r {
+                Ok(list) => {
+                    for l in list {
+                        seen.entry(l.name.clone())
+                            .and_modify(|s: &mut Listed| {
+                                s.last_modified = s.last_modified.max(l.last_modified)
+                            })
+                            .or_insert(l);
+                    }
+                }
+                Err(e) => {
+                    return Err(Error::Incomplete {
+                        action: action.to_string(),
+                        target: t.name().to_string(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(seen.into_values().collect())
+    }
+
+    /// The names from [`Self::list_complete`].
+    pub async fn list_names_complete(&self, prefix: &str, action: &str) -> Result<Vec<String>> {
+        Ok(self
+            .list_complete(prefix, action)
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect())
+    }
+
+    /// Overwrites a bookkeeping object on every target that has not failed in this run; durable
+    /// when the write quorum holds it.
+    pub async fn put_replace(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let live: Vec<&Target> = self.targets.iter().filter(|t| !t.is_degraded()).collect();
+        let results =
+            futures::future::join_all(live.iter().map(|t| t.put_replace(name, bytes.clone())))
+                .await;
+        let held = results.iter().filter(|r| r.is_ok()).count();
+        if held < self.write_quorum {
+            let reasons: Vec<String> = live
+                .iter()
+                .zip(&results)
+                .filter_map(|(t, r)| r.as_ref().err().map(|e| format!("{}: {e}", t.name())))
+                .collect();
+            return Err(Error::Quorum {
+                object: name.to_string(),
+                held,
+                needed: self.write_quorum,
+                reasons: reasons.join("; "),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that this host's clock and every reachable target's clock agree within `bound`
+    /// seconds, from the `Last-Modified` time of `name`, an object this process just wrote.
+    pub async fn check_clock(&self, name: &str, written_at: i64, bound: i64) -> Result<()> {
+        let live = self.targets.iter().filter(|t| !t.is_degraded());
+        let results =
+            futures::future::join_all(live.map(|t| async move { (t, t.modified(name).await) }))
+                .await;
+        for (t, r) in results {
+            // A target that missed the write, or cannot answer now, has no clock to compare.
+            if let Ok(modified) = r {
+                let seconds = (modified - written_at).abs();
+                if seconds > bound {
+                    return Err(Error::ClockSkew {
+                        target: t.name().to_string(),
+                        seconds,
+                        bound,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes a bookkeeping object (a backup session, a superseded lease) where it can be done
     /// now: targets that failed earlier in this run are skipped and failures are only logged,
     /// so a dead or stalled target never holds up the end of a run. What stays behind is

@@ -11,6 +11,8 @@ use futures::StreamExt;
 
 use crate::catalog::Catalog;
 use crate::format::Config;
+use crate::lease::Lease;
+use crate::repository::LEASE_TTL;
 use crate::store::{content_matches_name, Store};
 use crate::target::Target;
 use crate::{Error, Result};
@@ -55,7 +57,13 @@ pub async fn survey(store: &Store) -> (Vec<TargetStatus>, Vec<Option<BTreeSet<St
             Ok(list) => {
                 st.objects = list.len() as u64;
                 st.bytes = list.iter().map(|l| l.size).sum();
-                let set: BTreeSet<String> = list.into_iter().map(|l| l.name).collect();
+                // Leases and sessions are one process's bookkeeping, not repository data: a
+                // copy of an ended session would look like a running backup.
+                let set: BTreeSet<String> = list
+                    .into_iter()
+                    .map(|l| l.name)
+                    .filter(|n| !n.starts_with("locks/"))
+                    .collect();
                 all.extend(set.iter().cloned());
                 names.push(Some(set));
             }
@@ -87,7 +95,20 @@ pub struct SyncReport {
 /// Copies every object a reachable target lacks from a target holding an intact copy.
 /// Each copy is verified against its name before it is written and after. Safe to interrupt
 /// and run again: it only ever adds objects.
+///
+/// Runs under the maintenance lease: a copy made while a prune deletes the same object on every
+/// target would bring it back (an index object naming deleted packs, say).
 pub async fn sync(store: &Store) -> Result<SyncReport> {
+    let lease = Lease::acquire(store, "sync", LEASE_TTL).await?;
+    let result = sync_leased(store).await;
+    let released = lease.release(store).await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+async fn sync_leased(store: &Store) -> Result<SyncReport> {
+    crate::failpoint::hit("sync.before-survey").await;
     let (statuses, names) = survey(store).await;
     if names.iter().all(Option::is_none) {
         return Err(Error::Invalid("no target is reachable".into()));
@@ -107,6 +128,7 @@ pub async fn sync(store: &Store) -> Result<SyncReport> {
             }
         }
     }
+    crate::failpoint::hit("sync.before-copy").await;
     let targets = store.targets();
     let results: Vec<(usize, String, Result<u64>)> = futures::stream::iter(jobs)
         .map(|(to, name, from)| async move {

@@ -32,6 +32,14 @@ pub struct Target {
     degraded: Arc<AtomicBool>,
 }
 
+static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Storage requests this process made, over every target (a listing counts once, whatever
+/// its pages): what the fleet benchmark reports per backup.
+pub fn requests_made() -> u64 {
+    REQUESTS.load(Ordering::Relaxed)
+}
+
 /// An object listed in a store.
 #[derive(Debug, Clone)]
 pub struct Listed {
@@ -172,6 +180,7 @@ impl Target {
     }
 
     /// Runs one operation under the deadline and records a failure of the target itself.
+    /// Every storage request goes through here and is counted ([`requests_made`]).
     async fn guard<T>(&self, object: &str, op: impl Future<Output = Result<T>>) -> Result<T> {
         self.guard_within(self.deadline, object, op).await
     }
@@ -183,6 +192,7 @@ impl Target {
         object: &str,
         op: impl Future<Output = Result<T>>,
     ) -> Result<T> {
+        REQUESTS.fetch_add(1, Ordering::Relaxed);
         let r = match deadline {
             Some(d) => tokio::time::timeout(d, op).await.unwrap_or_else(|_| {
                 Err(Error::Unavailable {
@@ -241,6 +251,18 @@ impl Target {
         }
     }
 
+    /// Writes an object, replacing any earlier version. Only bookkeeping objects whose names
+    /// are not hashes use this (a backup session's heartbeat).
+    pub async fn put_replace(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let put = async {
+            self.inner
+                .put(&Path::from(name), PutPayload::from_bytes(bytes))
+                .await
+                .map_err(|e| map_err(name, e))
+        };
+        self.guard(name, put).await.map(|_| ())
+    }
+
     pub async fn get(&self, name: &str) -> Result<Bytes> {
         self.guard(name, async {
             let r = self
@@ -274,6 +296,19 @@ impl Target {
 
     pub async fn size(&self, name: &str) -> Result<u64> {
         self.guard(name, self.size_unguarded(name)).await
+    }
+
+    /// When the target last wrote the object, Unix seconds by the target's clock.
+    pub async fn modified(&self, name: &str) -> Result<i64> {
+        self.guard(name, async {
+            let m = self
+                .inner
+                .head(&Path::from(name))
+                .await
+                .map_err(|e| map_err(name, e))?;
+            Ok(m.last_modified.timestamp())
+        })
+        .await
     }
 
     async fn size_unguarded(&self, name: &str) -> Result<u64> {

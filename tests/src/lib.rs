@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: the real `drvault` binary on real directories.
 #![allow(clippy::unwrap_used)]
 
+pub mod failpoints;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +21,15 @@ pub fn drvault_bin() -> PathBuf {
             .unwrap()
             .to_path_buf();
         let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "drvault", "--bins"])
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "drvault",
+                "--bins",
+                "--features",
+                "failpoints",
+            ])
             .current_dir(&root)
             .status()
             .expect("cargo build runs");
@@ -71,6 +80,20 @@ impl Env {
     /// A `drvault` command bound to this repository, with the passphrase in the environment.
     pub fn cmd(&self) -> Command {
         self.command(drvault_bin())
+    }
+
+    /// A `drvault` command for another "host" of the fleet: its own state directory (catalog,
+    /// cache) beside this repository.
+    pub fn host_cmd(&self, host: &str) -> Command {
+        let mut c = Command::new(drvault_bin());
+        c.arg("--repo")
+            .arg(self.repo())
+            .arg("--state-dir")
+            .arg(self.path(&format!("state-{host}")));
+        c.env("DRVAULT_PASSWORD", PASSWORD)
+            .env_remove("DRVAULT_REPO")
+            .env_remove("CREDENTIALS_DIRECTORY");
+        c
     }
 
     /// The same for `drtest`.

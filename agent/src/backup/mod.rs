@@ -34,7 +34,13 @@ pub struct BackupOutcome {
 }
 
 /// Runs a backup on the calling thread (which must not be inside the runtime).
-pub fn run(rt: &Runtime, repo: Arc<Repository>, req: BackupRequest) -> Result<BackupOutcome> {
+/// `session` is the one [`Repository::begin_backup`] started; the snapshot is committed under it.
+pub fn run(
+    rt: &Runtime,
+    repo: Arc<Repository>,
+    session: &drvault_repo::lease::Session,
+    req: BackupRequest,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let mut paths = Vec::new();
@@ -94,7 +100,7 @@ pub fn run(rt: &Runtime, repo: Arc<Repository>, req: BackupRequest) -> Result<Ba
         summary: Summary { ..summary },
         program_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let id = rt.block_on(repo.save_snapshot(&snapshot))?;
+    let id = rt.block_on(repo.commit_snapshot(session, &snapshot))?;
     Ok(BackupOutcome { id, snapshot })
 }
 

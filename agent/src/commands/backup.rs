@@ -1,5 +1,4 @@
 use anyhow::Result;
-use drvault_repo::lease::Session;
 
 use crate::backup::{self, BackupRequest};
 use crate::cli::{BackupArgs, Global};
@@ -94,7 +93,7 @@ pub fn backup_once(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Done> {
             eprintln!("  {}", recovery.as_str());
         }
     }
-    let repo = ctx.open(g)?;
+    let repo = ctx.open_for_backup(g)?;
     let host = a.host.clone().unwrap_or_else(drvault_repo::host::hostname);
     let snaps = ctx.rt.block_on(repo.snapshots())?;
     let parent = match &a.parent {
@@ -130,28 +129,17 @@ pub fn backup_once(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Done> {
         parent,
         host,
     };
-    // Announce the backup so that re-encryption does not retire the epoch it seals under. A
-    // rotation between opening and announcing would go unseen, so check for one afterwards.
+    // The session protocol (session, then marks, then index) is the library's; a rotation
+    // since the opening means opening again, once.
     let mut repo = repo;
-    let mut session = ctx.rt.block_on(Session::start(
-        repo.store(),
-        repo.keyring().active_epoch()?.0,
-    ))?;
-    if !ctx.rt.block_on(repo.keyring_is_current())? {
-        ctx.rt.block_on(session.end(repo.store()));
-        repo = ctx.open(g)?;
-        session = ctx.rt.block_on(Session::start(
-            repo.store(),
-            repo.keyring().active_epoch()?.0,
-        ))?;
-    }
-    // Packs a prune marked may be deleted while this backup runs: their blobs are stored
-    // again rather than referred to (docs/FORMAT.md section 18).
-    if let Err(e) = ctx.rt.block_on(repo.forget_marked_packs()) {
-        ctx.rt.block_on(session.end(repo.store()));
-        return Err(e.into());
-    }
-    let out = backup::run(&ctx.rt, repo.clone(), req);
+    let session = match ctx.rt.block_on(repo.begin_backup()) {
+        Err(drvault_repo::Error::KeyringChanged) => {
+            repo = ctx.open_for_backup(g)?;
+            ctx.rt.block_on(repo.begin_backup())?
+        }
+        other => other?,
+    };
+    let out = backup::run(&ctx.rt, repo.clone(), &session, req);
     ctx.rt.block_on(session.end(repo.store()));
     let out = out?;
     let owed = ctx.rt.block_on(repo.remember_owed());

@@ -14,6 +14,9 @@ use crate::packer::PackBuilder;
 pub const LEASE_TTL: Duration = Duration::from_secs(600);
 /// Packs rewritten between index flushes: what a crash can make the next run redo.
 const FLUSH_EVERY: usize = 32;
+/// What the refusal on an incomplete listing names.
+const REENCRYPT_ACTION: &str = "re-encrypt (it deletes packs under old epochs)";
+const RETIRE_ACTION: &str = "retire key epochs (it destroys their keys)";
 
 /// One data-key epoch and how many objects are still sealed under it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -76,7 +79,11 @@ impl Repository {
     /// Deletes every keyring object but `keep`. After a retirement or a new master key the
     /// older objects still hold the retired keys or open with the old master key.
     async fn delete_other_keyrings(&self, keep: &str) -> Result<()> {
-        for l in self.store.list(paths::KEYRING).await? {
+        for l in self
+            .store
+            .list_complete(paths::KEYRING, "delete superseded keyring objects")
+            .await?
+        {
             if l.name != keep {
                 self.store.delete(&l.name).await?;
             }
@@ -147,10 +154,19 @@ impl Repository {
     }
 
     /// The epoch of every pack, index and snapshot object, read from its envelope header.
-    async fn object_epochs(&self, prefixes: &[&str]) -> Result<BTreeMap<String, u32>> {
+    /// With `deciding`, the listing must be complete (every target answered): the result is
+    /// what re-encryption deletes packs and retires epochs on.
+    async fn object_epochs(
+        &self,
+        prefixes: &[&str],
+        deciding: Option<&str>,
+    ) -> Result<BTreeMap<String, u32>> {
         let mut names = Vec::new();
         for p in prefixes {
-            names.extend(self.store.list_names(p).await?);
+            names.extend(match deciding {
+                Some(action) => self.store.list_names_complete(p, action).await?,
+                None => self.store.list_names(p).await?,
+            });
         }
         futures::stream::iter(names)
             .map(|name| async move {
@@ -174,7 +190,7 @@ impl Repository {
         let kr = self.current_keyring().await?;
         let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
         for epoch in self
-            .object_epochs(&[paths::DATA, paths::INDEX, paths::SNAPSHOTS])
+            .object_epochs(&[paths::DATA, paths::INDEX, paths::SNAPSHOTS], None)
             .await?
             .values()
         {
@@ -202,7 +218,7 @@ impl Repository {
             .iter()
             .find(|e| e.id == id)
             .map_or(0, |e| e.created);
-        let epochs = self.object_epochs(&[paths::DATA]).await?;
+        let epochs = self.object_epochs(&[paths::DATA], None).await?;
         let names: Vec<String> = self.store.list_names(paths::INDEX).await?;
         let mut seen = HashSet::new();
         let mut blobs = 0u64;
@@ -309,9 +325,7 @@ impl Repository {
     ) -> Result<ReencryptReport> {
         let kr = self.current_keyring().await?;
         if kr.generation() != self.keyring.generation() {
-            return Err(Error::Invalid(
-                "the keyring changed since the repository was opened; run the command again".into(),
-            ));
+            return Err(Error::KeyringChanged);
         }
         let old: BTreeSet<u32> = kr
             .epochs()
@@ -336,10 +350,17 @@ impl Repository {
                 break;
             }
         }
-        let epochs = self
-            .object_epochs(&[paths::DATA, paths::INDEX, paths::SNAPSHOTS])
-            .await?;
+        // Sessions before the survey: a backup sealing under an old epoch that ends after this
+        // reading is named below; one that ended before it has all its objects in storage, so
+        // the survey that follows counts them.
         let sessions = live_sessions(&self.store).await?;
+        let epochs = self
+            .object_epochs(
+                &[paths::DATA, paths::INDEX, paths::SNAPSHOTS],
+                Some(RETIRE_ACTION),
+            )
+            .await?;
+        crate::failpoint::hit("reencrypt.before-retire").await;
         let mut retire = Vec::new();
         for e in &old {
             let left = epochs.values().filter(|x| *x == e).count();
@@ -362,6 +383,7 @@ impl Repository {
         }
         if !retire.is_empty() {
             lease.keep_alive(&self.store).await?;
+            // Key material is destroyed only on a complete view of every target.
             let mut kr = self.current_keyring().await?;
             kr.retire(&retire)?;
             let keep = self.save_keyring(&kr).await?;
@@ -379,8 +401,19 @@ impl Repository {
         progress: &(dyn Fn(Progress) + Sync),
         report: &mut ReencryptReport,
     ) -> Result<u64> {
+        // Sessions first: a backup sealing under an old epoch passed its keyring check before the
+        // rotation, so its session was durable before this reading. Its packs may be missing
+        // from the index read below (it indexes them later), so while any such backup was
+        // running at this point, no unindexed old pack is deleted.
+        let backups_under_old = live_sessions(&self.store)
+            .await?
+            .iter()
+            .any(|s| old.contains(&s.epoch));
         let epochs = self
-            .object_epochs(&[paths::DATA, paths::INDEX, paths::SNAPSHOTS])
+            .object_epochs(
+                &[paths::DATA, paths::INDEX, paths::SNAPSHOTS],
+                Some(REENCRYPT_ACTION),
+            )
             .await?;
         let under_old = |name: &str| epochs.get(name).is_some_and(|e| old.contains(e));
         let found = epochs.values().filter(|e| old.contains(e)).count() as u64;
@@ -388,7 +421,10 @@ impl Repository {
             return Ok(0);
         }
         // Blobs already held by a pack under a current epoch (from an interrupted run).
-        let index_names: Vec<String> = self.store.list_names(paths::INDEX).await?;
+        let index_names: Vec<String> = self
+            .store
+            .list_names_complete(paths::INDEX, REENCRYPT_ACTION)
+            .await?;
         let files = self.fetch_indexes(index_names.clone()).await?;
         let mut safe_blobs: HashSet<Id> = HashSet::new();
         for (_, f) in &files {
@@ -405,10 +441,7 @@ impl Repository {
             .iter()
             .flat_map(|(_, f)| f.packs.iter().map(|p| p.pack))
             .collect();
-        let backups_under_old = live_sessions(&self.store)
-            .await?
-            .iter()
-            .any(|s| old.contains(&s.epoch));
+        crate::failpoint::hit("reencrypt.after-survey").await;
         let (old_packs, unindexed): (Vec<String>, Vec<String>) = epochs
             .keys()
             .filter(|n| n.starts_with(paths::DATA) && under_old(n))
@@ -471,7 +504,10 @@ impl Repository {
         // written before any old index object or pack is deleted.
         lease.keep_alive(&self.store).await?;
         let old_pack_ids: HashSet<Id> = old_packs.iter().filter_map(|n| name_id(n).ok()).collect();
-        let index_names: Vec<String> = self.store.list_names(paths::INDEX).await?;
+        let index_names: Vec<String> = self
+            .store
+            .list_names_complete(paths::INDEX, REENCRYPT_ACTION)
+            .await?;
         let files = self.fetch_indexes(index_names.clone()).await?;
         let mut seen = HashSet::new();
         let mut keep = Vec::new();
@@ -506,7 +542,10 @@ impl Repository {
 
         // Snapshots: re-sealed one by one; an interrupted run may have written the new copy
         // already, recognised by its plaintext.
-        let snaps: Vec<String> = self.store.list_names(paths::SNAPSHOTS).await?;
+        let snaps: Vec<String> = self
+            .store
+            .list_names_complete(paths::SNAPSHOTS, REENCRYPT_ACTION)
+            .await?;
         let mut current: HashSet<[u8; 32]> = HashSet::new();
         for name in snaps
             .iter()

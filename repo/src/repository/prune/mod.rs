@@ -14,8 +14,13 @@
 //!    replaced, then the packs, then the marks. A marked pack still holding the only copy of a
 //!    blob some snapshot uses is kept back instead.
 //!
+//! Duplicates: hosts backing up the same data at once each upload it. For every used blob with
+//! copies in several packs one pack is chosen to keep it; its other copies count as unused, so
+//! packs holding only duplicates are marked and packs holding mostly duplicates are repacked.
+//!
 //! Memory: the index of every copy of every blob (52 bytes an entry), one bit per entry for the
-//! blobs in use, and per pack a few counters. No pack is held longer than its repacking.
+//! blobs in use, 4 bytes per entry for the keeper of duplicated blobs while the plan is made,
+//! and per pack a few counters. No pack is held longer than its repacking.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -34,9 +39,12 @@ mod repack;
 mod tests;
 mod usage;
 
-/// How far apart the clocks of two hosts may be. A mark is ripe only when every running backup
-/// started at least this long after the mark was created, by the backup host's clock.
-pub const CLOCK_SKEW_MARGIN: i64 = 300;
+/// How far apart the clocks of two hosts may be (enforced when leases and sessions are written).
+/// A mark is ripe only when every running backup started at least this long after the mark
+/// was created, by the backup host's clock.
+pub const CLOCK_SKEW_MARGIN: i64 = crate::lease::CLOCK_SKEW_BOUND;
+/// What the refusal on an incomplete listing names.
+const PRUNE_ACTION: &str = "prune (it deletes packs and index objects)";
 /// Repacked packs between index flushes: what a crash can make the next run redo.
 const FLUSH_EVERY: usize = 32;
 
@@ -157,6 +165,62 @@ enum Fate {
     Repack,
 }
 
+const NO_KEEPER: u32 = u32::MAX;
+
+/// For each used blob stored in more than one pack (by its first position in the loaded
+/// index), the number of the pack that keeps it: among the copies in existing packs not already marked, a
+/// pack young enough to stay anyway first, then the pack holding the most used blobs, then
+/// the lowest pack id (so that concurrent uploads of the same data converge on few packs).
+/// Blobs with a single candidate are left out.
+fn keepers(
+    idx: &MemIndex,
+    used: &Bits,
+    listing: &PackListing,
+    pending: &IdSet,
+    young_after: Option<i64>,
+) -> Vec<u32> {
+    let candidate: Vec<Option<bool>> = idx
+        .packs
+        .iter()
+        .map(|id| match listing.get(id) {
+            Some((_, modified)) if !pending.contains(id) => {
+                Some(young_after.is_some_and(|t| *modified > t))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut used_in = vec![0u64; idx.packs.len()];
+    idx.for_each_blob(|start, entries| {
+        if used.get(start) {
+            let mut packs: Vec<u32> = entries.iter().map(|(_, s)| s.pack).collect();
+            packs.dedup();
+            for p in packs {
+                used_in[p as usize] += 1;
+            }
+        }
+    });
+    // 4 bytes per index entry; NO_KEEPER where every copy counts.
+    let mut out = vec![NO_KEEPER; idx.loaded.len()];
+    idx.for_each_blob(|start, entries| {
+        if !used.get(start) || entries.len() < 2 {
+            return;
+        }
+        let best = entries
+            .iter()
+            .map(|(_, s)| s.pack)
+            .filter_map(|p| candidate[p as usize].map(|young| (p, young)))
+            .max_by(|(a, ya), (b, yb)| {
+                ya.cmp(yb)
+                    .then(used_in[*a as usize].cmp(&used_in[*b as usize]))
+                    .then(idx.packs[*b as usize].cmp(&idx.packs[*a as usize]))
+            });
+        if let Some((p, _)) = best {
+            out[start] = p;
+        }
+    });
+    out
+}
+
 /// The bytes of those of `packs` that exist.
 fn sizes(listing: &PackListing, packs: &[Id]) -> u64 {
     packs
@@ -197,7 +261,7 @@ impl Repository {
     /// Every pack in `data/` with its size and time.
     async fn pack_listing(&self) -> Result<PackListing> {
         let mut out = PackListing::default();
-        for l in self.store.list(paths::DATA).await? {
+        for l in self.store.list_complete(paths::DATA, PRUNE_ACTION).await? {
             if let Some(id) = l.name.rsplit('/').next().and_then(Id::from_hex) {
                 if paths::pack(&id) == l.name {
                     out.insert(id, (l.size, l.last_modified));
@@ -225,10 +289,7 @@ impl Repository {
             // New objects are sealed under this process's keyring: one retired since it was
             // opened would leave them unreadable.
             if !self.keyring_is_current().await? {
-                return Err(Error::Invalid(
-                    "the keyring changed since the repository was opened; run the command again"
-                        .into(),
-                ));
+                return Err(Error::KeyringChanged);
             }
             self.prune_locked(Some(&mut lease), opts).await
         }
@@ -259,6 +320,7 @@ impl Repository {
         let mut usage = self.usage(&mut lease).await?;
         report.snapshots = usage.walked.len() as u64;
         report.used_blobs = usage.used.count();
+        crate::failpoint::hit("prune.after-usage").await;
 
         // ---- mark ----
         let mut listing = self.pack_listing().await?;
@@ -266,6 +328,10 @@ impl Repository {
         // Packs no index names are left by backups that did not finish, unless a backup was
         // running at the start (its packs precede its index). Only packs written before this
         // run and before the grace period are taken.
+        // Listing times are the target's clock. A pack of a backup that began after the
+        // sessions were read but carries an earlier time (the target's clock behind) may be
+        // marked; the sweep then waits for that backup, and keeps the pack back if its
+        // snapshot uses it.
         let unindexed_before = sessions_at_start
             .is_empty()
             .then(|| started.min(unix_now().saturating_sub(grace)));
@@ -315,6 +381,7 @@ impl Repository {
             all_marks.push((name, mark));
         }
 
+        crate::failpoint::hit("prune.after-mark").await;
         // ---- sweep ----
         // Sessions are read after every mark considered exists, and snapshots after that: a
         // backup that ended before this point has committed its snapshot, one that starts
@@ -387,6 +454,7 @@ impl Repository {
         if indexed {
             report.indexes_rewritten = self.rewrite_index_without(&mut lease, &sweep).await?;
         }
+        crate::failpoint::hit("prune.before-delete").await;
         let mut deletions = futures::stream::iter(doomed.iter())
             .map(|p| async move { self.store.delete(&paths::pack(p)).await })
             .buffer_unordered(8);
@@ -415,10 +483,12 @@ impl Repository {
     ) -> Result<Plan> {
         let idx = self.index_read()?;
         let used = &usage.used;
+        let keepers = keepers(&idx, used, listing, pending, young_after);
         let mut stats = vec![PackStat::default(); idx.packs.len()];
         let mut seen: Vec<u32> = Vec::new();
         idx.for_each_blob(|start, entries| {
             seen.clear();
+            let keeper = Some(keepers[start]).filter(|k| *k != NO_KEEPER);
             for (_, s) in entries {
                 // A pack listing a blob twice counts it once.
                 if seen.contains(&s.pack) {
@@ -426,7 +496,9 @@ impl Repository {
                 }
                 seen.push(s.pack);
                 let st = &mut stats[s.pack as usize];
-                if used.get(start) {
+                // A used blob counts in the pack chosen to keep it; its other copies are waste
+                // (duplicates uploaded by backups that ran at the same time).
+                if used.get(start) && keeper.is_none_or(|k| k == s.pack) {
                     st.used_blobs += 1;
                 } else {
                     st.unused_bytes += u64::from(s.length);
@@ -526,7 +598,10 @@ impl Repository {
         lease: &mut Option<&mut Lease>,
         without: &IdSet,
     ) -> Result<u64> {
-        let names = self.store.list_names(paths::INDEX).await?;
+        let names = self
+            .store
+            .list_names_complete(paths::INDEX, PRUNE_ACTION)
+            .await?;
         let mut seen = IdSet::default();
         let mut queued = 0usize;
         let mut files = futures::stream::iter(names.clone())

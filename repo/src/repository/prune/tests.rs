@@ -7,7 +7,7 @@ use super::*;
 use crate::blob::BlobSealer;
 use crate::check::{check, ReadData};
 use crate::format::{Node, NodeKind, Summary, TREE_VERSION};
-use crate::lease::Session;
+use crate::lease::{Session, SESSION_STALE_AFTER};
 
 async fn repository() -> Repository {
     let store = Store::from_object_store(
@@ -410,5 +410,97 @@ async fn repacked_packs_hold_one_epoch_each_so_reencryption_finds_them() {
         last.read_blob(BlobKind::Data, &y[0]).await.unwrap(),
         blob(3, 2000)
     );
+    assert_clean(&repo).await;
+}
+
+/// Writes a session with a heartbeat, as the named process of `pid_scope` would.
+async fn put_heartbeat_session(
+    repo: &Repository,
+    name: &str,
+    pid: u32,
+    pid_scope: &str,
+    heartbeat: i64,
+) -> String {
+    let body = serde_json::json!({
+        "host": crate::host::hostname(), "pid": pid, "started": heartbeat, "epoch": 1,
+        "honours_marks": true, "heartbeat": heartbeat, "pid_scope": pid_scope,
+    });
+    let name = format!("locks/session-{name:0>32}");
+    repo.store()
+        .put_new(&name, serde_json::to_vec(&body).unwrap().into(), false)
+        .await
+        .unwrap();
+    name
+}
+
+/// A pid that no process of this machine has.
+fn unused_pid() -> u32 {
+    (4_000_000..4_100_000)
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .unwrap()
+}
+
+/// Defect 4: a backup in a container that shares this host's name but not its PID namespace
+/// has a pid this process cannot see. Its session is live while its heartbeat is fresh; only a
+/// stale heartbeat, or a pid missing in the same boot and namespace, ends it.
+#[tokio::test]
+async fn liveness_rests_on_heartbeats_not_on_a_pid_from_another_namespace() {
+    let repo = repository().await;
+    let (_, px) = forgotten_pack(&repo, 3000).await;
+    let r = reopen(&repo).await.prune(&grace(3600)).await.unwrap();
+    assert_eq!(r.packs_marked, 2, "{r:?}");
+    let later = unix_now() - 60;
+    // Another PID namespace, same host name, a pid we cannot see, a fresh heartbeat: live.
+    let other = put_heartbeat_session(&repo, "c1", unused_pid(), "other-boot/pid:[1]", later).await;
+    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    assert_eq!(
+        r.packs_deleted, 0,
+        "the container's backup holds the sweep: {r:?}"
+    );
+    assert!(exists(&repo, &px).await);
+    repo.store().delete(&other).await.unwrap();
+    // Our own namespace and a pid that is gone: dead at once.
+    let scope = crate::host::pid_scope();
+    let dead = put_heartbeat_session(&repo, "c2", unused_pid(), &scope, later).await;
+    // A heartbeat older than the staleness bound: dead, whoever wrote it.
+    let stale_at = unix_now() - SESSION_STALE_AFTER.as_secs() as i64 - 2 * CLOCK_SKEW_MARGIN;
+    let stale = put_heartbeat_session(&repo, "c3", 1, "other-boot/pid:[1]", stale_at).await;
+    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    assert_eq!(r.packs_deleted, 2, "{r:?}");
+    assert!(!exists(&repo, &px).await);
+    for n in [dead, stale] {
+        repo.store().delete(&n).await.unwrap();
+    }
+    assert_clean(&repo).await;
+}
+
+/// A session renews itself and refuses to commit once its renewals lapsed beyond the bound.
+#[tokio::test]
+async fn a_live_session_is_seen_and_ends_cleanly() {
+    let repo = repository().await;
+    let session = repo.begin_backup().await.unwrap();
+    session.confirm().unwrap();
+    let live = crate::lease::live_sessions(repo.store()).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert!(live[0].heartbeat > 0 && !live[0].pid_scope.is_empty());
+    session.end(repo.store()).await;
+    assert!(crate::lease::live_sessions(repo.store())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Defect 5 at the unit level: the same blob stored in two packs by two "hosts"; prune keeps
+/// one and deletes the other, and every snapshot still reads.
+#[tokio::test]
+async fn duplicate_copies_in_two_packs_leave_one() {
+    let repo = repository().await;
+    let (x, p1) = put_pack(&repo, BlobKind::Data, &[blob(1, 5000), blob(2, 5000)]).await;
+    let (_, p2) = put_pack(&repo, BlobKind::Data, &[blob(1, 5000), blob(2, 5000)]).await;
+    assert_ne!(p1, p2);
+    snapshot(&repo, "s", &[("f", x.clone())]).await;
+    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    assert_eq!(r.packs_deleted, 1, "{r:?}");
+    assert!(exists(&repo, &p1).await != exists(&repo, &p2).await);
     assert_clean(&repo).await;
 }

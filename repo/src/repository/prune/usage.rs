@@ -13,7 +13,10 @@ impl Repository {
         let old = std::mem::take(&mut *self.index.write().map_err(|_| poisoned())?);
         let estimate = old.loaded.len() + old.added.len();
         drop(old);
-        let names = self.store.list_names(paths::INDEX).await?;
+        let names = self
+            .store
+            .list_names_complete(paths::INDEX, PRUNE_ACTION)
+            .await?;
         let mut idx = MemIndex::default();
         idx.loaded.reserve(estimate + estimate / 16);
         let mut seen = IdSet::default();
@@ -110,7 +113,10 @@ impl Repository {
     pub(super) async fn usage(&self, lease: &mut Option<&mut Lease>) -> Result<Usage> {
         // Snapshots first: a snapshot is written after its index objects, so the index read
         // next covers every snapshot listed.
-        let names = self.store.list_names(paths::SNAPSHOTS).await?;
+        let names = self
+            .store
+            .list_names_complete(paths::SNAPSHOTS, PRUNE_ACTION)
+            .await?;
         self.load_full_index().await?;
         let mut usage = Usage {
             used: Bits::new(self.index_read()?.loaded.len()),
@@ -131,7 +137,10 @@ impl Repository {
         lease: &mut Option<&mut Lease>,
         usage: &mut Usage,
     ) -> Result<bool> {
-        let names = self.store.list_names(paths::SNAPSHOTS).await?;
+        let names = self
+            .store
+            .list_names_complete(paths::SNAPSHOTS, PRUNE_ACTION)
+            .await?;
         let new: Vec<String> = names
             .into_iter()
             .filter(|n| !usage.walked.contains(n))

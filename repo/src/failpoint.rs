@@ -1,0 +1,55 @@
+//! Named fail points for the interleaving tests, compiled in only with the `failpoints`
+//! feature (the test builds); without it [`hit`] is an empty inline function.
+//!
+//! `DRVAULT_FAILPOINTS` lists `name=action` pairs separated by `;`. Actions:
+//! - `pause`: create `<DRVAULT_FAILPOINT_DIR>/<name>.reached`, then wait until
+//!   `<DRVAULT_FAILPOINT_DIR>/<name>.resume` exists (the test runs another operation meanwhile);
+//! - `abort`: end the process at once, as `kill -9` would (no destructors, no cleanup).
+//!
+//! A point pauses or aborts the first time it is reached in the process; later hits pass.
+
+/// Reached a named point of a protocol (see the module documentation).
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub async fn hit(_name: &str) {}
+
+#[cfg(feature = "failpoints")]
+pub async fn hit(name: &str) {
+    let Some(action) = armed(name) else { return };
+    match action.as_str() {
+        "abort" => {
+            eprintln!("drvault: fail point {name}: aborting");
+            std::process::abort();
+        }
+        "pause" => {
+            let Some(dir) = std::env::var_os("DRVAULT_FAILPOINT_DIR") else {
+                return;
+            };
+            let dir = std::path::PathBuf::from(dir);
+            let _ = std::fs::write(dir.join(format!("{name}.reached")), b"");
+            let resume = dir.join(format!("{name}.resume"));
+            while !resume.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The action for `name`, once per process.
+#[cfg(feature = "failpoints")]
+fn armed(name: &str) -> Option<String> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static FIRED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let spec = std::env::var("DRVAULT_FAILPOINTS").ok()?;
+    let action = spec.split(';').find_map(|pair| {
+        let (n, a) = pair.split_once('=')?;
+        (n.trim() == name).then(|| a.trim().to_string())
+    })?;
+    let mut fired = FIRED.lock().ok()?;
+    fired
+        .get_or_insert_with(HashSet::new)
+        .insert(name.to_string())
+        .then_some(action)
+}

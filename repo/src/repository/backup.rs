@@ -1,0 +1,115 @@
+//! The backup side of the session/mark protocol (docs/FORMAT.md §18): what every front end
+//! that writes snapshots goes through, so none can skip a step.
+//!
+//! [`Repository::begin_backup`] makes the session durable, then reads the prune marks, then
+//! loads the index, and only then drops the marked packs from it. The order is the invariant
+//! the sweep's safety rests on: a sweep deletes a mark only after it replaced the index objects
+//! naming the mark's packs, so a backup that no longer finds a mark reads an index without its
+//! packs; and a mark created after the session is durable waits for the session to end.
+//! [`Repository::commit_snapshot`] writes the snapshot only while the session is still
+//! provably live.
+
+use super::*;
+use crate::failpoint;
+use crate::format::Snapshot;
+use crate::lease::Session;
+use crate::IdSet;
+
+impl Repository {
+    /// Opens a repository without reading its index: for a backup, whose index must be read
+    /// after its session exists ([`Self::begin_backup`] reads it).
+    pub async fn open_for_backup(
+        store: Store,
+        passphrase: &[u8],
+        state_dir: Option<PathBuf>,
+    ) -> Result<Self> {
+        Self::open_inner(store, passphrase, state_dir, false).await
+    }
+
+    /// Announces a backup and prepares the index it deduplicates against (see the module
+    /// documentation). Fails with [`Error::KeyringChanged`] when a rotation happened since the
+    /// repository was opened: open it again and retry. End the session with
+    /// [`Session::end`] after [`Self::commit_snapshot`] (or after a failure).
+    pub async fn begin_backup(&self) -> Result<Session> {
+        failpoint::hit("backup.before-session").await;
+        let session = Session::start(&self.store, self.keyring.active_epoch()?.0).await?;
+        failpoint::hit("backup.session-started").await;
+        match self.prepare_backup_index().await {
+            Ok(()) => Ok(session),
+            Err(e) => {
+                session.end(&self.store).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn prepare_backup_index(&self) -> Result<()> {
+        // New objects are sealed under this process's keyring: a rotation after the session
+        // started is seen here, one before it is seen by re-encryption in the session.
+        if !self.keyring_is_current().await? {
+            return Err(Error::KeyringChanged);
+        }
+        let marked = self.marked_packs().await?;
+        failpoint::hit("backup.marks-read").await;
+        self.load_index().await?;
+        failpoint::hit("backup.index-loaded").await;
+        self.drop_packs(&marked)?;
+        Ok(())
+    }
+
+    /// Writes the snapshot of a backup whose packs and index are durable, after confirming
+    /// that its session never lapsed (a lapsed session may have been taken for dead by a
+    /// prune, which may then have deleted packs this backup refers to).
+    pub async fn commit_snapshot(&self, session: &Session, snapshot: &Snapshot) -> Result<Id> {
+        failpoint::hit("backup.before-commit").await;
+        session.confirm()?;
+        self.save_snapshot(snapshot).await
+    }
+
+    /// The packs listed by the prune marks that can be read. A damaged mark is skipped with a
+    /// warning: prune refuses to run while it exists, so its packs are not deleted. Any other
+    /// failure (an unreachable store) is an error: a backup that cannot see the marks must
+    /// not run.
+    pub async fn marked_packs(&self) -> Result<IdSet> {
+        let mut marked = IdSet::default();
+        for name in self.store.list_names(paths::PRUNE).await? {
+            match self.read_prune_mark(&name).await {
+                Ok(m) => marked.extend(m.packs),
+                Err(Error::NotFound { .. }) => {} // swept since the listing
+                Err(e @ Error::Integrity { .. }) => {
+                    tracing::warn!(
+                        "{e}; ignored here, and prune refuses to run until it is removed"
+                    )
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(marked)
+    }
+
+    /// Drops from the in-memory index every blob location in `packs`, so this process stores
+    /// such blobs again rather than refer to packs about to be deleted. Returns the number of
+    /// locations dropped.
+    pub fn drop_packs(&self, packs: &IdSet) -> Result<usize> {
+        if packs.is_empty() {
+            return Ok(0);
+        }
+        let mut idx = self
+            .index
+            .write()
+            .map_err(|_| Error::Invalid("index lock poisoned".into()))?;
+        let numbers: std::collections::HashSet<u32> = packs
+            .iter()
+            .filter_map(|p| idx.pack_numbers.get(p).copied())
+            .collect();
+        if numbers.is_empty() {
+            return Ok(0);
+        }
+        let before = idx.loaded.len() + idx.added.len();
+        idx.loaded.retain(|(_, s)| !numbers.contains(&s.pack));
+        idx.added.retain(|_, s| !numbers.contains(&s.pack));
+        let dropped = before - idx.loaded.len() - idx.added.len();
+        tracing::info!("{dropped} blob locations in packs marked for deletion are not used");
+        Ok(dropped)
+    }
+}

@@ -1,0 +1,225 @@
+//! Backup sessions: how a running backup tells maintenance on other hosts that it exists
+//! (docs/FORMAT.md §16 and §18).
+//!
+//! A backup announces itself with `locks/session-<random>` (host, pid, start, the epoch it
+//! seals under) before it reads prune marks or the index, renews the object's `heartbeat` every
+//! [`SESSION_HEARTBEAT`], and removes it when it ends. Liveness never rests on a process id
+//! alone: a session is live while its heartbeat is younger than [`SESSION_STALE_AFTER`] plus
+//! the clock-skew bound, and is taken for dead sooner only by a process of the same host, boot
+//! and PID namespace that finds no such pid. A backup whose own heartbeat lapsed for that long
+//! (it was stopped, or cut off from storage) may have been taken for dead, so it refuses to
+//! commit ([`Session::confirm`]).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::host::{hostname, is_known_dead, pid_scope};
+use crate::lease::CLOCK_SKEW_BOUND;
+use crate::store::Store;
+use crate::{Error, Result};
+
+const SESSION_PREFIX: &str = "locks/session-";
+/// How often a running backup renews its session.
+pub const SESSION_HEARTBEAT: Duration = Duration::from_secs(60);
+/// A session whose heartbeat is older than this (plus the clock-skew bound) is the leftover of
+/// a backup that crashed or lost its storage.
+pub const SESSION_STALE_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Sessions of older drvaults carry no heartbeat: they count as live for this long.
+const LEGACY_STALE_AFTER: Duration = Duration::from_secs(7 * 86_400);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionBody {
+    pub host: String,
+    pub pid: u32,
+    pub started: i64,
+    /// The data-key epoch this backup seals under.
+    pub epoch: u32,
+    /// The backup reads prune marks and does not refer to marked packs (drvault 0.4 on). A
+    /// session without it, from an older drvault, holds every prune sweep until it ends.
+    #[serde(default)]
+    pub honours_marks: bool,
+    /// Unix seconds of the last renewal, by the backup host's clock; 0 in sessions of
+    /// drvaults without heartbeats.
+    #[serde(default)]
+    pub heartbeat: i64,
+    /// Boot id and PID namespace of the backup (`host::pid_scope`).
+    #[serde(default)]
+    pub pid_scope: String,
+}
+
+impl SessionBody {
+    /// Whether maintenance must still count this backup as running, at `now` by the reader's
+    /// clock.
+    pub fn is_live(&self, now: i64) -> bool {
+        if is_known_dead(&self.host, &self.pid_scope, self.pid) {
+            return false;
+        }
+        if self.heartbeat == 0 {
+            return self.started >= now - LEGACY_STALE_AFTER.as_secs() as i64;
+        }
+        now - self.heartbeat <= SESSION_STALE_AFTER.as_secs() as i64 + CLOCK_SKEW_BOUND
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The longest this process's own heartbeat may lapse before it must assume other hosts took
+/// the session for dead: the staleness bound less the skew bound a reader's clock may run ahead.
+fn own_lapse_bound() -> i64 {
+    SESSION_STALE_AFTER.as_secs() as i64 - CLOCK_SKEW_BOUND
+}
+
+/// A backup in progress, announced to prune and re-encryption; renewed until ended.
+#[derive(Debug)]
+pub struct Session {
+    name: String,
+    heartbeat: tokio::task::JoinHandle<()>,
+    /// The largest gap between two successful writes of the session, seconds (this host's clock).
+    worst_gap: Arc<AtomicI64>,
+    last_written: Arc<AtomicI64>,
+    store: Store,
+    ended: bool,
+}
+
+impl Session {
+    /// Writes the session (durable on the write quorum) and starts renewing it.
+    pub async fn start(store: &Store, epoch: u32) -> Result<Session> {
+        let name = format!(
+            "{SESSION_PREFIX}{}",
+            hex::encode(drvault_keyring::random_bytes::<16>()?)
+        );
+        let t = now();
+        let body = SessionBody {
+            host: hostname(),
+            pid: std::process::id(),
+            started: t,
+            epoch,
+            honours_marks: true,
+            heartbeat: t,
+            pid_scope: pid_scope(),
+        };
+        let bytes = serde_json::to_vec(&body).map_err(|e| Error::Invalid(e.to_string()))?;
+        store.put_new(&name, Bytes::from(bytes), false).await?;
+        if let Err(e) = store.check_clock(&name, t, CLOCK_SKEW_BOUND).await {
+            store.delete_best_effort(&name).await;
+            return Err(e);
+        }
+        let worst_gap = Arc::new(AtomicI64::new(0));
+        let last_written = Arc::new(AtomicI64::new(t));
+        let heartbeat = tokio::spawn(renew(
+            store.clone(),
+            name.clone(),
+            body,
+            worst_gap.clone(),
+            last_written.clone(),
+        ));
+        Ok(Session {
+            name,
+            heartbeat,
+            worst_gap,
+            last_written,
+            store: store.clone(),
+            ended: false,
+        })
+    }
+
+    /// The object's name (`locks/session-<random>`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Fails when the session's renewals lapsed for longer than other hosts wait before taking
+    /// it for dead: a prune may then have deleted what this backup refers to, so it must not
+    /// commit. Call just before the snapshot is written.
+    pub fn confirm(&self) -> Result<()> {
+        let since_last = now() - self.last_written.load(Ordering::Relaxed);
+        let seconds = self.worst_gap.load(Ordering::Relaxed).max(since_last);
+        if seconds > own_lapse_bound() {
+            return Err(Error::SessionLapsed {
+                seconds,
+                bound: own_lapse_bound(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops the renewals and removes the announcement; a target that failed during the
+    /// backup may keep it, and [`live_sessions`] takes it for stale once its heartbeat is old.
+    pub async fn end(mut self, store: &Store) {
+        self.heartbeat.abort();
+        self.ended = true;
+        store.delete_best_effort(&self.name).await;
+    }
+}
+
+impl Drop for Session {
+    /// A session dropped without [`Session::end`] (an error path, a panic) stops renewing and
+    /// is removed in the background when a runtime is there; otherwise it goes stale.
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        if self.ended {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (store, name) = (self.store.clone(), self.name.clone());
+            rt.spawn(async move { store.delete_best_effort(&name).await });
+        }
+    }
+}
+
+async fn renew(
+    store: Store,
+    name: String,
+    mut body: SessionBody,
+    worst_gap: Arc<AtomicI64>,
+    last_written: Arc<AtomicI64>,
+) {
+    loop {
+        tokio::time::sleep(SESSION_HEARTBEAT).await;
+        crate::failpoint::hit("session.heartbeat").await;
+        body.heartbeat = now();
+        let Ok(bytes) = serde_json::to_vec(&body) else {
+            return;
+        };
+        match store.put_replace(&name, Bytes::from(bytes)).await {
+            Ok(()) => {
+                let t = now();
+                let gap = t - last_written.swap(t, Ordering::Relaxed);
+                worst_gap.fetch_max(gap, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!("backup session {name} not renewed ({e}); retrying"),
+        }
+    }
+}
+
+/// Live backup sessions, from a listing of every target (a session only a silent target holds
+/// would otherwise look absent, and maintenance would act as if no backup ran).
+pub async fn live_sessions(store: &Store) -> Result<Vec<SessionBody>> {
+    let mut out = Vec::new();
+    let listed = store
+        .list_complete("locks/", "judge which backups are running")
+        .await?;
+    let t = now();
+    for l in listed {
+        if !l.name.starts_with(SESSION_PREFIX) {
+            continue;
+        }
+        match store.get(&l.name).await {
+            Ok(bytes) => match serde_json::from_slice::<SessionBody>(&bytes) {
+                Ok(s) if s.is_live(t) => out.push(s),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("{} is not a backup session ({e}); ignored", l.name),
+            },
+            // Ended between the listing and the read.
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
