@@ -192,12 +192,12 @@ impl Context {
         Ok(store)
     }
 
-    /// Opens the repository for a backup: the index is read later, after the backup's session
-    /// exists (`Repository::begin_backup`).
-    pub fn open_for_backup(&self, g: &Global) -> Result<Arc<Repository>> {
+    /// Opens the repository without its index: a backup reads it after its session exists
+    /// (`Repository::begin_backup`), check after noting the maintenance lease.
+    pub fn open_without_index(&self, g: &Global) -> Result<Arc<Repository>> {
         let store = self.store(false)?;
         let pass = crate::password::read(g.password_file.as_deref(), false)?;
-        let repo = self.rt.block_on(Repository::open_for_backup(
+        let repo = self.rt.block_on(Repository::open_without_index(
             store,
             &pass,
             Some(self.state_dir.clone()),

@@ -20,6 +20,9 @@ const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS index_objects (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS index_packs (
+    object TEXT NOT NULL, pack BLOB NOT NULL, PRIMARY KEY (object, pack)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, entry TEXT NOT NULL
 );
@@ -85,10 +88,57 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// The packs each cached index object names (objects cached before this was recorded
+    /// have none).
+    pub fn index_packs(&self) -> Result<std::collections::HashMap<String, Vec<Id>>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT object, pack FROM index_packs")
+            .map_err(|e| self.err(e))?;
+        let mut rows = st.query([]).map_err(|e| self.err(e))?;
+        let mut out: std::collections::HashMap<String, Vec<Id>> = Default::default();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let object: String = r.get(0).map_err(|e| self.err(e))?;
+            let pack: Vec<u8> = r.get(1).map_err(|e| self.err(e))?;
+            let pack = <[u8; 32]>::try_from(pack).map_err(|_| Error::Catalog {
+                path: self.path.display().to_string(),
+                reason: "malformed index_packs row".into(),
+            })?;
+            out.entry(object).or_default().push(Id(pack));
+        }
+        Ok(out)
+    }
+
+    /// Forgets index objects that were replaced by others naming the same packs (a
+    /// consolidation): the blob locations stay valid, so they are kept.
+    pub fn forget_indexes(&mut self, names: &[String]) -> Result<()> {
+        let path = self.path.display().to_string();
+        let tx = self.conn.transaction().map_err(|e| Error::Catalog {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        for n in names {
+            tx.execute("DELETE FROM index_objects WHERE name = ?1", [n])
+                .map_err(|e| Error::Catalog {
+                    path: self.path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            tx.execute("DELETE FROM index_packs WHERE object = ?1", [n])
+                .map_err(|e| Error::Catalog {
+                    path: self.path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+        tx.commit().map_err(|e| Error::Catalog {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
     /// Forgets every cached index (used when indexes disappeared from the repository).
     pub fn reset(&mut self) -> Result<()> {
         self.conn
-            .execute_batch("DELETE FROM index_objects; DELETE FROM blobs;")
+            .execute_batch("DELETE FROM index_objects; DELETE FROM index_packs; DELETE FROM blobs;")
             .map_err(|e| self.err(e))
     }
 
@@ -123,6 +173,20 @@ impl Catalog {
                         reason: e.to_string(),
                     })?;
                 }
+            }
+            let mut packs = tx
+                .prepare_cached("INSERT OR IGNORE INTO index_packs VALUES (?1, ?2)")
+                .map_err(|e| Error::Catalog {
+                    path: self.path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            for p in &index.packs {
+                packs
+                    .execute(params![name, &p.pack.0[..]])
+                    .map_err(|e| Error::Catalog {
+                        path: self.path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
             }
             tx.execute("INSERT OR REPLACE INTO index_objects VALUES (?1)", [name])
                 .map_err(|e| Error::Catalog {

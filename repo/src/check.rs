@@ -48,7 +48,10 @@ const MAINTENANCE_WAIT: std::time::Duration = std::time::Duration::from_secs(600
 pub async fn check(repo: Arc<Repository>, read: ReadData) -> Result<CheckReport> {
     let mut rechecks = 0;
     loop {
+        // The lease before the index: maintenance that ends between the two is seen as a
+        // change of hands, not missed.
         let before = crate::lease::current_lease(repo.store()).await?;
+        repo.reload_index().await?;
         let report = check_once(repo.clone(), read).await?;
         if report.errors.is_empty() {
             return Ok(report);
@@ -72,7 +75,6 @@ pub async fn check(repo: Arc<Repository>, read: ReadData) -> Result<CheckReport>
             report.errors.len()
         );
         wait_for_maintenance(repo.store()).await?;
-        repo.reload_index().await?;
     }
 }
 

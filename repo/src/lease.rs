@@ -2,10 +2,12 @@
 //! stays exclusive across hosts (docs/FORMAT.md §16).
 //!
 //! The lease is a sequence of objects `locks/lease-<seq>` (20 decimal digits), each created
-//! with a create-only put; the one with the highest sequence number is the current lease. Taking
-//! an expired lease over, or renewing one's own, means creating the next number: of two
-//! processes racing for it, exactly one create succeeds. No object is ever overwritten, and no
-//! delete is needed for correctness.
+//! with a create-only put on more than half the targets; the one with the highest sequence
+//! number in a listing of more than half the targets is the current lease (two majorities
+//! share a target, so that listing sees the newest lease whatever the write quorum). Taking an
+//! expired lease over, or renewing one's own, means creating the next number: of two processes
+//! racing for it, exactly one create succeeds. No object is ever overwritten, and no delete is
+//! needed for correctness.
 //!
 //! A held lease is renewed by a task of its own every third of its time to live, so it stays
 //! held through long steps (index fetches, epoch surveys) that do not call back. Before every
@@ -51,17 +53,27 @@ pub struct LeaseBody {
 struct Held {
     seq: u64,
     body: LeaseBody,
-    /// Why the lease was lost, once it was.
-    lost: Option<Error>,
     /// Set by `release`: the renewal task stops.
     released: bool,
+}
+
+/// What [`Lease::keep_alive`] reads, without waiting for a renewal in flight.
+#[derive(Default)]
+struct Status {
+    expires: i64,
+    /// Why the lease was lost, once it was.
+    lost: Option<String>,
 }
 
 /// A held lease, renewed in the background until released.
 pub struct Lease {
     held: Arc<tokio::sync::Mutex<Held>>,
+    status: Arc<std::sync::Mutex<Status>>,
     renewer: tokio::task::JoinHandle<()>,
 }
+
+/// How soon a failed renewal is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,7 +92,7 @@ fn lease_name(seq: u64) -> String {
 /// The current lease: (sequence number, body), if any lease object exists.
 async fn current(store: &Store) -> Result<Option<(u64, LeaseBody)>> {
     let mut seqs: Vec<u64> = store
-        .list("locks/")
+        .list_majority("locks/")
         .await?
         .into_iter()
         .filter_map(|l| {
@@ -113,14 +125,17 @@ impl LeaseBody {
     }
 }
 
-/// Creates lease object `seq`; another process creating it first holds the lease.
+/// Creates lease object `seq`; another process creating it first holds the lease. An object of
+/// that number with this lease's token is this process's own earlier attempt (one that failed
+/// after it landed) and counts as created.
 async fn create(store: &Store, seq: u64, body: &LeaseBody) -> Result<()> {
     let bytes = serde_json::to_vec(body).map_err(|e| Error::Invalid(e.to_string()))?;
     let name = lease_name(seq);
     let written_at = now();
-    match store.put_new(&name, Bytes::from(bytes), false).await {
+    match store.create_on_majority(&name, Bytes::from(bytes)).await {
         Ok(()) => store.check_clock(&name, written_at, CLOCK_SKEW_BOUND).await,
         Err(Error::AlreadyExists { .. }) => match current(store).await? {
+            Some((s, held)) if s == seq && held.token == body.token => Ok(()),
             Some((_, held)) => Err(locked(&held)),
             None => Err(Error::Invalid("lost the race for the lease".into())),
         },
@@ -149,35 +164,46 @@ impl Lease {
             pid_scope: pid_scope(),
         };
         create(store, next, &body).await?;
+        let status = Arc::new(std::sync::Mutex::new(Status {
+            expires: body.expires,
+            lost: None,
+        }));
         let held = Arc::new(tokio::sync::Mutex::new(Held {
             seq: next,
             body,
-            lost: None,
             released: false,
         }));
-        let renewer = tokio::spawn(renew_until_released(store.clone(), held.clone(), ttl));
-        Ok(Lease { held, renewer })
+        let renewer = tokio::spawn(renew_until_released(
+            store.clone(),
+            held.clone(),
+            status.clone(),
+            ttl,
+        ));
+        Ok(Lease {
+            held,
+            status,
+            renewer,
+        })
     }
 
     /// Confirms the lease before a destructive step: fails when it was lost (it expired and
     /// another process took it over), or when renewals have failed for so long that a process
     /// whose clock runs ahead by the skew bound could take it for expired. The caller must
     /// stop its exclusive work.
-    pub async fn keep_alive(&mut self, _store: &Store) -> Result<()> {
-        let held = self.held.lock().await;
-        if let Some(e) = &held.lost {
-            return Err(match e {
-                Error::Locked { holder, until } => Error::Locked {
-                    holder: holder.clone(),
-                    until: until.clone(),
-                },
-                other => Error::Invalid(format!("the maintenance lease was lost: {other}")),
-            });
+    pub async fn keep_alive(&self, _store: &Store) -> Result<()> {
+        let status = self
+            .status
+            .lock()
+            .map_err(|_| Error::Invalid("lease status lock poisoned".into()))?;
+        if let Some(why) = &status.lost {
+            return Err(Error::Invalid(format!(
+                "the maintenance lease was lost ({why}); stopping before the next destructive step"
+            )));
         }
-        if held.body.expires - now() <= CLOCK_SKEW_BOUND {
+        if status.expires - now() <= CLOCK_SKEW_BOUND {
             return Err(Error::Invalid(format!(
                 "the maintenance lease could not be renewed and expires at {}; stopping before the next destructive step",
-                rfc3339(held.body.expires)
+                rfc3339(status.expires)
             )));
         }
         Ok(())
@@ -186,10 +212,15 @@ impl Lease {
     /// Ends the lease at once: the next acquirer need not wait for it to expire. The object is
     /// not deleted (its number must stay taken); it is rewritten as expired under the next number.
     pub async fn release(self, store: &Store) -> Result<()> {
+        let lost = self
+            .status
+            .lock()
+            .map(|s| s.lost.is_some())
+            .unwrap_or(false);
         let result = {
             let mut held = self.held.lock().await;
             held.released = true;
-            if held.lost.is_some() {
+            if lost {
                 Ok(())
             } else {
                 held.seq += 1;
@@ -212,30 +243,40 @@ impl Drop for Lease {
     }
 }
 
-/// The renewal task: every third of the time to live, the next lease object under the same
-/// token, after checking that the current one is still this process's.
-async fn renew_until_released(store: Store, held: Arc<tokio::sync::Mutex<Held>>, ttl: Duration) {
+/// The renewal task: every third of the time to live (sooner after a failure), the next lease
+/// object under the same token, after checking that the current one is still this process's.
+async fn renew_until_released(
+    store: Store,
+    held: Arc<tokio::sync::Mutex<Held>>,
+    status: Arc<std::sync::Mutex<Status>>,
+    ttl: Duration,
+) {
     let every = (ttl / 3).max(Duration::from_secs(1));
+    let mut wait = every;
+    let lose = |why: String| {
+        if let Ok(mut s) = status.lock() {
+            s.lost = Some(why);
+        }
+    };
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(wait).await;
         let mut h = held.lock().await;
-        if h.released || h.lost.is_some() {
+        if h.released {
             return;
         }
         crate::failpoint::hit("lease.renew").await;
+        wait = RETRY_AFTER.min(every);
         match current(&store).await {
-            Ok(Some((seq, cur))) if seq == h.seq && cur.token == h.body.token => {}
-            Ok(Some((_, other))) => {
-                h.lost = Some(locked(&other));
-                return;
+            // Our token: ours, also when an attempt that reported failure had landed.
+            Ok(Some((seq, cur))) if cur.token == h.body.token && seq >= h.seq => {
+                h.seq = seq;
+                h.body = cur;
             }
-            Ok(None) => {
-                h.lost = Some(Error::Invalid("the lease disappeared".into()));
-                return;
-            }
+            Ok(Some((_, other))) => return lose(locked(&other).to_string()),
+            Ok(None) => return lose("the lease disappeared".into()),
             Err(e) => {
-                // Storage trouble: try again at the next tick; keep_alive refuses once the
-                // lease is close to expiring.
+                // Storage trouble: try again soon; keep_alive refuses once the lease is close
+                // to expiring.
                 tracing::warn!("the maintenance lease was not renewed ({e}); retrying");
                 continue;
             }
@@ -246,13 +287,14 @@ async fn renew_until_released(store: Store, held: Arc<tokio::sync::Mutex<Held>>,
             Ok(()) => {
                 h.seq += 1;
                 h.body = body;
+                if let Ok(mut s) = status.lock() {
+                    s.expires = h.body.expires;
+                }
+                wait = every;
                 // The superseded lease object is clutter, not state.
                 store.delete_best_effort(&lease_name(h.seq - 1)).await;
             }
-            Err(e @ Error::Locked { .. }) => {
-                h.lost = Some(e);
-                return;
-            }
+            Err(e @ Error::Locked { .. }) => return lose(e.to_string()),
             Err(e) => tracing::warn!("the maintenance lease was not renewed ({e}); retrying"),
         }
     }

@@ -193,14 +193,17 @@ pub struct RepairReport {
 /// Runs under the maintenance lease, as `sync` does.
 pub async fn repair(store: &Store) -> Result<(ReplicaReport, RepairReport)> {
     let lease = crate::lease::Lease::acquire(store, "repair", crate::repository::LEASE_TTL).await?;
-    let result = repair_leased(store).await;
+    let result = repair_leased(store, &lease).await;
     let released = lease.release(store).await;
     let reports = result?;
     released?;
     Ok(reports)
 }
 
-async fn repair_leased(store: &Store) -> Result<(ReplicaReport, RepairReport)> {
+async fn repair_leased(
+    store: &Store,
+    lease: &crate::lease::Lease,
+) -> Result<(ReplicaReport, RepairReport)> {
     let before = check_copies(store, true).await?;
     let targets = store.targets();
     let mut out = RepairReport::default();
@@ -216,7 +219,11 @@ async fn repair_leased(store: &Store) -> Result<(ReplicaReport, RepairReport)> {
         .map(|(i, name, replace)| {
             let before = &before;
             async move {
-                let r = heal_one(targets, before, i, &name, replace).await;
+                // A copy made after the lease lapsed could undo a prune that took it over.
+                let r = match lease.keep_alive(store).await {
+                    Ok(()) => heal_one(targets, before, i, &name, replace).await,
+                    Err(e) => Err(e),
+                };
                 (i, name, replace, r)
             }
         })

@@ -17,7 +17,7 @@ use crate::format::{
 };
 use crate::packer::FinishedPack;
 use crate::store::Store;
-use crate::{Error, Id, IdMap, Result};
+use crate::{Error, Id, IdMap, IdSet, Result};
 
 mod backup;
 mod keys;
@@ -144,6 +144,9 @@ pub struct Repository {
     tree_packs: Mutex<TreePackCache>,
     /// The local catalog, when a state directory was given.
     catalog: Mutex<Option<Catalog>>,
+    /// The backup session this process runs under ([`Repository::begin_backup`]): no index is
+    /// written once it lapsed.
+    backup_liveness: Mutex<Option<Arc<crate::session::Liveness>>>,
 }
 
 /// Whole tree packs kept in memory: a walk reads thousands of small tree blobs from a handful
@@ -240,6 +243,7 @@ impl Repository {
             state_dir: None,
             tree_packs: Mutex::default(),
             catalog: Mutex::default(),
+            backup_liveness: Mutex::default(),
         })
     }
 
@@ -273,6 +277,7 @@ impl Repository {
             state_dir,
             tree_packs: Mutex::default(),
             catalog: Mutex::default(),
+            backup_liveness: Mutex::default(),
         };
         if with_index {
             repo.load_index().await?;
@@ -306,8 +311,30 @@ impl Repository {
 
     /// The key slots: (object name, slot).
     pub async fn key_slots(&self) -> Result<Vec<(String, KeySlot)>> {
+        self.read_key_slots(self.store.list(paths::KEYS).await?)
+            .await
+    }
+
+    /// The key slots from a listing of every target: what a master-key rotation deletes the
+    /// old slots on (a compromised slot only a silent target holds would survive it, and sync
+    /// would copy it back).
+    pub async fn key_slots_complete(&self) -> Result<Vec<(String, KeySlot)>> {
+        let listed = self
+            .store
+            .list_complete(
+                paths::KEYS,
+                "replace the master key (it deletes every other key slot)",
+            )
+            .await?;
+        self.read_key_slots(listed).await
+    }
+
+    async fn read_key_slots(
+        &self,
+        listed: Vec<crate::store::Listed>,
+    ) -> Result<Vec<(String, KeySlot)>> {
         let mut out = Vec::new();
-        for l in self.store.list(paths::KEYS).await? {
+        for l in listed {
             let bytes = self.store.get(&l.name).await?;
             verify_name(&l.name, &bytes)?;
             out.push((
@@ -438,12 +465,44 @@ impl Repository {
             .await
             .map_err(|e| Error::Invalid(e.to_string()))??;
         let known = catalog.known_indexes()?;
-        if !known.is_subset(&wanted) {
-            catalog.reset()?;
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|n| !known.contains(*n))
+            .cloned()
+            .collect();
+        let mut fetched = self.fetch_indexes(missing).await?;
+        // Cached objects gone from the repository: when the objects that remain or are new
+        // name every pack they named (a consolidation), the cached locations stay valid and
+        // only their names are dropped; otherwise (packs were deleted) the cache starts over.
+        let vanished: Vec<String> = known.difference(&wanted).cloned().collect();
+        if !vanished.is_empty() {
+            let packs = catalog.index_packs()?;
+            let mut still: IdSet = fetched
+                .iter()
+                .flat_map(|(_, f)| f.packs.iter().map(|p| p.pack))
+                .collect();
+            for (object, ps) in &packs {
+                if wanted.contains(object) {
+                    still.extend(ps.iter().copied());
+                }
+            }
+            let covered = vanished.iter().all(|o| {
+                packs
+                    .get(o)
+                    .is_some_and(|ps| ps.iter().all(|p| still.contains(p)))
+            });
+            if covered {
+                catalog.forget_indexes(&vanished)?;
+            } else {
+                catalog.reset()?;
+                let cached: Vec<String> = names
+                    .iter()
+                    .filter(|n| known.contains(*n))
+                    .cloned()
+                    .collect();
+                fetched.extend(self.fetch_indexes(cached).await?);
+            }
         }
-        let known = catalog.known_indexes()?;
-        let missing: Vec<String> = names.into_iter().filter(|n| !known.contains(n)).collect();
-        let fetched = self.fetch_indexes(missing).await?;
         let catalog = tokio::task::spawn_blocking(move || -> Result<Catalog> {
             for (name, file) in &fetched {
                 catalog.add_index(name, file)?;
@@ -535,9 +594,30 @@ impl Repository {
         Ok(size)
     }
 
+    /// Writes one index object listing `packs` (for tools and benchmarks that build an index
+    /// directly; a backup's packs are indexed through [`Self::upload_pack`] and
+    /// [`Self::flush_index`]). The packs are not checked.
+    pub async fn write_index_object(&self, packs: Vec<IndexPack>) -> Result<u64> {
+        self.pending
+            .lock()
+            .map_err(|_| Error::Invalid("pending index lock poisoned".into()))?
+            .extend(packs);
+        self.flush_index().await
+    }
+
     /// Writes index objects for every pack uploaded since the last flush. Returns bytes written.
     pub async fn flush_index(&self) -> Result<u64> {
         crate::failpoint::hit("index.before-flush").await;
+        // An index written after the backup's session lapsed could name packs a prune deleted
+        // meanwhile (taking the backup for dead); every later backup would refer to them.
+        if let Some(l) = self
+            .backup_liveness
+            .lock()
+            .map_err(|_| Error::Invalid("session lock poisoned".into()))?
+            .as_ref()
+        {
+            l.confirm()?;
+        }
         let packs = std::mem::take(
             &mut *self
                 .pending

@@ -75,68 +75,18 @@ fn own_lapse_bound() -> i64 {
     SESSION_STALE_AFTER.as_secs() as i64 - CLOCK_SKEW_BOUND
 }
 
-/// A backup in progress, announced to prune and re-encryption; renewed until ended.
+/// How a session's renewals went, shared with what must not outlive a lapse (the index
+/// flush of the backup, `Repository::flush_index`).
 #[derive(Debug)]
-pub struct Session {
-    name: String,
-    heartbeat: tokio::task::JoinHandle<()>,
+pub struct Liveness {
     /// The largest gap between two successful writes of the session, seconds (this host's clock).
-    worst_gap: Arc<AtomicI64>,
-    last_written: Arc<AtomicI64>,
-    store: Store,
-    ended: bool,
+    worst_gap: AtomicI64,
+    last_written: AtomicI64,
 }
 
-impl Session {
-    /// Writes the session (durable on the write quorum) and starts renewing it.
-    pub async fn start(store: &Store, epoch: u32) -> Result<Session> {
-        let name = format!(
-            "{SESSION_PREFIX}{}",
-            hex::encode(drvault_keyring::random_bytes::<16>()?)
-        );
-        let t = now();
-        let body = SessionBody {
-            host: hostname(),
-            pid: std::process::id(),
-            started: t,
-            epoch,
-            honours_marks: true,
-            heartbeat: t,
-            pid_scope: pid_scope(),
-        };
-        let bytes = serde_json::to_vec(&body).map_err(|e| Error::Invalid(e.to_string()))?;
-        store.put_new(&name, Bytes::from(bytes), false).await?;
-        if let Err(e) = store.check_clock(&name, t, CLOCK_SKEW_BOUND).await {
-            store.delete_best_effort(&name).await;
-            return Err(e);
-        }
-        let worst_gap = Arc::new(AtomicI64::new(0));
-        let last_written = Arc::new(AtomicI64::new(t));
-        let heartbeat = tokio::spawn(renew(
-            store.clone(),
-            name.clone(),
-            body,
-            worst_gap.clone(),
-            last_written.clone(),
-        ));
-        Ok(Session {
-            name,
-            heartbeat,
-            worst_gap,
-            last_written,
-            store: store.clone(),
-            ended: false,
-        })
-    }
-
-    /// The object's name (`locks/session-<random>`).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Fails when the session's renewals lapsed for longer than other hosts wait before taking
-    /// it for dead: a prune may then have deleted what this backup refers to, so it must not
-    /// commit. Call just before the snapshot is written.
+impl Liveness {
+    /// Fails when the renewals lapsed for longer than other hosts wait before taking the
+    /// session for dead (see [`Session::confirm`]).
     pub fn confirm(&self) -> Result<()> {
         let since_last = now() - self.last_written.load(Ordering::Relaxed);
         let seconds = self.worst_gap.load(Ordering::Relaxed).max(since_last);
@@ -148,27 +98,122 @@ impl Session {
         }
         Ok(())
     }
+}
 
-    /// Stops the renewals and removes the announcement; a target that failed during the
+/// A backup in progress, announced to prune and re-encryption; renewed until ended.
+#[derive(Debug)]
+pub struct Session {
+    name: String,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+    stop: Arc<tokio::sync::Notify>,
+    liveness: Arc<Liveness>,
+    store: Store,
+}
+
+impl Session {
+    /// Writes the session (durable on the write quorum) and starts renewing it.
+    pub async fn start(store: &Store, epoch: u32) -> Result<Session> {
+        Self::start_with(store, epoch, true).await
+    }
+
+    /// With `honours_marks` false the session holds every prune sweep until it ends: for a
+    /// backup that cannot see every target's prune marks.
+    pub async fn start_with(store: &Store, epoch: u32, honours_marks: bool) -> Result<Session> {
+        let name = format!(
+            "{SESSION_PREFIX}{}",
+            hex::encode(drvault_keyring::random_bytes::<16>()?)
+        );
+        let t = now();
+        let body = SessionBody {
+            host: hostname(),
+            pid: std::process::id(),
+            started: t,
+            epoch,
+            honours_marks,
+            heartbeat: t,
+            pid_scope: pid_scope(),
+        };
+        let bytes = serde_json::to_vec(&body).map_err(|e| Error::Invalid(e.to_string()))?;
+        // A write below the quorum, or a clock out of bounds, leaves no session behind.
+        let written = match store.put_new(&name, Bytes::from(bytes), false).await {
+            Ok(()) => store.check_clock(&name, t, CLOCK_SKEW_BOUND).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            store.delete_best_effort(&name).await;
+            return Err(e);
+        }
+        let liveness = Arc::new(Liveness {
+            worst_gap: AtomicI64::new(0),
+            last_written: AtomicI64::new(t),
+        });
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let heartbeat = tokio::spawn(renew(
+            store.clone(),
+            name.clone(),
+            body,
+            liveness.clone(),
+            stop.clone(),
+        ));
+        Ok(Session {
+            name,
+            heartbeat: Some(heartbeat),
+            stop,
+            liveness,
+            store: store.clone(),
+        })
+    }
+
+    /// The renewals' record, for what must check it without holding the session.
+    pub fn liveness(&self) -> Arc<Liveness> {
+        self.liveness.clone()
+    }
+
+    /// The object's name (`locks/session-<random>`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Fails when the session's renewals lapsed for longer than other hosts wait before taking
+    /// it for dead: a prune may then have deleted what this backup refers to, so it must not
+    /// commit. Call just before the snapshot is written.
+    pub fn confirm(&self) -> Result<()> {
+        self.liveness.confirm()
+    }
+
+    /// Stops the renewals (waiting for one in flight, which would otherwise bring the object
+    /// back after its deletion) and removes the announcement; a target that failed during the
     /// backup may keep it, and [`live_sessions`] takes it for stale once its heartbeat is old.
     pub async fn end(mut self, store: &Store) {
-        self.heartbeat.abort();
-        self.ended = true;
+        if let Some(h) = self.heartbeat.take() {
+            stop_and_wait(&self.stop, h).await;
+        }
         store.delete_best_effort(&self.name).await;
     }
+}
+
+async fn stop_and_wait(stop: &tokio::sync::Notify, heartbeat: tokio::task::JoinHandle<()>) {
+    stop.notify_one();
+    let _ = heartbeat.await;
 }
 
 impl Drop for Session {
     /// A session dropped without [`Session::end`] (an error path, a panic) stops renewing and
     /// is removed in the background when a runtime is there; otherwise it goes stale.
     fn drop(&mut self) {
-        self.heartbeat.abort();
-        if self.ended {
+        let Some(h) = self.heartbeat.take() else {
             return;
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (store, name) = (self.store.clone(), self.name.clone());
-            rt.spawn(async move { store.delete_best_effort(&name).await });
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let (store, name, stop) =
+                    (self.store.clone(), self.name.clone(), self.stop.clone());
+                rt.spawn(async move {
+                    stop_and_wait(&stop, h).await;
+                    store.delete_best_effort(&name).await
+                });
+            }
+            Err(_) => h.abort(),
         }
     }
 }
@@ -177,11 +222,15 @@ async fn renew(
     store: Store,
     name: String,
     mut body: SessionBody,
-    worst_gap: Arc<AtomicI64>,
-    last_written: Arc<AtomicI64>,
+    liveness: Arc<Liveness>,
+    stop: Arc<tokio::sync::Notify>,
 ) {
+    let (worst_gap, last_written) = (&liveness.worst_gap, &liveness.last_written);
     loop {
-        tokio::time::sleep(SESSION_HEARTBEAT).await;
+        tokio::select! {
+            _ = tokio::time::sleep(SESSION_HEARTBEAT) => {}
+            _ = stop.notified() => return,
+        }
         crate::failpoint::hit("session.heartbeat").await;
         body.heartbeat = now();
         let Ok(bytes) = serde_json::to_vec(&body) else {
@@ -210,15 +259,22 @@ pub async fn live_sessions(store: &Store) -> Result<Vec<SessionBody>> {
         if !l.name.starts_with(SESSION_PREFIX) {
             continue;
         }
-        match store.get(&l.name).await {
-            Ok(bytes) => match serde_json::from_slice::<SessionBody>(&bytes) {
-                Ok(s) if s.is_live(t) => out.push(s),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("{} is not a backup session ({e}); ignored", l.name),
-            },
-            // Ended between the listing and the read.
-            Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
+        // Every target's copy: one that missed renewals (a target that failed during the
+        // backup) would make a running backup look dead. The newest heartbeat counts.
+        let copies = store.get_each(&l.name).await?;
+        let newest = copies
+            .iter()
+            .filter_map(|b| match serde_json::from_slice::<SessionBody>(b) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("{} is not a backup session ({e}); ignored", l.name);
+                    None
+                }
+            })
+            .max_by_key(|s| s.heartbeat);
+        // None: ended between the listing and the reads.
+        if let Some(s) = newest.filter(|s| s.is_live(t)) {
+            out.push(s);
         }
     }
     Ok(out)

@@ -247,6 +247,21 @@ impl Store {
         .await
     }
 
+    /// Every target's copy of `name` (bookkeeping objects whose copies may differ: a session's
+    /// heartbeat).
+    /// A target lacking it is skipped; one that cannot answer is an error.
+    pub async fn get_each(&self, name: &str) -> Result<Vec<Bytes>> {
+        let mut out = Vec::new();
+        for r in futures::future::join_all(self.targets.iter().map(|t| t.get(name))).await {
+            match r {
+                Ok(b) => out.push(b),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads a byte range from the first target that has it.
     pub async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
         self.get_range_with(name, range, |b| async move { Ok(b) })
@@ -383,10 +398,81 @@ impl Store {
             .collect())
     }
 
-    /// Overwrites a bookkeeping object on every target that has not failed in this run; durable
-    /// when the write quorum holds it.
+    /// The objects under `prefix` from a listing of more than half the targets (every target
+    /// is asked). Two such listings share a target, which is what makes the lease exclusive
+    /// (see [`Self::create_on_majority`]).
+    pub async fn list_majority(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let results = futures::future::join_all(self.targets.iter().map(|t| t.list(prefix))).await;
+        let mut seen = std::collections::BTreeMap::new();
+        let mut answered = 0;
+        let mut reasons = Vec::new();
+        for (t, r) in self.targets.iter().zip(results) {
+            match r {
+                Ok(list) => {
+                    answered += 1;
+                    for l in list {
+                        seen.entry(l.name.clone()).or_insert(l);
+                    }
+                }
+                Err(e) => reasons.push(format!("{}: {e}", t.name())),
+            }
+        }
+        if answered * 2 <= self.targets.len() {
+            return Err(Error::Quorum {
+                object: prefix.to_string(),
+                held: answered,
+                needed: self.targets.len() / 2 + 1,
+                reasons: reasons.join("; "),
+            });
+        }
+        Ok(seen.into_values().collect())
+    }
+
+    /// Creates `name` with a create-only put on every target. It is created when more than
+    /// half the targets took it and none already held it: two such creates of one name cannot
+    /// both succeed, whatever the write quorum. `AlreadyExists` when a target held it; a
+    /// quorum error when too few answered (copies that landed are removed again).
+    pub async fn create_on_majority(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let results = futures::future::join_all(
+            self.targets
+                .iter()
+                .map(|t| t.put_new(name, bytes.clone(), false)),
+        )
+        .await;
+        let mut created = Vec::new();
+        let mut exists = false;
+        let mut reasons = Vec::new();
+        for (t, r) in self.targets.iter().zip(results) {
+            match r {
+                Ok(()) => created.push(t),
+                Err(Error::AlreadyExists { .. }) => exists = true,
+                Err(e) => reasons.push(format!("{}: {e}", t.name())),
+            }
+        }
+        if exists {
+            return Err(Error::AlreadyExists {
+                location: name.to_string(),
+            });
+        }
+        if created.len() * 2 <= self.targets.len() {
+            for t in &created {
+                let _ = t.delete(name).await;
+            }
+            return Err(Error::Quorum {
+                object: name.to_string(),
+                held: created.len(),
+                needed: self.targets.len() / 2 + 1,
+                reasons: reasons.join("; "),
+            });
+        }
+        Ok(())
+    }
+
+    /// Overwrites a bookkeeping object on every target (also those that failed earlier in this
+    /// run: a copy left stale would tell its readers something old); durable when the write
+    /// quorum holds it.
     pub async fn put_replace(&self, name: &str, bytes: Bytes) -> Result<()> {
-        let live: Vec<&Target> = self.targets.iter().filter(|t| !t.is_degraded()).collect();
+        let live: Vec<&Target> = self.targets.iter().collect();
         let results =
             futures::future::join_all(live.iter().map(|t| t.put_replace(name, bytes.clone())))
                 .await;

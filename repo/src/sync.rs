@@ -100,14 +100,14 @@ pub struct SyncReport {
 /// target would bring it back (an index object naming deleted packs, say).
 pub async fn sync(store: &Store) -> Result<SyncReport> {
     let lease = Lease::acquire(store, "sync", LEASE_TTL).await?;
-    let result = sync_leased(store).await;
+    let result = sync_leased(store, &lease).await;
     let released = lease.release(store).await;
     let report = result?;
     released?;
     Ok(report)
 }
 
-async fn sync_leased(store: &Store) -> Result<SyncReport> {
+async fn sync_leased(store: &Store, lease: &Lease) -> Result<SyncReport> {
     crate::failpoint::hit("sync.before-survey").await;
     let (statuses, names) = survey(store).await;
     if names.iter().all(Option::is_none) {
@@ -132,7 +132,11 @@ async fn sync_leased(store: &Store) -> Result<SyncReport> {
     let targets = store.targets();
     let results: Vec<(usize, String, Result<u64>)> = futures::stream::iter(jobs)
         .map(|(to, name, from)| async move {
-            let r = copy_one(targets, &name, &from, &targets[to]).await;
+            // A copy made after the lease lapsed could undo a prune that took it over.
+            let r = match lease.keep_alive(store).await {
+                Ok(()) => copy_one(targets, &name, &from, &targets[to]).await,
+                Err(e) => Err(e),
+            };
             (to, name, r)
         })
         .buffer_unordered(8)

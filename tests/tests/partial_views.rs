@@ -1,7 +1,9 @@
 //! Destructive decisions from partial listings (defect 3 of "Nothing lost under concurrency"):
 //! with a write quorum below the number of targets, a dead target is left out of reads and
 //! backups, but prune, re-encryption and epoch retirement refuse, naming it, before they
-//! delete anything: objects only that target holds could otherwise look unreferenced.
+//! delete anything: objects only that target holds could otherwise look unreferenced. Three
+//! targets (two directories and a SeaweedFS bucket), so that the lease, a majority object,
+//! can still be taken with one of them dead.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -51,9 +53,10 @@ fn prune_and_reencryption_refuse_while_a_target_cannot_be_listed() {
     fs::write(
         &config,
         format!(
-            "[repository]\nwrite_quorum = 1\n[[targets]]\nname = \"a\"\nurl = \"file://{}\"\n{}",
+            "[repository]\nwrite_quorum = 1\n[[targets]]\nname = \"a\"\nurl = \"file://{}\"\n{}[[targets]]\nname = \"c\"\nurl = \"file://{}\"\n",
             local.display(),
-            s3.target_toml("b", "repo")
+            s3.target_toml("b", "repo"),
+            dir.path().join("c").display()
         ),
     )
     .unwrap();
@@ -107,7 +110,20 @@ fn prune_and_reencryption_refuse_while_a_target_cannot_be_listed() {
     assert!(stderr.contains("target b could not be listed"), "{stderr}");
     assert_kept(&before, &data_tree(&local), "re-encryption");
 
-    // Back again: both run, and the repository is intact on both targets.
+    // A backup still runs (the write quorum holds), holding every sweep while it does.
+    let out = run(&["backup", src.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds every prune sweep"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Back again: both run, and the repository is intact on every target.
     s3.restart();
     ok(&["sync"]);
     ok(&["prune", "--grace", "0s"]);

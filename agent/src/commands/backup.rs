@@ -93,7 +93,7 @@ pub fn backup_once(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Done> {
             eprintln!("  {}", recovery.as_str());
         }
     }
-    let repo = ctx.open_for_backup(g)?;
+    let repo = ctx.open_without_index(g)?;
     let host = a.host.clone().unwrap_or_else(drvault_repo::host::hostname);
     let snaps = ctx.rt.block_on(repo.snapshots())?;
     let parent = match &a.parent {
@@ -134,7 +134,7 @@ pub fn backup_once(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Done> {
     let mut repo = repo;
     let session = match ctx.rt.block_on(repo.begin_backup()) {
         Err(drvault_repo::Error::KeyringChanged) => {
-            repo = ctx.open_for_backup(g)?;
+            repo = ctx.open_without_index(g)?;
             ctx.rt.block_on(repo.begin_backup())?
         }
         other => other?,

@@ -28,7 +28,8 @@ pub fn run(ctx: &Context, g: &Global, a: &CheckArgs) -> Result<Exit> {
         }
         return Ok(copies_exit);
     }
-    let repo = ctx.open(g)?;
+    // check reads the index itself, after noting the maintenance lease.
+    let repo = ctx.open_without_index(g)?;
     let read = match (a.read_data, a.read_data_subset) {
         (true, _) => ReadData::All,
         (false, Some(p)) if (0.0..=100.0).contains(&p) => ReadData::Subset(p),

@@ -129,6 +129,12 @@ fn print(r: &PruneReport, secs: f64) {
             r.indexes_rewritten
         );
     }
+    if r.indexes_consolidated > 0 {
+        println!(
+            "merged {} small index objects into full ones",
+            r.indexes_consolidated
+        );
+    }
     if !r.kept_back.is_empty() {
         println!(
             "{keep} {}: a backup that began before the mark referred to {} (no longer marked)",

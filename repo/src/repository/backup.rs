@@ -15,10 +15,13 @@ use crate::format::Snapshot;
 use crate::lease::Session;
 use crate::IdSet;
 
+const MARKS_ACTION: &str = "start a backup that honours prune marks";
+
 impl Repository {
     /// Opens a repository without reading its index: for a backup, whose index must be read
-    /// after its session exists ([`Self::begin_backup`] reads it).
-    pub async fn open_for_backup(
+    /// after its session exists ([`Self::begin_backup`] reads it), and for check, which reads
+    /// it after noting the maintenance lease.
+    pub async fn open_without_index(
         store: Store,
         passphrase: &[u8],
         state_dir: Option<PathBuf>,
@@ -32,10 +35,32 @@ impl Repository {
     /// [`Session::end`] after [`Self::commit_snapshot`] (or after a failure).
     pub async fn begin_backup(&self) -> Result<Session> {
         failpoint::hit("backup.before-session").await;
-        let session = Session::start(&self.store, self.keyring.active_epoch()?.0).await?;
+        // A backup that cannot list every target's marks (one is down, and the write quorum
+        // lets backups go on) says so in its session, which then holds every sweep.
+        let sees_every_mark = !self.store.targets().iter().any(|t| t.is_degraded())
+            && self
+                .store
+                .list_names_complete(paths::PRUNE, MARKS_ACTION)
+                .await
+                .is_ok();
+        if !sees_every_mark {
+            tracing::warn!(
+                "not every target lists its prune marks: this backup holds every prune sweep until it ends"
+            );
+        }
+        let session =
+            Session::start_with(&self.store, self.keyring.active_epoch()?.0, sees_every_mark)
+                .await?;
         failpoint::hit("backup.session-started").await;
-        match self.prepare_backup_index().await {
-            Ok(()) => Ok(session),
+        match self.prepare_backup_index(sees_every_mark).await {
+            Ok(()) => {
+                *self
+                    .backup_liveness
+                    .lock()
+                    .map_err(|_| Error::Invalid("session lock poisoned".into()))? =
+                    Some(session.liveness());
+                Ok(session)
+            }
             Err(e) => {
                 session.end(&self.store).await;
                 Err(e)
@@ -43,13 +68,13 @@ impl Repository {
         }
     }
 
-    async fn prepare_backup_index(&self) -> Result<()> {
+    async fn prepare_backup_index(&self, sees_every_mark: bool) -> Result<()> {
         // New objects are sealed under this process's keyring: a rotation after the session
         // started is seen here, one before it is seen by re-encryption in the session.
         if !self.keyring_is_current().await? {
             return Err(Error::KeyringChanged);
         }
-        let marked = self.marked_packs().await?;
+        let marked = self.marked_packs(sees_every_mark).await?;
         failpoint::hit("backup.marks-read").await;
         self.load_index().await?;
         failpoint::hit("backup.index-loaded").await;
@@ -70,9 +95,20 @@ impl Repository {
     /// warning: prune refuses to run while it exists, so its packs are not deleted. Any other
     /// failure (an unreachable store) is an error: a backup that cannot see the marks must
     /// not run.
-    pub async fn marked_packs(&self) -> Result<IdSet> {
+    ///
+    /// With `complete`, every target must list `prune/` (a mark only a silent target holds
+    /// would go unseen, and a sweep seeing the session begin after the mark would not wait for
+    /// it); without, the targets that answer are enough (the session holds every sweep).
+    pub async fn marked_packs(&self, complete: bool) -> Result<IdSet> {
         let mut marked = IdSet::default();
-        for name in self.store.list_names(paths::PRUNE).await? {
+        let names = if complete {
+            self.store
+                .list_names_complete(paths::PRUNE, MARKS_ACTION)
+                .await?
+        } else {
+            self.store.list_names(paths::PRUNE).await?
+        };
+        for name in names {
             match self.read_prune_mark(&name).await {
                 Ok(m) => marked.extend(m.packs),
                 Err(Error::NotFound { .. }) => {} // swept since the listing

@@ -255,7 +255,7 @@ impl Repository {
     pub async fn rotate_master(&self, passphrase: &[u8], kdf: KdfParams) -> Result<(u32, usize)> {
         let lease = Lease::acquire(&self.store, "master key rotation", LEASE_TTL).await?;
         let result = async {
-            let slots = self.key_slots().await?;
+            let slots = self.key_slots_complete().await?;
             let pass = zeroize::Zeroizing::new(passphrase.to_vec());
             let (in_use, kind) = {
                 let slots = slots.clone();

@@ -34,7 +34,7 @@ impl Repository {
     /// Drops from the in-memory index every blob location in a pack that a prune mark lists
     /// ([`Self::marked_packs`], then [`Self::drop_packs`]). Returns the number dropped.
     pub async fn forget_marked_packs(&self) -> Result<usize> {
-        let marked = self.marked_packs().await?;
+        let marked = self.marked_packs(true).await?;
         self.drop_packs(&marked)
     }
 

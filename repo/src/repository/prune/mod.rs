@@ -31,8 +31,11 @@ use crate::lease::{live_sessions, Lease, SessionBody};
 use crate::packer::PackBuilder;
 use crate::IdSet;
 use bits::Bits;
+use duplicates::{keepers, NO_KEEPER};
 
 mod bits;
+mod consolidate;
+mod duplicates;
 mod marks;
 mod repack;
 #[cfg(test)]
@@ -111,6 +114,8 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     /// Index objects replaced by the consolidated index.
     pub indexes_rewritten: u64,
+    /// Small index objects merged into full ones (after the sweep).
+    pub indexes_consolidated: u64,
     /// Marks whose packs were deleted (and which were then deleted themselves).
     pub marks_swept: Vec<String>,
     /// Marks left for a later prune.
@@ -163,62 +168,6 @@ enum Fate {
     Unused,
     /// Its used blobs are copied into new packs, then it is marked.
     Repack,
-}
-
-const NO_KEEPER: u32 = u32::MAX;
-
-/// For each used blob stored in more than one pack (by its first position in the loaded
-/// index), the number of the pack that keeps it: among the copies in existing packs not already marked, a
-/// pack young enough to stay anyway first, then the pack holding the most used blobs, then
-/// the lowest pack id (so that concurrent uploads of the same data converge on few packs).
-/// Blobs with a single candidate are left out.
-fn keepers(
-    idx: &MemIndex,
-    used: &Bits,
-    listing: &PackListing,
-    pending: &IdSet,
-    young_after: Option<i64>,
-) -> Vec<u32> {
-    let candidate: Vec<Option<bool>> = idx
-        .packs
-        .iter()
-        .map(|id| match listing.get(id) {
-            Some((_, modified)) if !pending.contains(id) => {
-                Some(young_after.is_some_and(|t| *modified > t))
-            }
-            _ => None,
-        })
-        .collect();
-    let mut used_in = vec![0u64; idx.packs.len()];
-    idx.for_each_blob(|start, entries| {
-        if used.get(start) {
-            let mut packs: Vec<u32> = entries.iter().map(|(_, s)| s.pack).collect();
-            packs.dedup();
-            for p in packs {
-                used_in[p as usize] += 1;
-            }
-        }
-    });
-    // 4 bytes per index entry; NO_KEEPER where every copy counts.
-    let mut out = vec![NO_KEEPER; idx.loaded.len()];
-    idx.for_each_blob(|start, entries| {
-        if !used.get(start) || entries.len() < 2 {
-            return;
-        }
-        let best = entries
-            .iter()
-            .map(|(_, s)| s.pack)
-            .filter_map(|p| candidate[p as usize].map(|young| (p, young)))
-            .max_by(|(a, ya), (b, yb)| {
-                ya.cmp(yb)
-                    .then(used_in[*a as usize].cmp(&used_in[*b as usize]))
-                    .then(idx.packs[*b as usize].cmp(&idx.packs[*a as usize]))
-            });
-        if let Some((p, _)) = best {
-            out[start] = p;
-        }
-    });
-    out
 }
 
 /// The bytes of those of `packs` that exist.
@@ -291,7 +240,9 @@ impl Repository {
             if !self.keyring_is_current().await? {
                 return Err(Error::KeyringChanged);
             }
-            self.prune_locked(Some(&mut lease), opts).await
+            let mut report = self.prune_locked(Some(&mut lease), opts).await?;
+            report.indexes_consolidated = self.consolidate_index(&mut Some(&mut lease)).await?;
+            Ok(report)
         }
         .await;
         let released = lease.release(&self.store).await;

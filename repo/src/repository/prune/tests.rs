@@ -504,3 +504,50 @@ async fn duplicate_copies_in_two_packs_leave_one() {
     assert!(exists(&repo, &p1).await != exists(&repo, &p2).await);
     assert_clean(&repo).await;
 }
+
+/// Many small index objects are merged into full ones by prune; a host whose catalog was
+/// filled before the merge keeps its cached locations, and a fresh host reads the merged index.
+#[tokio::test]
+async fn prune_merges_small_index_objects_and_catalogs_keep_their_cache() {
+    let repo = repository().await;
+    let mut ids = Vec::new();
+    for i in 0..40u64 {
+        let (x, _) = put_pack(&repo, BlobKind::Data, &[blob(100 + i, 500)]).await;
+        ids.extend(x.clone());
+        snapshot(&repo, &format!("s{i}"), &[("f", x)]).await;
+    }
+    let count = |repo: &Repository| {
+        let store = repo.store().clone();
+        async move { store.list_names(paths::INDEX).await.unwrap().len() }
+    };
+    assert!(count(&repo).await > consolidate::CONSOLIDATE_AFTER);
+    let state = tempfile_dir();
+    let cached = Repository::open(repo.store().clone(), b"pw", Some(state.clone()))
+        .await
+        .unwrap();
+    assert!(ids.iter().all(|id| cached.has_blob(id)));
+    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    assert!(
+        r.indexes_consolidated > consolidate::CONSOLIDATE_AFTER as u64,
+        "{r:?}"
+    );
+    assert!(count(&repo).await < 5);
+    for dir in [Some(state.clone()), None] {
+        let again = Repository::open(repo.store().clone(), b"pw", dir)
+            .await
+            .unwrap();
+        assert!(ids.iter().all(|id| again.has_blob(id)));
+    }
+    assert_clean(&repo).await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "drvault-consolidate-{}-{}",
+        std::process::id(),
+        hex::encode(drvault_keyring::random_bytes::<4>().unwrap())
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
