@@ -125,21 +125,57 @@ impl LeaseBody {
     }
 }
 
-/// Creates lease object `seq`; another process creating it first holds the lease. An object of
-/// that number with this lease's token is this process's own earlier attempt (one that failed
-/// after it landed) and counts as created.
-async fn create(store: &Store, seq: u64, body: &LeaseBody) -> Result<()> {
+/// The next lease number (a number at the end of the range, planted or damaged, is refused).
+fn next_seq(seq: u64) -> Result<u64> {
+    seq.checked_add(1)
+        .ok_or_else(|| Error::integrity(lease_name(seq), "lease number at the end of its range"))
+}
+
+/// More than half the targets hold lease object `seq` with `token` (and, with `exact`, with
+/// exactly `body`): no other process can then hold that number.
+async fn owns(store: &Store, seq: u64, body: &LeaseBody, exact: bool) -> Result<bool> {
+    let copies = store.get_each(&lease_name(seq)).await?;
+    let mine = copies
+        .iter()
+        .filter_map(|b| serde_json::from_slice::<LeaseBody>(b).ok())
+        .filter(|c| {
+            if exact {
+                c == body
+            } else {
+                c.token == body.token
+            }
+        })
+        .count();
+    Ok(mine * 2 > store.targets().len())
+}
+
+/// Creates lease object `seq`; another process creating it first holds the lease. The number
+/// held by a majority under this lease's token (with `exact`, this very body) is this
+/// process's own earlier attempt, one that failed after it landed, and counts as created.
+/// Afterwards the newest number must be `seq`: a superseded number that was deleted can be
+/// created again by a process that paused, and is then not the lease.
+async fn create(store: &Store, seq: u64, body: &LeaseBody, exact: bool) -> Result<()> {
     let bytes = serde_json::to_vec(body).map_err(|e| Error::Invalid(e.to_string()))?;
     let name = lease_name(seq);
     let written_at = now();
     match store.create_on_majority(&name, Bytes::from(bytes)).await {
-        Ok(()) => store.check_clock(&name, written_at, CLOCK_SKEW_BOUND).await,
-        Err(Error::AlreadyExists { .. }) => match current(store).await? {
-            Some((s, held)) if s == seq && held.token == body.token => Ok(()),
-            Some((_, held)) => Err(locked(&held)),
-            None => Err(Error::Invalid("lost the race for the lease".into())),
-        },
-        Err(e) => Err(e),
+        Ok(()) => {}
+        Err(Error::AlreadyExists { .. }) if owns(store, seq, body, exact).await? => {}
+        Err(Error::AlreadyExists { .. }) => {
+            return Err(match current(store).await? {
+                Some((_, held)) => locked(&held),
+                None => Error::Invalid("lost the race for the lease".into()),
+            })
+        }
+        Err(e) => return Err(e),
+    }
+    store
+        .check_clock(&name, written_at, CLOCK_SKEW_BOUND)
+        .await?;
+    match current(store).await? {
+        Some((s, _)) if s == seq => Ok(()),
+        Some((_, held)) => Err(locked(&held)),
+        None => Err(Error::Invalid("the lease disappeared".into())),
     }
 }
 
@@ -150,7 +186,7 @@ impl Lease {
             Some((_, held)) if held.expires > now() && !holder_is_dead(&held) => {
                 return Err(locked(&held))
             }
-            Some((seq, _)) => seq + 1,
+            Some((seq, _)) => next_seq(seq)?,
             None => 1,
         };
         let t = now();
@@ -163,7 +199,7 @@ impl Lease {
             token: hex::encode(drvault_keyring::random_bytes::<16>()?),
             pid_scope: pid_scope(),
         };
-        create(store, next, &body).await?;
+        create(store, next, &body, false).await?;
         let status = Arc::new(std::sync::Mutex::new(Status {
             expires: body.expires,
             lost: None,
@@ -223,18 +259,38 @@ impl Lease {
             if lost {
                 Ok(())
             } else {
-                held.seq += 1;
-                held.body.expires = 0;
-                let r = create(store, held.seq, &held.body).await;
-                for seq in held.seq.saturating_sub(2)..held.seq {
-                    store.delete_best_effort(&lease_name(seq)).await;
-                }
-                r
+                release_held(store, &mut held).await
             }
         };
         self.renewer.abort();
         result
     }
+}
+
+/// Writes the held lease again as expired under the next number. A number our own renewal
+/// took after all (it reported a failure but landed) is skipped for the one after it. Older
+/// numbers are deleted only once the release is written.
+async fn release_held(store: &Store, held: &mut Held) -> Result<()> {
+    let mut last = Err(Error::Invalid("the lease could not be released".into()));
+    for _ in 0..3 {
+        held.seq = next_seq(held.seq)?;
+        let mut body = held.body.clone();
+        body.expires = 0;
+        last = create(store, held.seq, &body, true).await;
+        match &last {
+            Ok(()) => {
+                for seq in held.seq.saturating_sub(2)..held.seq {
+                    store.delete_best_effort(&lease_name(seq)).await;
+                }
+                return Ok(());
+            }
+            Err(Error::Locked { .. }) if owns(store, held.seq, &held.body, false).await? => {
+                continue
+            }
+            Err(_) => break,
+        }
+    }
+    last
 }
 
 impl Drop for Lease {
@@ -269,8 +325,19 @@ async fn renew_until_released(
         match current(&store).await {
             // Our token: ours, also when an attempt that reported failure had landed.
             Ok(Some((seq, cur))) if cur.token == h.body.token && seq >= h.seq => {
-                h.seq = seq;
-                h.body = cur;
+                match owns(&store, seq, &cur, false).await {
+                    Ok(true) => {
+                        h.seq = seq;
+                        h.body = cur;
+                    }
+                    Ok(false) => {
+                        return lose(format!("{} is not held by a majority", lease_name(seq)))
+                    }
+                    Err(e) => {
+                        tracing::warn!("the maintenance lease was not renewed ({e}); retrying");
+                        continue;
+                    }
+                }
             }
             Ok(Some((_, other))) => return lose(locked(&other).to_string()),
             Ok(None) => return lose("the lease disappeared".into()),
@@ -283,7 +350,10 @@ async fn renew_until_released(
         }
         let mut body = h.body.clone();
         body.expires = now() + ttl.as_secs() as i64;
-        match create(&store, h.seq + 1, &body).await {
+        let Ok(next) = next_seq(h.seq) else {
+            return lose("lease number at the end of its range".into());
+        };
+        match create(&store, next, &body, false).await {
             Ok(()) => {
                 h.seq += 1;
                 h.body = body;

@@ -475,6 +475,9 @@ impl Repository {
         // name every pack they named (a consolidation), the cached locations stay valid and
         // only their names are dropped; otherwise (packs were deleted) the cache starts over.
         let vanished: Vec<String> = known.difference(&wanted).cloned().collect();
+        // Dropped only after the objects that replace them are recorded: a crash in between
+        // leaves both, and the next opening decides again.
+        let mut forget = Vec::new();
         if !vanished.is_empty() {
             let packs = catalog.index_packs()?;
             let mut still: IdSet = fetched
@@ -492,7 +495,7 @@ impl Repository {
                     .is_some_and(|ps| ps.iter().all(|p| still.contains(p)))
             });
             if covered {
-                catalog.forget_indexes(&vanished)?;
+                forget = vanished;
             } else {
                 catalog.reset()?;
                 let cached: Vec<String> = names
@@ -507,6 +510,7 @@ impl Repository {
             for (name, file) in &fetched {
                 catalog.add_index(name, file)?;
             }
+            catalog.forget_indexes(&forget)?;
             Ok(catalog)
         })
         .await
@@ -594,6 +598,19 @@ impl Repository {
         Ok(size)
     }
 
+    /// Fails when this process runs a backup whose session lapsed.
+    fn confirm_backup_session(&self) -> Result<()> {
+        match self
+            .backup_liveness
+            .lock()
+            .map_err(|_| Error::Invalid("session lock poisoned".into()))?
+            .as_ref()
+        {
+            Some(l) => l.confirm(),
+            None => Ok(()),
+        }
+    }
+
     /// Writes one index object listing `packs` (for tools and benchmarks that build an index
     /// directly; a backup's packs are indexed through [`Self::upload_pack`] and
     /// [`Self::flush_index`]). The packs are not checked.
@@ -610,14 +627,7 @@ impl Repository {
         crate::failpoint::hit("index.before-flush").await;
         // An index written after the backup's session lapsed could name packs a prune deleted
         // meanwhile (taking the backup for dead); every later backup would refer to them.
-        if let Some(l) = self
-            .backup_liveness
-            .lock()
-            .map_err(|_| Error::Invalid("session lock poisoned".into()))?
-            .as_ref()
-        {
-            l.confirm()?;
-        }
+        self.confirm_backup_session()?;
         let packs = std::mem::take(
             &mut *self
                 .pending
@@ -650,6 +660,11 @@ impl Repository {
             written += sealed.len() as u64;
             let name = paths::index(&id);
             self.store.put_new(&name, sealed.into(), true).await?;
+            // Stopped between the check above and the write: withdrawn again.
+            if let Err(e) = self.confirm_backup_session() {
+                let _ = self.store.delete(&name).await;
+                return Err(e);
+            }
             written_files.push((name, file));
         }
         // The catalog is a cache: failing to update it must never fail the backup.

@@ -59,9 +59,15 @@ impl SessionBody {
             return false;
         }
         if self.heartbeat == 0 {
-            return self.started >= now - LEGACY_STALE_AFTER.as_secs() as i64;
+            return self.started >= now.saturating_sub(LEGACY_STALE_AFTER.as_secs() as i64);
         }
-        now - self.heartbeat <= SESSION_STALE_AFTER.as_secs() as i64 + CLOCK_SKEW_BOUND
+        // A heartbeat further ahead than two skew bounds comes from a clock that jumped (or a
+        // forged object): it would otherwise hold every sweep for ever.
+        if self.heartbeat > now.saturating_add(2 * CLOCK_SKEW_BOUND) {
+            return false;
+        }
+        now.saturating_sub(self.heartbeat)
+            <= SESSION_STALE_AFTER.as_secs() as i64 + CLOCK_SKEW_BOUND
     }
 }
 
@@ -261,7 +267,7 @@ pub async fn live_sessions(store: &Store) -> Result<Vec<SessionBody>> {
         }
         // Every target's copy: one that missed renewals (a target that failed during the
         // backup) would make a running backup look dead. The newest heartbeat counts.
-        let copies = store.get_each(&l.name).await?;
+        let (copies, failure) = store.get_each_lenient(&l.name).await;
         let newest = copies
             .iter()
             .filter_map(|b| match serde_json::from_slice::<SessionBody>(b) {
@@ -272,9 +278,12 @@ pub async fn live_sessions(store: &Store) -> Result<Vec<SessionBody>> {
                 }
             })
             .max_by_key(|s| s.heartbeat);
-        // None: ended between the listing and the reads.
-        if let Some(s) = newest.filter(|s| s.is_live(t)) {
-            out.push(s);
+        match (newest.filter(|s| s.is_live(t)), failure) {
+            (Some(s), _) => out.push(s),
+            // A copy that could not be read may be the live one.
+            (None, Some(e)) => return Err(e),
+            // Stale, or ended between the listing and the reads.
+            (None, None) => {}
         }
     }
     Ok(out)

@@ -251,15 +251,27 @@ impl Store {
     /// heartbeat).
     /// A target lacking it is skipped; one that cannot answer is an error.
     pub async fn get_each(&self, name: &str) -> Result<Vec<Bytes>> {
+        match self.get_each_lenient(name).await {
+            (_, Some(e)) => Err(e),
+            (copies, None) => Ok(copies),
+        }
+    }
+
+    /// The copies that could be read, and the first failure of a target that could not answer
+    /// (a target lacking the object is no failure).
+    pub async fn get_each_lenient(&self, name: &str) -> (Vec<Bytes>, Option<Error>) {
         let mut out = Vec::new();
+        let mut failure = None;
         for r in futures::future::join_all(self.targets.iter().map(|t| t.get(name))).await {
             match r {
                 Ok(b) => out.push(b),
                 Err(Error::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
             }
         }
-        Ok(out)
+        (out, failure)
     }
 
     /// Reads a byte range from the first target that has it.

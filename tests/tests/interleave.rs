@@ -442,3 +442,37 @@ fn prune_waits_for_sync_and_no_deleted_object_comes_back() {
         assert_eq!(fs::read(&f).unwrap(), fs::read(got.join(rel)).unwrap());
     }
 }
+
+/// backup × forget × prune: a backup that reuses the blobs of its parent snapshot (unchanged
+/// files are not read again) while that parent is forgotten and a prune runs. The prune must
+/// not delete what the backup refers to, then or after it commits.
+#[test]
+fn a_backup_keeps_its_forgotten_parents_blobs_through_a_prune() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fill(&src, 4, 512 << 10, 14);
+    backup(&env, "h1", &src);
+    let held = start_paused(
+        backup_cmd(&env, "h1", &src),
+        &env.path("fp-backup"),
+        "backup.index-loaded",
+    );
+    // The parent goes; its packs look unused.
+    forget_all(&env);
+    let first = stdout_json(&prune_now(&env), "prune while the backup runs");
+    assert_eq!(
+        first["packs_deleted"], 0,
+        "the running backup holds the sweep: {first}"
+    );
+    let out = held.resume();
+    let id = stdout_json(&out, "the held backup")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The parent's packs were written less than the skew margin before the backup began, so
+    // the first prune left them alone as possibly the backup's own; either way nothing the new
+    // snapshot uses may go.
+    stdout_json(&prune_now(&env), "prune after the backup");
+    assert_intact(&env, &[(id, src)]);
+}

@@ -52,6 +52,15 @@ impl Repository {
             Session::start_with(&self.store, self.keyring.active_epoch()?.0, sees_every_mark)
                 .await?;
         failpoint::hit("backup.session-started").await;
+        if !sees_every_mark {
+            // This session holds every sweep that reads the sessions from now on, but not one
+            // that read them before it existed: wait for such a prune (it holds the lease to
+            // its end) before reading the index.
+            if let Err(e) = self.wait_for_maintenance().await {
+                session.end(&self.store).await;
+                return Err(e);
+            }
+        }
         match self.prepare_backup_index(sees_every_mark).await {
             Ok(()) => {
                 *self
@@ -64,6 +73,33 @@ impl Repository {
             Err(e) => {
                 session.end(&self.store).await;
                 Err(e)
+            }
+        }
+    }
+
+    /// Waits (up to an hour) until no maintenance lease is held.
+    async fn wait_for_maintenance(&self) -> Result<()> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        loop {
+            match crate::lease::current_lease(&self.store).await? {
+                Some((_, held)) if held.is_held() => {
+                    if std::time::Instant::now() > until {
+                        return Err(Error::Locked {
+                            holder: format!(
+                                "{} (pid {}) for {}",
+                                held.host, held.pid, held.purpose
+                            ),
+                            until: held.expires.to_string(),
+                        });
+                    }
+                    tracing::info!(
+                        "waiting for {} on {} to end (this backup cannot see every target's prune marks)",
+                        held.purpose,
+                        held.host
+                    );
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+                _ => return Ok(()),
             }
         }
     }
