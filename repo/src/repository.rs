@@ -507,9 +507,7 @@ impl Repository {
             }
         }
         let catalog = tokio::task::spawn_blocking(move || -> Result<Catalog> {
-            for (name, file) in &fetched {
-                catalog.add_index(name, file)?;
-            }
+            catalog.add_indexes(fetched.iter().map(|(n, f)| (n.as_str(), f)))?;
             catalog.forget_indexes(&forget)?;
             Ok(catalog)
         })
@@ -704,9 +702,7 @@ impl Repository {
             return Ok(());
         };
         let catalog = tokio::task::spawn_blocking(move || -> Result<Catalog> {
-            for (name, file) in &files {
-                catalog.add_index(name, file)?;
-            }
+            catalog.add_indexes(files.iter().map(|(n, f)| (n.as_str(), f)))?;
             Ok(catalog)
         })
         .await
