@@ -50,8 +50,11 @@ url = "s3://soak/repo"
 options = { aws_endpoint = "http://127.0.0.1:$base", aws_allow_http = "true", aws_region = "us-east-1" }
 TOML
 dv() { local host=$1; shift; "$BIN" --config "$WORKDIR/drvault.toml" --state-dir "$WORKDIR/state-$host" "$@"; }
-for _ in $(seq 1 60); do dv admin init --kdf-memory-kib 64 >/dev/null 2>&1 && break; sleep 1; done
-dv admin snapshots >/dev/null
+# The bucket exists a few seconds after the server answers: wait until both targets hold the
+# repository before the first iteration.
+for _ in $(seq 1 60); do dv admin targets >/dev/null 2>&1 && break; sleep 1; done
+dv admin init --kdf-memory-kib 64 >/dev/null
+dv admin targets >/dev/null
 
 # A source tree per host and iteration: the previous one hard-linked, some files replaced.
 make_source() {

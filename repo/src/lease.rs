@@ -91,8 +91,23 @@ fn lease_name(seq: u64) -> String {
 
 /// The current lease: (sequence number, body), if any lease object exists.
 async fn current(store: &Store) -> Result<Option<(u64, LeaseBody)>> {
+    current_from(store, store.targets().len() / 2 + 1).await
+}
+
+/// Whether the lease is held, for a reader that only needs to *see* a held lease: a held lease
+/// is on more than half the targets, so any `n - n/2` targets include one of them (one of
+/// two, two of three). A backup that cannot reach every target asks this.
+pub async fn held_lease_visible(store: &Store) -> Result<Option<LeaseBody>> {
+    let n = store.targets().len();
+    Ok(current_from(store, n - n / 2)
+        .await?
+        .map(|(_, b)| b)
+        .filter(LeaseBody::is_held))
+}
+
+async fn current_from(store: &Store, min_answers: usize) -> Result<Option<(u64, LeaseBody)>> {
     let mut seqs: Vec<u64> = store
-        .list_majority("locks/")
+        .list_at_least("locks/", min_answers)
         .await?
         .into_iter()
         .filter_map(|l| {

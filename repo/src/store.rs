@@ -414,6 +414,11 @@ impl Store {
     /// is asked). Two such listings share a target, which is what makes the lease exclusive
     /// (see [`Self::create_on_majority`]).
     pub async fn list_majority(&self, prefix: &str) -> Result<Vec<Listed>> {
+        self.list_at_least(prefix, self.targets.len() / 2 + 1).await
+    }
+
+    /// The objects under `prefix` from a listing to which at least `min` targets answered.
+    pub async fn list_at_least(&self, prefix: &str, min: usize) -> Result<Vec<Listed>> {
         let results = futures::future::join_all(self.targets.iter().map(|t| t.list(prefix))).await;
         let mut seen = std::collections::BTreeMap::new();
         let mut answered = 0;
@@ -429,11 +434,11 @@ impl Store {
                 Err(e) => reasons.push(format!("{}: {e}", t.name())),
             }
         }
-        if answered * 2 <= self.targets.len() {
+        if answered < min {
             return Err(Error::Quorum {
                 object: prefix.to_string(),
                 held: answered,
-                needed: self.targets.len() / 2 + 1,
+                needed: min,
                 reasons: reasons.join("; "),
             });
         }

@@ -81,8 +81,8 @@ impl Repository {
     async fn wait_for_maintenance(&self) -> Result<()> {
         let until = std::time::Instant::now() + std::time::Duration::from_secs(3600);
         loop {
-            match crate::lease::current_lease(&self.store).await? {
-                Some((_, held)) if held.is_held() => {
+            match crate::lease::held_lease_visible(&self.store).await? {
+                Some(held) => {
                     if std::time::Instant::now() > until {
                         return Err(Error::Locked {
                             holder: format!(
