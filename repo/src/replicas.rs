@@ -205,6 +205,7 @@ async fn repair_leased(
     lease: &crate::lease::Lease,
 ) -> Result<(ReplicaReport, RepairReport)> {
     let before = check_copies(store, true).await?;
+    crate::failpoint::hit("repair.before-copy").await;
     let targets = store.targets();
     let mut out = RepairReport::default();
     let mut jobs: Vec<(usize, String, bool)> = Vec::new();

@@ -476,3 +476,65 @@ fn a_backup_keeps_its_forgotten_parents_blobs_through_a_prune() {
     stdout_json(&prune_now(&env), "prune after the backup");
     assert_intact(&env, &[(id, src)]);
 }
+
+/// repair × prune: repair holds the maintenance lease while it copies, as sync does.
+#[test]
+fn prune_waits_for_repair() {
+    let env = Env::new();
+    let config = two_targets(&env);
+    let run =
+        |host: &str, args: &[&str]| config_cmd(&env, &config, host).args(args).output().unwrap();
+    let ok = |host: &str, args: &[&str]| {
+        let out = run(host, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    ok("h1", &["init", "--kdf-memory-kib", "64"]);
+    let src = env.path("src");
+    fill(&src, 2, 512 << 10, 15);
+    let id = stdout_json(
+        &ok("h1", &["--json", "backup", src.to_str().unwrap()]),
+        "backup",
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Target b lost its packs.
+    for f in files_below(&env.path("b").join("data")) {
+        fs::remove_file(f).unwrap();
+    }
+    let mut c = config_cmd(&env, &config, "repairer");
+    c.arg("repair");
+    let held = start_paused(c, &env.path("fp-repair"), "repair.before-copy");
+    let out = run("maint", &["prune", "--grace", "0s"]);
+    assert!(!out.status.success(), "prune runs only after repair");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locked by"));
+    let out = held.resume();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok("maint", &["prune", "--grace", "0s"]);
+    let out = run("h1", &["--json", "check", "--all-targets", "--read-data"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let target = env.path("restored");
+    ok(
+        "h1",
+        &[
+            "restore",
+            &id,
+            "--verify",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
+}

@@ -54,6 +54,8 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
         .map(|d| d.id.as_str())
         .collect();
     if !a.dry_run && !removed.is_empty() {
+        ctx.rt
+            .block_on(drvault_repo::failpoint::hit("forget.before-delete"));
         for id in &removed {
             ctx.rt
                 .block_on(repo.store().delete(&format!("{}{id}", paths::SNAPSHOTS)))?;
