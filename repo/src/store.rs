@@ -101,6 +101,16 @@ fn every_target_failed(name: &str, mut failures: Vec<(String, Error)>) -> Error 
     }
 }
 
+/// Adds one target's listing to the union of listings. An object listed by several targets
+/// takes its newest copy's time: it is as young as its youngest copy.
+fn add_listing(seen: &mut std::collections::BTreeMap<String, Listed>, list: Vec<Listed>) {
+    for l in list {
+        seen.entry(l.name.clone())
+            .and_modify(|s| s.last_modified = s.last_modified.max(l.last_modified))
+            .or_insert(l);
+    }
+}
+
 impl Store {
     /// One target at `location`: a path, a `file://` URL, or a remote URL configured from the
     /// environment (e.g. `s3://bucket/prefix` with `AWS_ENDPOINT`, `AWS_REGION`).
@@ -348,14 +358,7 @@ impl Store {
             match r {
                 Ok(list) => {
                     any = true;
-                    for l in list {
-                        // The newest copy's time: an object is as young as its youngest copy.
-                        seen.entry(l.name.clone())
-                            .and_modify(|s: &mut Listed| {
-                                s.last_modified = s.last_modified.max(l.last_modified)
-                            })
-                            .or_insert(l);
-                    }
+                    add_listing(&mut seen, list);
                 }
                 Err(e) => {
                     tracing::warn!("target {}: cannot list {prefix}: {e}", t.name());
@@ -380,13 +383,7 @@ impl Store {
         for (t, r) in self.targets.iter().zip(results) {
             match r {
                 Ok(list) => {
-                    for l in list {
-                        seen.entry(l.name.clone())
-                            .and_modify(|s: &mut Listed| {
-                                s.last_modified = s.last_modified.max(l.last_modified)
-                            })
-                            .or_insert(l);
-                    }
+                    add_listing(&mut seen, list);
                 }
                 Err(e) => {
                     return Err(Error::Incomplete {
@@ -427,9 +424,7 @@ impl Store {
             match r {
                 Ok(list) => {
                     answered += 1;
-                    for l in list {
-                        seen.entry(l.name.clone()).or_insert(l);
-                    }
+                    add_listing(&mut seen, list);
                 }
                 Err(e) => reasons.push(format!("{}: {e}", t.name())),
             }

@@ -30,36 +30,10 @@ impl Repository {
             return Ok(0);
         }
         tracing::info!("merging {} small index objects", small.len());
-        let mut seen = IdSet::default();
-        let mut queued = 0usize;
-        let mut files = futures::stream::iter(small.clone())
-            .map(|name| self.fetch_index(name))
-            .buffered(8);
-        while let Some(r) = files.next().await {
-            let (_, file) = r?;
-            let keep: Vec<IndexPack> = file
-                .packs
-                .into_iter()
-                .filter(|p| seen.insert(p.pack))
-                .collect();
-            queued += keep.iter().map(|p| p.blobs.len()).sum::<usize>();
-            self.pending
-                .lock()
-                .map_err(|_| Error::Invalid("pending index lock poisoned".into()))?
-                .extend(keep);
-            if queued >= INDEX_ENTRIES_PER_OBJECT {
-                keep_alive(&self.store, lease).await?;
-                self.flush_index().await?;
-                queued = 0;
-            }
-        }
-        drop(files);
-        self.flush_index().await?;
+        let merged = self
+            .replace_index_objects(lease, small, &IdSet::default())
+            .await?;
         crate::failpoint::hit("prune.consolidated").await;
-        for name in &small {
-            keep_alive(&self.store, lease).await?;
-            self.store.delete(name).await?;
-        }
-        Ok(small.len() as u64)
+        Ok(merged)
     }
 }

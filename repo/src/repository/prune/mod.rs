@@ -559,6 +559,18 @@ impl Repository {
             .store
             .list_names_complete(paths::INDEX, PRUNE_ACTION)
             .await?;
+        self.replace_index_objects(lease, names, without).await
+    }
+
+    /// Replaces the index objects `names` by new ones listing their packs but those in
+    /// `without`, each once: the new objects are written before any of `names` is deleted, so a
+    /// reader listing in between sees every pack that stays. Returns how many were replaced.
+    pub(super) async fn replace_index_objects(
+        &self,
+        lease: &mut Option<&mut Lease>,
+        names: Vec<String>,
+        without: &IdSet,
+    ) -> Result<u64> {
         let mut seen = IdSet::default();
         let mut queued = 0usize;
         let mut files = futures::stream::iter(names.clone())
