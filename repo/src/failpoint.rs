@@ -36,6 +36,34 @@ pub async fn hit(name: &str) {
     }
 }
 
+/// [`hit`] for synchronous code on a plain thread (the restore, the backup's readers).
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit_blocking(_name: &str) {}
+
+#[cfg(feature = "failpoints")]
+pub fn hit_blocking(name: &str) {
+    let Some(action) = armed(name) else { return };
+    match action.as_str() {
+        "abort" => {
+            eprintln!("drvault: fail point {name}: aborting");
+            std::process::abort();
+        }
+        "pause" => {
+            let Some(dir) = std::env::var_os("DRVAULT_FAILPOINT_DIR") else {
+                return;
+            };
+            let dir = std::path::PathBuf::from(dir);
+            let _ = std::fs::write(dir.join(format!("{name}.reached")), b"");
+            let resume = dir.join(format!("{name}.resume"));
+            while !resume.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The action for `name`, once per process.
 #[cfg(feature = "failpoints")]
 fn armed(name: &str) -> Option<String> {

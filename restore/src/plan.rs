@@ -168,6 +168,7 @@ pub fn restore(
             }
         }
     }
+    drvault_repo::failpoint::hit_blocking("restore.after-dirs");
     for_each_parallel(&to_create, |e| {
         if e.node.kind == NodeKind::Fifo {
             fsops::mkfifo(&e.path)?;
@@ -180,6 +181,7 @@ pub fn restore(
     })?;
     let parallel = opts.parallel;
     crate::hwm("created");
+    drvault_repo::failpoint::hit_blocking("restore.before-contents");
     stats.bytes = crate::fetch::write_contents(rt, repo.clone(), &files, parallel)?;
     crate::hwm("written");
 
@@ -231,6 +233,7 @@ pub fn restore(
             )
         })
         .collect();
+    drvault_repo::failpoint::hit_blocking("restore.before-metadata");
     let warnings = for_each_parallel(&with_metadata, |e| {
         fsops::apply_metadata(&e.path, &e.node, as_root, e.node.kind == NodeKind::Symlink)
     })?;
@@ -238,6 +241,7 @@ pub fn restore(
     if opts.verify {
         stats.verified_files = crate::verify::verify_files(&repo, &files)?;
     }
+    drvault_repo::failpoint::hit_blocking("restore.before-dir-metadata");
     for e in entries
         .iter()
         .rev()

@@ -54,6 +54,21 @@ impl Paused {
         }
     }
 
+    /// Lets the process go on and waits at most `limit` for it to end; `None` (and the
+    /// process killed) when it did not.
+    pub fn resume_within(mut self, limit: Duration) -> Option<Output> {
+        std::fs::write(self.dir.join(format!("{}.resume", self.point)), b"").unwrap();
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().unwrap();
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(self.child.take().unwrap().wait_with_output().unwrap())
+    }
+
     /// Lets the process go on and waits for it to end.
     pub fn resume(mut self) -> Output {
         std::fs::write(self.dir.join(format!("{}.resume", self.point)), b"").unwrap();

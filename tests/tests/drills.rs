@@ -418,3 +418,69 @@ fn the_report_lists_the_drills_and_renders_in_a_real_browser() {
         "a real screenshot"
     );
 }
+
+#[test]
+fn validation_commands_never_see_or_record_the_repository_secrets() {
+    let site = Site::new();
+    let data = site.path("data");
+    let pw_copy = site.path("pw-copy.txt");
+    fs::write(&pw_copy, PASSWORD).unwrap();
+    site.configure(&plan(
+        "leaky",
+        &data,
+        &format!(
+            "validate = [\"echo leaked:$DRVAULT_PASSWORD:$AWS_SECRET_ACCESS_KEY:$CREDENTIALS_DIRECTORY\", \"env\", \"cat {}\", \"test -d \\\"$DRVAULT_RESTORE_DIR\\\" && test -n \\\"$DRVAULT_SNAPSHOT_ID\\\" && test \\\"$SITE_NAME\\\" = east\"]\nvalidate_env = {{ SITE_NAME = \"east\" }}",
+            pw_copy.display()
+        ),
+    ));
+    assert!(site
+        .drvault(&["init", "--kdf-memory-kib", "64"])
+        .status
+        .success());
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), b"x").unwrap();
+    assert!(site
+        .drvault(&["backup", data.to_str().unwrap()])
+        .status
+        .success());
+    let creds = site.path("creds");
+    fs::create_dir_all(&creds).unwrap();
+    let out = Command::new(drtest_bin())
+        .arg("--config")
+        .arg(site.path("drvault.toml"))
+        .arg("--state-dir")
+        .arg(site.path("state"))
+        .args(["--json", "run", "--plan", "leaky"])
+        .env("DRVAULT_PASSWORD", PASSWORD)
+        .env("AWS_SECRET_ACCESS_KEY", "aws-secret-value-42")
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env_remove("DRVAULT_REPO")
+        .env_remove("DRVAULT_CONFIG")
+        .output()
+        .unwrap();
+    let record = String::from_utf8_lossy(&out.stdout).into_owned();
+    let d: Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(d["passed"], true, "{d}");
+    let outputs: Vec<&str> = d["validations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["output"].as_str().unwrap())
+        .collect();
+    assert_eq!(outputs[0].trim(), "leaked:::", "{d}");
+    assert!(outputs[2].contains("[redacted]"), "{d}");
+    let mut everything = record.clone();
+    everything.push_str(&String::from_utf8_lossy(&out.stderr));
+    everything.push_str(&String::from_utf8_lossy(
+        &site.drtest(&["report", "--period", "2026"]).stdout,
+    ));
+    for f in drvault_tests::files_below(&site.path("primary")) {
+        everything.push_str(&String::from_utf8_lossy(&fs::read(f).unwrap()));
+    }
+    for secret in [PASSWORD, "aws-secret-value-42", creds.to_str().unwrap()] {
+        assert!(
+            !everything.contains(secret),
+            "{secret:?} reached the evidence"
+        );
+    }
+}

@@ -97,6 +97,7 @@ fn read_file(
     buf: &mut Vec<u8>,
     bytes_read: &mut u64,
 ) -> Result<Vec<Id>, ReadError> {
+    drvault_repo::failpoint::hit_blocking("backup.before-open");
     let file = File::open(path).map_err(ReadError::Source)?;
     let mut stream = chunker.stream(file, buf);
     let mut content = Vec::new();

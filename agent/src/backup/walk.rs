@@ -364,6 +364,7 @@ impl Walker {
         let mut parent_nodes: HashMap<Vec<u8>, Node> = parent_tree
             .map(|t| t.entries.into_iter().map(|n| (n.name.clone(), n)).collect())
             .unwrap_or_default();
+        drvault_repo::failpoint::hit_blocking("backup.before-list");
         let mut names: Vec<(Vec<u8>, std::fs::DirEntry)> = match std::fs::read_dir(path) {
             Ok(rd) => rd
                 .filter_map(|e| match e {
