@@ -60,6 +60,10 @@ pub struct DrillPlan {
     #[serde(default)]
     pub validate: Vec<String>,
     pub validate_timeout: Option<String>,
+    /// Environment variables the validation commands get, beyond the allowlist (see
+    /// `drill::validate`): nothing else of drvault's environment reaches them.
+    #[serde(default)]
+    pub validate_env: BTreeMap<String, String>,
     /// Objectives, e.g. "30m" and "24h".
     pub rto_objective: String,
     pub rpo_objective: String,
@@ -120,20 +124,24 @@ pub struct TargetConfig {
     pub options: BTreeMap<String, String>,
 }
 
-/// Option keys whose values are credentials.
-fn is_secret(key: &str) -> bool {
+/// Option keys whose values are credentials: object_store's keys and their aliases
+/// (`secret_access_key`, `session_token`, `account_key`, `master_key`, `sas_key`, `client_secret`,
+/// `bearer_token`, `service_account_key`, ...).
+pub fn is_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    [
-        "secret",
-        "password",
-        "token",
-        "sas",
-        "access_key",
-        "account_key",
-        "service_account_key",
-    ]
-    .iter()
-    .any(|s| k.contains(s))
+    k == "key"
+        || k.ends_with("_key")
+        || [
+            "secret",
+            "password",
+            "token",
+            "sas",
+            "access_key",
+            "account_key",
+            "service_account_key",
+        ]
+        .iter()
+        .any(|s| k.contains(s))
 }
 
 impl Config {
@@ -144,6 +152,15 @@ impl Config {
         let config: Config = toml::from_str(&text)
             .with_context(|| format!("config {} is not valid", path.display()))?;
         let mode = std::fs::metadata(path)?.permissions().mode();
+        // Its drill plans and hooks run commands as the agent's user: only the owner may write it.
+        if mode & 0o022 != 0 {
+            bail!(
+                "config {} is writable by others than its owner (mode {:o}), who could make drvault \
+                 run their commands: chmod go-w it",
+                path.display(),
+                mode & 0o777
+            );
+        }
         let has_secrets = config
             .targets
             .iter()

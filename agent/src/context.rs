@@ -128,6 +128,21 @@ impl Context {
     }
 
     /// The names of the configured targets (empty with a single --repo location).
+    /// Values of the configured targets' credential options (to keep them out of evidence).
+    pub fn secret_options(&self) -> Vec<String> {
+        self.config
+            .as_ref()
+            .map(|c| {
+                c.targets
+                    .iter()
+                    .flat_map(|t| t.options.iter())
+                    .filter(|(k, _)| crate::config::is_secret(k))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn target_names(&self) -> Vec<String> {
         self.config
             .as_ref()

@@ -17,6 +17,7 @@ use clap::Parser;
 
 /// `drvault`.
 pub fn drvault_main() -> std::process::ExitCode {
+    harden_process();
     let cli = cli::Cli::parse();
     // Before the runtime starts any thread. Restore is left alone: it allocates a fresh buffer
     // per blob, and a fixed threshold made it 40 % slower (page faults on every new mapping).
@@ -51,6 +52,7 @@ pub fn drvault_main() -> std::process::ExitCode {
 
 /// `drtest`: restore drills with RTO/RPO evidence.
 pub fn drtest_main() -> std::process::ExitCode {
+    harden_process();
     let cli = drill::cli::DrtestCli::parse();
     init_logging(&cli.global);
     match drill::run(cli) {
@@ -60,6 +62,32 @@ pub fn drtest_main() -> std::process::ExitCode {
             eprintln!("drtest: {e:#}");
             code.into()
         }
+    }
+}
+
+/// The process holds the passphrase and data keys: no core dump may write them to disk and no
+/// other process of the same user may read its memory (`PR_SET_DUMPABLE` 0, `RLIMIT_CORE` 0).
+/// The walk holds a descriptor per directory level and per file waiting for a reader: the soft
+/// limit on descriptors goes up to the hard one.
+fn harden_process() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    let _ = setrlimit(
+        Resource::Core,
+        Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    );
+    let files = getrlimit(Resource::Nofile);
+    if files.maximum != files.current {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: files.maximum,
+                maximum: files.maximum,
+            },
+        );
     }
 }
 

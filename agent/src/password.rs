@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 /// A new passphrase: from `file` if given, else prompted twice on the terminal.
 pub fn read_new(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>> {
     if let Some(f) = file {
+        warn_if_exposed(f);
         let raw = Zeroizing::new(
             std::fs::read(f)
                 .with_context(|| format!("cannot read password file {}", f.display()))?,
@@ -27,8 +28,25 @@ pub fn read_new(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>> {
     Ok(Zeroizing::new(first.as_bytes().to_vec()))
 }
 
+/// A password file others can read is a passphrase others have: say so (not fatal: the
+/// repository still opens, and refusing would lock an operator out in an incident).
+fn warn_if_exposed(f: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(f) {
+        let mode = m.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "password file {} is readable by group or others (mode {:o}): chmod 600 it",
+                f.display(),
+                mode & 0o777
+            );
+        }
+    }
+}
+
 pub fn read(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
     if let Some(f) = file {
+        warn_if_exposed(f);
         let raw = Zeroizing::new(
             std::fs::read(f)
                 .with_context(|| format!("cannot read password file {}", f.display()))?,

@@ -13,6 +13,7 @@ pub mod host;
 mod id;
 pub mod lease;
 pub mod packer;
+pub mod printable;
 pub mod remote;
 pub mod replicas;
 pub mod repository;

@@ -12,17 +12,31 @@ pub enum Error {
     #[error("snapshot prefix {0} is ambiguous; give more characters")]
     Ambiguous(String),
     /// Writing to the target failed.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", drvault_repo::printable::path(path))]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// The target holds something a restore may not write through (a symlink, a non-directory).
-    #[error("refusing to restore through {0}: it is not a plain directory")]
+    #[error(
+        "refusing to restore through {}: it is not a plain directory",
+        drvault_repo::printable::path(.0)
+    )]
     UnsafeTarget(PathBuf),
+    /// Something below the target changed under the restore (a directory swapped for a
+    /// symlink, a file replaced): the restore stops there and writes nothing through it.
+    #[error(
+        "{} changed during the restore ({reason}); nothing was written through it or outside \
+         the target. Find out what else modifies the target, then restore again",
+        drvault_repo::printable::path(path)
+    )]
+    Changed { path: PathBuf, reason: String },
     /// Restored data differs from the snapshot.
-    #[error("verification failed for {path}: {reason}")]
+    #[error(
+        "verification failed for {}: {reason}",
+        drvault_repo::printable::path(path)
+    )]
     Verify { path: PathBuf, reason: String },
     #[error("{0}")]
     Invalid(String),

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use drvault_repo::blob::open_blob;
@@ -14,7 +13,8 @@ use drvault_repo::{Id, Repository};
 use futures::{StreamExt, TryStreamExt};
 use tokio::runtime::Handle;
 
-use crate::fsops::open_write;
+use crate::fsops::Target;
+use crate::plan::RestoredFile;
 use crate::{Error, Result};
 
 /// Largest gap between two wanted blobs that is read through rather than split.
@@ -28,20 +28,24 @@ struct Want {
     targets: Vec<(u32, u64)>,
 }
 
-/// Writes the content of `files` (path, blob IDs), which already exist with their final size.
-pub fn write_contents(
+/// Writes the content of `files`, which already exist with their final size.
+pub(crate) fn write_contents(
     rt: &Handle,
     repo: Arc<Repository>,
-    files: &[(PathBuf, Vec<Id>)],
+    target: Arc<Target>,
+    files: &[RestoredFile],
     parallel: usize,
 ) -> Result<u64> {
     let mut by_pack: HashMap<Id, HashMap<Id, Want>> = HashMap::new();
-    for (n, (path, content)) in files.iter().enumerate() {
+    for (n, file) in files.iter().enumerate() {
         let mut offset = 0u64;
-        for id in content {
+        for id in &file.content {
             let loc = repo.locate(id).ok_or_else(|| {
                 Error::Repo(drvault_repo::Error::NotFound {
-                    name: format!("blob {id} of {}", path.display()),
+                    name: format!(
+                        "blob {id} of {}",
+                        drvault_repo::printable::path(&target.display(&file.rel))
+                    ),
                 })
             })?;
             by_pack
@@ -57,7 +61,12 @@ pub fn write_contents(
             offset += u64::from(loc.entry.raw_length);
         }
     }
-    let files = Arc::new(files.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
+    let files = Arc::new(
+        files
+            .iter()
+            .map(|f| (f.rel.clone(), f.id))
+            .collect::<Vec<_>>(),
+    );
     let spans: Vec<(Id, Vec<Want>)> = by_pack
         .into_iter()
         .flat_map(|(pack, wants)| {
@@ -68,7 +77,9 @@ pub fn write_contents(
         .collect();
     rt.block_on(async {
         futures::stream::iter(spans)
-            .map(|(pack, wants)| fetch_span(repo.clone(), files.clone(), pack, wants))
+            .map(|(pack, wants)| {
+                fetch_span(repo.clone(), target.clone(), files.clone(), pack, wants)
+            })
             .buffer_unordered(parallel.max(1))
             .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
             .await
@@ -95,7 +106,8 @@ fn split_spans(wants: Vec<Want>) -> Vec<Vec<Want>> {
 
 async fn fetch_span(
     repo: Arc<Repository>,
-    files: Arc<Vec<PathBuf>>,
+    target: Arc<Target>,
+    files: Arc<Vec<(std::path::PathBuf, crate::fsops::FileId)>>,
     pack: Id,
     wants: Vec<Want>,
 ) -> Result<u64> {
@@ -127,10 +139,10 @@ async fn fetch_span(
                 continue;
             }
             for (file, offset) in &w.targets {
-                let path = &files[*file as usize];
-                let f = open_write(path, false)?;
+                let (rel, id) = &files[*file as usize];
+                let f = target.open_file(rel, *id, true)?;
                 f.write_all_at(&plain, *offset)
-                    .map_err(crate::error::io(path))?;
+                    .map_err(crate::error::io(&target.display(rel)))?;
                 written += plain.len() as u64;
             }
         }

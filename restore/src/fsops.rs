@@ -1,80 +1,346 @@
-//! File-system operations of a restore, each refusing to follow what it did not create.
+//! File-system operations of a restore, all through a descriptor of the target that the restore
+//! opened itself.
+//!
+//! A path below the target is resolved by the kernel with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS)` (per component with `O_NOFOLLOW` on kernels without it), so a
+//! directory that a local user swaps for a symlink is refused, never followed. Every entry the
+//! restore creates is recorded by device and inode ([`FileId`]) and checked again at each later
+//! open; metadata is applied to the opened descriptor (`fchown`, `fsetxattr`, `fchmod`,
+//! `futimens`), never through a path resolved again.
 
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use drvault_repo::format::Node;
-use rustix::fs::{AtFlags, Mode, Timestamps, CWD};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Stat, Timestamps, Uid};
+use rustix::io::Errno;
 
 use crate::error::io;
 use crate::{Error, Result};
 
-/// Joins validated snapshot components below `target`.
-pub fn join(target: &Path, comps: &[Vec<u8>]) -> PathBuf {
-    let mut p = target.to_path_buf();
-    for c in comps {
-        p.push(OsStr::from_bytes(c));
-    }
-    p
+/// What an entry the restore created is: checked again at every later open, so a file or
+/// directory put in its place is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
 }
 
-/// Creates a directory, or accepts an existing one only if it is a real directory (not a
-/// symlink to somewhere else).
-pub fn mkdir(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_dir() => Ok(()),
-        Ok(_) => Err(Error::UnsafeTarget(path.to_path_buf())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir(path).map_err(io(path))?;
-            // Owner-only until the snapshot's mode is applied at the end.
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io(path))
+impl FileId {
+    // `Stat`'s field types differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    fn of(st: &Stat) -> Self {
+        FileId {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
         }
-        Err(e) => Err(io(path)(e)),
     }
 }
 
-/// Opens a file for writing without following a symlink in its place.
-pub fn open_write(path: &Path, create: bool) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(create)
-        .truncate(create)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-        .map_err(io(path))
+/// Set once the kernel answered ENOSYS to openat2 (before Linux 5.6).
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// The restore target, held open.
+pub struct Target {
+    fd: OwnedFd,
+    path: PathBuf,
 }
 
-pub fn open_read(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-        .map_err(io(path))
-}
+impl Target {
+    /// Creates the target if needed and opens it. The path itself is the caller's (root's)
+    /// choice and is resolved once; everything below it is resolved beneath the descriptor.
+    pub fn open(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path).map_err(io(path))?;
+        let canonical = path.canonicalize().map_err(io(path))?;
+        let fd = rustix::fs::open(
+            &canonical,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::NOTDIR | Errno::LOOP => Error::UnsafeTarget(canonical.clone()),
+            e => io(&canonical)(e.into()),
+        })?;
+        Ok(Target {
+            fd,
+            path: canonical,
+        })
+    }
 
-/// Removes whatever non-directory is at `path` so a new entry can take its place.
-pub fn clear(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Err(Error::UnsafeTarget(path.to_path_buf())),
-        Ok(_) => std::fs::remove_file(path).map_err(io(path)),
-        Err(_) => Ok(()),
+    /// The full path of `rel`, for messages.
+    pub fn display(&self, rel: &Path) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    fn changed(&self, rel: &Path, why: impl std::fmt::Display) -> Error {
+        Error::Changed {
+            path: self.display(rel),
+            reason: why.to_string(),
+        }
+    }
+
+    /// Opens `rel` (relative, "" for the target itself) beneath the target without following
+    /// any symlink. A component that is missing, not a directory or a symlink means the tree
+    /// changed under the restore.
+    fn resolve(&self, rel: &Path, flags: OFlags) -> Result<OwnedFd> {
+        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let rel_or_dot = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let mut attempts = 0;
+        let opened = loop {
+            if NO_OPENAT2.load(Ordering::Relaxed) {
+                break self.resolve_per_component(rel_or_dot, flags);
+            }
+            let how =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            match rustix::fs::openat2(&self.fd, rel_or_dot, flags, Mode::empty(), how) {
+                Err(Errno::NOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
+                // A rename elsewhere on the file system raced the lookup: try again.
+                Err(Errno::AGAIN) if attempts < 16 => attempts += 1,
+                other => break other,
+            }
+        };
+        opened.map_err(|e| match e {
+            Errno::LOOP | Errno::NOTDIR | Errno::NOENT | Errno::XDEV => {
+                self.changed(rel, "a directory on its way was replaced or moved")
+            }
+            e => io(&self.display(rel))(e.into()),
+        })
+    }
+
+    fn resolve_per_component(&self, rel: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+        let comps: Vec<&OsStr> = rel
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        let Some((last, dirs)) = comps.split_last() else {
+            return rustix::fs::openat(&self.fd, ".", flags, Mode::empty());
+        };
+        let mut cur: Option<OwnedFd> = None;
+        for d in dirs {
+            let at = cur.as_ref().map_or(self.fd.as_fd(), |f| f.as_fd());
+            let next = rustix::fs::openat(
+                at,
+                *d,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            cur = Some(next);
+        }
+        let at = cur.as_ref().map_or(self.fd.as_fd(), |f| f.as_fd());
+        rustix::fs::openat(at, *last, flags, Mode::empty())
+    }
+
+    /// The directory holding `rel` (opened beneath the target) and `rel`'s last component.
+    fn parent<'a>(&self, rel: &'a Path) -> Result<(OwnedFd, &'a OsStr)> {
+        let name = rel
+            .file_name()
+            .ok_or_else(|| Error::Invalid(format!("{} has no name", rel.display())))?;
+        let dir = rel.parent().unwrap_or(Path::new(""));
+        Ok((self.resolve(dir, OFlags::PATH | OFlags::DIRECTORY)?, name))
+    }
+
+    /// Creates a directory (owner-only until its metadata is applied at the end), or accepts an
+    /// existing real directory.
+    pub fn mkdir(&self, rel: &Path) -> Result<FileId> {
+        let (dir, name) = self.parent(rel)?;
+        match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(io(&self.display(rel))(e.into())),
+        }
+        let fd = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::NOTDIR | Errno::LOOP => Error::UnsafeTarget(self.display(rel)),
+            Errno::NOENT => self.changed(rel, "it was removed as it was created"),
+            e => io(&self.display(rel))(e.into()),
+        })?;
+        Ok(FileId::of(&fstat(&fd, self, rel)?))
+    }
+
+    /// Removes whatever non-directory is at `name` in `dir` so a new entry can take its place.
+    fn clear(&self, dir: &OwnedFd, name: &OsStr, rel: &Path) -> Result<()> {
+        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                Err(Error::UnsafeTarget(self.display(rel)))
+            }
+            Ok(_) => match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => Ok(()),
+                Err(e) => Err(io(&self.display(rel))(e.into())),
+            },
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Creates the regular file `rel` (owner-only), sparse at its final size.
+    pub fn create_file(&self, rel: &Path, size: u64) -> Result<FileId> {
+        let (dir, name) = self.parent(rel)?;
+        self.clear(&dir, name, rel)?;
+        let fd = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| match e {
+            Errno::EXIST => self.changed(rel, "something was put in its place"),
+            e => io(&self.display(rel))(e.into()),
+        })?;
+        rustix::fs::ftruncate(&fd, size).map_err(|e| io(&self.display(rel))(e.into()))?;
+        Ok(FileId::of(&fstat(&fd, self, rel)?))
+    }
+
+    /// Opens a file this restore created, checking it is still that file.
+    pub fn open_file(&self, rel: &Path, id: FileId, write: bool) -> Result<File> {
+        let mode = if write {
+            OFlags::WRONLY
+        } else {
+            OFlags::RDONLY
+        };
+        let fd = self.resolve(rel, mode | OFlags::NONBLOCK)?;
+        self.expect(&fd, rel, id)?;
+        Ok(File::from(fd))
+    }
+
+    fn expect(&self, fd: &OwnedFd, rel: &Path, id: FileId) -> Result<()> {
+        if FileId::of(&fstat(fd, self, rel)?) == id {
+            Ok(())
+        } else {
+            Err(self.changed(rel, "it was replaced by another file"))
+        }
+    }
+
+    pub fn mkfifo(&self, rel: &Path) -> Result<FileId> {
+        let (dir, name) = self.parent(rel)?;
+        self.clear(&dir, name, rel)?;
+        rustix::fs::mknodat(&dir, name, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+            .map_err(|e| io(&self.display(rel))(e.into()))?;
+        self.stat_at(&dir, name, rel)
+    }
+
+    fn stat_at(&self, dir: &OwnedFd, name: &OsStr, rel: &Path) -> Result<FileId> {
+        rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map(|st| FileId::of(&st))
+            .map_err(|e| match e {
+                Errno::NOENT => self.changed(rel, "it was removed"),
+                e => io(&self.display(rel))(e.into()),
+            })
+    }
+
+    pub fn symlink(&self, rel: &Path, points_to: &[u8]) -> Result<FileId> {
+        let (dir, name) = self.parent(rel)?;
+        self.clear(&dir, name, rel)?;
+        rustix::fs::symlinkat(OsStr::from_bytes(points_to), &dir, name)
+            .map_err(|e| io(&self.display(rel))(e.into()))?;
+        self.stat_at(&dir, name, rel)
+    }
+
+    /// Links `rel` to the file `source` this restore created (never to what replaced it).
+    pub fn hard_link(&self, source: &Path, source_id: FileId, rel: &Path) -> Result<()> {
+        let (sdir, sname) = self.parent(source)?;
+        if self.stat_at(&sdir, sname, source)? != source_id {
+            return Err(self.changed(source, "it was replaced by another file"));
+        }
+        let (dir, name) = self.parent(rel)?;
+        self.clear(&dir, name, rel)?;
+        // No AT_SYMLINK_FOLLOW: a symlink swapped in at the source is linked, not followed.
+        rustix::fs::linkat(&sdir, sname, &dir, name, AtFlags::empty())
+            .map_err(|e| io(&self.display(rel))(e.into()))
+    }
+
+    /// Applies ownership (as root), extended attributes, permissions and times to the entry
+    /// this restore created at `rel`. Ownership comes first: chown clears setuid, setgid and
+    /// `security.capability`, which are set after it. Problems that do not lose data (an xattr
+    /// namespace we may not write) come back as warnings.
+    pub fn apply_metadata(
+        &self,
+        rel: &Path,
+        id: FileId,
+        node: &Node,
+        kind: MetaKind,
+        as_root: bool,
+    ) -> Result<Vec<String>> {
+        let times = Timestamps {
+            last_access: timestamp(node.atime_ns),
+            last_modification: timestamp(node.mtime_ns),
+        };
+        let fail = |e: Errno| io(&self.display(rel))(e.into());
+        if kind == MetaKind::Symlink {
+            let (dir, name) = self.parent(rel)?;
+            if self.stat_at(&dir, name, rel)? != id {
+                return Err(self.changed(rel, "it was replaced by another file"));
+            }
+            if as_root {
+                rustix::fs::chownat(&dir, name, uid(node), gid(node), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(fail)?;
+            }
+            rustix::fs::utimensat(&dir, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(fail)?;
+            return Ok(Vec::new());
+        }
+        let flags = match kind {
+            MetaKind::Dir => OFlags::RDONLY | OFlags::DIRECTORY,
+            _ => OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY,
+        };
+        let fd = self.resolve(rel, flags)?;
+        self.expect(&fd, rel, id)?;
+        if as_root {
+            rustix::fs::fchown(&fd, uid(node), gid(node)).map_err(fail)?;
+        }
+        let mut warnings = Vec::new();
+        for (name, value) in &node.xattrs {
+            if let Err(e) = rustix::fs::fsetxattr(
+                &fd,
+                OsStr::from_bytes(name),
+                value,
+                rustix::fs::XattrFlags::empty(),
+            ) {
+                warnings.push(format!(
+                    "{}: cannot set extended attribute {}: {}",
+                    drvault_repo::printable::path(&self.display(rel)),
+                    drvault_repo::printable::bytes(name),
+                    std::io::Error::from(e)
+                ));
+            }
+        }
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(node.mode & 0o7777)).map_err(fail)?;
+        rustix::fs::futimens(&fd, &times).map_err(fail)?;
+        Ok(warnings)
     }
 }
 
-pub fn mkfifo(path: &Path) -> Result<()> {
-    clear(path)?;
-    rustix::fs::mknodat(
-        CWD,
-        path,
-        rustix::fs::FileType::Fifo,
-        Mode::from_raw_mode(0o600),
-        0,
-    )
-    .map_err(|e| io(path)(e.into()))
+/// How metadata is applied: through the entry's own descriptor, or (symlinks) through its
+/// directory's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaKind {
+    Dir,
+    Other,
+    Symlink,
+}
+
+fn uid(node: &Node) -> Option<Uid> {
+    Some(Uid::from_raw(node.uid))
+}
+
+fn gid(node: &Node) -> Option<Gid> {
+    Some(Gid::from_raw(node.gid))
+}
+
+fn fstat(fd: &OwnedFd, target: &Target, rel: &Path) -> Result<Stat> {
+    rustix::fs::fstat(fd).map_err(|e| io(&target.display(rel))(e.into()))
 }
 
 fn timestamp(ns: i64) -> rustix::fs::Timespec {
@@ -82,41 +348,4 @@ fn timestamp(ns: i64) -> rustix::fs::Timespec {
         tv_sec: ns.div_euclid(1_000_000_000),
         tv_nsec: ns.rem_euclid(1_000_000_000) as _,
     }
-}
-
-/// Applies extended attributes, ownership (as root), permissions and times. Problems that do not
-/// lose data (an xattr namespace we may not write) come back as warnings.
-pub fn apply_metadata(
-    path: &Path,
-    node: &Node,
-    as_root: bool,
-    symlink: bool,
-) -> Result<Vec<String>> {
-    let mut warnings = Vec::new();
-    if !symlink {
-        for (name, value) in &node.xattrs {
-            if let Err(e) = xattr::set(path, OsStr::from_bytes(name), value) {
-                warnings.push(format!(
-                    "{}: cannot set extended attribute {}: {e}",
-                    path.display(),
-                    String::from_utf8_lossy(name)
-                ));
-            }
-        }
-    }
-    if as_root {
-        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)).map_err(io(path))?;
-    }
-    if !symlink {
-        // After chown, which clears setuid and setgid.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
-            .map_err(io(path))?;
-    }
-    let times = Timestamps {
-        last_access: timestamp(node.atime_ns),
-        last_modification: timestamp(node.mtime_ns),
-    };
-    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(|e| io(path)(e.into()))?;
-    Ok(warnings)
 }

@@ -3,16 +3,17 @@
 //! Order matters for safety: directories and files first, hard links next, symlinks last, so
 //! nothing is ever written through a symlink the snapshot supplied.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use drvault_repo::format::{validate_name, Node, NodeKind};
-use drvault_repo::{Id, Repository};
+use drvault_repo::{printable, Id, Repository};
 use tokio::runtime::Handle;
 
-use crate::error::io;
-use crate::fsops::{self, join};
+use crate::fsops::{FileId, MetaKind, Target};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -41,7 +42,7 @@ pub struct RestoreStats {
 
 struct Entry {
     /// Path below the target, built from validated components.
-    path: PathBuf,
+    rel: PathBuf,
     /// Components joined by '/': the key hard links refer to.
     key: Vec<u8>,
     node: Node,
@@ -79,7 +80,6 @@ fn collect(
     rt: &Handle,
     repo: &Repository,
     root: Id,
-    target: &Path,
     includes: &[Vec<Vec<u8>>],
 ) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
@@ -101,15 +101,27 @@ fn collect(
                 Include::Partial if node.kind == NodeKind::Dir => false,
                 Include::Partial => continue,
             };
-            let path = join(target, &comps);
+            let rel = join(&comps);
             let key = comps.join(&b'/');
             if let Some(sub) = node.subtree {
                 stack.push((sub, comps, subtree_all));
             }
-            out.push(Entry { path, key, node });
+            out.push(Entry { rel, key, node });
         }
     }
     Ok(out)
+}
+
+/// Joins validated snapshot components into a relative path.
+fn join(comps: &[Vec<u8>]) -> PathBuf {
+    comps.iter().map(|c| OsStr::from_bytes(c)).collect()
+}
+
+/// A regular file of the restore: where it is, what it is, what it holds.
+pub(crate) struct RestoredFile {
+    pub rel: PathBuf,
+    pub id: FileId,
+    pub content: Vec<Id>,
 }
 
 /// Restores the tree `root` into `opts.target`.
@@ -120,99 +132,110 @@ pub fn restore(
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
     let mut stats = RestoreStats::default();
-    std::fs::create_dir_all(&opts.target).map_err(io(&opts.target))?;
-    let target = opts.target.canonicalize().map_err(io(&opts.target))?;
+    let target = Arc::new(Target::open(&opts.target)?);
     crate::hwm("start");
-    let entries = collect(rt, &repo, root, &target, &opts.includes)?;
+    let entries = collect(rt, &repo, root, &opts.includes)?;
     crate::hwm("collected");
     let as_root = rustix::process::geteuid().is_root();
+    let shown = |e: &Entry| printable::path(&target.display(&e.rel));
+    // What each entry is once created: checked again at every later open.
+    let ids: Vec<OnceLock<FileId>> = entries.iter().map(|_| OnceLock::new()).collect();
 
-    let mut files: Vec<(PathBuf, Vec<Id>)> = Vec::new();
     // Paths of files that hard links in this restore point to.
-    let link_sources: std::collections::HashSet<&[u8]> = entries
+    let link_sources: HashSet<&[u8]> = entries
         .iter()
         .filter(|e| e.node.kind == NodeKind::Hardlink)
         .map(|e| e.node.target.as_slice())
         .collect();
-    let mut restored_files: HashMap<Vec<u8>, PathBuf> = HashMap::new();
-    let mut later: Vec<&Entry> = Vec::new();
+    let mut link_source_entry: HashMap<&[u8], usize> = HashMap::new();
+    let mut later: Vec<usize> = Vec::new();
     // Directories first (sequentially: parents before children), then every file and FIFO
-    // created in parallel: each is a few path-walking system calls.
-    let mut to_create: Vec<&Entry> = Vec::new();
-    for e in &entries {
-        let path = &e.path;
+    // created in parallel: each is a few system calls.
+    let mut to_create: Vec<usize> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
         match e.node.kind {
             NodeKind::Dir => {
-                fsops::mkdir(path)?;
+                let _ = ids[i].set(target.mkdir(&e.rel)?);
                 stats.dirs += 1;
             }
             NodeKind::File => {
                 if link_sources.contains(e.key.as_slice()) {
-                    restored_files.insert(e.key.clone(), path.clone());
+                    link_source_entry.insert(e.key.as_slice(), i);
                 }
-                files.push((path.clone(), e.node.content.clone()));
                 stats.files += 1;
-                to_create.push(e);
+                to_create.push(i);
             }
             NodeKind::Fifo => {
                 stats.other += 1;
-                to_create.push(e);
+                to_create.push(i);
             }
-            NodeKind::Symlink | NodeKind::Hardlink => later.push(e),
+            NodeKind::Symlink | NodeKind::Hardlink => later.push(i),
             NodeKind::CharDevice | NodeKind::BlockDevice | NodeKind::Socket => {
                 stats.skipped += 1;
-                stats.warnings.push(format!(
-                    "{}: device node or socket not restored",
-                    path.display()
-                ));
+                stats
+                    .warnings
+                    .push(format!("{}: device node or socket not restored", shown(e)));
             }
         }
     }
     drvault_repo::failpoint::hit_blocking("restore.after-dirs");
-    for_each_parallel(&to_create, |e| {
-        if e.node.kind == NodeKind::Fifo {
-            fsops::mkfifo(&e.path)?;
+    for_each_parallel(&to_create, |&i| {
+        let e = &entries[i];
+        let id = if e.node.kind == NodeKind::Fifo {
+            target.mkfifo(&e.rel)?
         } else {
-            fsops::clear(&e.path)?;
-            let f = fsops::open_write(&e.path, true)?;
-            f.set_len(e.node.size).map_err(io(&e.path))?;
-        }
+            target.create_file(&e.rel, e.node.size)?
+        };
+        let _ = ids[i].set(id);
         Ok(Vec::new())
     })?;
-    let parallel = opts.parallel;
+    let created = |i: usize| {
+        ids[i]
+            .get()
+            .copied()
+            .ok_or_else(|| Error::Invalid(format!("{} was not created", shown(&entries[i]))))
+    };
+    let mut files: Vec<RestoredFile> = Vec::with_capacity(stats.files as usize);
+    for &i in &to_create {
+        if entries[i].node.kind == NodeKind::File {
+            files.push(RestoredFile {
+                rel: entries[i].rel.clone(),
+                id: created(i)?,
+                content: entries[i].node.content.clone(),
+            });
+        }
+    }
     crate::hwm("created");
     drvault_repo::failpoint::hit_blocking("restore.before-contents");
-    stats.bytes = crate::fetch::write_contents(rt, repo.clone(), &files, parallel)?;
+    stats.bytes =
+        crate::fetch::write_contents(rt, repo.clone(), target.clone(), &files, opts.parallel)?;
     crate::hwm("written");
 
-    for e in &later {
-        let path = &e.path;
-        fsops::clear(path)?;
+    for &i in &later {
+        let e = &entries[i];
         match e.node.kind {
             NodeKind::Hardlink => {
                 let source_comps: Vec<&[u8]> = e.node.target.split(|&b| b == b'/').collect();
                 if source_comps.iter().any(|c| validate_name(c).is_err()) {
                     return Err(Error::Repo(drvault_repo::Error::Integrity {
-                        object: format!("hard link {}", path.display()),
+                        object: format!("hard link {}", shown(e)),
                         reason: "link source is not a path inside the snapshot".into(),
                     }));
                 }
-                match restored_files.get(&e.node.target) {
-                    Some(src) => {
-                        std::fs::hard_link(src, path).map_err(io(path))?;
+                match link_source_entry.get(e.node.target.as_slice()) {
+                    Some(&src) => {
+                        target.hard_link(&entries[src].rel, created(src)?, &e.rel)?;
                         stats.hardlinks += 1;
                     }
                     None => stats.warnings.push(format!(
                         "{}: hard link to {} not restored (its source is not part of this restore)",
-                        path.display(),
-                        String::from_utf8_lossy(&e.node.target)
+                        shown(e),
+                        printable::bytes(&e.node.target)
                     )),
                 }
             }
             _ => {
-                let t: &std::ffi::OsStr =
-                    std::os::unix::ffi::OsStrExt::from_bytes(e.node.target.as_slice());
-                std::os::unix::fs::symlink(t, path).map_err(io(path))?;
+                let _ = ids[i].set(target.symlink(&e.rel, &e.node.target)?);
                 stats.symlinks += 1;
             }
         }
@@ -220,36 +243,34 @@ pub fn restore(
 
     // Metadata: everything but directories, then directories deepest first (their mtimes and
     // read-only modes must come after everything inside them is written).
-    let with_metadata: Vec<&Entry> = entries
-        .iter()
-        .filter(|e| {
-            !matches!(
-                e.node.kind,
-                NodeKind::Dir
-                    | NodeKind::Hardlink
-                    | NodeKind::CharDevice
-                    | NodeKind::BlockDevice
-                    | NodeKind::Socket
+    let with_metadata: Vec<usize> = (0..entries.len())
+        .filter(|&i| {
+            matches!(
+                entries[i].node.kind,
+                NodeKind::File | NodeKind::Fifo | NodeKind::Symlink
             )
         })
         .collect();
     drvault_repo::failpoint::hit_blocking("restore.before-metadata");
-    let warnings = for_each_parallel(&with_metadata, |e| {
-        fsops::apply_metadata(&e.path, &e.node, as_root, e.node.kind == NodeKind::Symlink)
+    let warnings = for_each_parallel(&with_metadata, |&i| {
+        let e = &entries[i];
+        let kind = if e.node.kind == NodeKind::Symlink {
+            MetaKind::Symlink
+        } else {
+            MetaKind::Other
+        };
+        target.apply_metadata(&e.rel, created(i)?, &e.node, kind, as_root)
     })?;
     stats.warnings.extend(warnings);
     if opts.verify {
-        stats.verified_files = crate::verify::verify_files(&repo, &files)?;
+        stats.verified_files = crate::verify::verify_files(&repo, &target, &files)?;
     }
     drvault_repo::failpoint::hit_blocking("restore.before-dir-metadata");
-    for e in entries
-        .iter()
-        .rev()
-        .filter(|e| e.node.kind == NodeKind::Dir)
-    {
-        let path = &e.path;
-        let w = fsops::apply_metadata(path, &e.node, as_root, false)?;
-        stats.warnings.extend(w);
+    for (i, e) in entries.iter().enumerate().rev() {
+        if e.node.kind == NodeKind::Dir {
+            let w = target.apply_metadata(&e.rel, created(i)?, &e.node, MetaKind::Dir, as_root)?;
+            stats.warnings.extend(w);
+        }
     }
     Ok(stats)
 }

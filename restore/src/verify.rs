@@ -1,15 +1,20 @@
 //! Re-reads restored files and checks every chunk against the snapshot's blob IDs.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use drvault_repo::{Id, Repository};
 
-use crate::fsops::open_read;
+use crate::fsops::Target;
+use crate::plan::RestoredFile;
 use crate::{Error, Result};
 
-pub fn verify_files(repo: &Repository, files: &[(PathBuf, Vec<Id>)]) -> Result<u64> {
+pub(crate) fn verify_files(
+    repo: &Repository,
+    target: &Target,
+    files: &[RestoredFile],
+) -> Result<u64> {
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -22,10 +27,11 @@ pub fn verify_files(repo: &Repository, files: &[(PathBuf, Vec<Id>)]) -> Result<u
                     let mut buf = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((path, content)) = files.get(i) else {
+                        let Some(file) = files.get(i) else {
                             return Ok(n);
                         };
-                        verify_one(repo, path, content, &mut buf)?;
+                        let f = target.open_file(&file.rel, file.id, false)?;
+                        verify_one(repo, f, &target.display(&file.rel), &file.content, &mut buf)?;
                         n += 1;
                     }
                 })
@@ -41,8 +47,13 @@ pub fn verify_files(repo: &Repository, files: &[(PathBuf, Vec<Id>)]) -> Result<u
     })
 }
 
-fn verify_one(repo: &Repository, path: &Path, content: &[Id], buf: &mut Vec<u8>) -> Result<()> {
-    let mut f = open_read(path)?;
+fn verify_one(
+    repo: &Repository,
+    mut f: std::fs::File,
+    path: &Path,
+    content: &[Id],
+    buf: &mut Vec<u8>,
+) -> Result<()> {
     for (i, id) in content.iter().enumerate() {
         let loc = repo.locate(id).ok_or_else(|| Error::Verify {
             path: path.to_path_buf(),

@@ -65,8 +65,7 @@ fn backed_up(env: &Env, dirs: usize, files: usize) -> (PathBuf, PathBuf) {
         }
         // Distinctive modes: a chmod that lands outside shows.
         fs::set_permissions(&sub, fs::Permissions::from_mode(0o701)).unwrap();
-        fs::set_permissions(src.join(format!("d{d}")), fs::Permissions::from_mode(0o701))
-            .unwrap();
+        fs::set_permissions(src.join(format!("d{d}")), fs::Permissions::from_mode(0o701)).unwrap();
     }
     env.ok(&["backup", src.to_str().unwrap()]);
     let outside = env.path("outside");
@@ -106,7 +105,10 @@ fn a_directory_swapped_for_a_symlink_during_a_restore_is_refused_at_every_phase(
             before,
             "{point}: the restore wrote outside its target: {stderr}"
         );
-        assert!(!out.status.success(), "{point}: a redirected restore succeeded");
+        assert!(
+            !out.status.success(),
+            "{point}: a redirected restore succeeded"
+        );
         assert!(
             stderr.contains("d2"),
             "{point}: the error names the path that changed: {stderr}"
@@ -145,13 +147,35 @@ fn a_racing_attacker_swapping_directories_never_gets_a_write_outside() {
         stop.store(true, Ordering::Relaxed);
         out
     });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "{} swaps; the restore {}",
+        swaps.load(Ordering::Relaxed),
+        if out.status.success() {
+            "succeeded"
+        } else {
+            "stopped"
+        }
+    );
     assert!(swaps.load(Ordering::Relaxed) > 0, "the racer never swapped");
     assert_eq!(
         inventory(&outside),
         before,
-        "the restore wrote outside its target: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "the restore wrote outside its target: {stderr}"
     );
+    if out.status.success() {
+        // Every swap was undone before the restore met it: the tree is complete and exact.
+        let mut got = inventory(&base);
+        let mut want = inventory(&src);
+        got.remove(Path::new(""));
+        want.remove(Path::new(""));
+        assert_eq!(got, want);
+    } else {
+        assert!(
+            stderr.contains("changed during the restore"),
+            "a swap stops the restore with an error naming what changed: {stderr}"
+        );
+    }
 }
 
 /// A backed-up source holding one file the backup will read.
@@ -195,7 +219,10 @@ fn a_file_swapped_for_a_symlink_before_it_is_read_is_skipped_not_followed() {
     let out = paused.resume();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "skipped, counted: {stderr}");
-    assert!(stderr.contains("notes.txt"), "the warning names it: {stderr}");
+    assert!(
+        stderr.contains("notes.txt"),
+        "the warning names it: {stderr}"
+    );
     assert!(
         !contains(&restored_bytes(&env), b"TOPSECRET"),
         "the symlink's target was stored under the user's file name"
@@ -245,7 +272,7 @@ fn a_directory_swapped_for_a_symlink_before_it_is_listed_is_not_followed() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("home"), "the warning names it: {stderr}");
-    if env.snapshots_json().len() > 0 {
+    if !env.snapshots_json().is_empty() {
         assert!(
             !contains(&restored_bytes(&env), b"TOPSECRET"),
             "the directory a symlink pointed to was stored"

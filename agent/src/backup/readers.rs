@@ -2,8 +2,10 @@
 //! walker goes on walking. Each submitted file gets a reply channel the walker waits on only
 //! when it closes the directory holding the file.
 
+use std::ffi::OsStr;
 use std::fs::File;
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
@@ -18,6 +20,9 @@ use super::pipeline::Pipeline;
 pub enum ReadError {
     /// The file could not be read: warn, skip it, go on.
     Source(std::io::Error),
+    /// What is there now is not what the walk saw (a symlink, a FIFO or another file was put in
+    /// its place): warn, skip it, go on.
+    Changed(&'static str),
     /// The repository side failed: the backup stops.
     Store(anyhow::Error),
 }
@@ -30,8 +35,16 @@ pub struct ReadResult {
 /// The answer for one submitted file.
 pub type Pending = Receiver<ReadResult>;
 
+/// A file to read: the entry `name` of the walked directory `dir`, which the walk saw as the
+/// regular file `id` (device, inode).
+pub struct FileToRead {
+    pub dir: Arc<OwnedFd>,
+    pub name: Vec<u8>,
+    pub id: (u64, u64),
+}
+
 struct ReadJob {
-    path: PathBuf,
+    file: FileToRead,
     reply: Sender<ReadResult>,
 }
 
@@ -59,13 +72,13 @@ impl Readers {
         })
     }
 
-    pub fn submit(&self, path: PathBuf) -> Result<Pending> {
+    pub fn submit(&self, file: FileToRead) -> Result<Pending> {
         let (reply, pending) = bounded(1);
         let jobs = self
             .jobs
             .as_ref()
             .ok_or_else(|| anyhow!("readers already stopped"))?;
-        jobs.send(ReadJob { path, reply })
+        jobs.send(ReadJob { file, reply })
             .map_err(|_| anyhow!("the reader threads stopped"))?;
         Ok(pending)
     }
@@ -82,7 +95,7 @@ fn reader_loop(rx: Receiver<ReadJob>, pipeline: Arc<Pipeline>, chunker: Chunker)
     let mut buf = Vec::new();
     for job in rx {
         let mut bytes_read = 0;
-        let content = read_file(&pipeline, &chunker, &job.path, &mut buf, &mut bytes_read);
+        let content = read_file(&pipeline, &chunker, &job.file, &mut buf, &mut bytes_read);
         let _ = job.reply.send(ReadResult {
             content,
             bytes_read,
@@ -90,15 +103,44 @@ fn reader_loop(rx: Receiver<ReadJob>, pipeline: Arc<Pipeline>, chunker: Chunker)
     }
 }
 
+/// Opens the file the walk saw, relative to its directory's descriptor: no symlink is
+/// followed, a FIFO or device put in its place neither blocks nor is read, and the opened file
+/// must be the walked one.
+fn open_walked(job: &FileToRead) -> Result<File, ReadError> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(
+        &*job.dir,
+        OsStr::from_bytes(&job.name),
+        flags,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(ReadError::Changed("it was replaced by a symlink"))
+        }
+        Err(e) => return Err(ReadError::Source(e.into())),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| ReadError::Source(e.into()))?;
+    if FileType::from_raw_mode(st.st_mode as _) != FileType::RegularFile {
+        return Err(ReadError::Changed("it is no longer a regular file"));
+    }
+    if super::metadata::file_id(&st) != job.id {
+        return Err(ReadError::Changed("another file was put in its place"));
+    }
+    Ok(File::from(fd))
+}
+
 fn read_file(
     pipeline: &Pipeline,
     chunker: &Chunker,
-    path: &PathBuf,
+    job: &FileToRead,
     buf: &mut Vec<u8>,
     bytes_read: &mut u64,
 ) -> Result<Vec<Id>, ReadError> {
     drvault_repo::failpoint::hit_blocking("backup.before-open");
-    let file = File::open(path).map_err(ReadError::Source)?;
+    let file = open_walked(job)?;
     let mut stream = chunker.stream(file, buf);
     let mut content = Vec::new();
     while let Some(chunk) = stream.next().map_err(ReadError::Source)? {

@@ -2,8 +2,9 @@
 //! content of files unchanged since the parent snapshot (size, mtime, ctime and inode equal).
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,11 +13,13 @@ use drvault_repo::chunker::Chunker;
 use drvault_repo::format::{BlobKind, Node, NodeKind, Summary, Tree, TREE_VERSION};
 use drvault_repo::{Id, Repository};
 use globset::GlobSet;
+use rustix::fs::{AtFlags, Mode, OFlags, Stat};
 use tokio::runtime::Handle;
 
+use super::metadata::{file_id, nlink};
 use super::pipeline::Pipeline;
 use super::progress::Progress;
-use super::readers::{Pending, ReadError, Readers};
+use super::readers::{FileToRead, Pending, ReadError, Readers};
 
 pub struct WalkOptions {
     pub excludes: GlobSet,
@@ -108,23 +111,45 @@ impl Walker {
                 .collect();
             let Some((last, dirs)) = comps.split_last() else {
                 // The root directory itself.
-                let dev = std::fs::symlink_metadata("/")?.dev();
-                let tree = self.backup_dir(Path::new("/"), &[], parent_root, true, dev)?;
+                let root = rustix::fs::open("/", dir_flags(), Mode::empty())?;
+                let dev = file_id(&rustix::fs::fstat(&root)?).0;
+                let tree =
+                    self.backup_dir(Arc::new(root), Path::new("/"), &[], parent_root, true, dev)?;
                 return Ok(tree);
             };
             let parent_tree = self.parent_dir(parent_root, dirs);
             let parent_node =
                 parent_tree.and_then(|t| t.entries.into_iter().find(|n| n.name == *last));
-            let meta = match std::fs::symlink_metadata(path) {
-                Ok(m) => m,
+            // The backed-up path's own directories are the caller's (root's) choice; from the
+            // path's last component on, everything is opened relative to a descriptor.
+            let above = path.parent().unwrap_or(Path::new("/"));
+            let opened = rustix::fs::open(
+                above,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .and_then(|dir| {
+                let st =
+                    rustix::fs::statat(&dir, OsStr::from_bytes(last), AtFlags::SYMLINK_NOFOLLOW)?;
+                Ok((dir, st))
+            });
+            let (dir, st) = match opened {
+                Ok(x) => x,
                 Err(e) => {
-                    self.warn(path, &e);
+                    self.warn(path, &std::io::Error::from(e));
                     continue;
                 }
             };
-            let root_dev = meta.dev();
-            let Some(entry) =
-                self.backup_entry(path, last, &comps, &meta, parent_node, root_dev)?
+            let root_dev = file_id(&st).0;
+            let Some(entry) = self.backup_entry(
+                &Arc::new(dir),
+                path,
+                last,
+                &comps,
+                &st,
+                parent_node,
+                root_dev,
+            )?
             else {
                 continue;
             };
@@ -159,8 +184,8 @@ impl Walker {
                 VirtualEntry::Real(node) => entries.push(node),
                 VirtualEntry::Dir(path, sub) => {
                     let subtree = self.store_virtual(sub)?;
-                    let meta = std::fs::symlink_metadata(&path)?;
-                    let (mut node, _) = super::metadata::node_from(&name, &path, &meta);
+                    let st = rustix::fs::lstat(&path)?;
+                    let (mut node, _) = super::metadata::node_from(&name, &path, &st);
                     node.subtree = Some(subtree);
                     entries.push(node);
                 }
@@ -217,12 +242,15 @@ impl Walker {
     }
 
     /// Backs up one entry; `None` when it is skipped (excluded, unreadable, a socket).
+    /// `dir` is the directory holding the entry `name` (shown as `path`), `st` its `lstat` data.
+    #[allow(clippy::too_many_arguments)]
     fn backup_entry(
         &mut self,
+        dir: &Arc<OwnedFd>,
         path: &Path,
         name: &[u8],
         snap_path: &[Vec<u8>],
-        meta: &std::fs::Metadata,
+        st: &Stat,
         parent: Option<Node>,
         root_dev: u64,
     ) -> Result<Option<Entry>> {
@@ -234,7 +262,7 @@ impl Walker {
         if self.excluded(path) {
             return Ok(None);
         }
-        let mut node = super::metadata::node_without_xattrs(name, meta);
+        let mut node = super::metadata::node_without_xattrs(name, st);
         // Setting an extended attribute changes ctime: with inode and ctime unchanged, the
         // parent's attributes are current and the (path-walking) listxattr call is saved.
         let same_inode = parent.as_ref().is_some_and(|p| {
@@ -243,7 +271,8 @@ impl Walker {
         match parent.as_ref() {
             Some(p) if same_inode => node.xattrs = p.xattrs.clone(),
             _ => {
-                let (xattrs, xerr) = super::metadata::read_xattrs(path);
+                let at = super::metadata::entry_path(dir.as_fd(), name, path);
+                let (xattrs, xerr) = super::metadata::read_xattrs(&at);
                 node.xattrs = xattrs;
                 if let Some(e) = xerr {
                     self.warn(path, &format!("cannot read extended attributes: {e}"));
@@ -256,13 +285,35 @@ impl Walker {
                 let parent_sub = parent
                     .filter(|p| p.kind == NodeKind::Dir)
                     .and_then(|p| p.subtree);
-                let cross = self.opts.one_file_system && meta.dev() != root_dev;
+                let cross = self.opts.one_file_system && file_id(st).0 != root_dev;
+                drvault_repo::failpoint::hit_blocking("backup.before-list");
+                let opened =
+                    rustix::fs::openat(&**dir, OsStr::from_bytes(name), dir_flags(), Mode::empty())
+                        .and_then(|fd| Ok((rustix::fs::fstat(&fd)?, fd)));
+                let sub = match opened {
+                    Ok((now, fd)) if file_id(&now) == file_id(st) => Arc::new(fd),
+                    Ok(_) | Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+                        self.warn(path, &"changed since it was walked (another directory, a symlink or a file was put in its place): skipped");
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        self.warn(
+                            path,
+                            &format!("cannot list directory: {}", std::io::Error::from(e)),
+                        );
+                        node.subtree = Some(self.store_tree(Vec::new())?);
+                        return Ok(Some(Entry {
+                            node,
+                            pending: None,
+                        }));
+                    }
+                };
                 node.subtree =
-                    Some(self.backup_dir(path, snap_path, parent_sub, !cross, root_dev)?);
+                    Some(self.backup_dir(sub, path, snap_path, parent_sub, !cross, root_dev)?);
             }
             NodeKind::File => {
-                if meta.nlink() > 1 {
-                    let key = (meta.dev(), meta.ino());
+                if nlink(st) > 1 {
+                    let key = file_id(st);
                     if let Some(first) = self.links.get(&key) {
                         node.kind = NodeKind::Hardlink;
                         node.target = first.clone();
@@ -288,22 +339,27 @@ impl Walker {
                     node.content = parent.map(|p| p.content).unwrap_or_default();
                     self.summary.files_unchanged += 1;
                 } else {
+                    let file = FileToRead {
+                        dir: dir.clone(),
+                        name: name.to_vec(),
+                        id: file_id(st),
+                    };
                     pending = Some((
-                        self.readers.submit(path.to_path_buf())?,
+                        self.readers.submit(file)?,
                         parent.is_some(),
                         path.to_path_buf(),
                     ));
                 }
-                if meta.nlink() > 1 {
-                    self.links
-                        .insert((meta.dev(), meta.ino()), snap_path.join(&b'/'));
+                if nlink(st) > 1 {
+                    self.links.insert(file_id(st), snap_path.join(&b'/'));
                 }
                 return Ok(Some(Entry { node, pending }));
             }
             NodeKind::Symlink => {
-                match std::fs::read_link(path) {
-                    Ok(t) => node.target = t.as_os_str().as_bytes().to_vec(),
+                match rustix::fs::readlinkat(&**dir, OsStr::from_bytes(name), Vec::new()) {
+                    Ok(t) => node.target = t.into_bytes(),
                     Err(e) => {
+                        let e = std::io::Error::from(e);
                         self.warn(path, &format!("cannot read link: {e}"));
                         return Ok(None);
                     }
@@ -342,6 +398,10 @@ impl Walker {
                     nodes.push(node);
                 }
                 Err(ReadError::Source(e)) => self.warn(&path, &format!("cannot read: {e}")),
+                Err(ReadError::Changed(why)) => self.warn(
+                    &path,
+                    &format!("changed since it was walked ({why}): skipped"),
+                ),
                 Err(ReadError::Store(e)) => return Err(e),
             }
             self.report();
@@ -349,8 +409,10 @@ impl Walker {
         Ok(nodes)
     }
 
+    /// Backs up the directory open as `dir` (shown as `path`).
     fn backup_dir(
         &mut self,
+        dir: Arc<OwnedFd>,
         path: &Path,
         snap_path: &[Vec<u8>],
         parent: Option<Id>,
@@ -364,36 +426,39 @@ impl Walker {
         let mut parent_nodes: HashMap<Vec<u8>, Node> = parent_tree
             .map(|t| t.entries.into_iter().map(|n| (n.name.clone(), n)).collect())
             .unwrap_or_default();
-        drvault_repo::failpoint::hit_blocking("backup.before-list");
-        let mut names: Vec<(Vec<u8>, std::fs::DirEntry)> = match std::fs::read_dir(path) {
-            Ok(rd) => rd
-                .filter_map(|e| match e {
-                    Ok(e) => Some((e.file_name().as_bytes().to_vec(), e)),
-                    Err(_) => None,
-                })
+        let mut names: Vec<Vec<u8>> = match rustix::fs::Dir::read_from(&*dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_bytes().to_vec())
+                .filter(|n| n != b"." && n != b"..")
                 .collect(),
             Err(e) => {
+                let e = std::io::Error::from(e);
                 self.warn(path, &format!("cannot list directory: {e}"));
                 Vec::new()
             }
         };
-        names.sort_by(|a, b| a.0.cmp(&b.0));
+        names.sort();
         let mut entries = Vec::with_capacity(names.len());
         let mut child_path = snap_path.to_vec();
-        for (name, dirent) in names {
-            let child = dirent.path();
-            // fstatat on the open directory: no walk of the whole path per entry (lstat semantics).
-            let meta = match dirent.metadata() {
-                Ok(m) => m,
+        for name in names {
+            let child = path.join(OsStr::from_bytes(&name));
+            // fstatat on the open directory: no walk of the whole path per entry.
+            let st = match rustix::fs::statat(
+                &*dir,
+                OsStr::from_bytes(&name),
+                AtFlags::SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) => st,
                 Err(e) => {
-                    self.warn(&child, &e);
+                    self.warn(&child, &std::io::Error::from(e));
                     continue;
                 }
             };
             child_path.push(name.clone());
             let parent_node = parent_nodes.remove(&name);
             let node =
-                self.backup_entry(&child, &name, &child_path, &meta, parent_node, root_dev)?;
+                self.backup_entry(&dir, &child, &name, &child_path, &st, parent_node, root_dev)?;
             child_path.pop();
             self.report();
             if let Some(n) = node {
@@ -403,4 +468,9 @@ impl Walker {
         let nodes = self.resolve(entries)?;
         self.store_tree(nodes)
     }
+}
+
+/// How the walk opens a directory it lists: never through a symlink, never blocking.
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC
 }

@@ -236,8 +236,16 @@ fn drill(
             .map(crate::duration::parse)
             .transpose()?
             .unwrap_or(Duration::from_secs(600));
+        let redactor = secrets_to_redact(ctx, g);
+        let snapshot_id = id.to_hex();
+        let env = validate::Environment {
+            restore_dir: &target,
+            snapshot_id: &snapshot_id,
+            drill_id: &r.drill_id,
+            plan: &plan.validate_env,
+        };
         for cmd in &plan.validate {
-            let v = validate::run(cmd, &target, limit, &scratch_root);
+            let v = validate::run(cmd, &env, limit, &scratch_root, &redactor);
             let failed = (!v.passed()).then(|| {
                 if v.timed_out {
                     format!(
@@ -306,4 +314,34 @@ fn worst_gap(
     times.push(now.timestamp_nanos_opt()?);
     let gaps = times.windows(2).map(|w| (w[1] - w[0]) as f64 / 1e9);
     gaps.fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g))))
+}
+
+/// The secrets drvault itself can see, none of which may reach a drill's evidence: the
+/// passphrase (from wherever it came, without prompting), every systemd credential, secret
+/// options of the configured targets, and environment variables with secret-looking names.
+fn secrets_to_redact(ctx: &Context, g: &Global) -> validate::Redactor {
+    let mut r = validate::Redactor::default();
+    if let Some(f) = &g.password_file {
+        if let Ok(bytes) = std::fs::read(f) {
+            r.add(&bytes);
+        }
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Ok(bytes) = std::fs::read(entry.path()) {
+                r.add(&bytes);
+            }
+        }
+    }
+    for (name, value) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name == "DRVAULT_PASSWORD" || crate::config::is_secret(&name) {
+            use std::os::unix::ffi::OsStrExt;
+            r.add(value.as_bytes());
+        }
+    }
+    for value in ctx.secret_options() {
+        r.add(value.as_bytes());
+    }
+    r
 }

@@ -1,5 +1,6 @@
 //! Validation commands of a drill: run against the restored data, each within a time limit.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -7,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 /// Output kept per command in the evidence record.
 const OUTPUT_LIMIT: usize = 4096;
@@ -27,14 +29,67 @@ impl Validation {
     }
 }
 
+/// Variables of drvault's own environment a validation command gets: none of them secret. It
+/// gets nothing else: not `DRVAULT_PASSWORD`, `CREDENTIALS_DIRECTORY` or cloud credentials.
+pub const INHERITED: &[&str] = &[
+    "PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME",
+];
+
+/// What a validation command is told, beside the allowlist.
+pub struct Environment<'a> {
+    pub restore_dir: &'a Path,
+    pub snapshot_id: &'a str,
+    pub drill_id: &'a str,
+    /// The plan's `validate_env`.
+    pub plan: &'a BTreeMap<String, String>,
+}
+
+/// Secrets that must not reach a drill's evidence even if a command prints them (it may read
+/// a password file it can reach): each occurrence becomes `[redacted]`.
+#[derive(Default)]
+pub struct Redactor {
+    secrets: Vec<Zeroizing<String>>,
+}
+
+impl Redactor {
+    /// Shorter values are not redacted (they would blank out ordinary output).
+    const MIN_LEN: usize = 6;
+
+    pub fn add(&mut self, secret: &[u8]) {
+        let s = String::from_utf8_lossy(secret).trim().to_string();
+        if s.len() >= Self::MIN_LEN && !self.secrets.iter().any(|x| **x == s) {
+            self.secrets.push(Zeroizing::new(s));
+        }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "[redacted]");
+            }
+        }
+        out
+    }
+}
+
 /// Runs `sh -c COMMAND` with `{restore_dir}` replaced, in its own process group so that a
-/// timeout kills everything it started.
-pub fn run(command: &str, restore_dir: &Path, timeout: Duration, scratch: &Path) -> Validation {
+/// timeout kills everything it started, with a cleared environment: the allowlist
+/// [`INHERITED`], `DRVAULT_RESTORE_DIR`, `DRVAULT_SNAPSHOT_ID`, `DRVAULT_DRILL_ID` and the
+/// plan's `validate_env`.
+pub fn run(
+    command: &str,
+    env: &Environment<'_>,
+    timeout: Duration,
+    scratch: &Path,
+    redactor: &Redactor,
+) -> Validation {
+    let restore_dir = env.restore_dir;
     let text = command.replace("{restore_dir}", &restore_dir.display().to_string());
     let started = Instant::now();
     let out_path = scratch.join(format!("validate-{}.out", std::process::id()));
     let mut v = Validation {
-        command: text.clone(),
+        command: redactor.redact(&text),
         exit_code: None,
         timed_out: false,
         seconds: 0.0,
@@ -42,10 +97,23 @@ pub fn run(command: &str, restore_dir: &Path, timeout: Duration, scratch: &Path)
     };
     let spawned = std::fs::File::create(&out_path).and_then(|f| {
         let err = f.try_clone()?;
-        Command::new("sh")
-            .arg("-c")
-            .arg(&text)
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(&text).env_clear();
+        for name in INHERITED {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
+        if std::env::var_os("PATH").is_none() {
+            cmd.env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
+        }
+        cmd.envs(env.plan)
             .env("DRVAULT_RESTORE_DIR", restore_dir)
+            .env("DRVAULT_SNAPSHOT_ID", env.snapshot_id)
+            .env("DRVAULT_DRILL_ID", env.drill_id)
             .stdin(Stdio::null())
             .stdout(f)
             .stderr(err)
@@ -92,6 +160,6 @@ pub fn run(command: &str, restore_dir: &Path, timeout: Duration, scratch: &Path)
     if buf.len() > OUTPUT_LIMIT {
         output.push_str("\n[truncated]");
     }
-    v.output = output;
+    v.output = redactor.redact(&output);
     v
 }
