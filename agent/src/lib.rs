@@ -1,5 +1,7 @@
 //! The drvault agent: the `drvault` and `drtest` commands share everything here.
 
+#[macro_use]
+mod output;
 mod agent;
 mod alloc;
 mod backup;

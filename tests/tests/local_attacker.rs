@@ -279,3 +279,35 @@ fn a_directory_swapped_for_a_symlink_before_it_is_listed_is_not_followed() {
         );
     }
 }
+
+#[test]
+fn file_capabilities_survive_a_root_restore() {
+    if !drvault_tests::is_root() {
+        eprintln!("skipped: setting security.capability needs root");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("bin");
+    fs::create_dir_all(&src).unwrap();
+    let tool = src.join("ping");
+    fs::write(&tool, b"#!/bin/sh\n").unwrap();
+    std::os::unix::fs::chown(&tool, Some(1000), Some(1000)).unwrap();
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    // cap_net_raw+ep, set after the chown (which would clear it).
+    let cap: &[u8] = &[
+        1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    xattr::set(&tool, "security.capability", cap).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let target = env.path("target");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let got = restored(&target, &tool);
+    let m = fs::metadata(&got).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1000, 0o755));
+    assert_eq!(
+        xattr::get(&got, "security.capability").unwrap().as_deref(),
+        Some(cap),
+        "the file capability was restored after the ownership that clears it"
+    );
+}

@@ -82,7 +82,7 @@ pub fn run(g: &Global, a: &AgentArgs) -> Result<Exit> {
                     None => break,
                 }
             }
-            println!(
+            outln!(
                 "{} ({}): {}",
                 j.config.name,
                 j.config.kind.as_str(),

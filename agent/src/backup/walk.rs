@@ -229,7 +229,7 @@ impl Walker {
     }
 
     fn warn(&mut self, path: &Path, e: &dyn std::fmt::Display) {
-        tracing::warn!("{}: {e}", path.display());
+        tracing::warn!("{}: {e}", drvault_repo::printable::path(path));
         self.summary.errors += 1;
     }
 

@@ -24,12 +24,17 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
                 }
             }
             if g.json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                outln!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 for e in &list {
-                    println!(
+                    outln!(
                         "{:>5}  {}  {:<16}  {:<18}  {}  {}",
-                        e.seq, e.time, e.actor, e.action, e.result, e.details
+                        e.seq,
+                        e.time,
+                        e.actor,
+                        e.action,
+                        e.result,
+                        e.details
                     );
                 }
             }
@@ -76,14 +81,14 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
             let text = serde_json::to_string_pretty(&doc)? + "\n";
             match output {
                 Some(p) => std::fs::write(p, text)?,
-                None => print!("{text}"),
+                None => out!("{text}"),
             }
             Ok(Exit::Ok)
         }
         AuditCommand::Verify => {
             let r = ctx.rt.block_on(audit::verify(&repo))?;
             if g.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 if let Some((seq, why)) = &r.first_broken {
                     eprintln!("audit log broken at entry {seq}: {why}");
@@ -92,7 +97,7 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
                     eprintln!("entry {seq}: {why}");
                 }
                 if r.is_intact() {
-                    println!(
+                    outln!(
                         "audit log intact: {} entries, head {}",
                         r.entries,
                         r.head.as_deref().unwrap_or("(empty)")

@@ -16,7 +16,7 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
     let Done { outcome: out, owed } = backup_once(ctx, g, a)?;
     let s = &out.snapshot.summary;
     if g.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "id": out.id.to_hex(), "short_id": out.id.short(), "parent": out.snapshot.parent.map(|p| p.to_hex()),
@@ -27,12 +27,16 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
             })
         );
     } else if !g.quiet {
-        println!("snapshot {} saved", out.id.short());
-        println!(
+        outln!("snapshot {} saved", out.id.short());
+        outln!(
             "files: {} new, {} changed, {} unchanged; {} directories, {} other entries",
-            s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.other_entries
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.dirs,
+            s.other_entries
         );
-        println!(
+        outln!(
             "read {} of {}, added {} to the repository in {:.2} s",
             super::human(s.bytes_read),
             super::human(s.bytes_total),
@@ -40,7 +44,7 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
             s.duration_ms as f64 / 1000.0
         );
         if s.errors > 0 {
-            println!(
+            outln!(
                 "{} entries could not be read (see the warnings above); the snapshot lacks them",
                 s.errors
             );

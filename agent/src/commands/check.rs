@@ -24,7 +24,7 @@ pub fn run(ctx: &Context, g: &Global, a: &CheckArgs) -> Result<Exit> {
     };
     if a.no_key {
         if g.json {
-            println!("{}", serde_json::json!({ "copies": copies }));
+            outln!("{}", serde_json::json!({ "copies": copies }));
         }
         return Ok(copies_exit);
     }
@@ -40,12 +40,12 @@ pub fn run(ctx: &Context, g: &Global, a: &CheckArgs) -> Result<Exit> {
     };
     let report = ctx.rt.block_on(check(repo, read))?;
     if g.json && copies.is_some() {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "copies": copies, "check": report })
         );
     } else if g.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for w in &report.warnings {
             eprintln!("warning: {w}");
@@ -53,7 +53,7 @@ pub fn run(ctx: &Context, g: &Global, a: &CheckArgs) -> Result<Exit> {
         for e in &report.errors {
             eprintln!("error: {e}");
         }
-        println!(
+        outln!(
             "checked {} snapshots, {} trees, {} blobs in {} packs ({} packs read): {}",
             report.snapshots,
             report.trees,
@@ -87,7 +87,7 @@ fn print_copies(r: &ReplicaReport) {
             );
             continue;
         }
-        println!(
+        outln!(
             "target {}: {} objects, {} missing, {} damaged, {} unreadable",
             t.name,
             t.objects,
@@ -118,7 +118,7 @@ fn print_copies(r: &ReplicaReport) {
     } else {
         "some targets lack objects: run `drvault sync`".to_string()
     };
-    println!(
+    outln!(
         "compared {} objects across {} targets{}: {verdict}",
         r.objects,
         r.targets.len(),

@@ -11,7 +11,9 @@ use crate::exit::Exit;
 
 pub fn completions(shell: clap_complete::Shell) -> Result<Exit> {
     let mut cmd = Cli::command();
-    clap_complete::generate(shell, &mut cmd, "drvault", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "drvault", &mut script);
+    crate::output::write_bytes(&script);
     Ok(Exit::Ok)
 }
 

@@ -72,7 +72,7 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
         }
     }
     if g.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({ "dry_run": a.dry_run, "decisions": decisions })
@@ -83,9 +83,9 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
         for d in &decisions {
             if d.group != group {
                 group = &d.group;
-                println!("{group}:");
+                outln!("{group}:");
             }
-            println!(
+            outln!(
                 "  {} {}  {}  {}",
                 if d.keep { "keep  " } else { "remove" },
                 &d.id[..8],
@@ -93,7 +93,7 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
                 d.reasons.join(", ")
             );
         }
-        println!(
+        outln!(
             "{} {} snapshots, kept {}",
             if a.dry_run { "would remove" } else { "removed" },
             removed.len(),

@@ -11,13 +11,13 @@ use crate::exit::Exit;
 pub fn run(ctx: &Context, g: &Global, a: &InitArgs) -> Result<Exit> {
     let (id, recovery) = init(ctx, g, a.kdf_memory_kib, a.compression_level)?;
     if g.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "id": id, "location": ctx.repo_location, "recovery_key": recovery.as_str() })
         );
     } else {
-        println!("created repository {id} at {}", ctx.repo_location);
-        println!("keep the passphrase safe: without it the data cannot be read");
+        outln!("created repository {id} at {}", ctx.repo_location);
+        outln!("keep the passphrase safe: without it the data cannot be read");
         print_recovery(&recovery);
     }
     Ok(Exit::Ok)
@@ -25,10 +25,10 @@ pub fn run(ctx: &Context, g: &Global, a: &InitArgs) -> Result<Exit> {
 
 /// Shows the recovery key: the only time it is ever shown.
 pub fn print_recovery(key: &str) {
-    println!(
+    outln!(
         "recovery key (shown once: store it offline; it opens the repository like the passphrase):"
     );
-    println!("  {key}");
+    outln!("  {key}");
 }
 
 /// A recovery key: 256 random bits as 8 groups of 8 hex digits.

@@ -40,7 +40,7 @@ pub fn run(g: &Global, a: &JobsArgs) -> Result<Exit> {
                 )
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "since": since,
@@ -52,21 +52,26 @@ pub fn run(g: &Global, a: &JobsArgs) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
     if runs.is_empty() {
-        println!(
+        outln!(
             "no job runs recorded in {}",
             state_dir.join("jobs.sqlite").display()
         );
         return Ok(Exit::Ok);
     }
-    println!(
+    outln!(
         "{:<20} {:<12} {:<8} {:<25} {:>9}  {:<11} detail",
-        "job", "result", "kind", "started", "seconds", "snapshot"
+        "job",
+        "result",
+        "kind",
+        "started",
+        "seconds",
+        "snapshot"
     );
     for r in &runs {
         let started = chrono::DateTime::from_timestamp(r.started as i64, 0)
             .map(|t| t.to_rfc3339())
             .unwrap_or_default();
-        println!(
+        outln!(
             "{:<20} {:<12} {:<8} {:<25} {:>9}  {:<11} {}",
             r.job,
             serde_json::to_value(r.result)?.as_str().unwrap_or_default(),
@@ -83,10 +88,10 @@ pub fn run(g: &Global, a: &JobsArgs) -> Result<Exit> {
             r.message
         );
     }
-    println!();
+    outln!();
     for (name, rs) in &by_job {
         let rate = success_rate(rs.iter().copied());
-        println!(
+        outln!(
             "{name}: {} runs, success rate {}",
             rs.len(),
             rate.map(|r| format!("{:.2}%", r * 100.0))
@@ -94,7 +99,7 @@ pub fn run(g: &Global, a: &JobsArgs) -> Result<Exit> {
         );
     }
     if let Some(r) = backup_rate {
-        println!("backup success rate: {:.2}%", r * 100.0);
+        outln!("backup success rate: {:.2}%", r * 100.0);
     }
     Ok(Exit::Ok)
 }

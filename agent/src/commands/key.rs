@@ -41,9 +41,9 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
             })?;
             let id = name.rsplit('/').next().unwrap_or(&name);
             if g.json {
-                println!("{}", serde_json::json!({ "id": id, "kind": kind.as_str() }));
+                outln!("{}", serde_json::json!({ "id": id, "kind": kind.as_str() }));
             } else {
-                println!("added {} slot {}", kind.as_str(), short(&name));
+                outln!("added {} slot {}", kind.as_str(), short(&name));
             }
         }
         KeyCommand::List => list(ctx, g, &repo)?,
@@ -168,9 +168,9 @@ fn audited<T>(
 
 fn report(g: &Global, json: serde_json::Value, text: &str) {
     if g.json {
-        println!("{json}");
+        outln!("{json}");
     } else if !g.quiet {
-        println!("{text}");
+        outln!("{text}");
     }
 }
 
@@ -194,23 +194,23 @@ fn list(ctx: &Context, g: &Global, repo: &Repository) -> Result<()> {
                 serde_json::json!({ "id": e.id, "created": rfc3339(e.created), "state": e.state, "objects": e.objects })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "slots": slots, "epochs": epochs }))?
         );
     } else {
-        println!("key slots:");
+        outln!("key slots:");
         for (name, s) in &slots {
-            println!(
+            outln!(
                 "  {}  {:<10}  {}",
                 short(name),
                 s.kind.as_str(),
                 rfc3339(s.created)
             );
         }
-        println!("data-key epochs:");
+        outln!("data-key epochs:");
         for e in &epochs {
-            println!(
+            outln!(
                 "  {:>4}  {:<8}  {}  {} objects",
                 e.id,
                 e.state,
@@ -251,9 +251,9 @@ fn reencrypt(ctx: &Context, g: &Global, repo: &Repository) -> Result<Exit> {
     if g.json {
         let mut v = serde_json::to_value(&r)?;
         v["duration_s"] = serde_json::json!(secs);
-        println!("{v}");
+        outln!("{v}");
     } else if !g.quiet {
-        println!(
+        outln!(
             "rewrote {} packs ({}), {} index objects and {} snapshots in {secs:.1} s; {} packs were already done",
             r.packs_rewritten,
             super::human(r.bytes_rewritten),
@@ -262,10 +262,10 @@ fn reencrypt(ctx: &Context, g: &Global, repo: &Repository) -> Result<Exit> {
             r.packs_already_done
         );
         for (old, new) in &r.snapshots {
-            println!("snapshot {} is now {}", short(old), short(new));
+            outln!("snapshot {} is now {}", short(old), short(new));
         }
         if !r.retired.is_empty() {
-            println!("retired epochs {:?}: their keys are destroyed", r.retired);
+            outln!("retired epochs {:?}: their keys are destroyed", r.retired);
         }
         for why in &r.not_retired {
             eprintln!("not retired: {why}");

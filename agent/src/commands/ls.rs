@@ -35,6 +35,9 @@ pub fn run(ctx: &Context, g: &Global, a: &LsArgs) -> Result<Exit> {
         .collect();
     let mut stack = vec![(tree, base)];
     while let Some((id, dir)) = stack.pop() {
+        if crate::output::closed() {
+            break;
+        }
         let t = ctx.rt.block_on(repo.load_tree(&id))?;
         for n in t.entries.iter().rev() {
             if let Some(sub) = n.subtree {
@@ -44,7 +47,7 @@ pub fn run(ctx: &Context, g: &Global, a: &LsArgs) -> Result<Exit> {
         for n in &t.entries {
             let path = format!("{dir}/{}", printable(&n.name));
             if g.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"path": path, "kind": format!("{:?}", n.kind).to_lowercase(), "size": n.size,
                         "mode": format!("{:o}", n.mode), "uid": n.uid, "gid": n.gid,
@@ -66,9 +69,12 @@ pub fn run(ctx: &Context, g: &Global, a: &LsArgs) -> Result<Exit> {
                     NodeKind::Hardlink => format!(" => /{}", printable(&n.target)),
                     _ => String::new(),
                 };
-                println!(
+                outln!(
                     "{kind} {:04o} {:>6} {:>6} {:>12}  {path}{extra}",
-                    n.mode, n.uid, n.gid, n.size
+                    n.mode,
+                    n.uid,
+                    n.gid,
+                    n.size
                 );
             }
         }

@@ -77,14 +77,5 @@ pub fn human(bytes: u64) -> String {
 
 /// A name or path for display: lossy UTF-8 with control characters escaped.
 pub fn printable(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    drvault_repo::printable::bytes(bytes)
 }

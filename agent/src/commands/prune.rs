@@ -45,7 +45,7 @@ pub fn run(ctx: &Context, g: &Global, a: &PruneArgs) -> Result<Exit> {
     if g.json {
         let mut v = serde_json::to_value(&r)?;
         v["duration_s"] = serde_json::json!(secs);
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else if !g.quiet {
         print(&r, secs);
     }
@@ -66,7 +66,7 @@ fn print(r: &PruneReport, secs: f64) {
     } else {
         ("marked", "deleted", "freed", "kept")
     };
-    println!(
+    outln!(
         "{} {} {}; the repository has {}{}",
         plural(r.snapshots, "snapshot"),
         if r.snapshots == 1 { "uses" } else { "use" },
@@ -112,16 +112,16 @@ fn print(r: &PruneReport, secs: f64) {
             ),
                 None => String::new(),
             };
-        println!(
+        outln!(
             "{mark} {} ({}){detail}{when}",
             plural(r.packs_marked, "pack"),
             human(r.bytes_marked)
         );
     } else {
-        println!("nothing new to mark");
+        outln!("nothing new to mark");
     }
     if !r.marks_swept.is_empty() {
-        println!(
+        outln!(
             "{delete} {}, {free} {} ({} swept, {} index objects rewritten)",
             plural(r.packs_deleted, "pack"),
             human(r.bytes_freed),
@@ -130,13 +130,13 @@ fn print(r: &PruneReport, secs: f64) {
         );
     }
     if r.indexes_consolidated > 0 {
-        println!(
+        outln!(
             "merged {} small index objects into full ones",
             r.indexes_consolidated
         );
     }
     if !r.kept_back.is_empty() {
-        println!(
+        outln!(
             "{keep} {}: a backup that began before the mark referred to {} (no longer marked)",
             plural(r.kept_back.len() as u64, "marked pack"),
             if r.kept_back.len() == 1 { "it" } else { "them" }
@@ -157,7 +157,7 @@ fn print(r: &PruneReport, secs: f64) {
         } else {
             format!("; waiting for {}", m.waiting_for.join(", "))
         };
-        println!(
+        outln!(
             "pending mark {short}: {} ({}), created {}, ripe after {}{waiting}",
             plural(m.packs, "pack"),
             human(m.bytes),
@@ -165,5 +165,5 @@ fn print(r: &PruneReport, secs: f64) {
             m.ripens
         );
     }
-    println!("took {secs:.1} s");
+    outln!("took {secs:.1} s");
 }

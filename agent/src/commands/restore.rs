@@ -60,9 +60,9 @@ pub fn run(ctx: &Context, g: &Global, a: &RestoreArgs) -> Result<Exit> {
         let mut v = serde_json::to_value(&stats)?;
         v["snapshot_id"] = id.to_hex().into();
         v["seconds"] = secs.into();
-        println!("{v}");
+        outln!("{v}");
     } else if !g.quiet {
-        println!(
+        outln!(
             "restored snapshot {} to {}: {} files, {} directories, {} symlinks, {} hard links, {} other, {} in {secs:.2} s",
             id.short(),
             a.target.display(),
@@ -74,7 +74,7 @@ pub fn run(ctx: &Context, g: &Global, a: &RestoreArgs) -> Result<Exit> {
             super::human(stats.bytes)
         );
         if a.verify {
-            println!(
+            outln!(
                 "verified {} files against the snapshot",
                 stats.verified_files
             );

@@ -27,17 +27,20 @@ pub fn run(ctx: &Context, g: &Global) -> Result<Exit> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(Exit::Ok);
     }
-    println!(
+    outln!(
         "{:<10} {:<26} {:<16} {:<16} paths",
-        "id", "time (UTC)", "host", "tags"
+        "id",
+        "time (UTC)",
+        "host",
+        "tags"
     );
     for (id, s) in &snaps {
         let t = chrono::DateTime::from_timestamp_nanos(s.time_ns).format("%Y-%m-%d %H:%M:%S");
         let paths: Vec<String> = s.paths.iter().map(|p| printable(p)).collect();
-        println!(
+        outln!(
             "{:<10} {:<26} {:<16} {:<16} {}",
             id.short(),
             t,
@@ -46,6 +49,6 @@ pub fn run(ctx: &Context, g: &Global) -> Result<Exit> {
             paths.join(" ")
         );
     }
-    println!("{} snapshots", snaps.len());
+    outln!("{} snapshots", snaps.len());
     Ok(Exit::Ok)
 }

@@ -14,14 +14,19 @@ pub fn run(ctx: &Context, g: &Global) -> Result<Exit> {
     let (statuses, names) = ctx.rt.block_on(survey(&store));
     remember(ctx, &store, &names);
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&statuses)?);
+        outln!("{}", serde_json::to_string_pretty(&statuses)?);
     } else {
-        println!(
+        outln!(
             "{:<12} {:<9} {:>9} {:>9} {:>10} {:>6}  location",
-            "target", "reachable", "latency", "objects", "bytes", "owes"
+            "target",
+            "reachable",
+            "latency",
+            "objects",
+            "bytes",
+            "owes"
         );
         for s in &statuses {
-            println!(
+            outln!(
                 "{:<12} {:<9} {:>7.1}ms {:>9} {:>10} {:>6}  {}{}",
                 s.name,
                 if s.reachable { "yes" } else { "NO" },
@@ -47,15 +52,15 @@ pub fn sync(ctx: &Context, g: &Global) -> Result<Exit> {
     let (_, names) = ctx.rt.block_on(survey(&store));
     remember(ctx, &store, &names);
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for (t, n) in &report.per_target {
-            println!("{t}: {n} objects copied");
+            outln!("{t}: {n} objects copied");
         }
         for f in &report.failed {
             eprintln!("not healed: {f}");
         }
-        println!(
+        outln!(
             "copied {} objects ({})",
             report.copied,
             super::human(report.bytes)
@@ -74,24 +79,24 @@ pub fn repair(ctx: &Context, g: &Global) -> Result<Exit> {
     let (_, names) = ctx.rt.block_on(survey(&store));
     remember(ctx, &store, &names);
     if g.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "found": before, "repaired": report })
         );
     } else {
         for (t, names) in &report.replaced {
             for n in names {
-                println!("{t}: replaced damaged copy of {n}");
+                outln!("{t}: replaced damaged copy of {n}");
             }
         }
         for (t, n) in &report.copied {
-            println!("{t}: {n} missing objects copied");
+            outln!("{t}: {n} missing objects copied");
         }
         for f in &report.failed {
             eprintln!("not repaired: {f}");
         }
         let replaced: usize = report.replaced.values().map(Vec::len).sum();
-        println!(
+        outln!(
             "read {} objects on {} targets: {replaced} damaged copies replaced, {} missing copies added, {} failed",
             before.objects,
             before.targets.len(),

@@ -65,7 +65,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) 
                 );
             }
             if g.json {
-                println!("{}", serde_json::to_string_pretty(&evidence)?);
+                outln!("{}", serde_json::to_string_pretty(&evidence)?);
             } else if !g.quiet {
                 print_record(&record);
             }
@@ -128,7 +128,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) 
             match &a.output {
                 Some(path) => std::fs::write(path, text)
                     .with_context(|| format!("cannot write {}", path.display()))?,
-                None => print!("{text}"),
+                None => out!("{text}"),
             }
             Ok(if r.audit_log.intact {
                 Exit::Ok
@@ -150,10 +150,10 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) 
                 })
                 .collect();
             if g.json {
-                println!("{}", serde_json::to_string_pretty(&drills)?);
+                outln!("{}", serde_json::to_string_pretty(&drills)?);
             } else {
                 for d in &drills {
-                    println!(
+                    outln!(
                         "{}  {:<12} {:<6} RTO {:>8} s (obj {:>6})  RPO {:>8} s (obj {:>6})  {}",
                         d["started"].as_str().unwrap_or(""),
                         d["plan"].as_str().unwrap_or(""),
@@ -178,34 +178,36 @@ fn fmt_secs(v: &serde_json::Value) -> String {
 }
 
 fn print_record(r: &engine::DrillRecord) {
-    println!(
+    outln!(
         "drill {} (plan {}): {}",
         r.drill_id,
         r.plan,
         if r.passed { "PASSED" } else { "FAILED" }
     );
     if !r.reason.is_empty() {
-        println!("  reason: {}", r.reason);
+        outln!("  reason: {}", r.reason);
     }
     if let (Some(id), Some(t)) = (&r.snapshot_id, &r.snapshot_time) {
-        println!("  snapshot {} of {t}", &id[..8.min(id.len())]);
+        outln!("  snapshot {} of {t}", &id[..8.min(id.len())]);
     }
-    println!(
+    outln!(
         "  targets used {:?}, excluded {:?}",
-        r.targets_used, r.targets_excluded
+        r.targets_used,
+        r.targets_excluded
     );
     if let Some(rto) = r.rto_seconds {
-        println!("  RTO {rto:.1} s (objective {} s)", r.rto_objective_seconds);
+        outln!("  RTO {rto:.1} s (objective {} s)", r.rto_objective_seconds);
     }
     if let Some(rpo) = r.rpo_seconds {
-        println!("  RPO {rpo:.1} s (objective {} s)", r.rpo_objective_seconds);
+        outln!("  RPO {rpo:.1} s (objective {} s)", r.rpo_objective_seconds);
     }
-    println!(
+    outln!(
         "  {} files, {} bytes restored and verified",
-        r.files, r.bytes
+        r.files,
+        r.bytes
     );
     for v in &r.validations {
-        println!(
+        outln!(
             "  validation `{}`: {}",
             v.command,
             if v.passed() { "ok" } else { "FAILED" }
