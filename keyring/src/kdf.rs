@@ -28,10 +28,25 @@ impl KdfParams {
         p_cost: 1,
     };
 
+    /// Largest memory (KiB), passes, lanes, and memory × passes a reader runs: 2 GiB, 16, 16,
+    /// 4 GiB (e.g. 1 GiB × 4 passes). Ten times the default's cost and more is a planted slot.
+    pub const MAX_M_COST_KIB: u32 = 2 * 1024 * 1024;
+    pub const MAX_T_COST: u32 = 16;
+    pub const MAX_P_COST: u32 = 16;
+    pub const MAX_WORK_KIB: u64 = 4 * 1024 * 1024;
+
+    pub fn affordable(&self) -> bool {
+        self.m_cost_kib <= Self::MAX_M_COST_KIB
+            && self.t_cost <= Self::MAX_T_COST
+            && self.p_cost <= Self::MAX_P_COST
+            && u64::from(self.m_cost_kib) * u64::from(self.t_cost) <= Self::MAX_WORK_KIB
+    }
+
     /// Derives the key-encryption key from a passphrase and a slot's salt.
     pub fn derive(&self, passphrase: &[u8], salt: &[u8]) -> Result<Key> {
-        // Refuse absurd parameters read from a hostile repository before allocating.
-        if self.m_cost_kib > 4 * 1024 * 1024 || self.t_cost > 64 || self.p_cost > 64 {
+        // Refuse parameters a hostile repository plants to make every open cost minutes and
+        // gigabytes, before allocating: what a server can pay per slot.
+        if !self.affordable() {
             return Err(Error::Kdf(format!("parameters out of range: {self:?}")));
         }
         let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))

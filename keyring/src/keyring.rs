@@ -14,7 +14,9 @@ use crate::{Error, Key, Result};
 pub const MASTER_EPOCH: u32 = u32::MAX;
 /// The epoch number written in audit-log entries, sealed under the audit key.
 pub const AUDIT_EPOCH: u32 = u32::MAX - 1;
-const KEYRING_VERSION: u8 = 1;
+/// Version 1: no config binding. Version 2: the body ends with `config_hash`.
+const KEYRING_VERSION_UNBOUND: u8 = 1;
+const KEYRING_VERSION: u8 = 2;
 const KEYRING_CONTEXT: &[u8] = b"drvault keyring";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +66,21 @@ struct Body {
     chunker_seed: [u8; 32],
     #[zeroize(skip)]
     epochs: Vec<Epoch>,
+    /// The hash of the repository's `config` this keyring belongs to (FORMAT.md section 6):
+    /// the clear-text config cannot be changed by someone without the keys. `None` in
+    /// keyrings written before version 2, until the next key operation binds them.
+    #[zeroize(skip)]
+    config_hash: Option<[u8; 32]>,
+}
+
+/// A version 1 body: the same fields without `config_hash`.
+#[derive(Deserialize)]
+struct BodyV1 {
+    version: u8,
+    generation: u64,
+    id_key: [u8; 32],
+    chunker_seed: [u8; 32],
+    epochs: Vec<Epoch>,
 }
 
 /// The unlocked keyring.
@@ -91,6 +108,7 @@ impl Keyring {
             generation: 1,
             id_key: *Key::generate()?.expose(),
             chunker_seed: *Key::generate()?.expose(),
+            config_hash: None,
             epochs: vec![Epoch {
                 id: 1,
                 created: now,
@@ -227,14 +245,29 @@ impl Keyring {
         Ok(())
     }
 
+    /// The config hash this keyring is bound to, if it is.
+    pub fn config_hash(&self) -> Option<&[u8; 32]> {
+        self.body.config_hash.as_ref()
+    }
+
+    /// Binds this keyring to a config (its hash): sealed from now on as version 2.
+    pub fn bind_config(&mut self, hash: [u8; 32]) {
+        self.body.config_hash = Some(hash);
+    }
+
     /// Seals the keyring body under the master key.
     pub fn seal(&self) -> Result<Vec<u8>> {
-        let plain = zeroize::Zeroizing::new(postcard::to_stdvec(&self.body).map_err(|e| {
-            Error::Malformed {
+        let mut body = self.body.clone();
+        body.version = if body.config_hash.is_some() {
+            KEYRING_VERSION
+        } else {
+            KEYRING_VERSION_UNBOUND
+        };
+        let plain =
+            zeroize::Zeroizing::new(postcard::to_stdvec(&body).map_err(|e| Error::Malformed {
                 what: "keyring",
                 reason: e.to_string(),
-            }
-        })?);
+            })?);
         let mut out = Vec::new();
         let header = Header {
             kind: ObjectKind::Keyring,
@@ -255,13 +288,41 @@ impl Keyring {
                 reason: "wrong object kind".into(),
             });
         }
-        let body: Body = postcard::from_bytes(&plain).map_err(|e| Error::Malformed {
+        let malformed = |e: postcard::Error| Error::Malformed {
             what: "keyring",
             reason: e.to_string(),
-        })?;
-        if body.version != KEYRING_VERSION {
-            return Err(Error::UnsupportedVersion(body.version));
-        }
+        };
+        // The version is the body's first field, a single byte in postcard.
+        let body = match plain.first() {
+            Some(&KEYRING_VERSION) => {
+                let body: Body = postcard::from_bytes(&plain).map_err(malformed)?;
+                if body.config_hash.is_none() {
+                    return Err(Error::Malformed {
+                        what: "keyring",
+                        reason: "a version 2 keyring without its config hash".into(),
+                    });
+                }
+                body
+            }
+            Some(&KEYRING_VERSION_UNBOUND) => {
+                let old: BodyV1 = postcard::from_bytes(&plain).map_err(malformed)?;
+                Body {
+                    version: old.version,
+                    generation: old.generation,
+                    id_key: old.id_key,
+                    chunker_seed: old.chunker_seed,
+                    epochs: old.epochs,
+                    config_hash: None,
+                }
+            }
+            Some(&v) => return Err(Error::UnsupportedVersion(v)),
+            None => {
+                return Err(Error::Malformed {
+                    what: "keyring",
+                    reason: "empty body".into(),
+                })
+            }
+        };
         Ok(Keyring { master, body })
     }
 }
@@ -269,6 +330,22 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keyring_written_before_the_config_binding_opens_and_binds_later() {
+        let kr = Keyring::generate(1).expect("generate");
+        // Unbound: sealed as version 1, exactly the old layout.
+        let old = kr.seal().expect("seal");
+        let back = Keyring::open(kr.master().clone(), &old).expect("a version 1 keyring opens");
+        assert_eq!(back.config_hash(), None);
+        assert_eq!(back.id_key(), kr.id_key());
+        let mut bound = back;
+        bound.bind_config([7; 32]);
+        let sealed = bound.seal().expect("seal");
+        let again = Keyring::open(kr.master().clone(), &sealed).expect("open");
+        assert_eq!(again.config_hash(), Some(&[7; 32]));
+        assert_eq!(again.epochs().len(), 1);
+    }
 
     #[test]
     fn seal_open_round_trip() {

@@ -68,10 +68,12 @@ impl KeySlot {
     /// Unwraps the master key; a failure to authenticate means the passphrase is wrong.
     pub fn unwrap_master(&self, passphrase: &[u8]) -> Result<Key> {
         let kek = self.kdf.derive(passphrase, &self.salt)?;
-        let (header, mut plain) = open(&kek, &self.salt, &self.wrapped).map_err(|e| match e {
+        let (header, plain) = open(&kek, &self.salt, &self.wrapped).map_err(|e| match e {
             Error::Authentication => Error::WrongPassphrase,
             other => other,
         })?;
+        // Wiped on every path, the error ones included.
+        let plain = zeroize::Zeroizing::new(plain);
         if header.kind != ObjectKind::SlotWrap || plain.len() != 32 {
             return Err(Error::Malformed {
                 what: "key slot",
@@ -80,8 +82,10 @@ impl KeySlot {
         }
         let mut bytes = [0u8; 32];
         bytes.copy_from_slice(&plain);
-        zeroize::Zeroize::zeroize(&mut plain);
-        Ok(Key::from_bytes(bytes))
+        let key = Key::from_bytes(bytes);
+        // `from_bytes` took a copy: the one on this stack goes too.
+        zeroize::Zeroize::zeroize(&mut bytes);
+        Ok(key)
     }
 
     pub fn encode(&self) -> Vec<u8> {

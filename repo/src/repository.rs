@@ -198,7 +198,8 @@ impl Repository {
             pack_size: opts.pack_size,
             compression_level: opts.compression_level,
         };
-        let keyring = Keyring::generate(now)?;
+        let mut keyring = Keyring::generate(now)?;
+        keyring.bind_config(config.binding());
         let kdf = opts.kdf;
         let master = keyring.master().clone();
         let pass = zeroize::Zeroizing::new(passphrase.to_vec());
@@ -265,9 +266,21 @@ impl Repository {
             other => other,
         })?;
         let config = Config::decode(&config_bytes)?;
-        let master = Self::unlock(&store, passphrase).await?;
-        let keyring = Self::load_keyring(&store, master).await?;
         let state_dir = state_dir.map(|d| d.join(&config.id));
+        let master = Self::unlock(&store, passphrase, state_dir.as_deref()).await?;
+        let keyring = Self::load_keyring(&store, master).await?;
+        // The config is clear text anyone with write access could edit (chunk sizes that
+        // reveal file structure, another id): the keyring, which only key holders can write,
+        // holds its hash. Keyrings from before the binding get it at their next key operation.
+        if let Some(bound) = keyring.config_hash() {
+            if *bound != config.binding() {
+                return Err(Error::integrity(
+                    paths::CONFIG,
+                    "it is not the config this repository's keyring was written for: someone \
+                     without the keys changed it (restore it from another target or a copy)",
+                ));
+            }
+        }
         let repo = Repository {
             store,
             config,
@@ -336,56 +349,106 @@ impl Repository {
         let mut out = Vec::new();
         for l in listed {
             let bytes = self.store.get(&l.name).await?;
-            verify_name(&l.name, &bytes)?;
-            out.push((
-                l.name.clone(),
-                KeySlot::decode(&bytes).map_err(|e| Error::integrity(&l.name, e))?,
-            ));
+            let decoded = verify_name(&l.name, &bytes)
+                .and_then(|()| KeySlot::decode(&bytes).map_err(|e| Error::integrity(&l.name, e)));
+            match decoded {
+                Ok(slot) => out.push((l.name.clone(), slot)),
+                Err(e) => tracing::warn!("key slot skipped: {e}"),
+            }
         }
         Ok(out)
     }
 
-    async fn unlock(store: &Store, passphrase: &[u8]) -> Result<drvault_keyring::Key> {
+    /// Unwraps the master key from the first slot the passphrase opens. The slot that opened
+    /// last time (remembered in the state directory) is tried first; slots that do not decode,
+    /// or whose name is not their hash (planted by a target), are skipped with a warning.
+    async fn unlock(
+        store: &Store,
+        passphrase: &[u8],
+        state_dir: Option<&std::path::Path>,
+    ) -> Result<drvault_keyring::Key> {
         let listed = store.list(paths::KEYS).await?;
         if listed.is_empty() {
             return Err(Error::integrity("keys/", "the repository has no key slots"));
         }
+        let remembered = state_dir.map(|d| d.join("last-key-slot"));
+        let last = remembered
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|s| s.trim().to_string());
         let mut slots = Vec::new();
         for l in &listed {
             let bytes = store.get(&l.name).await?;
-            verify_name(&l.name, &bytes)?;
-            slots.push(KeySlot::decode(&bytes).map_err(|e| Error::integrity(&l.name, e))?);
+            let decoded = verify_name(&l.name, &bytes)
+                .and_then(|()| KeySlot::decode(&bytes).map_err(|e| Error::integrity(&l.name, e)));
+            match decoded {
+                Ok(slot) if slot.kdf.affordable() => slots.push((l.name.clone(), slot)),
+                Ok(slot) => tracing::warn!(
+                    "{}: key slot skipped: its KDF parameters ({:?}) cost more than a reader pays \
+                     (FORMAT.md section 6)",
+                    l.name,
+                    slot.kdf
+                ),
+                Err(e) => tracing::warn!("key slot skipped: {e}"),
+            }
+        }
+        if slots.is_empty() {
+            return Err(Error::integrity("keys/", "no key slot decodes"));
+        }
+        if let Some(last) = &last {
+            if let Some(i) = slots.iter().position(|(n, _)| n == last) {
+                let first = slots.remove(i);
+                slots.insert(0, first);
+            }
         }
         let pass = zeroize::Zeroizing::new(passphrase.to_vec());
         // Argon2 is deliberately slow CPU work: keep it off the async workers.
-        tokio::task::spawn_blocking(move || {
-            for slot in &slots {
+        let (name, master) = tokio::task::spawn_blocking(move || {
+            for (name, slot) in &slots {
                 match slot.unwrap_master(&pass) {
-                    Ok(master) => return Ok(master),
+                    Ok(master) => return Ok((name.clone(), master)),
                     Err(drvault_keyring::Error::WrongPassphrase) => continue,
-                    Err(e) => return Err(Error::from(e)),
+                    Err(e) => {
+                        tracing::warn!("{name}: key slot skipped: {e}");
+                        continue;
+                    }
                 }
             }
             Err(Error::WrongPassphrase)
         })
         .await
-        .map_err(|e| Error::Invalid(e.to_string()))?
+        .map_err(|e| Error::Invalid(e.to_string()))??;
+        if let Some(p) = remembered {
+            if last.as_deref() != Some(name.as_str())
+                && p.parent()
+                    .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+            {
+                let _ = std::fs::write(p, &name);
+            }
+        }
+        Ok(master)
     }
 
     async fn load_keyring(store: &Store, master: drvault_keyring::Key) -> Result<Keyring> {
         let mut best: Option<Keyring> = None;
         for l in store.list(paths::KEYRING).await? {
             let bytes = store.get(&l.name).await?;
-            verify_name(&l.name, &bytes)?;
+            if let Err(e) = verify_name(&l.name, &bytes) {
+                tracing::warn!("keyring object skipped: {e}");
+                continue;
+            }
             // A keyring sealed under another master key (left by an interrupted master-key
-            // rotation) is not this master key's; another object is.
+            // rotation, or planted) is not this master key's; another object is.
             let kr = match Keyring::open(master.clone(), &bytes) {
                 Ok(kr) => kr,
                 Err(drvault_keyring::Error::Authentication) => {
                     tracing::info!("{} is sealed under another master key; skipped", l.name);
                     continue;
                 }
-                Err(e) => return Err(Error::integrity(&l.name, e)),
+                Err(e) => {
+                    tracing::warn!("{}: keyring object skipped: {e}", l.name);
+                    continue;
+                }
             };
             if best
                 .as_ref()
@@ -866,11 +929,25 @@ impl Repository {
         let listed = self.store.list(paths::SNAPSHOTS).await?;
         let read: Vec<Option<(Id, Snapshot)>> = futures::stream::iter(listed)
             .map(|l| async move {
-                let id = name_id(&l.name)?;
+                // One planted or damaged object must not hide every other snapshot: it is
+                // skipped with a warning (check names it, repair brings back a good copy).
+                let id = match name_id(&l.name) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        tracing::warn!("{e}: skipped");
+                        return Ok(None);
+                    }
+                };
                 match self.load_snapshot(&l.name).await {
                     Ok(s) => Ok(Some((id, s))),
                     Err(Error::NotFound { .. }) => {
                         tracing::info!("{} was removed while the snapshots were read", l.name);
+                        Ok(None)
+                    }
+                    Err(e @ Error::Integrity { .. }) => {
+                        tracing::warn!(
+                            "{e}: snapshot skipped (run check; repair brings back an intact copy)"
+                        );
                         Ok(None)
                     }
                     Err(e) => Err(e),

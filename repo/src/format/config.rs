@@ -25,6 +25,13 @@ impl Config {
         serde_json::to_vec_pretty(self).unwrap_or_default()
     }
 
+    /// What the keyring binds (FORMAT.md section 5): a hash of this config's canonical encoding.
+    pub fn binding(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key("drvault 2026 config binding");
+        h.update(&self.encode());
+        *h.finalize().as_bytes()
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let c: Config = serde_json::from_slice(bytes)
             .map_err(|e| Error::integrity("config", format!("does not parse: {e}")))?;
@@ -33,6 +40,10 @@ impl Config {
                 object: "config".into(),
                 version: c.version,
             });
+        }
+        // The id names a directory of the state directory: nothing but 32 hex digits.
+        if c.id.len() != 32 || !c.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::integrity("config", "its id is not 32 hex digits"));
         }
         c.chunker
             .validate()

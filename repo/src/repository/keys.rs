@@ -70,6 +70,9 @@ impl Repository {
 
     /// Seals and stores a keyring; returns its object name.
     async fn save_keyring(&self, kr: &Keyring) -> Result<String> {
+        // Every key operation binds the config: older keyrings gain the binding here.
+        let mut kr = kr.clone();
+        kr.bind_config(self.config.binding());
         let sealed = kr.seal()?;
         let name = paths::keyring(&Id::of_stored(&sealed));
         self.store.put_new(&name, sealed.into(), true).await?;
