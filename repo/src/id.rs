@@ -43,31 +43,10 @@ impl std::fmt::Debug for Id {
     }
 }
 
-/// Hashes an [`Id`] by its first eight bytes. IDs are already uniform hashes (keyed ones for
-/// blobs), so re-hashing them with SipHash only costs time.
-#[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // `Id` hashes as its 32-byte array; mix in anything else (lengths) cheaply.
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
-            if chunk.len() == 8 && bytes.len() == 32 {
-                // The first word of an ID is enough.
-                return;
-            }
-        }
-    }
-}
-
-pub type IdBuildHasher = std::hash::BuildHasherDefault<IdHasher>;
+/// How maps keyed by IDs hash them: foldhash with a random per-process seed. Pack names come
+/// from listings a hostile target controls (it can plant `data/<hash of x>` for any `x` and so
+/// choose names whose first bytes collide); with an unknown seed it cannot aim at one bucket.
+pub type IdBuildHasher = foldhash::fast::RandomState;
 /// A hash map keyed by IDs.
 pub type IdMap<V> = std::collections::HashMap<Id, V, IdBuildHasher>;
 /// A hash set of IDs.

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod check;
 pub mod chunker;
 mod error;
+pub mod expansion;
 pub mod failpoint;
 pub mod format;
 pub mod host;

@@ -348,7 +348,14 @@ impl Repository {
     ) -> Result<Vec<(String, KeySlot)>> {
         let mut out = Vec::new();
         for l in listed {
-            let bytes = self.store.get(&l.name).await?;
+            let bytes = match self.store.get(&l.name).await {
+                Ok(b) => b,
+                Err(e @ Error::Integrity { .. }) => {
+                    tracing::warn!("key slot skipped: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let decoded = verify_name(&l.name, &bytes)
                 .and_then(|()| KeySlot::decode(&bytes).map_err(|e| Error::integrity(&l.name, e)));
             match decoded {
@@ -378,7 +385,14 @@ impl Repository {
             .map(|s| s.trim().to_string());
         let mut slots = Vec::new();
         for l in &listed {
-            let bytes = store.get(&l.name).await?;
+            let bytes = match store.get(&l.name).await {
+                Ok(b) => b,
+                Err(e @ Error::Integrity { .. }) => {
+                    tracing::warn!("key slot skipped: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let decoded = verify_name(&l.name, &bytes)
                 .and_then(|()| KeySlot::decode(&bytes).map_err(|e| Error::integrity(&l.name, e)));
             match decoded {
@@ -432,7 +446,14 @@ impl Repository {
     async fn load_keyring(store: &Store, master: drvault_keyring::Key) -> Result<Keyring> {
         let mut best: Option<Keyring> = None;
         for l in store.list(paths::KEYRING).await? {
-            let bytes = store.get(&l.name).await?;
+            let bytes = match store.get(&l.name).await {
+                Ok(b) => b,
+                Err(e @ Error::Integrity { .. }) => {
+                    tracing::warn!("keyring object skipped: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if let Err(e) = verify_name(&l.name, &bytes) {
                 tracing::warn!("keyring object skipped: {e}");
                 continue;

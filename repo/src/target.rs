@@ -263,14 +263,29 @@ impl Target {
         self.guard(name, put).await.map(|_| ())
     }
 
+    /// Reads a whole object, refusing one larger than its kind can be (FORMAT.md section 2)
+    /// before reading its body: a hostile target cannot make a reader allocate gigabytes for a
+    /// key slot or a lock.
     pub async fn get(&self, name: &str) -> Result<Bytes> {
+        let limit = crate::format::paths::max_size(name);
         self.guard(name, async {
             let r = self
                 .inner
                 .get(&Path::from(name))
                 .await
                 .map_err(|e| map_err(name, e))?;
-            r.bytes().await.map_err(|e| map_err(name, e))
+            let too_large = |size: u64| Error::Integrity {
+                object: name.to_string(),
+                reason: format!("{size} bytes, more than the {limit} such an object can hold"),
+            };
+            if r.meta.size > limit {
+                return Err(too_large(r.meta.size));
+            }
+            let b = r.bytes().await.map_err(|e| map_err(name, e))?;
+            if b.len() as u64 > limit {
+                return Err(too_large(b.len() as u64));
+            }
+            Ok(b)
         })
         .await
     }

@@ -85,8 +85,10 @@ fn collect(
     let mut out = Vec::new();
     // (tree, its components, everything below is included)
     let mut stack = vec![(root, Vec::<Vec<u8>>::new(), includes.is_empty())];
+    let mut expansion = drvault_repo::expansion::Expansion::default();
     while let Some((tree_id, base, all)) = stack.pop() {
         let tree = rt.block_on(repo.load_tree(&tree_id))?;
+        expansion.visit(&tree_id, tree.entries.len())?;
         for mut node in tree.entries {
             let mut comps = base.clone();
             comps.push(std::mem::take(&mut node.name));

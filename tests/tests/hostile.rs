@@ -447,3 +447,50 @@ fn a_second_key_slot_opens_the_same_repository() {
         .unwrap();
     assert_eq!(out.status.code(), Some(10));
 }
+
+#[test]
+fn a_tree_that_repeats_one_subtree_at_every_level_is_refused_not_expanded() {
+    let env = Env::new();
+    env.init();
+    let forger = Forger::new(&env);
+    // Level 0 holds a file; each level above holds two directories that are both the level
+    // below: 64 levels store 64 small trees and walk to 2^64 paths.
+    let mut level = forger.tree(vec![file_with(&forger, b"f", b"x")]);
+    for _ in 0..64 {
+        let mut a = node(b"a", NodeKind::Dir);
+        a.mode = 0o755;
+        a.subtree = Some(level);
+        let mut b = a.clone();
+        b.name = b"b".to_vec();
+        level = forger.tree(vec![a, b]);
+    }
+    forger.snapshot(level);
+    let run_bounded = |args: &[&str]| {
+        let mut child = env
+            .cmd()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("drvault {args:?} expands the forged tree without bound");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let target = env.path("target");
+    for args in [
+        &["restore", "latest", "--target", target.to_str().unwrap()][..],
+        &["ls", "latest"],
+    ] {
+        let out = run_bounded(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(11), "drvault {args:?}: {stderr}");
+        assert!(stderr.contains("forged snapshot"), "{stderr}");
+    }
+}

@@ -70,12 +70,14 @@ fn planted_objects_are_skipped_with_a_warning_and_everything_else_opens() {
     let keyring = plant(&env, "keyring", b"not a keyring");
     let snapshot = plant(&env, "snapshots", b"not a snapshot");
     fs::write(env.repo().join("snapshots/not-a-hash"), b"x").unwrap();
+    // Larger than any key slot can be: refused before its body is read.
+    let huge = plant(&env, "keys", &vec![7u8; 200 * 1024]);
     let out = env.run(&["--json", "snapshots"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
-    for name in [&slot, &keyring, &snapshot] {
+    for name in [&slot, &keyring, &snapshot, &huge] {
         assert!(
             stderr.contains(name.as_str()),
             "the warning names {name}: {stderr}"

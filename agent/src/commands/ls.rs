@@ -34,11 +34,13 @@ pub fn run(ctx: &Context, g: &Global, a: &LsArgs) -> Result<Exit> {
         .map(|c| format!("/{}", printable(c)))
         .collect();
     let mut stack = vec![(tree, base)];
+    let mut expansion = drvault_repo::expansion::Expansion::default();
     while let Some((id, dir)) = stack.pop() {
         if crate::output::closed() {
             break;
         }
         let t = ctx.rt.block_on(repo.load_tree(&id))?;
+        expansion.visit(&id, t.entries.len())?;
         for n in t.entries.iter().rev() {
             if let Some(sub) = n.subtree {
                 stack.push((sub, format!("{dir}/{}", printable(&n.name))));

@@ -37,6 +37,22 @@ pub mod paths {
     pub fn index(id: &Id) -> String {
         format!("index/{id}")
     }
+    /// The largest object of each kind a reader reads whole (FORMAT.md section 2).
+    pub fn max_size(name: &str) -> u64 {
+        const KIB: u64 = 1024;
+        const MIB: u64 = 1024 * KIB;
+        match name.split_once('/').map_or(name, |(dir, _)| dir) {
+            "config" => 64 * KIB,
+            "keys" | "locks" => 64 * KIB,
+            "keyring" => 4 * MIB,
+            "snapshots" | "audit" => 16 * MIB,
+            // Packs: at most `pack_size` (512 MiB) plus one largest blob and a header.
+            "data" => 640 * MIB,
+            // Index objects and prune marks: lists of blobs or packs.
+            _ => 1024 * MIB,
+        }
+    }
+
     pub fn snapshot(id: &Id) -> String {
         format!("snapshots/{id}")
     }
