@@ -633,3 +633,64 @@ fn every_job_kind_runs_under_the_agent() {
         "the restored file is none of the versions written"
     );
 }
+
+/// Descriptors the process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_flood_of_idle_metrics_connections_neither_exhausts_descriptors_nor_stops_backups() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(10_000, 2)).unwrap();
+    let port = free_port();
+    let config = env.path("drvault.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nmetrics_listen = \"127.0.0.1:{port}\"\n\n{}",
+            backup_job("etc", &src, "*/2 * * * * *")
+        ),
+    )
+    .unwrap();
+    let mut agent = start_agent(&env, &config, None);
+    wait_until(
+        "the metrics endpoint answers",
+        Duration::from_secs(60),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+    let baseline = open_fds(agent.id());
+    // A local user opens 400 connections and sends nothing (those beyond the listen backlog
+    // time out).
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let idle: Vec<std::net::TcpStream> = (0..400)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+        })
+        .collect();
+    assert!(idle.len() > 150, "only {} connections opened", idle.len());
+    std::thread::sleep(Duration::from_secs(1));
+    let during = open_fds(agent.id());
+    assert!(
+        during < baseline + 100,
+        "the agent holds {during} descriptors (from {baseline}) for idle connections"
+    );
+    // Backups go on meanwhile, and the endpoint still answers once idle clients time out.
+    let before = env.snapshots_json().len();
+    wait_until(
+        "a backup completes under the flood",
+        Duration::from_secs(60),
+        || env.snapshots_json().len() > before,
+    );
+    drop(idle);
+    let (status, body) = http_get(port, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("drvault_job_runs_total"));
+    signal(&agent, "TERM");
+    assert!(wait_exit(&mut agent, Duration::from_secs(30)).success());
+}

@@ -249,19 +249,46 @@ pub async fn serve(addr: SocketAddr, state: Shared) -> Result<tokio::task::JoinH
         .with_context(|| format!("cannot listen for metrics on {addr}"))?;
     tracing::info!("metrics on http://{addr}/metrics");
     Ok(tokio::spawn(async move {
+        // Connections beyond the cap wait in the kernel's backlog: a local user opening
+        // thousands cannot take the descriptors the backups need.
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
-            let Ok((conn, _)) = listener.accept().await else {
-                continue;
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let conn = match listener.accept().await {
+                Ok((conn, _)) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    conn
+                }
+                Err(e) => {
+                    // Out of descriptors, or the like: wait instead of spinning on the error.
+                    tracing::warn!("metrics endpoint cannot accept a connection: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
             };
             let state = state.clone();
             tokio::spawn(async move {
-                if let Err(e) = answer(conn, state).await {
-                    tracing::debug!("metrics request: {e}");
+                let _slot = slot;
+                match tokio::time::timeout(REQUEST_TIMEOUT, answer(conn, state)).await {
+                    Ok(Err(e)) => tracing::debug!("metrics request: {e}"),
+                    Err(_) => tracing::debug!("metrics request: timed out"),
+                    Ok(Ok(())) => {}
                 }
             });
         }
     }))
 }
+
+/// Requests answered at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 32;
+/// A whole request, read and answered: a client that stalls longer is dropped.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(50);
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One request, one response, then close: enough for Prometheus and curl.
 async fn answer(mut conn: tokio::net::TcpStream, state: Shared) -> std::io::Result<()> {
