@@ -141,7 +141,7 @@ async fn fetch_span(
             for (file, offset) in &w.targets {
                 let (rel, id) = &files[*file as usize];
                 let f = target.open_file(rel, *id, true)?;
-                f.write_all_at(&plain, *offset)
+                write_sparse(&f, &plain, *offset)
                     .map_err(crate::error::io(&target.display(rel)))?;
                 written += plain.len() as u64;
             }
@@ -150,6 +150,34 @@ async fn fetch_span(
     })
     .await
     .map_err(|e| Error::Invalid(format!("restore worker failed: {e}")))?
+}
+
+/// File-system block size holes are kept at (as `cp --sparse=always` does).
+const BLOCK: u64 = 4096;
+
+/// Writes `plain` at `offset` of a file created sparse, skipping every block-aligned run of
+/// zeros: those stay holes.
+fn write_sparse(f: &std::fs::File, plain: &[u8], offset: u64) -> std::io::Result<()> {
+    let mut run: Option<usize> = None;
+    let mut i = 0usize;
+    while i < plain.len() {
+        let to_boundary = (BLOCK - (offset + i as u64) % BLOCK) as usize;
+        let end = (i + to_boundary).min(plain.len());
+        let zero = plain[i..end].iter().all(|&b| b == 0);
+        match (zero, run) {
+            (false, None) => run = Some(i),
+            (true, Some(start)) => {
+                f.write_all_at(&plain[start..i], offset + start as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+        i = end;
+    }
+    if let Some(start) = run {
+        f.write_all_at(&plain[start..], offset + start as u64)?;
+    }
+    Ok(())
 }
 
 /// Opens every blob of a span read from `start` of pack `name`.

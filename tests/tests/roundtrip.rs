@@ -329,3 +329,35 @@ fn a_changed_extended_attribute_is_picked_up_without_content_change() {
     let got = xattr::get(restored(&target, &src).join("tagged"), "user.state").unwrap();
     assert_eq!(got.as_deref(), Some(&b"after"[..]));
 }
+
+#[test]
+fn sparse_files_come_back_sparse_at_block_granularity() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let image = src.join("disk.img");
+    let f = std::fs::File::create(&image).unwrap();
+    f.write_at(b"head!", 0).unwrap();
+    f.write_at(b"end", (64 << 20) - 3).unwrap();
+    drop(f);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let target = env.path("target");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--verify",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let got = drvault_tests::restored(&target, &image);
+    assert!(std::fs::read(&got).unwrap() == std::fs::read(&image).unwrap());
+    let m = std::fs::metadata(&got).unwrap();
+    assert_eq!(m.len(), 64 << 20);
+    assert!(
+        m.blocks() * 512 <= 64 * 1024,
+        "{} bytes allocated for 8 bytes of data",
+        m.blocks() * 512
+    );
+}

@@ -4,6 +4,7 @@ mod metadata;
 mod pipeline;
 mod progress;
 mod readers;
+mod sparse;
 mod walk;
 
 use std::path::PathBuf;

@@ -106,7 +106,7 @@ fn reader_loop(rx: Receiver<ReadJob>, pipeline: Arc<Pipeline>, chunker: Chunker)
 /// Opens the file the walk saw, relative to its directory's descriptor: no symlink is
 /// followed, a FIFO or device put in its place neither blocks nor is read, and the opened file
 /// must be the walked one.
-fn open_walked(job: &FileToRead) -> Result<File, ReadError> {
+fn open_walked(job: &FileToRead) -> Result<Box<dyn std::io::Read>, ReadError> {
     use rustix::fs::{FileType, Mode, OFlags};
     let flags =
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
@@ -129,7 +129,15 @@ fn open_walked(job: &FileToRead) -> Result<File, ReadError> {
     if super::metadata::file_id(&st) != job.id {
         return Err(ReadError::Changed("another file was put in its place"));
     }
-    Ok(File::from(fd))
+    let (size, allocated) = (st.st_size as u64, st.st_blocks as u64 * 512);
+    // Fewer blocks than bytes: it has holes, which are not read.
+    if allocated < size {
+        return Ok(Box::new(super::sparse::SparseReader::new(
+            File::from(fd),
+            size,
+        )));
+    }
+    Ok(Box::new(File::from(fd)))
 }
 
 fn read_file(
