@@ -288,43 +288,55 @@ impl Keyring {
                 reason: "wrong object kind".into(),
             });
         }
-        let malformed = |e: postcard::Error| Error::Malformed {
-            what: "keyring",
-            reason: e.to_string(),
-        };
-        // The version is the body's first field, a single byte in postcard.
-        let body = match plain.first() {
-            Some(&KEYRING_VERSION) => {
-                let body: Body = postcard::from_bytes(&plain).map_err(malformed)?;
-                if body.config_hash.is_none() {
-                    return Err(Error::Malformed {
-                        what: "keyring",
-                        reason: "a version 2 keyring without its config hash".into(),
-                    });
-                }
-                body
-            }
-            Some(&KEYRING_VERSION_UNBOUND) => {
-                let old: BodyV1 = postcard::from_bytes(&plain).map_err(malformed)?;
-                Body {
-                    version: old.version,
-                    generation: old.generation,
-                    id_key: old.id_key,
-                    chunker_seed: old.chunker_seed,
-                    epochs: old.epochs,
-                    config_hash: None,
-                }
-            }
-            Some(&v) => return Err(Error::UnsupportedVersion(v)),
-            None => {
-                return Err(Error::Malformed {
-                    what: "keyring",
-                    reason: "empty body".into(),
-                })
-            }
-        };
+        let body = decode_body(&plain)?;
         Ok(Keyring { master, body })
     }
+}
+
+/// Decodes a keyring body's plaintext (either version).
+fn decode_body(plain: &[u8]) -> Result<Body> {
+    let malformed = |e: postcard::Error| Error::Malformed {
+        what: "keyring",
+        reason: e.to_string(),
+    };
+    // The version is the body's first field, a single byte in postcard.
+    let body = match plain.first() {
+        Some(&KEYRING_VERSION) => {
+            let body: Body = postcard::from_bytes(&plain).map_err(malformed)?;
+            if body.config_hash.is_none() {
+                return Err(Error::Malformed {
+                    what: "keyring",
+                    reason: "a version 2 keyring without its config hash".into(),
+                });
+            }
+            body
+        }
+        Some(&KEYRING_VERSION_UNBOUND) => {
+            let old: BodyV1 = postcard::from_bytes(&plain).map_err(malformed)?;
+            Body {
+                version: old.version,
+                generation: old.generation,
+                id_key: old.id_key,
+                chunker_seed: old.chunker_seed,
+                epochs: old.epochs,
+                config_hash: None,
+            }
+        }
+        Some(&v) => return Err(Error::UnsupportedVersion(v)),
+        None => {
+            return Err(Error::Malformed {
+                what: "keyring",
+                reason: "empty body".into(),
+            })
+        }
+    };
+    Ok(body)
+}
+
+/// Decodes a keyring body's plaintext and drops it: for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub fn check_body(plain: &[u8]) -> Result<()> {
+    decode_body(plain).map(|_| ())
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ mod slot;
 pub use envelope::{open, seal, Header, ObjectKind, ENVELOPE_OVERHEAD, FORMAT_VERSION, HEADER_LEN};
 pub use error::Error;
 pub use kdf::KdfParams;
+#[doc(hidden)]
+pub use keyring::check_body as check_keyring_body;
 pub use keyring::{Epoch, EpochState, Keyring, AUDIT_EPOCH, MASTER_EPOCH};
 pub use secret::{random_bytes, Key};
 pub use slot::{KeySlot, SlotKind};

@@ -10,6 +10,8 @@ mod error;
 pub mod expansion;
 pub mod failpoint;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod host;
 mod id;
 pub mod lease;

@@ -834,7 +834,7 @@ impl Repository {
         let (_, payload) =
             drvault_keyring::open(&key, b"", bytes).map_err(|e| Error::integrity(name, e))?;
         let plain = if header.compressed {
-            zstd::stream::decode_all(&payload[..]).map_err(|e| Error::integrity(name, e))?
+            decompress_bounded(name, &payload)?
         } else {
             payload
         };
@@ -1017,4 +1017,24 @@ pub fn verify_name(name: &str, bytes: &[u8]) -> Result<()> {
 fn name_id(name: &str) -> Result<Id> {
     let last = name.rsplit('/').next().unwrap_or(name);
     Id::from_hex(last).ok_or_else(|| Error::integrity(name, "object name is not a BLAKE3 hash"))
+}
+
+/// Decompresses a sealed object's payload, refusing one that expands past 16 times the largest
+/// object of its kind (at most 2 GiB): an expansion bomb from a writer with the keys.
+fn decompress_bounded(name: &str, payload: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let limit = paths::max_size(name).saturating_mul(16).min(2 << 30);
+    let mut out = Vec::new();
+    zstd::stream::Decoder::new(payload)
+        .map_err(|e| Error::integrity(name, e))?
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::integrity(name, e))?;
+    if out.len() as u64 > limit {
+        return Err(Error::integrity(
+            name,
+            format!("decompresses to more than {limit} bytes"),
+        ));
+    }
+    Ok(out)
 }

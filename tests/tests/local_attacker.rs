@@ -311,3 +311,73 @@ fn file_capabilities_survive_a_root_restore() {
         "the file capability was restored after the ownership that clears it"
     );
 }
+
+#[test]
+fn a_config_others_can_write_is_refused_and_an_exposed_password_file_is_named() {
+    let env = Env::new();
+    env.init();
+    let config = env.path("drvault.toml");
+    fs::write(
+        &config,
+        "[[drills]]\nname = \"d\"\nrto_objective = \"1h\"\nrpo_objective = \"1d\"\nvalidate = [\"id\"]\n",
+    )
+    .unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o666)).unwrap();
+    let out = env
+        .cmd()
+        .arg("--config")
+        .arg(&config)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("writable by others"), "{stderr}");
+
+    let pw = env.path("pw");
+    fs::write(&pw, drvault_tests::PASSWORD).unwrap();
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = env
+        .cmd()
+        .env_remove("DRVAULT_PASSWORD")
+        .arg("--password-file")
+        .arg(&pw)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("readable by group or others"), "{stderr}");
+}
+
+#[test]
+fn the_process_writes_no_core_dump() {
+    let env = Env::new();
+    let _ = one_file_source(&env);
+    env.ok(&["backup", env.path("home").to_str().unwrap()]);
+    // A command that waits (at a fail point) long enough to be looked at.
+    let paused = start_paused(
+        restore_cmd(&env, &env.path("t")),
+        &env.path("fp"),
+        "restore.after-dirs",
+    );
+    let pid = fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|e| contains(&e, env.path("fp").to_str().unwrap().as_bytes()))
+        })
+        .expect("the paused drvault");
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert!(
+        core.split_whitespace().nth(4) == Some("0"),
+        "core dumps are off: {core}"
+    );
+    paused.resume();
+}

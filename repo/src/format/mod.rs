@@ -88,7 +88,7 @@ pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).unwrap_or_default()
 }
 
-pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(object: &str, bytes: &'a [u8]) -> Result<T> {
+pub fn decode<'a, T: serde::Deserialize<'a>>(object: &str, bytes: &'a [u8]) -> Result<T> {
     postcard::from_bytes(bytes)
         .map_err(|e| Error::integrity(object, format!("does not decode: {e}")))
 }
