@@ -302,7 +302,7 @@ fn decode_body(plain: &[u8]) -> Result<Body> {
     // The version is the body's first field, a single byte in postcard.
     let body = match plain.first() {
         Some(&KEYRING_VERSION) => {
-            let body: Body = postcard::from_bytes(&plain).map_err(malformed)?;
+            let body: Body = postcard::from_bytes(plain).map_err(malformed)?;
             if body.config_hash.is_none() {
                 return Err(Error::Malformed {
                     what: "keyring",
@@ -312,7 +312,7 @@ fn decode_body(plain: &[u8]) -> Result<Body> {
             body
         }
         Some(&KEYRING_VERSION_UNBOUND) => {
-            let old: BodyV1 = postcard::from_bytes(&plain).map_err(malformed)?;
+            let old: BodyV1 = postcard::from_bytes(plain).map_err(malformed)?;
             Body {
                 version: old.version,
                 generation: old.generation,

@@ -18,8 +18,17 @@ pub struct Expansion {
     walked: u64,
 }
 
+/// What walking a tree costs: its entries, and the content IDs and attributes they hold (one
+/// file node can name a million blobs; a restore copies them for every path it walks).
+pub fn weight(tree: &crate::format::Tree) -> usize {
+    tree.entries
+        .iter()
+        .map(|n| 1 + n.content.len() + n.xattrs.len())
+        .sum()
+}
+
 impl Expansion {
-    /// Counts a visit of `tree`, which holds `entries` entries.
+    /// Counts a visit of `tree`, which weighs `entries` ([`weight`]).
     pub fn visit(&mut self, tree: &Id, entries: usize) -> Result<()> {
         let entries = entries as u64;
         self.walked += entries;

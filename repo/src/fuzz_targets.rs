@@ -95,8 +95,11 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// A decoder under test: takes any bytes, must not panic.
+pub type Target = fn(&[u8]);
+
 /// Every target by name (the directory names of `fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("envelope", envelope),
     ("blob", blob),
     ("key_slot", key_slot),

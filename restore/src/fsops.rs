@@ -28,6 +28,9 @@ use crate::{Error, Result};
 pub struct FileId {
     dev: u64,
     ino: u64,
+    /// The owner when created: a user who unlinks the entry and makes one of their own may get
+    /// the same inode number back (ext4 and XFS reuse them at once), never root's ownership.
+    uid: u32,
 }
 
 impl FileId {
@@ -37,7 +40,13 @@ impl FileId {
         FileId {
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
+            uid: st.st_uid,
         }
+    }
+
+    /// The same inode, whoever owns it now (after the restore's own chown).
+    fn same_inode(&self, other: &FileId) -> bool {
+        self.dev == other.dev && self.ino == other.ino
     }
 }
 
@@ -154,10 +163,11 @@ impl Target {
     /// existing real directory.
     pub fn mkdir(&self, rel: &Path) -> Result<FileId> {
         let (dir, name) = self.parent(rel)?;
-        match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(Errno::EXIST) => {}
+        let fresh = match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => true,
+            Err(Errno::EXIST) => false,
             Err(e) => return Err(io(&self.display(rel))(e.into())),
-        }
+        };
         let fd = rustix::fs::openat(
             &dir,
             name,
@@ -169,7 +179,12 @@ impl Target {
             Errno::NOENT => self.changed(rel, "it was removed as it was created"),
             e => io(&self.display(rel))(e.into()),
         })?;
-        Ok(FileId::of(&fstat(&fd, self, rel)?))
+        let id = FileId::of(&fstat(&fd, self, rel)?);
+        // A directory just made is ours: another user's in its place was swapped in.
+        if fresh && id.uid != rustix::process::geteuid().as_raw() {
+            return Err(self.changed(rel, "another user's directory was put in its place"));
+        }
+        Ok(id)
     }
 
     /// Removes whatever non-directory is at `name` in `dir` so a new entry can take its place.
@@ -212,8 +227,29 @@ impl Target {
             OFlags::RDONLY
         };
         let fd = self.resolve(rel, mode | OFlags::NONBLOCK)?;
-        self.expect(&fd, rel, id)?;
+        if write {
+            self.expect(&fd, rel, id)?;
+        } else if !FileId::of(&fstat(&fd, self, rel)?).same_inode(&id) {
+            // Verification runs after the metadata pass: the owner is the snapshot's by now.
+            return Err(self.changed(rel, "it was replaced by another file"));
+        }
         Ok(File::from(fd))
+    }
+
+    /// Opens the entry `name` of `dir` itself (a symlink is not followed), checked against `id`.
+    fn open_entry(&self, dir: &OwnedFd, name: &OsStr, rel: &Path, id: FileId) -> Result<OwnedFd> {
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::NOENT => self.changed(rel, "it was removed"),
+            e => io(&self.display(rel))(e.into()),
+        })?;
+        self.expect(&fd, rel, id)?;
+        Ok(fd)
     }
 
     fn expect(&self, fd: &OwnedFd, rel: &Path, id: FileId) -> Result<()> {
@@ -252,14 +288,20 @@ impl Target {
     /// Links `rel` to the file `source` this restore created (never to what replaced it).
     pub fn hard_link(&self, source: &Path, source_id: FileId, rel: &Path) -> Result<()> {
         let (sdir, sname) = self.parent(source)?;
-        if self.stat_at(&sdir, sname, source)? != source_id {
-            return Err(self.changed(source, "it was replaced by another file"));
-        }
+        let checked = self.open_entry(&sdir, sname, source, source_id)?;
         let (dir, name) = self.parent(rel)?;
         self.clear(&dir, name, rel)?;
-        // No AT_SYMLINK_FOLLOW: a symlink swapped in at the source is linked, not followed.
-        rustix::fs::linkat(&sdir, sname, &dir, name, AtFlags::empty())
-            .map_err(|e| io(&self.display(rel))(e.into()))
+        // Link the checked inode itself, not whatever the name holds by now. AT_EMPTY_PATH needs
+        // CAP_DAC_READ_SEARCH; without it, the name (no AT_SYMLINK_FOLLOW: a symlink swapped in
+        // is linked, not followed).
+        match rustix::fs::linkat(&checked, "", &dir, name, AtFlags::EMPTY_PATH) {
+            Ok(()) => Ok(()),
+            Err(Errno::NOENT | Errno::PERM) => {
+                rustix::fs::linkat(&sdir, sname, &dir, name, AtFlags::empty())
+                    .map_err(|e| io(&self.display(rel))(e.into()))
+            }
+            Err(e) => Err(io(&self.display(rel))(e.into())),
+        }
     }
 
     /// Applies ownership (as root), extended attributes, permissions and times to the entry
@@ -281,11 +323,10 @@ impl Target {
         let fail = |e: Errno| io(&self.display(rel))(e.into());
         if kind == MetaKind::Symlink {
             let (dir, name) = self.parent(rel)?;
-            if self.stat_at(&dir, name, rel)? != id {
-                return Err(self.changed(rel, "it was replaced by another file"));
-            }
+            let link = self.open_entry(&dir, name, rel, id)?;
             if as_root {
-                rustix::fs::chownat(&dir, name, uid(node), gid(node), AtFlags::SYMLINK_NOFOLLOW)
+                // Through the checked descriptor: a hard link swapped in is not chowned.
+                rustix::fs::chownat(&link, "", uid(node), gid(node), AtFlags::EMPTY_PATH)
                     .map_err(fail)?;
             }
             rustix::fs::utimensat(&dir, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(fail)?;

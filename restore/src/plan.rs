@@ -88,7 +88,7 @@ fn collect(
     let mut expansion = drvault_repo::expansion::Expansion::default();
     while let Some((tree_id, base, all)) = stack.pop() {
         let tree = rt.block_on(repo.load_tree(&tree_id))?;
-        expansion.visit(&tree_id, tree.entries.len())?;
+        expansion.visit(&tree_id, drvault_repo::expansion::weight(&tree))?;
         for mut node in tree.entries {
             let mut comps = base.clone();
             comps.push(std::mem::take(&mut node.name));

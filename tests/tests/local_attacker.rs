@@ -381,3 +381,39 @@ fn the_process_writes_no_core_dump() {
     );
     paused.resume();
 }
+
+#[test]
+fn a_file_replaced_by_another_users_file_gets_neither_content_nor_ownership() {
+    if !drvault_tests::is_root() {
+        eprintln!("skipped: needs root to play the other user");
+        return;
+    }
+    let env = Env::new();
+    let (src, _) = backed_up(&env, 1, 3);
+    let target = env.path("target");
+    let paused = start_paused(
+        restore_cmd(&env, &target),
+        &env.path("fp"),
+        "restore.before-contents",
+    );
+    // The user unlinks the restore's empty file and makes their own; ext4 and XFS tend to
+    // hand the freed inode number straight back.
+    let victim = restored(&target, &src).join("d0/sub/f1");
+    let before = fs::metadata(&victim).unwrap().ino();
+    fs::remove_file(&victim).unwrap();
+    fs::write(&victim, b"mine").unwrap();
+    std::os::unix::fs::chown(&victim, Some(1000), Some(1000)).unwrap();
+    let reused = fs::metadata(&victim).unwrap().ino() == before;
+    eprintln!("inode number reused: {reused}");
+    let out = paused.resume();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("changed during the restore"), "{stderr}");
+    let m = fs::metadata(&victim).unwrap();
+    assert_eq!(
+        fs::read(&victim).unwrap(),
+        b"mine",
+        "the snapshot's content went into their file"
+    );
+    assert_eq!((m.uid(), m.mode() & 0o7777), (1000, 0o644));
+}

@@ -40,7 +40,7 @@ pub fn run(ctx: &Context, g: &Global, a: &LsArgs) -> Result<Exit> {
             break;
         }
         let t = ctx.rt.block_on(repo.load_tree(&id))?;
-        expansion.visit(&id, t.entries.len())?;
+        expansion.visit(&id, drvault_repo::expansion::weight(&t))?;
         for n in t.entries.iter().rev() {
             if let Some(sub) = n.subtree {
                 stack.push((sub, format!("{dir}/{}", printable(&n.name))));

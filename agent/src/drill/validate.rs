@@ -55,11 +55,22 @@ impl Redactor {
     /// Shorter values are not redacted (they would blank out ordinary output).
     const MIN_LEN: usize = 6;
 
+    /// Adds a secret, and each line of it on its own (a password file's passphrase is its
+    /// first line).
     pub fn add(&mut self, secret: &[u8]) {
-        let s = String::from_utf8_lossy(secret).trim().to_string();
-        if s.len() >= Self::MIN_LEN && !self.secrets.iter().any(|x| **x == s) {
-            self.secrets.push(Zeroizing::new(s));
+        let text = Zeroizing::new(String::from_utf8_lossy(secret).into_owned());
+        for s in std::iter::once(text.as_str()).chain(text.lines()) {
+            let s = s.trim();
+            if s.len() >= Self::MIN_LEN && !self.secrets.iter().any(|x| x.as_str() == s) {
+                self.secrets.push(Zeroizing::new(s.to_string()));
+            }
         }
+        // Longest first: a secret holding another is replaced whole.
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+
+    pub fn longest(&self) -> usize {
+        self.secrets.first().map_or(0, |s| s.len())
     }
 
     pub fn redact(&self, text: &str) -> String {
@@ -151,15 +162,20 @@ pub fn run(
         }
     }
     v.seconds = started.elapsed().as_secs_f64();
+    // Redacted before it is cut, and read past the limit by the longest secret: a secret
+    // across the cut is still found whole.
+    let read = OUTPUT_LIMIT + redactor.longest();
     let mut buf = Vec::new();
     if let Ok(f) = std::fs::File::open(&out_path) {
-        let _ = f.take(OUTPUT_LIMIT as u64 + 1).read_to_end(&mut buf);
+        let _ = f.take(read as u64 + 1).read_to_end(&mut buf);
     }
     let _ = std::fs::remove_file(&out_path);
-    let mut output = String::from_utf8_lossy(&buf[..buf.len().min(OUTPUT_LIMIT)]).into_owned();
-    if buf.len() > OUTPUT_LIMIT {
+    let longer = buf.len() > OUTPUT_LIMIT;
+    let redacted = redactor.redact(&String::from_utf8_lossy(&buf));
+    let mut output: String = redacted.chars().take(OUTPUT_LIMIT).collect();
+    if longer {
         output.push_str("\n[truncated]");
     }
-    v.output = redactor.redact(&output);
+    v.output = output;
     v
 }
