@@ -87,8 +87,34 @@ pub fn entry_path(dir: BorrowedFd<'_>, name: &[u8], path: &Path) -> PathBuf {
     }
 }
 
+/// A descriptor as the xattr crate's `FileExt` wants it (`File` only, otherwise).
+struct ByFd<'a>(BorrowedFd<'a>);
+
+impl std::os::fd::AsRawFd for ByFd<'_> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl xattr::FileExt for ByFd<'_> {}
+
+/// Extended attributes of the open file or directory `fd`: of exactly what was opened and
+/// compared with the walk, whatever its name holds by now.
+pub fn read_xattrs_fd(fd: BorrowedFd<'_>) -> (Xattrs, Option<std::io::Error>) {
+    use xattr::FileExt;
+    let f = ByFd(fd);
+    collect_xattrs(f.list_xattr(), |name| f.get_xattr(name))
+}
+
 pub fn read_xattrs(at: &Path) -> (Xattrs, Option<std::io::Error>) {
-    let names = match xattr::list(at) {
+    collect_xattrs(xattr::list(at), |name| xattr::get(at, name))
+}
+
+fn collect_xattrs(
+    listed: std::io::Result<xattr::XAttrs>,
+    get: impl Fn(&OsStr) -> std::io::Result<Option<Vec<u8>>>,
+) -> (Xattrs, Option<std::io::Error>) {
+    let names = match listed {
         Ok(n) => n,
         // File systems without xattr support simply have none.
         Err(e) if e.raw_os_error() == Some(95) => return (Vec::new(), None),
@@ -97,7 +123,7 @@ pub fn read_xattrs(at: &Path) -> (Xattrs, Option<std::io::Error>) {
     let mut out = Vec::new();
     let mut err = None;
     for name in names {
-        match xattr::get(at, &name) {
+        match get(&name) {
             Ok(Some(v)) => out.push((name.as_bytes().to_vec(), v)),
             Ok(None) => {}
             Err(e) => err = Some(e),

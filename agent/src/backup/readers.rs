@@ -27,9 +27,15 @@ pub enum ReadError {
     Store(anyhow::Error),
 }
 
+/// Extended attributes as read, and an error reading them.
+pub type ReadXattrs = (Vec<(Vec<u8>, Vec<u8>)>, Option<std::io::Error>);
+
 pub struct ReadResult {
     pub content: Result<Vec<Id>, ReadError>,
     pub bytes_read: u64,
+    /// The file's extended attributes, read from the descriptor its content came from (when
+    /// asked for), and an error reading them.
+    pub xattrs: Option<ReadXattrs>,
 }
 
 /// The answer for one submitted file.
@@ -41,6 +47,8 @@ pub struct FileToRead {
     pub dir: Arc<OwnedFd>,
     pub name: Vec<u8>,
     pub id: (u64, u64),
+    /// Read its extended attributes too (they are not the parent snapshot's).
+    pub xattrs: bool,
 }
 
 struct ReadJob {
@@ -95,10 +103,19 @@ fn reader_loop(rx: Receiver<ReadJob>, pipeline: Arc<Pipeline>, chunker: Chunker)
     let mut buf = Vec::new();
     for job in rx {
         let mut bytes_read = 0;
-        let content = read_file(&pipeline, &chunker, &job.file, &mut buf, &mut bytes_read);
+        let mut xattrs = None;
+        let content = read_file(
+            &pipeline,
+            &chunker,
+            &job.file,
+            &mut buf,
+            &mut bytes_read,
+            &mut xattrs,
+        );
         let _ = job.reply.send(ReadResult {
             content,
             bytes_read,
+            xattrs,
         });
     }
 }
@@ -106,7 +123,8 @@ fn reader_loop(rx: Receiver<ReadJob>, pipeline: Arc<Pipeline>, chunker: Chunker)
 /// Opens the file the walk saw, relative to its directory's descriptor: no symlink is
 /// followed, a FIFO or device put in its place neither blocks nor is read, and the opened file
 /// must be the walked one.
-fn open_walked(job: &FileToRead) -> Result<Box<dyn std::io::Read>, ReadError> {
+/// Returns the file, its size and whether it has holes.
+fn open_walked(job: &FileToRead) -> Result<(File, u64, bool), ReadError> {
     use rustix::fs::{FileType, Mode, OFlags};
     let flags =
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
@@ -131,13 +149,7 @@ fn open_walked(job: &FileToRead) -> Result<Box<dyn std::io::Read>, ReadError> {
     }
     let (size, allocated) = (st.st_size as u64, st.st_blocks as u64 * 512);
     // Fewer blocks than bytes: it has holes, which are not read.
-    if allocated < size {
-        return Ok(Box::new(super::sparse::SparseReader::new(
-            File::from(fd),
-            size,
-        )));
-    }
-    Ok(Box::new(File::from(fd)))
+    Ok((File::from(fd), size, allocated < size))
 }
 
 fn read_file(
@@ -146,9 +158,19 @@ fn read_file(
     job: &FileToRead,
     buf: &mut Vec<u8>,
     bytes_read: &mut u64,
+    xattrs: &mut Option<ReadXattrs>,
 ) -> Result<Vec<Id>, ReadError> {
     drvault_repo::failpoint::hit_blocking("backup.before-open");
-    let file = open_walked(job)?;
+    let (file, size, sparse) = open_walked(job)?;
+    if job.xattrs {
+        use std::os::fd::AsFd;
+        *xattrs = Some(super::metadata::read_xattrs_fd(file.as_fd()));
+    }
+    let file: Box<dyn std::io::Read> = if sparse {
+        Box::new(super::sparse::SparseReader::new(file, size))
+    } else {
+        Box::new(file)
+    };
     let mut stream = chunker.stream(file, buf);
     let mut content = Vec::new();
     while let Some(chunk) = stream.next().map_err(ReadError::Source)? {

@@ -270,6 +270,9 @@ impl Walker {
         });
         match parent.as_ref() {
             Some(p) if same_inode => node.xattrs = p.xattrs.clone(),
+            // Read from the descriptor that is opened and compared with the walk: the reader's
+            // for a file, the walk's own for a directory (below).
+            _ if matches!(node.kind, NodeKind::File | NodeKind::Dir) => {}
             _ => {
                 let at = super::metadata::entry_path(dir.as_fd(), name, path);
                 let (xattrs, xerr) = super::metadata::read_xattrs(&at);
@@ -291,7 +294,16 @@ impl Walker {
                     rustix::fs::openat(&**dir, OsStr::from_bytes(name), dir_flags(), Mode::empty())
                         .and_then(|fd| Ok((rustix::fs::fstat(&fd)?, fd)));
                 let sub = match opened {
-                    Ok((now, fd)) if file_id(&now) == file_id(st) => Arc::new(fd),
+                    Ok((now, fd)) if file_id(&now) == file_id(st) => {
+                        if !same_inode {
+                            let (xattrs, xerr) = super::metadata::read_xattrs_fd(fd.as_fd());
+                            node.xattrs = xattrs;
+                            if let Some(e) = xerr {
+                                self.warn(path, &format!("cannot read extended attributes: {e}"));
+                            }
+                        }
+                        Arc::new(fd)
+                    }
                     Ok(_) | Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
                         self.warn(path, &"changed since it was walked (another directory, a symlink or a file was put in its place): skipped");
                         return Ok(None);
@@ -343,6 +355,7 @@ impl Walker {
                         dir: dir.clone(),
                         name: name.to_vec(),
                         id: file_id(st),
+                        xattrs: !same_inode,
                     };
                     pending = Some((
                         self.readers.submit(file)?,
@@ -387,6 +400,12 @@ impl Walker {
                 .recv()
                 .map_err(|_| anyhow::anyhow!("a reader thread stopped"))?;
             self.summary.bytes_read += answer.bytes_read;
+            if let Some((xattrs, xerr)) = answer.xattrs {
+                node.xattrs = xattrs;
+                if let Some(e) = xerr {
+                    self.warn(&path, &format!("cannot read extended attributes: {e}"));
+                }
+            }
             match answer.content {
                 Ok(content) => {
                     node.content = content;
