@@ -59,6 +59,7 @@ fn make_tree(src: &Path) {
         "user.drvault.test",
         b"value \x00 with nul",
     );
+    let _ = xattr::set(src.join("dir"), "user.drvault.dir", b"of a directory");
     // Owner and group other than the test's (only root can set them; restored as root).
     if drvault_tests::is_root() {
         std::os::unix::fs::lchown(src.join("private"), Some(1234), Some(5678)).unwrap();
@@ -120,6 +121,12 @@ fn compare(a: &Path, b: &Path) {
             );
         }
     } else if ma.is_dir() {
+        assert_eq!(
+            xattr::get(a, "user.drvault.dir").unwrap(),
+            xattr::get(b, "user.drvault.dir").unwrap(),
+            "xattr of {}",
+            a.display()
+        );
         let mut na: Vec<_> = fs::read_dir(a)
             .unwrap()
             .map(|e| e.unwrap().file_name())
