@@ -351,7 +351,10 @@ impl Repository {
             let bytes = match self.store.get(&l.name).await {
                 Ok(b) => b,
                 Err(e @ Error::Integrity { .. }) => {
-                    tracing::warn!("key slot skipped: {e}");
+                    tracing::warn!(
+                        "key slot skipped ({}): {e}",
+                        self.store.holders(&l.name).await
+                    );
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -360,7 +363,10 @@ impl Repository {
                 .and_then(|()| KeySlot::decode(&bytes).map_err(|e| Error::integrity(&l.name, e)));
             match decoded {
                 Ok(slot) => out.push((l.name.clone(), slot)),
-                Err(e) => tracing::warn!("key slot skipped: {e}"),
+                Err(e) => tracing::warn!(
+                    "key slot skipped ({}): {e}",
+                    self.store.holders(&l.name).await
+                ),
             }
         }
         Ok(out)
@@ -388,7 +394,7 @@ impl Repository {
             let bytes = match store.get(&l.name).await {
                 Ok(b) => b,
                 Err(e @ Error::Integrity { .. }) => {
-                    tracing::warn!("key slot skipped: {e}");
+                    tracing::warn!("key slot skipped ({}): {e}", store.holders(&l.name).await);
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -403,7 +409,9 @@ impl Repository {
                     l.name,
                     slot.kdf
                 ),
-                Err(e) => tracing::warn!("key slot skipped: {e}"),
+                Err(e) => {
+                    tracing::warn!("key slot skipped ({}): {e}", store.holders(&l.name).await)
+                }
             }
         }
         if slots.is_empty() {
@@ -449,13 +457,19 @@ impl Repository {
             let bytes = match store.get(&l.name).await {
                 Ok(b) => b,
                 Err(e @ Error::Integrity { .. }) => {
-                    tracing::warn!("keyring object skipped: {e}");
+                    tracing::warn!(
+                        "keyring object skipped ({}): {e}",
+                        store.holders(&l.name).await
+                    );
                     continue;
                 }
                 Err(e) => return Err(e),
             };
             if let Err(e) = verify_name(&l.name, &bytes) {
-                tracing::warn!("keyring object skipped: {e}");
+                tracing::warn!(
+                    "keyring object skipped ({}): {e}",
+                    store.holders(&l.name).await
+                );
                 continue;
             }
             // A keyring sealed under another master key (left by an interrupted master-key
@@ -467,7 +481,11 @@ impl Repository {
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!("{}: keyring object skipped: {e}", l.name);
+                    tracing::warn!(
+                        "{}: keyring object skipped ({}): {e}",
+                        l.name,
+                        store.holders(&l.name).await
+                    );
                     continue;
                 }
             };
@@ -955,7 +973,7 @@ impl Repository {
                 let id = match name_id(&l.name) {
                     Ok(id) => id,
                     Err(e) => {
-                        tracing::warn!("{e}: skipped");
+                        tracing::warn!("{e} ({}): skipped", self.store.holders(&l.name).await);
                         return Ok(None);
                     }
                 };
@@ -967,7 +985,8 @@ impl Repository {
                     }
                     Err(e @ Error::Integrity { .. }) => {
                         tracing::warn!(
-                            "{e}: snapshot skipped (run check; repair brings back an intact copy)"
+                            "{e} ({}): snapshot skipped (run check; repair brings back an intact copy)",
+                            self.store.holders(&l.name).await
                         );
                         Ok(None)
                     }

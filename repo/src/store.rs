@@ -338,6 +338,22 @@ impl Store {
         Err(every_target_failed(name, failures))
     }
 
+    /// The targets holding `name`, for a warning about it ("on a, b"): one target can plant
+    /// what the others do not have.
+    pub async fn holders(&self, name: &str) -> String {
+        let mut on = Vec::new();
+        for t in &self.targets {
+            if t.size(name).await.is_ok() {
+                on.push(t.name().to_string());
+            }
+        }
+        if on.is_empty() {
+            "no target answers for it now".to_string()
+        } else {
+            format!("on target {}", on.join(", "))
+        }
+    }
+
     /// The union of the objects under `prefix` on every reachable target.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         // Targets that failed earlier in this run are left out while another target answers.
