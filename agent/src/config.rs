@@ -320,3 +320,31 @@ pub fn locate(explicit: Option<&Path>, is_root: bool) -> Option<PathBuf> {
     };
     default.exists().then_some(default)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn object_store_credential_aliases_count_as_secrets() {
+        for key in [
+            "aws_secret_access_key",
+            "secret_access_key",
+            "aws_session_token",
+            "token",
+            "azure_storage_account_key",
+            "account_key",
+            "master_key",
+            "azure_storage_master_key",
+            "sas_key",
+            "azure_storage_sas_key",
+            "client_secret",
+            "bearer_token",
+            "google_service_account_key",
+            "service_account_key",
+        ] {
+            assert!(super::is_secret(key), "{key}");
+        }
+        for key in ["region", "endpoint", "bucket", "allow_http"] {
+            assert!(!super::is_secret(key), "{key}");
+        }
+    }
+}
