@@ -15,24 +15,10 @@ pub async fn hit(_name: &str) {}
 
 #[cfg(feature = "failpoints")]
 pub async fn hit(name: &str) {
-    let Some(action) = armed(name) else { return };
-    match action.as_str() {
-        "abort" => {
-            eprintln!("drvault: fail point {name}: aborting");
-            std::process::abort();
+    if let Some(resume) = act(name) {
+        while !resume.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        "pause" => {
-            let Some(dir) = std::env::var_os("DRVAULT_FAILPOINT_DIR") else {
-                return;
-            };
-            let dir = std::path::PathBuf::from(dir);
-            let _ = std::fs::write(dir.join(format!("{name}.reached")), b"");
-            let resume = dir.join(format!("{name}.resume"));
-            while !resume.exists() {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        }
-        _ => {}
     }
 }
 
@@ -43,24 +29,28 @@ pub fn hit_blocking(_name: &str) {}
 
 #[cfg(feature = "failpoints")]
 pub fn hit_blocking(name: &str) {
-    let Some(action) = armed(name) else { return };
-    match action.as_str() {
+    if let Some(resume) = act(name) {
+        while !resume.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// Carries out the point's action: aborts, or announces the pause and returns the file whose
+/// existence ends it.
+#[cfg(feature = "failpoints")]
+fn act(name: &str) -> Option<std::path::PathBuf> {
+    match armed(name)?.as_str() {
         "abort" => {
             eprintln!("drvault: fail point {name}: aborting");
             std::process::abort();
         }
         "pause" => {
-            let Some(dir) = std::env::var_os("DRVAULT_FAILPOINT_DIR") else {
-                return;
-            };
-            let dir = std::path::PathBuf::from(dir);
+            let dir = std::path::PathBuf::from(std::env::var_os("DRVAULT_FAILPOINT_DIR")?);
             let _ = std::fs::write(dir.join(format!("{name}.reached")), b"");
-            let resume = dir.join(format!("{name}.resume"));
-            while !resume.exists() {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
+            Some(dir.join(format!("{name}.resume")))
         }
-        _ => {}
+        _ => None,
     }
 }
 
