@@ -138,6 +138,9 @@ pub struct PruneArgs {
 
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
+    /// Remove exactly these snapshots (IDs or unique prefixes) instead of applying rules.
+    #[arg(value_name = "SNAPSHOT_ID")]
+    pub snapshots: Vec<String>,
     /// Keep the N newest snapshots of each group.
     #[arg(long, value_name = "N")]
     pub keep_last: Option<usize>,
@@ -168,13 +171,16 @@ pub struct ForgetArgs {
     /// Show what would be removed and which rule keeps each survivor; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Allow a policy that keeps no snapshot of a group (refused otherwise).
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Show the entries, oldest first.
     Log,
-    /// Check the whole chain and the catalog's copy; names the first broken entry (exit 11).
+    /// Check the whole chain and the catalog's copy; names the first broken entry (exit 20).
     Verify,
     /// Write the entries of a time range with their anchoring hashes (JSON), for an auditor to
     /// keep: the hash before the first entry and the hash of the last one tie the segment to
@@ -283,16 +289,34 @@ pub struct BackupArgs {
 pub struct LsArgs {
     /// Snapshot ID (or unique prefix) or "latest".
     pub snapshot: String,
-    /// Only list below this path.
+    /// Only list this path of the snapshot (a directory: what is below it).
+    #[arg(value_name = "PATH")]
     pub path: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+/// Which snapshots "latest", a prefix or --at choose from.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SnapshotFilter {
+    /// Only consider snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only consider snapshots with this tag (repeatable: all of them).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only consider snapshots that backed up this path (repeatable: all of them).
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Snapshot ID (or unique prefix) or "latest"; may be left out with --at.
     pub snapshot: Option<String>,
-    /// Restore the newest snapshot taken at or before this time (RFC 3339).
-    #[arg(long, value_name = "RFC3339_TIME")]
+    /// Restore the newest snapshot taken at or before this time: "2026-12-01 20:53:31" as
+    /// `snapshots` prints it (UTC), RFC 3339 with a zone, or a date (its end).
+    #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
     /// Only restore this path of the snapshot and what is below it (repeatable).
     #[arg(long = "include", value_name = "PATH")]
@@ -303,9 +327,8 @@ pub struct RestoreArgs {
     /// Re-read every restored file and check it against the snapshot.
     #[arg(long)]
     pub verify: bool,
-    /// Only consider snapshots of this host.
-    #[arg(long)]
-    pub host: Option<String>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
 }
 
 #[derive(Debug, Args)]
@@ -313,8 +336,8 @@ pub struct CheckArgs {
     /// Also download every pack and verify every blob.
     #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
-    /// Verify this percentage of packs (chosen at random).
-    #[arg(long, value_name = "PERCENT")]
+    /// Verify this percentage of packs, chosen at random ("5" or "5%", from 0 to 100).
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     pub read_data_subset: Option<f64>,
     /// Also compare the object lists of all targets and, with --read-data, verify every copy
     /// on every target; reports missing and damaged copies per target.
@@ -324,4 +347,15 @@ pub struct CheckArgs {
     /// bytes): for a verifier that must not hold decryption keys. Implies --all-targets.
     #[arg(long, conflicts_with = "read_data_subset")]
     pub no_key: bool,
+}
+
+/// A percentage from 0 to 100, with or without a trailing "%".
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%').trim_end();
+    match number.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "{text:?} is not a percentage from 0 to 100 (e.g. 5 or 5%)"
+        )),
+    }
 }

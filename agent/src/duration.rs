@@ -5,33 +5,40 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+/// The accepted forms, for messages.
+pub const FORMS: &str =
+    "a number and a unit, e.g. \"30s\", \"5m\", \"30 min\", \"24h\", \"7d\" or \
+     \"1h30m\" (units: ms, s/sec/seconds, m/min/minutes, h/hours, d/days, w/weeks)";
+
 pub fn parse(text: &str) -> Result<Duration> {
     let t = text.trim();
     if t.is_empty() {
-        bail!("empty duration; write e.g. \"30s\", \"5m\", \"24h\"");
+        bail!("empty duration; write {FORMS}");
     }
     let mut total = Duration::ZERO;
     let mut rest = t;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            bail!("duration {text:?}: expected a number at {rest:?}");
+            bail!("duration {text:?}: expected a number at {rest:?}; write {FORMS}");
         }
         let n: u64 = rest[..digits]
             .parse()
             .map_err(|_| anyhow::anyhow!("duration {text:?} is too large"))?;
-        rest = &rest[digits..];
+        rest = rest[digits..].trim_start();
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            "" => bail!("duration {text:?}: a unit is required (ms, s, m, h, d)"),
-            other => bail!("duration {text:?}: unknown unit {other:?} (use ms, s, m, h, d)"),
+        rest = rest[unit_len..].trim_start();
+        let seconds = |k: u64| Duration::from_secs(n.saturating_mul(k));
+        let part = match unit.to_ascii_lowercase().as_str() {
+            "ms" | "msec" => Duration::from_millis(n),
+            "s" | "sec" | "secs" | "second" | "seconds" => seconds(1),
+            "m" | "min" | "mins" | "minute" | "minutes" => seconds(60),
+            "h" | "hr" | "hrs" | "hour" | "hours" => seconds(3600),
+            "d" | "day" | "days" => seconds(86_400),
+            "w" | "week" | "weeks" => seconds(7 * 86_400),
+            "" => bail!("duration {text:?}: the number {n} has no unit; write {FORMS}"),
+            other => bail!("duration {text:?}: unknown unit {other:?}; write {FORMS}"),
         };
         total = total.saturating_add(part);
     }
@@ -49,6 +56,20 @@ mod tests {
         assert_eq!(parse("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse(" 7d ").unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(parse("30 min").unwrap(), Duration::from_secs(1800));
+        assert_eq!(
+            parse("1 hour 30 minutes").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(parse("2w").unwrap(), Duration::from_secs(14 * 86_400));
+    }
+
+    #[test]
+    fn errors_name_the_accepted_forms() {
+        for bad in ["30", "30 fortnights", "min"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("\"30 min\"") && e.contains("units:"), "{e}");
+        }
     }
 
     #[test]
@@ -57,7 +78,6 @@ mod tests {
             "",
             "30",
             "s",
-            "5 m",
             "3x",
             "-1s",
             "1.5h",

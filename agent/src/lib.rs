@@ -14,13 +14,12 @@ mod duration;
 mod exit;
 mod password;
 mod stop;
-
-use clap::Parser;
+mod timefmt;
 
 /// `drvault`.
 pub fn drvault_main() -> std::process::ExitCode {
     harden_process();
-    let cli = cli::Cli::parse();
+    let cli = parse_or_exit::<cli::Cli>();
     // Before the runtime starts any thread. Restore is left alone: it allocates a fresh buffer
     // per blob, and a fixed threshold made it 40 % slower (page faults on every new mapping).
     if matches!(
@@ -34,13 +33,10 @@ pub fn drvault_main() -> std::process::ExitCode {
         alloc::tune();
     }
     init_logging(&cli.global);
+    let json = cli.global.json;
     let code = match commands::run(cli) {
         Ok(code) => code.into(),
-        Err(e) => {
-            let code = exit::classify(&e);
-            eprintln!("drvault: {e:#}");
-            code.into()
-        }
+        Err(e) => report_error("drvault", &e, json).into(),
     };
     // For benches/fleet.sh: how many storage requests this run made.
     if std::env::var_os("DRVAULT_REQUEST_STATS").is_some() {
@@ -55,16 +51,72 @@ pub fn drvault_main() -> std::process::ExitCode {
 /// `drtest`: restore drills with RTO/RPO evidence.
 pub fn drtest_main() -> std::process::ExitCode {
     harden_process();
-    let cli = drill::cli::DrtestCli::parse();
+    let cli = parse_or_exit::<drill::cli::DrtestCli>();
     init_logging(&cli.global);
+    let json = cli.global.json;
     match drill::run(cli) {
         Ok(code) => code.into(),
+        Err(e) => report_error("drtest", &e, json).into(),
+    }
+}
+
+/// Parses the command line; a usage error exits 2 (help and --version 0), and under --json
+/// it is also a JSON object on stdout.
+fn parse_or_exit<C: clap::Parser>() -> C {
+    match C::try_parse() {
+        Ok(c) => c,
         Err(e) => {
-            let code = exit::classify(&e);
-            eprintln!("drtest: {e:#}");
-            code.into()
+            use clap::error::ErrorKind;
+            let is_error = !matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if is_error && std::env::args_os().any(|a| a == "--json") {
+                let message = e.kind().as_str().map_or_else(
+                    || e.to_string().lines().next().unwrap_or_default().to_string(),
+                    |k| k.to_string(),
+                );
+                outln!("{}", json_error(&message, exit::Exit::Usage, "usage"));
+            }
+            e.exit()
         }
     }
+}
+
+/// Prints an error on stderr (and, under --json, as one JSON object on stdout); returns its
+/// exit code.
+fn report_error(program: &str, e: &anyhow::Error, json: bool) -> exit::Exit {
+    let code = exit::classify(e);
+    let message = format_error(e);
+    eprintln!("{program}: {message}");
+    if json {
+        outln!("{}", json_error(&message, code, exit::kind(code)));
+    }
+    code
+}
+
+fn json_error(message: &str, code: exit::Exit, kind: &str) -> serde_json::Value {
+    serde_json::json!({"error": {"message": message, "exit_code": code as u8, "kind": kind}})
+}
+
+/// The cause chain, each cause once: storage errors repeat their source's text in their own
+/// message ("Generic S3 error: Error performing POST …: HTTP error: …" nests five deep), so a
+/// cause whose text is already part of the message is left out.
+fn format_error(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// The process holds the passphrase and data keys: no core dump may write them to disk and no
@@ -121,5 +173,24 @@ fn init_logging(g: &cli::Global) {
                 builder.init()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_cause_is_printed_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error sending request: connection timed out")]
+        struct Inner;
+        #[derive(Debug, thiserror::Error)]
+        #[error("Generic S3 error: Error performing POST in 30.0s - {0}")]
+        struct Outer(#[source] Inner);
+        let e = anyhow::Error::from(Outer(Inner)).context("deleting locks/x on target s3");
+        assert_eq!(
+            super::format_error(&e),
+            "deleting locks/x on target s3: Generic S3 error: Error performing POST in 30.0s - \
+             error sending request: connection timed out"
+        );
     }
 }

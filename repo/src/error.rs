@@ -84,6 +84,9 @@ pub enum Error {
 impl Error {
     /// True when the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
+        if self.is_not_permitted() {
+            return false;
+        }
         matches!(
             self,
             Error::Storage { .. }
@@ -93,6 +96,19 @@ impl Error {
                 | Error::Incomplete { .. }
                 | Error::KeyringChanged
                 | Error::SessionLapsed { .. }
+        )
+    }
+
+    /// True when the storage provider refused the credentials or the operation (HTTP 401/403,
+    /// EACCES): another key or policy is needed, not another try.
+    pub fn is_not_permitted(&self) -> bool {
+        matches!(
+            self,
+            Error::Storage {
+                source: object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. },
+                ..
+            }
         )
     }
 
@@ -113,5 +129,32 @@ impl From<drvault_keyring::Error> for Error {
             drvault_keyring::Error::WrongPassphrase => Error::WrongPassphrase,
             other => Error::Key(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_credentials_are_not_permitted_and_not_retried() {
+        let denied = Error::Storage {
+            object: "keys/x".into(),
+            source: object_store::Error::PermissionDenied {
+                path: "keys/x".into(),
+                source: "403 Forbidden".into(),
+            },
+        };
+        assert!(denied.is_not_permitted());
+        assert!(!denied.is_retryable());
+        let timeout = Error::Storage {
+            object: "keys/x".into(),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: "timed out".into(),
+            },
+        };
+        assert!(!timeout.is_not_permitted());
+        assert!(timeout.is_retryable());
     }
 }

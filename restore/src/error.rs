@@ -38,8 +38,35 @@ pub enum Error {
         drvault_repo::printable::path(path)
     )]
     Verify { path: PathBuf, reason: String },
+    /// Some files could not be restored (damaged or missing data on every target, or a failed
+    /// `--verify`); everything else was. None of them is left under its name.
+    #[error("{}", damaged_summary(.0))]
+    Damaged(Box<crate::RestoreStats>),
+    /// The includes match nothing in the snapshot.
+    #[error("{what} matches nothing in snapshot {snapshot}, which holds {paths}; name a path as `drvault ls {snapshot}` shows it")]
+    NothingSelected {
+        what: String,
+        snapshot: String,
+        paths: String,
+    },
     #[error("{0}")]
     Invalid(String),
+}
+
+fn damaged_summary(stats: &crate::RestoreStats) -> String {
+    let n = stats.damaged.len();
+    let first = stats
+        .damaged
+        .first()
+        .map(|d| format!("{} ({})", d.path, d.reason))
+        .unwrap_or_default();
+    format!(
+        "{n} {} could not be restored and {} not left in the target (first: {first}); everything \
+         else was restored. Run `drvault check --read-data` to find the damaged objects and \
+         `drvault repair` to replace them from an intact target",
+        if n == 1 { "file" } else { "files" },
+        if n == 1 { "is" } else { "are" },
+    )
 }
 
 pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

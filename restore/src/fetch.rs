@@ -28,26 +28,51 @@ struct Want {
     targets: Vec<(u32, u64)>,
 }
 
-/// Writes the content of `files`, which already exist with their final size.
+/// Bytes of one restored file that could not be written: the blob holding them is damaged or
+/// missing on every target.
+#[derive(Debug, Clone)]
+pub(crate) struct Hole {
+    pub file: u32,
+    pub start: u64,
+    pub end: u64,
+    pub reason: String,
+}
+
+/// A read failure that stops nothing else: the bytes are damaged or gone everywhere. Anything
+/// else (every target unreachable, a local write error) stops the restore.
+fn is_damage(e: &drvault_repo::Error) -> bool {
+    matches!(
+        e,
+        drvault_repo::Error::Integrity { .. }
+            | drvault_repo::Error::NotFound { .. }
+            | drvault_repo::Error::Key(drvault_keyring::Error::UnknownEpoch(_))
+    )
+}
+
+/// Writes the content of `files`, which already exist with their final size. Returns the bytes
+/// written and the ranges that could not be (after every target was tried).
 pub(crate) fn write_contents(
     rt: &Handle,
     repo: Arc<Repository>,
     target: Arc<Target>,
     files: &[RestoredFile],
     parallel: usize,
-) -> Result<u64> {
+) -> Result<(u64, Vec<Hole>)> {
+    let mut holes = Vec::new();
     let mut by_pack: HashMap<Id, HashMap<Id, Want>> = HashMap::new();
     for (n, file) in files.iter().enumerate() {
         let mut offset = 0u64;
         for id in &file.content {
-            let loc = repo.locate(id).ok_or_else(|| {
-                Error::Repo(drvault_repo::Error::NotFound {
-                    name: format!(
-                        "blob {id} of {}",
-                        drvault_repo::printable::path(&target.display(&file.rel))
-                    ),
-                })
-            })?;
+            let Some(loc) = repo.locate(id) else {
+                // The blob's length is unknown, so is where the rest of the file goes.
+                holes.push(Hole {
+                    file: n as u32,
+                    start: offset,
+                    end: file.size.max(offset),
+                    reason: format!("blob {id} is in no index of the repository"),
+                });
+                break;
+            };
             by_pack
                 .entry(loc.pack)
                 .or_default()
@@ -75,15 +100,20 @@ pub(crate) fn write_contents(
             split_spans(wants).into_iter().map(move |s| (pack, s))
         })
         .collect();
-    rt.block_on(async {
+    let (written, damaged) = rt.block_on(async {
         futures::stream::iter(spans)
             .map(|(pack, wants)| {
                 fetch_span(repo.clone(), target.clone(), files.clone(), pack, wants)
             })
             .buffer_unordered(parallel.max(1))
-            .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
+            .try_fold((0u64, Vec::new()), |(n, mut all), (m, holes)| async move {
+                all.extend(holes);
+                Ok((n + m, all))
+            })
             .await
-    })
+    })?;
+    holes.extend(damaged);
+    Ok((written, holes))
 }
 
 fn split_spans(wants: Vec<Want>) -> Vec<Vec<Want>> {
@@ -104,22 +134,64 @@ fn split_spans(wants: Vec<Want>) -> Vec<Vec<Want>> {
     spans
 }
 
+/// Reads one span and writes its blobs. When the span cannot be read intact from any target,
+/// each blob is read on its own, so only the damaged ones are lost.
 async fn fetch_span(
     repo: Arc<Repository>,
     target: Arc<Target>,
     files: Arc<Vec<(std::path::PathBuf, crate::fsops::FileId)>>,
     pack: Id,
     wants: Vec<Want>,
-) -> Result<u64> {
-    let name = paths::pack(&pack);
+) -> Result<(u64, Vec<Hole>)> {
+    match read_span(&repo, &pack, &wants).await {
+        Ok(plains) => Ok((write_span(target, files, wants, plains).await?, Vec::new())),
+        Err(e) if !is_damage(&e) => Err(e.into()),
+        Err(e) if wants.len() == 1 => Ok((0, holes_of(&wants[0], &e))),
+        Err(_) => {
+            let mut written = 0;
+            let mut holes = Vec::new();
+            for want in wants {
+                let one = std::slice::from_ref(&want);
+                match read_span(&repo, &pack, one).await {
+                    Ok(plains) => {
+                        written +=
+                            write_span(target.clone(), files.clone(), vec![want], plains).await?
+                    }
+                    Err(e) if is_damage(&e) => holes.extend(holes_of(&want, &e)),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok((written, holes))
+        }
+    }
+}
+
+fn holes_of(want: &Want, e: &drvault_repo::Error) -> Vec<Hole> {
+    want.targets
+        .iter()
+        .map(|&(file, offset)| Hole {
+            file,
+            start: offset,
+            end: offset + u64::from(want.entry.raw_length),
+            reason: e.to_string(),
+        })
+        .collect()
+}
+
+/// Reads and opens the blobs of `wants` (neighbours in one pack), trying every target.
+async fn read_span(
+    repo: &Arc<Repository>,
+    pack: &Id,
+    wants: &[Want],
+) -> drvault_repo::Result<Vec<Vec<u8>>> {
+    let name = paths::pack(pack);
     let start = u64::from(wants[0].entry.offset);
     let last = &wants[wants.len() - 1].entry;
     let end = u64::from(last.offset) + u64::from(last.length);
     let entries: Arc<Vec<PackEntry>> = Arc::new(wants.iter().map(|w| w.entry).collect());
     // Decryption and decompression are CPU work: off the async workers. A copy that fails to
     // verify sends the read on to the next target.
-    let plains = repo
-        .store()
+    repo.store()
         .get_range_with(&name, start..end, |bytes| {
             let (repo, entries, name) = (repo.clone(), entries.clone(), name.clone());
             async move {
@@ -130,7 +202,15 @@ async fn fetch_span(
                     })?
             }
         })
-        .await?;
+        .await
+}
+
+async fn write_span(
+    target: Arc<Target>,
+    files: Arc<Vec<(std::path::PathBuf, crate::fsops::FileId)>>,
+    wants: Vec<Want>,
+    plains: Vec<Vec<u8>>,
+) -> Result<u64> {
     tokio::task::spawn_blocking(move || -> Result<u64> {
         let mut written = 0;
         for (w, plain) in wants.iter().zip(plains) {

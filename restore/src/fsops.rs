@@ -50,6 +50,9 @@ impl FileId {
     }
 }
 
+/// Temporary names of files being restored begin with this.
+pub const TEMP_PREFIX: &str = ".drvault-restore-";
+
 /// Set once the kernel answered ENOSYS to openat2 (before Linux 5.6).
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
@@ -201,10 +204,12 @@ impl Target {
         }
     }
 
-    /// Creates the regular file `rel` (owner-only), sparse at its final size.
-    pub fn create_file(&self, rel: &Path, size: u64) -> Result<FileId> {
-        let (dir, name) = self.parent(rel)?;
-        self.clear(&dir, name, rel)?;
+    /// Creates the file that will become `rel` under a temporary name beside it (owner-only,
+    /// sparse at its final size): a file is under its final name only once its content is
+    /// complete. Returns the temporary path. A crash leaves only `.drvault-restore-*` names.
+    pub fn create_temp(&self, rel: &Path, tag: &str, size: u64) -> Result<(PathBuf, FileId)> {
+        let temp = rel.with_file_name(format!("{TEMP_PREFIX}{tag}"));
+        let (dir, name) = self.parent(&temp)?;
         let fd = rustix::fs::openat(
             &dir,
             name,
@@ -212,11 +217,39 @@ impl Target {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| match e {
-            Errno::EXIST => self.changed(rel, "something was put in its place"),
+            Errno::EXIST => self.changed(&temp, "something was put in its place"),
+            e => io(&self.display(&temp))(e.into()),
+        })?;
+        rustix::fs::ftruncate(&fd, size).map_err(|e| io(&self.display(&temp))(e.into()))?;
+        let id = FileId::of(&fstat(&fd, self, &temp)?);
+        Ok((temp, id))
+    }
+
+    /// Renames the complete file at `temp` (checked to be the one created) to `rel`, replacing
+    /// whatever non-directory is there in one step.
+    pub fn install(&self, temp: &Path, id: FileId, rel: &Path) -> Result<()> {
+        let (dir, temp_name) = self.parent(temp)?;
+        self.open_entry(&dir, temp_name, temp, id)?;
+        let name = rel
+            .file_name()
+            .ok_or_else(|| Error::Invalid(format!("{} has no name", rel.display())))?;
+        rustix::fs::renameat(&dir, temp_name, &dir, name).map_err(|e| match e {
+            Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST => Error::UnsafeTarget(self.display(rel)),
+            Errno::NOENT => self.changed(temp, "it was removed"),
             e => io(&self.display(rel))(e.into()),
         })?;
-        rustix::fs::ftruncate(&fd, size).map_err(|e| io(&self.display(rel))(e.into()))?;
-        Ok(FileId::of(&fstat(&fd, self, rel)?))
+        if self.stat_at(&dir, name, rel)? != id {
+            return Err(self.changed(rel, "it was replaced by another file"));
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary file of a file that could not be restored.
+    pub fn discard(&self, temp: &Path, id: FileId) -> Result<()> {
+        let (dir, name) = self.parent(temp)?;
+        self.open_entry(&dir, name, temp, id)?;
+        rustix::fs::unlinkat(&dir, name, AtFlags::empty())
+            .map_err(|e| io(&self.display(temp))(e.into()))
     }
 
     /// Opens a file this restore created, checking it is still that file.

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use drvault_repo::format::{validate_name, Node, NodeKind};
+use drvault_repo::format::{validate_name, Node, NodeKind, Snapshot};
 use drvault_repo::{printable, Id, Repository};
 use tokio::runtime::Handle;
 
@@ -38,6 +38,21 @@ pub struct RestoreStats {
     pub skipped: u64,
     pub warnings: Vec<String>,
     pub verified_files: u64,
+    /// Files (and hard links to them) that could not be restored: none of them is left under
+    /// its name. Empty on success; a restore with damage returns [`Error::Damaged`].
+    pub damaged: Vec<DamagedFile>,
+}
+
+/// A file the restore could not write intact (the blobs of these byte ranges are damaged or
+/// missing on every target, or re-reading it disagreed with the snapshot).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DamagedFile {
+    /// The full path it would have had.
+    pub path: String,
+    /// Byte ranges `[start, end)` of the file that could not be restored (empty when the
+    /// whole entry is lost, as for a hard link whose source is damaged).
+    pub ranges: Vec<(u64, u64)>,
+    pub reason: String,
 }
 
 struct Entry {
@@ -81,6 +96,7 @@ fn collect(
     repo: &Repository,
     root: Id,
     includes: &[Vec<Vec<u8>>],
+    matched: &mut [bool],
 ) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     // (tree, its components, everything below is included)
@@ -103,6 +119,11 @@ fn collect(
                 Include::Partial if node.kind == NodeKind::Dir => false,
                 Include::Partial => continue,
             };
+            for (k, inc) in includes.iter().enumerate() {
+                if !matched[k] && *inc == comps {
+                    matched[k] = true;
+                }
+            }
             let rel = join(&comps);
             let key = comps.join(&b'/');
             if let Some(sub) = node.subtree {
@@ -119,24 +140,46 @@ fn join(comps: &[Vec<u8>]) -> PathBuf {
     comps.iter().map(|c| OsStr::from_bytes(c)).collect()
 }
 
-/// A regular file of the restore: where it is, what it is, what it holds.
+/// A regular file of the restore: where it is written (a temporary name), what it is, what it
+/// holds.
 pub(crate) struct RestoredFile {
     pub rel: PathBuf,
     pub id: FileId,
     pub content: Vec<Id>,
+    pub size: u64,
+    /// The entry it becomes.
+    pub entry: usize,
 }
 
-/// Restores the tree `root` into `opts.target`.
+/// Restores snapshot `id` (or the parts `opts.includes` names) into `opts.target`. Fails with
+/// [`Error::NothingSelected`] when an include names nothing in the snapshot, and with
+/// [`Error::Damaged`] (listing each file) when some files could not be restored intact.
 pub fn restore(
     rt: &Handle,
     repo: Arc<Repository>,
-    root: Id,
+    (id, snapshot): (&Id, &Snapshot),
     opts: &RestoreOptions,
 ) -> Result<RestoreStats> {
     let mut stats = RestoreStats::default();
+    let mut matched: Vec<bool> = opts.includes.iter().map(|i| i.is_empty()).collect();
+    let entries = collect(rt, &repo, snapshot.tree, &opts.includes, &mut matched)?;
+    let missing: Vec<String> = opts
+        .includes
+        .iter()
+        .zip(&matched)
+        .filter(|(_, m)| !**m)
+        .map(|(inc, _)| format!("/{}", printable::bytes(&inc.join(&b'/'))))
+        .collect();
+    if !missing.is_empty() {
+        let paths: Vec<String> = snapshot.paths.iter().map(|p| printable::bytes(p)).collect();
+        return Err(Error::NothingSelected {
+            what: format!("--include {}", missing.join(", ")),
+            snapshot: id.short(),
+            paths: paths.join(", "),
+        });
+    }
     let target = Arc::new(Target::open(&opts.target)?);
     crate::hwm("start");
-    let entries = collect(rt, &repo, root, &opts.includes)?;
     crate::hwm("collected");
     let as_root = rustix::process::geteuid().is_root();
     let shown = |e: &Entry| printable::path(&target.display(&e.rel));
@@ -181,16 +224,21 @@ pub fn restore(
         }
     }
     drvault_repo::failpoint::hit_blocking("restore.after-dirs");
-    for_each_parallel(&to_create, |&i| {
+    // Files are written under temporary names and renamed once complete.
+    let token = temp_token();
+    let temps: Vec<OnceLock<PathBuf>> = entries.iter().map(|_| OnceLock::new()).collect();
+    let made = for_each_parallel(&to_create, |&i| {
         let e = &entries[i];
         let id = if e.node.kind == NodeKind::Fifo {
             target.mkfifo(&e.rel)?
         } else {
-            target.create_file(&e.rel, e.node.size)?
+            let (temp, id) = target.create_temp(&e.rel, &format!("{token}-{i}"), e.node.size)?;
+            let _ = temps[i].set(temp);
+            id
         };
         let _ = ids[i].set(id);
         Ok(Vec::new())
-    })?;
+    });
     let created = |i: usize| {
         ids[i]
             .get()
@@ -198,20 +246,66 @@ pub fn restore(
             .ok_or_else(|| Error::Invalid(format!("{} was not created", shown(&entries[i]))))
     };
     let mut files: Vec<RestoredFile> = Vec::with_capacity(stats.files as usize);
-    for &i in &to_create {
-        if entries[i].node.kind == NodeKind::File {
+    for (i, temp) in temps.iter().enumerate() {
+        if let (Some(temp), Some(id)) = (temp.get(), ids[i].get()) {
             files.push(RestoredFile {
-                rel: entries[i].rel.clone(),
-                id: created(i)?,
+                rel: temp.clone(),
+                id: *id,
                 content: entries[i].node.content.clone(),
+                size: entries[i].node.size,
+                entry: i,
             });
         }
     }
-    crate::hwm("created");
-    drvault_repo::failpoint::hit_blocking("restore.before-contents");
-    stats.bytes =
-        crate::fetch::write_contents(rt, repo.clone(), target.clone(), &files, opts.parallel)?;
+    // From here on a failure that stops the restore removes the temporary files first.
+    let written = made.and_then(|_| {
+        crate::hwm("created");
+        drvault_repo::failpoint::hit_blocking("restore.before-contents");
+        crate::fetch::write_contents(rt, repo.clone(), target.clone(), &files, opts.parallel)
+    });
+    let (bytes, holes) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            for f in &files {
+                let _ = target.discard(&f.rel, f.id);
+            }
+            return Err(e);
+        }
+    };
+    stats.bytes = bytes;
     crate::hwm("written");
+    let mut lost = damage_by_file(&files, holes);
+    if opts.verify {
+        let sound: Vec<&RestoredFile> = files
+            .iter()
+            .filter(|f| !lost.contains_key(&f.entry))
+            .collect();
+        let (verified, failed) = crate::verify::verify_files(&repo, &target, &sound)?;
+        stats.verified_files = verified;
+        for (entry, reason) in failed {
+            lost.insert(entry, (Vec::new(), reason));
+        }
+    }
+    // Complete files take their names; damaged ones are removed.
+    let finish: Vec<&RestoredFile> = files.iter().collect();
+    for_each_parallel(&finish, |f| {
+        if lost.contains_key(&f.entry) {
+            target.discard(&f.rel, f.id)?;
+        } else {
+            target.install(&f.rel, f.id, &entries[f.entry].rel)?;
+        }
+        Ok(Vec::new())
+    })?;
+    stats.files -= lost.len() as u64;
+    let mut lost_keys: HashMap<&[u8], usize> = HashMap::new();
+    for (&i, (ranges, reason)) in &lost {
+        lost_keys.insert(entries[i].key.as_slice(), i);
+        stats.damaged.push(DamagedFile {
+            path: shown(&entries[i]),
+            ranges: ranges.clone(),
+            reason: reason.clone(),
+        });
+    }
 
     for &i in &later {
         let e = &entries[i];
@@ -223,6 +317,17 @@ pub fn restore(
                         object: format!("hard link {}", shown(e)),
                         reason: "link source is not a path inside the snapshot".into(),
                     }));
+                }
+                if let Some(&src) = lost_keys.get(e.node.target.as_slice()) {
+                    stats.damaged.push(DamagedFile {
+                        path: shown(e),
+                        ranges: Vec::new(),
+                        reason: format!(
+                            "hard link to {}, which could not be restored",
+                            shown(&entries[src])
+                        ),
+                    });
+                    continue;
                 }
                 match link_source_entry.get(e.node.target.as_slice()) {
                     Some(&src) => {
@@ -250,7 +355,7 @@ pub fn restore(
             matches!(
                 entries[i].node.kind,
                 NodeKind::File | NodeKind::Fifo | NodeKind::Symlink
-            )
+            ) && !lost.contains_key(&i)
         })
         .collect();
     drvault_repo::failpoint::hit_blocking("restore.before-metadata");
@@ -264,9 +369,6 @@ pub fn restore(
         target.apply_metadata(&e.rel, created(i)?, &e.node, kind, as_root)
     })?;
     stats.warnings.extend(warnings);
-    if opts.verify {
-        stats.verified_files = crate::verify::verify_files(&repo, &target, &files)?;
-    }
     drvault_repo::failpoint::hit_blocking("restore.before-dir-metadata");
     for (i, e) in entries.iter().enumerate().rev() {
         if e.node.kind == NodeKind::Dir {
@@ -274,7 +376,47 @@ pub fn restore(
             stats.warnings.extend(w);
         }
     }
-    Ok(stats)
+    if stats.damaged.is_empty() {
+        Ok(stats)
+    } else {
+        stats.damaged.sort_by(|a, b| a.path.cmp(&b.path));
+        Err(Error::Damaged(Box::new(stats)))
+    }
+}
+
+/// Unique per restore: the temporary names of two restores into one tree never collide.
+fn temp_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:x}{:08x}", std::process::id(), nanos)
+}
+
+/// The damaged byte ranges of each file (by entry), merged, with the first reason.
+fn damage_by_file(
+    files: &[RestoredFile],
+    holes: Vec<crate::fetch::Hole>,
+) -> HashMap<usize, (Vec<(u64, u64)>, String)> {
+    let mut by_file: HashMap<usize, (Vec<(u64, u64)>, String)> = HashMap::new();
+    for h in holes {
+        let entry = files[h.file as usize].entry;
+        let slot = by_file
+            .entry(entry)
+            .or_insert_with(|| (Vec::new(), h.reason.clone()));
+        slot.0.push((h.start, h.end));
+    }
+    for (ranges, _) in by_file.values_mut() {
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for &(s, e) in ranges.iter() {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        *ranges = merged;
+    }
+    by_file
 }
 
 /// Runs `f` over `items` on one thread per core; returns the warnings, or the first error.

@@ -10,11 +10,13 @@ use crate::fsops::Target;
 use crate::plan::RestoredFile;
 use crate::{Error, Result};
 
+/// Re-reads each file (under its temporary name, before its metadata is applied); returns how
+/// many matched and, for those that did not, the entry and the reason.
 pub(crate) fn verify_files(
     repo: &Repository,
     target: &Target,
-    files: &[RestoredFile],
-) -> Result<u64> {
+    files: &[&RestoredFile],
+) -> Result<(u64, Vec<(usize, String)>)> {
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -22,28 +24,43 @@ pub(crate) fn verify_files(
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                s.spawn(|| -> Result<u64> {
+                s.spawn(|| -> Result<(u64, Vec<(usize, String)>)> {
                     let mut n = 0;
+                    let mut failed = Vec::new();
                     let mut buf = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(file) = files.get(i) else {
-                            return Ok(n);
+                            return Ok((n, failed));
                         };
                         let f = target.open_file(&file.rel, file.id, false)?;
-                        verify_one(repo, f, &target.display(&file.rel), &file.content, &mut buf)?;
-                        n += 1;
+                        match verify_one(
+                            repo,
+                            f,
+                            &target.display(&file.rel),
+                            &file.content,
+                            &mut buf,
+                        ) {
+                            Ok(()) => n += 1,
+                            Err(Error::Verify { reason, .. }) => {
+                                failed.push((file.entry, format!("verification failed: {reason}")))
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                 })
             })
             .collect();
         let mut total = 0;
+        let mut failed = Vec::new();
         for h in handles {
-            total += h
+            let (n, f) = h
                 .join()
                 .map_err(|_| Error::Invalid("verify worker panicked".into()))??;
+            total += n;
+            failed.extend(f);
         }
-        Ok(total)
+        Ok((total, failed))
     })
 }
 

@@ -235,3 +235,16 @@ pub fn copy_tree(from: &Path, to: &Path) {
         std::fs::copy(&f, &dest).unwrap();
     }
 }
+
+/// drvault's exit codes (README.md "Exit codes"): restic's where restic has one.
+pub mod code {
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const PARTIAL: i32 = 3;
+    pub const NO_REPOSITORY: i32 = 10;
+    pub const LOCKED: i32 = 11;
+    pub const WRONG_PASSWORD: i32 = 12;
+    pub const INTEGRITY: i32 = 20;
+    pub const NOT_PERMITTED: i32 = 21;
+    pub const INTERRUPTED: i32 = 130;
+}

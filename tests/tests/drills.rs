@@ -221,7 +221,7 @@ fn a_drill_without_the_primary_restores_from_the_secondary_and_passes() {
     bytes[30] ^= 0x20;
     fs::write(&entry, bytes).unwrap();
     let out = site.drvault(&["audit", "verify"]);
-    assert_eq!(out.status.code(), Some(11));
+    assert_eq!(out.status.code(), Some(drvault_tests::code::INTEGRITY));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("entry 1"),
         "{}",

@@ -330,7 +330,7 @@ fn restores_fall_back_past_a_dead_or_damaged_preferred_target_and_repair_fixes_i
         .unwrap();
     assert_eq!(
         out.status.code(),
-        Some(11),
+        Some(drvault_tests::code::INTEGRITY),
         "damage found: {}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -347,7 +347,7 @@ fn restores_fall_back_past_a_dead_or_damaged_preferred_target_and_repair_fixes_i
     assert_eq!(corrupt, want);
     assert!(report["copies"]["lost"].as_array().unwrap().is_empty());
     let (code, _) = geo.json(&["check", "--all-targets", "--read-data", "--json"]);
-    assert_eq!(code, Some(11));
+    assert_eq!(code, Some(drvault_tests::code::INTEGRITY));
 
     // repair replaces the damaged copies; afterwards every copy verifies.
     let out = geo

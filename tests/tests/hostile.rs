@@ -137,7 +137,7 @@ fn traversal_names_are_refused() {
         let out = restore_forged(&env, |_, _| {});
         assert_eq!(
             out.status.code(),
-            Some(11),
+            Some(drvault_tests::code::INTEGRITY),
             "name {bad:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
@@ -163,7 +163,7 @@ fn duplicate_names_cannot_redirect_through_a_symlink() {
     let out = restore_forged(&env, |_, _| {});
     assert_eq!(
         out.status.code(),
-        Some(11),
+        Some(drvault_tests::code::INTEGRITY),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -204,7 +204,7 @@ fn symlinks_in_snapshot_or_target_are_never_followed() {
     let out = restore_forged(&env, |_, _| {});
     assert_eq!(
         out.status.code(),
-        Some(11),
+        Some(drvault_tests::code::INTEGRITY),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -283,7 +283,7 @@ fn wrong_passphrase_is_a_clear_error_with_its_code() {
         .env("DRVAULT_PASSWORD", "not the passphrase")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(10));
+    assert_eq!(out.status.code(), Some(drvault_tests::code::WRONG_PASSWORD));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("wrong passphrase"), "{stderr}");
     assert!(
@@ -318,7 +318,7 @@ fn wrong_passphrase_is_a_clear_error_with_its_code() {
         .env("DRVAULT_PASSWORD", PASSWORD)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(12));
+    assert_eq!(out.status.code(), Some(drvault_tests::code::NO_REPOSITORY));
     // init twice is refused.
     let out = env.run(&["init", "--kdf-memory-kib", "64"]);
     assert!(!out.status.success());
@@ -351,7 +351,7 @@ fn a_flipped_byte_is_found_by_check_read_data() {
     fs::write(&pack, &bytes).unwrap();
     let name = pack.file_name().unwrap().to_string_lossy().to_string();
     let out = env.run(&["check", "--read-data"]);
-    assert_eq!(out.status.code(), Some(11));
+    assert_eq!(out.status.code(), Some(drvault_tests::code::INTEGRITY));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&name),
         "{}",
@@ -364,7 +364,7 @@ fn a_flipped_byte_is_found_by_check_read_data() {
         "--target",
         env.path("t").to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(11));
+    assert_eq!(out.status.code(), Some(drvault_tests::code::INTEGRITY));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&name));
 }
 
@@ -387,19 +387,19 @@ fn truncated_and_garbage_objects_are_named_errors() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&name));
     let out = env.run(&["check"]);
-    assert_eq!(out.status.code(), Some(11));
+    assert_eq!(out.status.code(), Some(drvault_tests::code::INTEGRITY));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&name));
     // Truncate every pack to a few bytes: check names them, nothing panics.
     for p in packs(&env) {
         fs::write(&p, b"xy").unwrap();
     }
     let out = env.run(&["check", "--read-data"]);
-    assert_eq!(out.status.code(), Some(11));
+    assert_eq!(out.status.code(), Some(drvault_tests::code::INTEGRITY));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
     // A garbage config.
     fs::write(env.repo().join("config"), b"{not json").unwrap();
     let out = env.run(&["snapshots"]);
-    assert_eq!(out.status.code(), Some(11));
+    assert_eq!(out.status.code(), Some(drvault_tests::code::INTEGRITY));
     assert!(String::from_utf8_lossy(&out.stderr).contains("config"));
 }
 
@@ -445,7 +445,7 @@ fn a_second_key_slot_opens_the_same_repository() {
         .arg("snapshots")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(10));
+    assert_eq!(out.status.code(), Some(drvault_tests::code::WRONG_PASSWORD));
 }
 
 #[test]
@@ -490,7 +490,11 @@ fn a_tree_that_repeats_one_subtree_at_every_level_is_refused_not_expanded() {
     ] {
         let out = run_bounded(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(11), "drvault {args:?}: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(drvault_tests::code::INTEGRITY),
+            "drvault {args:?}: {stderr}"
+        );
         assert!(stderr.contains("forged snapshot"), "{stderr}");
     }
 }

@@ -148,7 +148,7 @@ fn rotation_and_reencryption_retire_the_old_epoch_and_keep_every_snapshot() {
     let out = env.run(&["snapshots"]);
     assert_eq!(
         out.status.code(),
-        Some(11),
+        Some(drvault_tests::code::INTEGRITY),
         "an epoch-1 object cannot be opened: {}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -203,7 +203,10 @@ fn slots_can_be_added_changed_and_removed_but_never_the_last() {
 
     // A removed passphrase no longer opens the repository.
     env.ok(&["key", "remove", &first_slot[..12]]);
-    assert_eq!(env.run(&["snapshots"]).status.code(), Some(10));
+    assert_eq!(
+        env.run(&["snapshots"]).status.code(),
+        Some(drvault_tests::code::WRONG_PASSWORD)
+    );
     assert!(with(&second, &["snapshots"]).status.success());
 
     // The recovery key opens the repository; then its slot goes too.
@@ -211,7 +214,10 @@ fn slots_can_be_added_changed_and_removed_but_never_the_last() {
     assert!(with(&second, &["key", "remove", &recovery_slot[..12]])
         .status
         .success());
-    assert_eq!(with(&recovery_file, &["snapshots"]).status.code(), Some(10));
+    assert_eq!(
+        with(&recovery_file, &["snapshots"]).status.code(),
+        Some(drvault_tests::code::WRONG_PASSWORD)
+    );
     // The last slot cannot be removed.
     let out = with(
         &second,
@@ -239,7 +245,10 @@ fn slots_can_be_added_changed_and_removed_but_never_the_last() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(with(&second, &["snapshots"]).status.code(), Some(10));
+    assert_eq!(
+        with(&second, &["snapshots"]).status.code(),
+        Some(drvault_tests::code::WRONG_PASSWORD)
+    );
     assert!(with(&third, &["snapshots"]).status.success());
 
     // A wrong passphrase changes nothing and says so with its exit code.
@@ -250,7 +259,11 @@ fn slots_can_be_added_changed_and_removed_but_never_the_last() {
         vec!["key", "remove", "abc"],
         vec!["key", "reencrypt"],
     ] {
-        assert_eq!(with(&wrong, &args).status.code(), Some(10), "{args:?}");
+        assert_eq!(
+            with(&wrong, &args).status.code(),
+            Some(drvault_tests::code::WRONG_PASSWORD),
+            "{args:?}"
+        );
     }
     let list: Value =
         serde_json::from_slice(&with(&third, &["key", "list", "--json"]).stdout).unwrap();
@@ -422,7 +435,10 @@ fn a_new_master_key_leaves_the_old_one_unable_to_read_anything() {
             .output()
             .unwrap()
     };
-    assert_eq!(with_recovery().status.code(), Some(10));
+    assert_eq!(
+        with_recovery().status.code(),
+        Some(drvault_tests::code::WRONG_PASSWORD)
+    );
     env.ok(&["check", "--read-data"]);
     env.restore_and_compare("latest", &src, "r");
 
@@ -434,7 +450,7 @@ fn a_new_master_key_leaves_the_old_one_unable_to_read_anything() {
     let out = with_recovery();
     assert_eq!(
         out.status.code(),
-        Some(11),
+        Some(drvault_tests::code::INTEGRITY),
         "old keys open nothing: {}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -503,7 +519,7 @@ fn key_operations_are_in_a_hash_chained_audit_log_that_detects_tampering() {
     .unwrap();
     drop(conn);
     let out = env.run(&["audit", "verify", "--json"]);
-    assert_eq!(out.status.code(), Some(11));
+    assert_eq!(out.status.code(), Some(drvault_tests::code::INTEGRITY));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["catalog_mismatches"][0][0], 2, "{report}");
 
@@ -514,7 +530,7 @@ fn key_operations_are_in_a_hash_chained_audit_log_that_detects_tampering() {
     bytes[last] ^= 1;
     fs::write(&entry, bytes).unwrap();
     let out = env.run(&["audit", "verify", "--json"]);
-    assert_eq!(out.status.code(), Some(11));
+    assert_eq!(out.status.code(), Some(drvault_tests::code::INTEGRITY));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["first_broken"][0], 2, "{report}");
 

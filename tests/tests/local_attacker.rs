@@ -400,9 +400,20 @@ fn a_file_replaced_by_another_users_file_gets_neither_content_nor_ownership() {
         &env.path("fp"),
         "restore.before-contents",
     );
-    // The user unlinks the restore's empty file and makes their own; ext4 and XFS tend to
-    // hand the freed inode number straight back.
-    let victim = restored(&target, &src).join("d0/sub/f1");
+    // The user unlinks the restore's empty file (under its temporary name until it is
+    // complete) and makes their own; ext4 and XFS tend to hand the freed inode number straight
+    // back.
+    let dir = restored(&target, &src).join("d0/sub");
+    let victim = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".drvault-restore-")
+        })
+        .expect("a file being restored");
     let before = fs::metadata(&victim).unwrap().ino();
     fs::remove_file(&victim).unwrap();
     fs::write(&victim, b"mine").unwrap();

@@ -354,7 +354,11 @@ fn a_damaged_mark_stops_prune_and_bad_options_are_refused() {
 
     let out = env.run(&["prune", "--grace", "0s"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(11), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(drvault_tests::code::INTEGRITY),
+        "{stderr}"
+    );
     assert!(stderr.contains(&format!("prune/{name}")), "{stderr}");
     let mut after = files_below(&env.repo());
     after.retain(|f| !f.starts_with(env.repo().join("locks")));
@@ -365,7 +369,7 @@ fn a_damaged_mark_stops_prune_and_bad_options_are_refused() {
     assert_eq!(after, before, "nothing was written or deleted");
     // check names it; a backup still runs (prune will not delete what the mark lists).
     let out = env.run(&["check"]);
-    assert_eq!(out.status.code(), Some(11));
+    assert_eq!(out.status.code(), Some(drvault_tests::code::INTEGRITY));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&name));
     env.ok(&["backup", src.to_str().unwrap()]);
 

@@ -113,13 +113,7 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
     }
 }
 
-/// An RFC 3339 time, or a date (midnight UTC).
+/// A time or a date (midnight UTC).
 fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    let d = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
-        anyhow::anyhow!("{text:?} is neither an RFC 3339 time nor a date like 2026-10-01")
-    })?;
-    Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+    crate::timefmt::parse(text, crate::timefmt::DateMeans::StartOfDay)
 }

@@ -84,6 +84,17 @@ fn stop_on_signals(ctx: &Context) {
 
 /// Runs one backup (creating the repository first with `--init`); prints nothing on stdout.
 pub fn backup_once(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Done> {
+    // A path given that is not there (an unmounted volume, a typo) fails the backup before
+    // anything is written: an empty snapshot would become "latest" and count for --keep-last.
+    for p in &a.paths {
+        if let Err(e) = std::fs::symlink_metadata(p) {
+            anyhow::bail!(
+                "cannot back up {}: {e}; no snapshot was made (is the volume mounted, the path \
+                 spelt right?)",
+                drvault_repo::printable::path(p)
+            );
+        }
+    }
     if a.init && !repository_exists(ctx)? {
         let (_, recovery) = super::init::init(
             ctx,

@@ -7,9 +7,12 @@ use drvault_repo::retention::{apply, Candidate, Policy};
 
 use crate::cli::{ForgetArgs, Global};
 use crate::context::Context;
-use crate::exit::Exit;
+use crate::exit::{usage, Exit};
 
 pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
+    if !a.snapshots.is_empty() {
+        return forget_named(ctx, g, a);
+    }
     let policy = Policy {
         last: a.keep_last,
         hourly: a.keep_hourly,
@@ -25,7 +28,10 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
         tags: a.keep_tags.clone(),
     };
     if policy.is_empty() {
-        anyhow::bail!("no --keep-* rule given: that would remove every snapshot; say what to keep");
+        usage!(
+            "no --keep-* rule and no snapshot ID given: that would remove every snapshot; say \
+             what to keep (e.g. --keep-daily 7) or name the snapshots to remove"
+        );
     }
     let repo = ctx.open(g)?;
     let snaps = ctx.rt.block_on(repo.snapshots())?;
@@ -47,7 +53,33 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
             tags: s.tags.clone(),
         })
         .collect();
+    if candidates.is_empty() {
+        tracing::warn!(
+            "no snapshot{} to apply the policy to",
+            a.host
+                .as_ref()
+                .map(|h| format!(" of host {h}"))
+                .unwrap_or_default()
+        );
+    }
+    for tag in &a.keep_tags {
+        if !candidates.iter().any(|c| c.tags.contains(tag)) {
+            tracing::warn!("--keep-tag {tag}: no snapshot has this tag, so it keeps nothing");
+        }
+    }
     let decisions = apply(&policy, &candidates);
+    if !a.allow_empty {
+        let mut emptied: Vec<&str> = decisions.iter().map(|d| d.group.as_str()).collect();
+        emptied.dedup();
+        emptied.retain(|grp| !decisions.iter().any(|d| d.group == *grp && d.keep));
+        if !emptied.is_empty() {
+            usage!(
+                "this policy keeps no snapshot of {}; nothing was removed. Keep at least one \
+                 (e.g. --keep-last 1), or add --allow-empty if removing them all is the intent",
+                emptied.join("; ")
+            );
+        }
+    }
     let removed: Vec<&str> = decisions
         .iter()
         .filter(|d| !d.keep)
@@ -94,10 +126,89 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
             );
         }
         outln!(
-            "{} {} snapshots, kept {}",
+            "{} {}, kept {}",
             if a.dry_run { "would remove" } else { "removed" },
-            removed.len(),
+            super::plural(removed.len() as u64, "snapshot"),
             decisions.len() - removed.len()
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+/// `forget ID...`: exactly the named snapshots (each a full ID or a unique prefix), all
+/// resolved before any is removed.
+fn forget_named(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
+    let rules = a.keep_last.is_some()
+        || a.keep_hourly.is_some()
+        || a.keep_daily.is_some()
+        || a.keep_weekly.is_some()
+        || a.keep_monthly.is_some()
+        || a.keep_yearly.is_some()
+        || a.keep_within.is_some()
+        || !a.keep_tags.is_empty();
+    if rules {
+        usage!("give either snapshot IDs or --keep-* rules, not both");
+    }
+    let repo = ctx.open(g)?;
+    let snaps = ctx.rt.block_on(repo.snapshots())?;
+    let mut named: Vec<drvault_repo::Id> = Vec::new();
+    for prefix in &a.snapshots {
+        let spec = drvault_restore::SnapshotSpec {
+            id: Some(prefix.clone()),
+            host: a.host.clone(),
+            ..Default::default()
+        };
+        if prefix.trim() == "latest" {
+            usage!("forget takes snapshot IDs, not \"latest\"; name the snapshot by its ID");
+        }
+        let (id, _) = drvault_restore::select_snapshot(&snaps, &spec)?;
+        if !named.contains(id) {
+            named.push(*id);
+        }
+    }
+    if !a.dry_run {
+        ctx.rt
+            .block_on(drvault_repo::failpoint::hit("forget.before-delete"));
+        for id in &named {
+            ctx.rt.block_on(repo.store().delete(&format!(
+                "{}{}",
+                paths::SNAPSHOTS,
+                id.to_hex()
+            )))?;
+        }
+        let details = serde_json::json!({
+            "removed": named.iter().map(|id| id.short()).collect::<Vec<_>>(),
+            "kept": snaps.len() - named.len(),
+            "named": true,
+        });
+        if let Err(e) = ctx
+            .rt
+            .block_on(audit::append(&repo, "snapshots.forget", details, "ok"))
+        {
+            tracing::warn!("forget was not recorded in the audit log: {e}");
+        }
+    }
+    if g.json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "dry_run": a.dry_run,
+                "removed": named.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        for id in &named {
+            outln!(
+                "{} {}",
+                if a.dry_run { "would remove" } else { "removed" },
+                id.short()
+            );
+        }
+        outln!(
+            "{} {}, kept {}",
+            if a.dry_run { "would remove" } else { "removed" },
+            super::plural(named.len() as u64, "snapshot"),
+            snaps.len() - named.len()
         );
     }
     Ok(Exit::Ok)

@@ -75,6 +75,17 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// "1 snapshot", "2 snapshots"; "1 directory", "2 directories".
+pub fn plural(n: u64, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else if let Some(stem) = one.strip_suffix('y') {
+        format!("{n} {stem}ies")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
 /// A name or path for display: lossy UTF-8 with control characters escaped.
 pub fn printable(bytes: &[u8]) -> String {
     drvault_repo::printable::bytes(bytes)

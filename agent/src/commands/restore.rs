@@ -2,11 +2,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use drvault_restore::{RestoreOptions, SnapshotSpec};
+use drvault_restore::{RestoreOptions, RestoreStats, SnapshotSpec};
 
-use crate::cli::{Global, RestoreArgs};
+use crate::cli::{Global, RestoreArgs, SnapshotFilter};
 use crate::context::Context;
-use crate::exit::Exit;
+use crate::exit::{usage, Exit};
+use crate::timefmt::{self, DateMeans};
 
 /// A snapshot path as components ("/etc/ssh" and "etc/ssh" are the same).
 pub fn components(p: &Path) -> Vec<Vec<u8>> {
@@ -18,29 +19,66 @@ pub fn components(p: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The snapshot selection the filters and an optional ID or time describe.
+pub fn spec(id: Option<String>, at_ns: Option<i64>, f: &SnapshotFilter) -> SnapshotSpec {
+    SnapshotSpec {
+        id,
+        at_ns,
+        host: f.host.clone(),
+        tags: f.tags.clone(),
+        paths: f
+            .paths
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect(),
+    }
+}
+
 pub fn run(ctx: &Context, g: &Global, a: &RestoreArgs) -> Result<Exit> {
     let at_ns = match &a.at {
         Some(t) => Some(
-            chrono::DateTime::parse_from_rfc3339(t)
-                .with_context(|| {
-                    format!("--at {t:?} is not an RFC 3339 time such as 2026-11-24T03:00:00Z")
-                })?
+            timefmt::parse(t, DateMeans::EndOfDay)
+                .map_err(|e| crate::exit::UsageError(format!("--at: {e}")))?
                 .timestamp_nanos_opt()
                 .context("--at is out of range")?,
         ),
         None => None,
     };
     if a.snapshot.is_none() && at_ns.is_none() {
-        anyhow::bail!("name a snapshot (an ID or \"latest\") or give --at TIME");
+        usage!("name a snapshot (an ID or \"latest\") or give --at TIME");
+    }
+    for inc in &a.includes {
+        if inc.is_relative() {
+            usage!(
+                "--include {} is relative; snapshot paths are absolute, as `drvault ls` prints \
+                 them (e.g. --include /{})",
+                inc.display(),
+                inc.display()
+            );
+        }
+    }
+    if let Ok(m) = std::fs::symlink_metadata(&a.target) {
+        if !m.is_dir() {
+            usage!(
+                "--target {} exists and is not a directory; name a directory to restore into (it \
+                 is created when missing)",
+                a.target.display()
+            );
+        }
     }
     let repo = ctx.open(g)?;
     let snaps = ctx.rt.block_on(repo.snapshots())?;
-    let spec = SnapshotSpec {
-        id: a.snapshot.clone(),
-        at_ns,
-        host: a.host.clone(),
-    };
+    let spec = spec(a.snapshot.clone(), at_ns, &a.filter);
     let (id, snap) = drvault_restore::select_snapshot(&snaps, &spec)?;
+    if !g.quiet && !g.json {
+        eprintln!(
+            "restoring snapshot {} of {} (host {}) to {}",
+            id.short(),
+            timefmt::shown(snap.time_ns),
+            snap.host,
+            a.target.display()
+        );
+    }
     let opts = RestoreOptions {
         target: a.target.clone(),
         includes: a.includes.iter().map(|p| components(p)).collect(),
@@ -51,7 +89,12 @@ pub fn run(ctx: &Context, g: &Global, a: &RestoreArgs) -> Result<Exit> {
             .unwrap_or(4),
     };
     let started = std::time::Instant::now();
-    let stats = drvault_restore::restore(ctx.rt.handle(), repo, snap.tree, &opts)?;
+    let (stats, damaged) = match drvault_restore::restore(ctx.rt.handle(), repo, (id, snap), &opts)
+    {
+        Ok(stats) => (stats, false),
+        Err(drvault_restore::Error::Damaged(stats)) => (*stats, true),
+        Err(e) => return Err(e.into()),
+    };
     for w in &stats.warnings {
         tracing::warn!("{w}");
     }
@@ -60,25 +103,61 @@ pub fn run(ctx: &Context, g: &Global, a: &RestoreArgs) -> Result<Exit> {
         let mut v = serde_json::to_value(&stats)?;
         v["snapshot_id"] = id.to_hex().into();
         v["seconds"] = secs.into();
+        v["complete"] = (!damaged).into();
         outln!("{v}");
     } else if !g.quiet {
-        outln!(
-            "restored snapshot {} to {}: {} files, {} directories, {} symlinks, {} hard links, {} other, {} in {secs:.2} s",
-            id.short(),
-            a.target.display(),
-            stats.files,
-            stats.dirs,
-            stats.symlinks,
-            stats.hardlinks,
-            stats.other,
-            super::human(stats.bytes)
-        );
-        if a.verify {
-            outln!(
-                "verified {} files against the snapshot",
-                stats.verified_files
-            );
-        }
+        print_summary(&stats, id, a, secs);
+    }
+    if damaged {
+        report_damage(&stats);
+        return Ok(Exit::Integrity);
     }
     Ok(Exit::Ok)
+}
+
+fn print_summary(stats: &RestoreStats, id: &drvault_repo::Id, a: &RestoreArgs, secs: f64) {
+    outln!(
+        "restored snapshot {} to {}: {}, {}, {}, {}, {} other, {} in {secs:.2} s",
+        id.short(),
+        a.target.display(),
+        super::plural(stats.files, "file"),
+        super::plural(stats.dirs, "directory"),
+        super::plural(stats.symlinks, "symlink"),
+        super::plural(stats.hardlinks, "hard link"),
+        stats.other,
+        super::human(stats.bytes)
+    );
+    if a.verify {
+        outln!(
+            "verified {} against the snapshot",
+            super::plural(stats.verified_files, "file")
+        );
+    }
+}
+
+/// The damaged files, each with the byte ranges lost, on stderr (they are the error).
+fn report_damage(stats: &RestoreStats) {
+    let n = stats.damaged.len() as u64;
+    eprintln!(
+        "drvault: {} NOT restored (everything else was; none of these is left in the target):",
+        super::plural(n, "file")
+    );
+    for d in &stats.damaged {
+        let ranges: Vec<String> = d
+            .ranges
+            .iter()
+            .map(|(s, e)| format!("bytes {s}..{e}"))
+            .collect();
+        let ranges = if ranges.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", ranges.join(", "))
+        };
+        eprintln!("  {}{ranges}: {}", d.path, d.reason);
+    }
+    eprintln!(
+        "drvault: run `drvault check --read-data --all-targets` to find every damaged object, \
+         `drvault repair` to replace damaged copies from intact targets, then restore these paths \
+         again with --include (or from an older snapshot with --at)"
+    );
 }

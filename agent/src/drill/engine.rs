@@ -185,6 +185,7 @@ fn drill(
         id: None,
         at_ns,
         host: plan.host.clone(),
+        ..Default::default()
     };
     let (id, snap) = drvault_restore::select_snapshot(&in_scope, &spec)
         .map(|(i, s)| (*i, s.clone()))
@@ -219,7 +220,7 @@ fn drill(
         verify: true,
         parallel: 4,
     };
-    let restored = drvault_restore::restore(ctx.rt.handle(), repo.clone(), snap.tree, &opts);
+    let restored = drvault_restore::restore(ctx.rt.handle(), repo.clone(), (&id, &snap), &opts);
     r.phases.restore_seconds = phase.elapsed().as_secs_f64();
     let outcome = restored.map_err(anyhow::Error::from).and_then(|stats| {
         r.files = stats.files;

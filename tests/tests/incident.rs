@@ -1,0 +1,424 @@
+//! Restores under pressure (issue "Restores that work under pressure"): what an incident brings
+//! — damaged data, a crash, a slip of the keyboard — never ends in a restore that looks complete
+//! and is not, or a success that did not happen.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use drvault_tests::{code, files_below, noise, restored, Env};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// 40 files of incompressible data, each its own blob.
+fn forty_files(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..40u64 {
+        let dir = if i % 2 == 0 {
+            src.clone()
+        } else {
+            src.join("sub")
+        };
+        fs::write(dir.join(format!("f{i:02}")), noise(96 * 1024, 100 + i)).unwrap();
+    }
+    src
+}
+
+/// Flips one byte in the middle of each of the repository's data packs' largest.
+fn damage_largest_pack(env: &Env) {
+    let pack = files_below(&env.repo().join("data"))
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&pack, &bytes).unwrap();
+}
+
+/// Every file below `dir` whose name is a restore's temporary name.
+fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    files_below(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".drvault-restore-")
+        })
+        .collect()
+}
+
+#[test]
+fn a_damaged_blob_loses_only_its_file_and_names_it() {
+    let env = Env::new();
+    env.init();
+    let src = forty_files(&env);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    damage_largest_pack(&env);
+
+    let target = env.path("t");
+    let out = env.run(&[
+        "--json",
+        "restore",
+        "latest",
+        "--verify",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code::INTEGRITY), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["complete"], false);
+    let damaged = report["damaged"].as_array().unwrap();
+    assert!(!damaged.is_empty(), "{report}");
+    let damaged_paths: Vec<String> = damaged
+        .iter()
+        .map(|d| d["path"].as_str().unwrap().to_string())
+        .collect();
+
+    // Every other file is restored intact; no damaged one is left under its name, or at all.
+    let got = restored(&target, &src);
+    let mut intact = 0;
+    for f in files_below(&src) {
+        let rel = f.strip_prefix(&src).unwrap();
+        let at = got.join(rel);
+        let listed = damaged_paths.iter().any(|p| Path::new(p) == at);
+        if listed {
+            assert!(
+                !at.exists(),
+                "{} is damaged yet left in place",
+                at.display()
+            );
+            assert!(stderr.contains(&*at.to_string_lossy()), "named: {stderr}");
+        } else {
+            assert_eq!(fs::read(&f).unwrap(), fs::read(&at).unwrap(), "{rel:?}");
+            intact += 1;
+        }
+    }
+    assert_eq!(intact + damaged_paths.len(), 40);
+    assert!(temporaries(&target).is_empty());
+    // Each damaged file names the byte range lost and why.
+    for d in damaged {
+        let ranges = d["ranges"].as_array().unwrap();
+        assert_eq!(ranges.len(), 1, "{d}");
+        assert_eq!(ranges[0][0], 0);
+        assert_eq!(ranges[0][1], 96 * 1024);
+        assert!(d["reason"].as_str().unwrap().contains("integrity"), "{d}");
+    }
+    assert_eq!(report["files"], 40 - damaged_paths.len());
+    assert!(stderr.contains("NOT restored"), "{stderr}");
+}
+
+#[test]
+fn a_restore_killed_midway_leaves_no_file_under_its_final_name() {
+    let env = Env::new();
+    env.init();
+    let src = forty_files(&env);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let target = env.path("t");
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .env("DRVAULT_FAILPOINTS", "restore.before-contents=abort")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let got = restored(&target, &src);
+    for f in files_below(&src) {
+        let at = got.join(f.strip_prefix(&src).unwrap());
+        assert!(
+            !at.exists(),
+            "{} looks restored after a crash",
+            at.display()
+        );
+    }
+    assert_eq!(temporaries(&target).len(), 40);
+    // Run again: the restore completes and leaves its own temporaries' names alone.
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    for f in files_below(&src) {
+        let at = got.join(f.strip_prefix(&src).unwrap());
+        assert_eq!(fs::read(&f).unwrap(), fs::read(&at).unwrap());
+    }
+}
+
+#[test]
+fn an_include_that_matches_nothing_is_an_error_naming_the_snapshot() {
+    let env = Env::new();
+    env.init();
+    let etc = env.path("etc");
+    let home = env.path("home");
+    fs::create_dir_all(&etc).unwrap();
+    fs::create_dir_all(&home).unwrap();
+    fs::write(etc.join("hosts"), b"127.0.0.1 localhost\n").unwrap();
+    fs::write(home.join("notes"), b"home\n").unwrap();
+    env.ok(&["backup", home.to_str().unwrap()]);
+    env.ok(&["backup", etc.to_str().unwrap()]);
+    let target = env.path("t");
+    let t = target.to_str().unwrap();
+
+    let missing = format!("{}/nothing-here", etc.display());
+    let out = env.run(&["restore", "latest", "--include", &missing, "--target", t]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code::USAGE), "{stderr}");
+    assert!(stderr.contains("matches nothing"), "{stderr}");
+    assert!(
+        stderr.contains(&*etc.to_string_lossy()),
+        "names the paths: {stderr}"
+    );
+    // "latest" of /home is the /etc snapshot: the include says so.
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--include",
+        home.to_str().unwrap(),
+        "--target",
+        t,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(code::USAGE),
+        "{}",
+        text(&out.stderr)
+    );
+    // A relative include and a glob match nothing either.
+    for inc in ["home/notes", "/*/notes"] {
+        let out = env.run(&["restore", "latest", "--include", inc, "--target", t]);
+        assert_eq!(
+            out.status.code(),
+            Some(code::USAGE),
+            "{inc}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(!target.join(home.strip_prefix("/").unwrap()).exists());
+
+    // --path selects the newest snapshot of that path.
+    env.ok(&[
+        "restore",
+        "latest",
+        "--path",
+        home.to_str().unwrap(),
+        "--include",
+        home.to_str().unwrap(),
+        "--target",
+        t,
+    ]);
+    assert_eq!(
+        fs::read(restored(&target, &home).join("notes")).unwrap(),
+        b"home\n"
+    );
+    let out = env.run(&["restore", "latest", "--tag", "nope", "--target", t]);
+    assert_eq!(out.status.code(), Some(code::USAGE));
+    assert!(
+        text(&out.stderr).contains("tagged nope"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn at_takes_the_time_snapshots_prints_and_names_the_oldest_when_too_early() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let listing = env.ok(&["snapshots"]);
+    // "id  2026-12-01 20:53:31  host ..." : the printed time, as printed.
+    let line = listing.lines().nth(1).unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let printed = format!("{} {}", words[1], words[2]);
+    let target = env.path("t");
+    let t = target.to_str().unwrap();
+    env.ok(&["restore", "--at", &printed, "--target", t]);
+    env.ok(&["restore", "--at", words[1], "--target", t]);
+    let out = env.run(&["restore", "--at", "2001-01-01", "--target", t]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code::USAGE), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the oldest such snapshot is {} of {printed}",
+            words[0]
+        )),
+        "{stderr}"
+    );
+    let out = env.run(&["restore", "--at", "last tuesday", "--target", t]);
+    assert_eq!(out.status.code(), Some(code::USAGE));
+    assert!(text(&out.stderr).contains("2026-12-01 20:53:31"));
+}
+
+#[test]
+fn a_missing_path_fails_the_backup_without_a_snapshot() {
+    let env = Env::new();
+    env.init();
+    let gone = env.path("not-mounted");
+    let out = env.run(&["backup", gone.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code::FAILURE), "{stderr}");
+    assert!(stderr.contains("no snapshot was made"), "{stderr}");
+    assert!(env.snapshots_json().is_empty());
+}
+
+#[test]
+fn forget_refuses_a_policy_that_keeps_nothing_and_removes_exactly_what_is_named() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        fs::write(src.join("a"), format!("{i}")).unwrap();
+        env.ok(&["backup", src.to_str().unwrap()]);
+    }
+    let count = || env.snapshots_json().len();
+    let out = env.run(&["forget", "--keep-last", "0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(code::USAGE),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("--allow-empty"));
+    assert_eq!(count(), 4, "nothing removed");
+    let out = env.run(&["forget", "--keep-tag", "release"]);
+    assert_eq!(out.status.code(), Some(code::USAGE));
+    assert!(
+        text(&out.stderr).contains("no snapshot has this tag"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(count(), 4);
+    let out = env.run(&["forget"]);
+    assert_eq!(out.status.code(), Some(code::USAGE));
+
+    let ids: Vec<String> = env
+        .snapshots_json()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    env.ok(&["forget", &ids[1][..10], &ids[2]]);
+    let left: Vec<String> = env
+        .snapshots_json()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left, vec![ids[0].clone(), ids[3].clone()]);
+    let out = env.run(&["forget", "ffffffffff"]);
+    assert_eq!(out.status.code(), Some(code::USAGE));
+    assert_eq!(count(), 2);
+    env.ok(&["forget", "--keep-last", "0", "--allow-empty"]);
+    assert_eq!(count(), 0);
+}
+
+#[test]
+fn exit_codes_mean_what_restics_mean() {
+    let env = Env::new();
+    // No repository: 10.
+    let out = env.run(&["snapshots"]);
+    assert_eq!(
+        out.status.code(),
+        Some(code::NO_REPOSITORY),
+        "{}",
+        text(&out.stderr)
+    );
+    env.init();
+    // Wrong passphrase: 12.
+    let out = env
+        .cmd()
+        .env("DRVAULT_PASSWORD", "not it")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(code::WRONG_PASSWORD));
+    // Usage errors: 2, whoever catches them.
+    for args in [
+        &["check", "--read-data-subset", "150"][..],
+        &["check", "--read-data-subset", "x"],
+        &["restore", "--target", "/tmp/x"],
+        &["no-such-command"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code::USAGE),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    env.ok(&["check", "--read-data-subset", "5%"]);
+}
+
+#[test]
+fn errors_under_json_are_a_json_object_on_stdout() {
+    let env = Env::new();
+    let out = env.run(&["--json", "snapshots"]);
+    assert_eq!(out.status.code(), Some(code::NO_REPOSITORY));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["exit_code"], code::NO_REPOSITORY);
+    assert_eq!(v["error"]["kind"], "no_repository");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("drvault init"));
+    assert!(!text(&out.stderr).is_empty(), "also text on stderr");
+    let out = env.run(&["--json", "check", "--read-data-subset", "150"]);
+    assert_eq!(out.status.code(), Some(code::USAGE));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "usage");
+}
+
+#[test]
+fn ls_json_is_one_document_and_ls_names_what_is_missing() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/file"), b"x").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "ls", "latest"])).unwrap();
+    let entries = v["entries"].as_array().unwrap();
+    assert!(entries
+        .iter()
+        .any(|e| e["path"].as_str().unwrap().ends_with("/d/file")));
+    // One file: the file itself.
+    let file = format!("{}/d/file", src.display());
+    let one = env.ok(&["ls", "latest", &file]);
+    assert_eq!(one.lines().count(), 1, "{one}");
+    assert!(one.contains(&file));
+    let out = env.run(&["ls", "latest", &format!("{}/nope", src.display())]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("is not in snapshot") && stderr.contains(&*src.to_string_lossy()),
+        "{stderr}"
+    );
+    let out = env.run(&["ls", ""]);
+    assert_eq!(out.status.code(), Some(code::FAILURE));
+    assert!(
+        text(&out.stderr).contains("give an ID"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn restore_onto_a_file_says_to_name_a_directory() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let file = env.path("a-file");
+    fs::write(&file, b"keep me").unwrap();
+    let out = env.run(&["restore", "latest", "--target", file.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code::USAGE), "{stderr}");
+    assert!(stderr.contains("is not a directory"), "{stderr}");
+    assert!(!stderr.contains("os error 17"), "{stderr}");
+    assert_eq!(fs::read(&file).unwrap(), b"keep me");
+}
