@@ -204,8 +204,13 @@ pub enum KeyCommand {
     Add(KeyAddArgs),
     /// List key slots and data-key epochs (with the objects still sealed under each).
     List,
-    /// Remove a key slot (by id or a unique prefix of it); the last slot cannot be removed.
-    Remove { slot: String },
+    /// Remove a key slot (by id or a unique prefix of it); neither the last slot nor the one
+    /// that opened the repository can be removed.
+    Remove {
+        /// The slot's id or a unique prefix of it, as `drvault key list` shows it.
+        #[arg(value_name = "SLOT")]
+        slot: String,
+    },
     /// Wrap the slot the current passphrase opens under a new passphrase.
     Passwd {
         /// Read the new passphrase from this file (first line) instead of prompting twice.
@@ -238,15 +243,22 @@ pub struct KeyAddArgs {
     /// What the new slot holds.
     #[arg(long, value_enum, default_value = "passphrase")]
     pub kind: KeyKindArg,
-    /// Read the new passphrase from this file (first line) instead of prompting twice.
+    /// Read the new passphrase from this file (first line) instead of prompting twice; for
+    /// --kind keyfile, the key file (every byte of it).
     #[arg(long, value_name = "FILE")]
     pub new_password_file: Option<PathBuf>,
+    /// Who or what holds the new key (shown by `key list`) [default: user@host; "recovery"].
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum KeyKindArg {
+    /// A passphrase, read from --new-password-file or prompted twice.
     Passphrase,
+    /// A key file: every byte of --new-password-file.
     Keyfile,
+    /// A generated recovery key, shown once (as `init` does).
     Recovery,
 }
 

@@ -5,7 +5,20 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use drvault_keyring::Credential;
 use zeroize::Zeroizing;
+
+/// A key file for a new key-file slot: every byte of it.
+pub fn read_key_file(f: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    warn_if_exposed(f);
+    let raw = Zeroizing::new(
+        std::fs::read(f).with_context(|| format!("cannot read key file {}", f.display()))?,
+    );
+    if raw.is_empty() {
+        bail!("key file {} is empty", f.display());
+    }
+    Ok(raw)
+}
 
 /// A new passphrase: from `file` if given, else prompted twice on the terminal.
 pub fn read_new(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>> {
@@ -15,7 +28,14 @@ pub fn read_new(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>> {
             std::fs::read(f)
                 .with_context(|| format!("cannot read password file {}", f.display()))?,
         );
-        return Ok(first_line(&raw));
+        let line = Credential::file(&raw).line().to_vec();
+        if line.is_empty() {
+            bail!(
+                "password file {} has an empty first line; write the new passphrase on it",
+                f.display()
+            );
+        }
+        return Ok(Zeroizing::new(line));
     }
     if !std::io::stdin().is_terminal() {
         bail!("no new passphrase: use --new-password-file FILE (no terminal to prompt on)");
@@ -44,18 +64,23 @@ fn warn_if_exposed(f: &Path) {
     }
 }
 
-pub fn read(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+/// The passphrase (or key file, or recovery key) that opens the repository. A file's first
+/// line is the passphrase and its every byte a key file: each slot takes what its kind needs.
+pub fn read(file: Option<&Path>, confirm: bool) -> Result<Credential> {
     if let Some(f) = file {
         warn_if_exposed(f);
         let raw = Zeroizing::new(
             std::fs::read(f)
                 .with_context(|| format!("cannot read password file {}", f.display()))?,
         );
-        return Ok(first_line(&raw));
+        return nonempty(
+            Credential::file(&raw),
+            &format!("password file {}", f.display()),
+        );
     }
     if let Some(v) = std::env::var_os("DRVAULT_PASSWORD") {
         use std::os::unix::ffi::OsStrExt;
-        return Ok(Zeroizing::new(v.as_bytes().to_vec()));
+        return nonempty(Credential::passphrase(v.as_bytes()), "$DRVAULT_PASSWORD");
     }
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
         let p = Path::new(&dir).join("drvault-password");
@@ -64,7 +89,10 @@ pub fn read(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
                 std::fs::read(&p)
                     .with_context(|| format!("cannot read credential {}", p.display()))?,
             );
-            return Ok(first_line(&raw));
+            return nonempty(
+                Credential::file(&raw),
+                &format!("credential {}", p.display()),
+            );
         }
     }
     if !std::io::stdin().is_terminal() {
@@ -77,12 +105,13 @@ pub fn read(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
             bail!("the passphrases do not match");
         }
     }
-    Ok(Zeroizing::new(first.as_bytes().to_vec()))
+    Ok(Credential::passphrase(first.as_bytes()))
 }
 
-fn first_line(raw: &[u8]) -> Zeroizing<Vec<u8>> {
-    let end = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
-    let line = &raw[..end];
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    Zeroizing::new(line.to_vec())
+/// An empty source is a mistake to name, not a wrong passphrase to report.
+fn nonempty(c: Credential, source: &str) -> Result<Credential> {
+    if c.is_empty() {
+        bail!("{source} is empty: it must hold the repository's passphrase (or key file)");
+    }
+    Ok(c)
 }

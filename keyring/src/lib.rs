@@ -20,6 +20,8 @@ pub use kdf::KdfParams;
 pub use keyring::check_body as check_keyring_body;
 pub use keyring::{Epoch, EpochState, Keyring, AUDIT_EPOCH, MASTER_EPOCH};
 pub use secret::{random_bytes, Key};
-pub use slot::{KeySlot, SlotKind};
+pub use slot::{
+    generate_recovery_key, normalize_recovery_key, Credential, KeySlot, SlotKind, MAX_LABEL,
+};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,11 +1,19 @@
 //! Key slots: one passphrase (or key file, or recovery key) wrapping the master key.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::envelope::{open, seal, Header, ObjectKind};
 use crate::{random_bytes, Error, KdfParams, Key, Result, MASTER_EPOCH};
 
-const SLOT_VERSION: u8 = 1;
+/// Version 2 adds the label (authenticated with the wrapped key) and takes a key file's every
+/// byte; version 1 slots still open (FORMAT.md section 6).
+const SLOT_VERSION: u8 = 2;
+
+/// Longest label, in bytes.
+pub const MAX_LABEL: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SlotKind {
@@ -33,8 +41,108 @@ pub struct KeySlot {
     pub created: i64,
     pub kdf: KdfParams,
     pub salt: [u8; 16],
-    /// The master key sealed with the KEK (envelope kind `SlotWrap`, context = salt).
+    /// Who or what holds this key ("alice@db1", "recovery"); empty in version 1 slots.
+    pub label: String,
+    /// The master key sealed with the KEK (envelope kind `SlotWrap`; context = salt, and in
+    /// version 2 the salt followed by the label, so the label cannot be changed alone).
     pub wrapped: Vec<u8>,
+}
+
+/// The version 1 layout (no label).
+#[derive(Deserialize)]
+struct KeySlotV1 {
+    version: u8,
+    kind: SlotKind,
+    created: i64,
+    kdf: KdfParams,
+    salt: [u8; 16],
+    wrapped: Vec<u8>,
+}
+
+/// What a user supplied to open the repository: a passphrase (the first line when it came
+/// from a file) and, when it came from a file, the file's every byte. Each slot takes the form
+/// its kind needs ([`KeySlot::input`]).
+#[derive(Clone)]
+pub struct Credential {
+    line: Zeroizing<Vec<u8>>,
+    file: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl Credential {
+    /// A passphrase typed or given in the environment.
+    pub fn passphrase(p: &[u8]) -> Self {
+        Credential {
+            line: Zeroizing::new(p.to_vec()),
+            file: None,
+        }
+    }
+
+    /// The content of a password or key file: its first line (without `\r\n`) is the
+    /// passphrase, the whole is a key file.
+    pub fn file(bytes: &[u8]) -> Self {
+        let end = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap_or(bytes.len());
+        let line = &bytes[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        Credential {
+            line: Zeroizing::new(line.to_vec()),
+            file: Some(Zeroizing::new(bytes.to_vec())),
+        }
+    }
+
+    /// The passphrase form.
+    pub fn line(&self) -> &[u8] {
+        &self.line
+    }
+
+    /// True when neither form holds anything (an empty password file).
+    pub fn is_empty(&self) -> bool {
+        self.line.is_empty() && self.file.as_ref().is_none_or(|f| f.is_empty())
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential([secret])")
+    }
+}
+
+/// A new recovery key: 256 random bits as 8 groups of 8 lower-case hex digits.
+pub fn generate_recovery_key() -> Result<Zeroizing<String>> {
+    let bytes = Zeroizing::new(random_bytes::<32>()?);
+    let mut hex = Zeroizing::new(String::with_capacity(71));
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 && i % 4 == 0 {
+            hex.push('-');
+        }
+        hex.push_str(&format!("{b:02x}"));
+    }
+    Ok(hex)
+}
+
+/// A recovery key as typed (upper case, without dashes, with spaces) in its canonical form;
+/// `None` when it is not 64 hex digits.
+pub fn normalize_recovery_key(typed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let digits: Zeroizing<Vec<u8>> = Zeroizing::new(
+        typed
+            .iter()
+            .filter(|b| !matches!(b, b'-' | b' ' | b'\t' | b'\r' | b'\n'))
+            .map(u8::to_ascii_lowercase)
+            .collect(),
+    );
+    if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(71));
+    for (i, group) in digits.chunks(8).enumerate() {
+        if i > 0 {
+            out.push(b'-');
+        }
+        out.extend_from_slice(group);
+    }
+    Some(out)
 }
 
 impl KeySlot {
@@ -44,8 +152,15 @@ impl KeySlot {
         created: i64,
         kdf: KdfParams,
         passphrase: &[u8],
+        label: &str,
         master: &Key,
     ) -> Result<Self> {
+        if label.len() > MAX_LABEL || label.chars().any(char::is_control) {
+            return Err(Error::Malformed {
+                what: "key slot label",
+                reason: format!("at most {MAX_LABEL} bytes, no control characters"),
+            });
+        }
         let salt: [u8; 16] = random_bytes()?;
         let kek = kdf.derive(passphrase, &salt)?;
         let mut wrapped = Vec::new();
@@ -54,21 +169,58 @@ impl KeySlot {
             compressed: false,
             epoch: MASTER_EPOCH,
         };
-        seal(&kek, header, &salt, master.expose(), &mut wrapped)?;
-        Ok(KeySlot {
+        let slot = KeySlot {
             version: SLOT_VERSION,
             kind,
             created,
             kdf,
             salt,
-            wrapped,
-        })
+            label: label.to_string(),
+            wrapped: Vec::new(),
+        };
+        seal(&kek, header, &slot.context(), master.expose(), &mut wrapped)?;
+        Ok(KeySlot { wrapped, ..slot })
+    }
+
+    /// The envelope context: what the wrapped key authenticates besides itself.
+    fn context(&self) -> Vec<u8> {
+        let mut c = self.salt.to_vec();
+        if self.version >= 2 {
+            c.extend_from_slice(self.label.as_bytes());
+        }
+        c
+    }
+
+    /// The bytes this slot derives its key from: the passphrase, a recovery key in canonical
+    /// form, or a key file's every byte (version 1 key-file slots took the first line).
+    pub fn input<'a>(&self, c: &'a Credential) -> Cow<'a, [u8]> {
+        match self.kind {
+            SlotKind::Passphrase => Cow::Borrowed(c.line()),
+            SlotKind::Recovery => match normalize_recovery_key(c.line()) {
+                Some(k) => Cow::Owned(k.to_vec()),
+                None => Cow::Borrowed(c.line()),
+            },
+            SlotKind::KeyFile if self.version >= 2 => {
+                Cow::Borrowed(c.file.as_deref().map_or(c.line(), |f| f.as_slice()))
+            }
+            SlotKind::KeyFile => Cow::Borrowed(c.line()),
+        }
+    }
+
+    /// Unwraps the master key with what `c` holds for this slot's kind.
+    pub fn unwrap_with(&self, c: &Credential) -> Result<Key> {
+        let input = self.input(c);
+        let key = self.unwrap_master(&input);
+        if let Cow::Owned(mut v) = input {
+            zeroize::Zeroize::zeroize(&mut v);
+        }
+        key
     }
 
     /// Unwraps the master key; a failure to authenticate means the passphrase is wrong.
     pub fn unwrap_master(&self, passphrase: &[u8]) -> Result<Key> {
         let kek = self.kdf.derive(passphrase, &self.salt)?;
-        let (header, plain) = open(&kek, &self.salt, &self.wrapped).map_err(|e| match e {
+        let (header, plain) = open(&kek, &self.context(), &self.wrapped).map_err(|e| match e {
             Error::Authentication => Error::WrongPassphrase,
             other => other,
         })?;
@@ -94,14 +246,92 @@ impl KeySlot {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let slot: KeySlot = postcard::from_bytes(bytes).map_err(|e| Error::Malformed {
+        let malformed = |e: postcard::Error| Error::Malformed {
             what: "key slot",
             reason: e.to_string(),
-        })?;
-        if slot.version != SLOT_VERSION {
-            return Err(Error::UnsupportedVersion(slot.version));
+        };
+        match bytes.first() {
+            Some(1) => {
+                let v1: KeySlotV1 = postcard::from_bytes(bytes).map_err(malformed)?;
+                Ok(KeySlot {
+                    version: v1.version,
+                    kind: v1.kind,
+                    created: v1.created,
+                    kdf: v1.kdf,
+                    salt: v1.salt,
+                    label: String::new(),
+                    wrapped: v1.wrapped,
+                })
+            }
+            Some(&SLOT_VERSION) => {
+                let slot: KeySlot = postcard::from_bytes(bytes).map_err(malformed)?;
+                if slot.label.len() > MAX_LABEL {
+                    return Err(Error::Malformed {
+                        what: "key slot",
+                        reason: "label too long".into(),
+                    });
+                }
+                Ok(slot)
+            }
+            Some(&v) => Err(Error::UnsupportedVersion(v)),
+            None => Err(Error::Malformed {
+                what: "key slot",
+                reason: "empty".into(),
+            }),
         }
-        Ok(slot)
+    }
+
+    /// A version 1 slot's encoding, for the tests that a repository made before version 2
+    /// still opens.
+    #[doc(hidden)]
+    pub fn encode_v1(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            version: u8,
+            kind: SlotKind,
+            created: i64,
+            kdf: KdfParams,
+            salt: [u8; 16],
+            wrapped: &'a [u8],
+        }
+        postcard::to_stdvec(&V1 {
+            version: 1,
+            kind: self.kind,
+            created: self.created,
+            kdf: self.kdf,
+            salt: self.salt,
+            wrapped: &self.wrapped,
+        })
+        .unwrap_or_default()
+    }
+
+    /// A version 1 slot (no label; a key file's first line), for those tests.
+    #[doc(hidden)]
+    pub fn create_v1(
+        kind: SlotKind,
+        created: i64,
+        kdf: KdfParams,
+        passphrase: &[u8],
+        master: &Key,
+    ) -> Result<Self> {
+        let salt: [u8; 16] = random_bytes()?;
+        let kek = kdf.derive(passphrase, &salt)?;
+        let mut wrapped = Vec::new();
+        let header = Header {
+            kind: ObjectKind::SlotWrap,
+            compressed: false,
+            epoch: MASTER_EPOCH,
+        };
+        seal(&kek, header, &salt, master.expose(), &mut wrapped)?;
+        Ok(KeySlot {
+            version: 1,
+            kind,
+            created,
+            kdf,
+            salt,
+            label: String::new(),
+            wrapped,
+        })
     }
 }
 
@@ -117,6 +347,7 @@ mod tests {
             0,
             KdfParams::INSECURE_TEST,
             b"right",
+            "alice@db1",
             &master,
         )
         .expect("create");
@@ -127,5 +358,94 @@ mod tests {
             Err(Error::WrongPassphrase)
         ));
         assert!(KeySlot::decode(b"garbage").is_err());
+    }
+
+    #[test]
+    fn the_label_is_bound_to_the_wrapped_key() {
+        let master = Key::generate().expect("rng");
+        let slot = KeySlot::create(
+            SlotKind::Passphrase,
+            0,
+            KdfParams::INSECURE_TEST,
+            b"pw",
+            "alice@db1",
+            &master,
+        )
+        .expect("create");
+        let mut forged = KeySlot::decode(&slot.encode()).expect("decode");
+        assert_eq!(forged.label, "alice@db1");
+        forged.label = "bob@db2".into();
+        assert!(forged.unwrap_master(b"pw").is_err());
+        assert!(KeySlot::create(
+            SlotKind::Passphrase,
+            0,
+            KdfParams::INSECURE_TEST,
+            b"pw",
+            "evil\u{1b}[2J",
+            &master
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_key_file_is_all_its_bytes_and_version_1_slots_still_open() {
+        let master = Key::generate().expect("rng");
+        let mut file = b"abc\n".to_vec();
+        file.extend_from_slice(&[7u8; 60]);
+        let slot = KeySlot::create(
+            SlotKind::KeyFile,
+            0,
+            KdfParams::INSECURE_TEST,
+            &file,
+            "",
+            &master,
+        )
+        .expect("create");
+        assert_eq!(
+            slot.unwrap_with(&Credential::file(&file)).expect("open"),
+            master
+        );
+        assert!(slot.unwrap_with(&Credential::file(b"abc")).is_err());
+        assert!(slot.unwrap_with(&Credential::file(b"abc\n")).is_err());
+        // A version 1 key-file slot was made from the first line; it still opens that way.
+        let v1 = KeySlot::create_v1(
+            SlotKind::KeyFile,
+            0,
+            KdfParams::INSECURE_TEST,
+            b"abc",
+            &master,
+        )
+        .expect("create");
+        let v1 = KeySlot::decode(&v1.encode_v1()).expect("decode");
+        assert_eq!((v1.version, v1.label.as_str()), (1, ""));
+        assert_eq!(
+            v1.unwrap_with(&Credential::file(&file)).expect("open"),
+            master
+        );
+    }
+
+    #[test]
+    fn a_recovery_key_opens_however_it_is_typed() {
+        let master = Key::generate().expect("rng");
+        let key = generate_recovery_key().expect("rng");
+        assert_eq!(key.len(), 71);
+        let slot = KeySlot::create(
+            SlotKind::Recovery,
+            0,
+            KdfParams::INSECURE_TEST,
+            key.as_bytes(),
+            "recovery",
+            &master,
+        )
+        .expect("create");
+        let upper = key.to_ascii_uppercase();
+        let bare: String = key.chars().filter(|c| *c != '-').collect();
+        let spaced = key.replace('-', " ");
+        for typed in [key.as_str(), &upper, &bare, &spaced] {
+            let opened = slot.unwrap_with(&Credential::passphrase(typed.as_bytes()));
+            assert_eq!(opened.expect(typed), master);
+        }
+        assert!(normalize_recovery_key(b"not a key").is_none());
+        assert!(normalize_recovery_key(&[b'g'; 64]).is_none());
     }
 }

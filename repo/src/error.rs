@@ -76,6 +76,10 @@ pub enum Error {
     /// stopped or cut off from storage), so maintenance may have taken it for dead.
     #[error("this backup's session was not renewed for {seconds} s (more than the {bound} s after which other hosts take it for dead); nothing was committed; run the backup again")]
     SessionLapsed { seconds: i64, bound: i64 },
+    /// The keys or credentials in use do not permit this (removing the slot that opened the
+    /// repository; a write the storage refuses).
+    #[error("not permitted: {0}")]
+    NotPermitted(String),
     /// Invalid argument from the caller (a bad URL, a path that cannot be a repository).
     #[error("{0}")]
     Invalid(String),
@@ -104,11 +108,12 @@ impl Error {
     pub fn is_not_permitted(&self) -> bool {
         matches!(
             self,
-            Error::Storage {
-                source: object_store::Error::PermissionDenied { .. }
-                    | object_store::Error::Unauthenticated { .. },
-                ..
-            }
+            Error::NotPermitted(_)
+                | Error::Storage {
+                    source: object_store::Error::PermissionDenied { .. }
+                        | object_store::Error::Unauthenticated { .. },
+                    ..
+                }
         )
     }
 

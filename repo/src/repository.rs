@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use drvault_keyring::{Header, KdfParams, KeySlot, Keyring, ObjectKind, SlotKind};
+use drvault_keyring::{Credential, Header, KdfParams, KeySlot, Keyring, ObjectKind, SlotKind};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::blob::open_blob;
@@ -117,6 +117,8 @@ impl MemIndex {
 #[derive(Debug, Clone)]
 pub struct InitOptions {
     pub kdf: KdfParams,
+    /// The first slot's label (who holds the passphrase, e.g. "root@db1").
+    pub label: String,
     pub chunker: ChunkerParams,
     pub pack_size: u32,
     pub compression_level: i32,
@@ -126,6 +128,7 @@ impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
             kdf: KdfParams::SERVER,
+            label: String::new(),
             chunker: ChunkerParams::default(),
             pack_size: 16 * 1024 * 1024,
             compression_level: 2,
@@ -147,6 +150,8 @@ pub struct Repository {
     /// The backup session this process runs under ([`Repository::begin_backup`]): no index is
     /// written once it lapsed.
     backup_liveness: Mutex<Option<Arc<crate::session::Liveness>>>,
+    /// The key slot that opened the repository (its object name).
+    opened_slot: Option<String>,
 }
 
 /// Whole tree packs kept in memory: a walk reads thousands of small tree blobs from a handful
@@ -188,6 +193,7 @@ fn unix_now() -> i64 {
 impl Repository {
     /// Creates a repository: config, one passphrase slot, the keyring.
     pub async fn init(store: Store, passphrase: &[u8], opts: InitOptions) -> Result<Self> {
+        let label = opts.label.clone();
         opts.chunker.validate().map_err(Error::Invalid)?;
         let now = unix_now();
         let config = Config {
@@ -204,7 +210,7 @@ impl Repository {
         let master = keyring.master().clone();
         let pass = zeroize::Zeroizing::new(passphrase.to_vec());
         let slot = tokio::task::spawn_blocking(move || {
-            KeySlot::create(SlotKind::Passphrase, now, kdf, &pass, &master)
+            KeySlot::create(SlotKind::Passphrase, now, kdf, &pass, &label, &master)
         })
         .await
         .map_err(|e| Error::Invalid(e.to_string()))??;
@@ -220,13 +226,8 @@ impl Repository {
                 other => other,
             })?;
         let slot_bytes = slot.encode();
-        store
-            .put_new(
-                &paths::key(&Id::of_stored(&slot_bytes)),
-                slot_bytes.into(),
-                true,
-            )
-            .await?;
+        let slot_name = paths::key(&Id::of_stored(&slot_bytes));
+        store.put_new(&slot_name, slot_bytes.into(), true).await?;
         let sealed = keyring.seal()?;
         store
             .put_new(
@@ -245,17 +246,23 @@ impl Repository {
             tree_packs: Mutex::default(),
             catalog: Mutex::default(),
             backup_liveness: Mutex::default(),
+            opened_slot: Some(slot_name),
         })
     }
 
-    /// Opens a repository with a passphrase; `state_dir` holds the catalog (a cache).
-    pub async fn open(store: Store, passphrase: &[u8], state_dir: Option<PathBuf>) -> Result<Self> {
-        Self::open_inner(store, passphrase, state_dir, true).await
+    /// Opens a repository with a passphrase, key file or recovery key; `state_dir` holds the
+    /// catalog (a cache).
+    pub async fn open(
+        store: Store,
+        credential: &Credential,
+        state_dir: Option<PathBuf>,
+    ) -> Result<Self> {
+        Self::open_inner(store, credential, state_dir, true).await
     }
 
     async fn open_inner(
         store: Store,
-        passphrase: &[u8],
+        credential: &Credential,
         state_dir: Option<PathBuf>,
         with_index: bool,
     ) -> Result<Self> {
@@ -267,7 +274,7 @@ impl Repository {
         })?;
         let config = Config::decode(&config_bytes)?;
         let state_dir = state_dir.map(|d| d.join(&config.id));
-        let master = Self::unlock(&store, passphrase, state_dir.as_deref()).await?;
+        let (opened_slot, master) = Self::unlock(&store, credential, state_dir.as_deref()).await?;
         let keyring = Self::load_keyring(&store, master).await?;
         // The config is clear text anyone with write access could edit (chunk sizes that
         // reveal file structure, another id): the keyring, which only key holders can write,
@@ -291,6 +298,7 @@ impl Repository {
             tree_packs: Mutex::default(),
             catalog: Mutex::default(),
             backup_liveness: Mutex::default(),
+            opened_slot: Some(opened_slot),
         };
         if with_index {
             repo.load_index().await?;
@@ -305,6 +313,7 @@ impl Repository {
         kind: SlotKind,
         passphrase: &[u8],
         kdf: KdfParams,
+        label: &str,
     ) -> Result<String> {
         if passphrase.is_empty() {
             return Err(Error::Invalid("refusing an empty passphrase".into()));
@@ -312,14 +321,21 @@ impl Repository {
         let master = self.keyring.master().clone();
         let pass = zeroize::Zeroizing::new(passphrase.to_vec());
         let now = unix_now();
-        let slot =
-            tokio::task::spawn_blocking(move || KeySlot::create(kind, now, kdf, &pass, &master))
-                .await
-                .map_err(|e| Error::Invalid(e.to_string()))??;
+        let label = label.to_string();
+        let slot = tokio::task::spawn_blocking(move || {
+            KeySlot::create(kind, now, kdf, &pass, &label, &master)
+        })
+        .await
+        .map_err(|e| Error::Invalid(e.to_string()))??;
         let bytes = slot.encode();
         let name = paths::key(&Id::of_stored(&bytes));
         self.store.put_new(&name, bytes.into(), true).await?;
         Ok(name)
+    }
+
+    /// The object name of the key slot that opened this repository.
+    pub fn opened_slot(&self) -> Option<&str> {
+        self.opened_slot.as_deref()
     }
 
     /// The key slots: (object name, slot).
@@ -377,9 +393,9 @@ impl Repository {
     /// or whose name is not their hash (planted by a target), are skipped with a warning.
     async fn unlock(
         store: &Store,
-        passphrase: &[u8],
+        credential: &Credential,
         state_dir: Option<&std::path::Path>,
-    ) -> Result<drvault_keyring::Key> {
+    ) -> Result<(String, drvault_keyring::Key)> {
         let listed = store.list(paths::KEYS).await?;
         if listed.is_empty() {
             return Err(Error::integrity("keys/", "the repository has no key slots"));
@@ -423,11 +439,11 @@ impl Repository {
                 slots.insert(0, first);
             }
         }
-        let pass = zeroize::Zeroizing::new(passphrase.to_vec());
+        let credential = credential.clone();
         // Argon2 is deliberately slow CPU work: keep it off the async workers.
         let (name, master) = tokio::task::spawn_blocking(move || {
             for (name, slot) in &slots {
-                match slot.unwrap_master(&pass) {
+                match slot.unwrap_with(&credential) {
                     Ok(master) => return Ok((name.clone(), master)),
                     Err(drvault_keyring::Error::WrongPassphrase) => continue,
                     Err(e) => {
@@ -448,7 +464,7 @@ impl Repository {
                 let _ = std::fs::write(p, &name);
             }
         }
-        Ok(master)
+        Ok((name, master))
     }
 
     async fn load_keyring(store: &Store, master: drvault_keyring::Key) -> Result<Keyring> {

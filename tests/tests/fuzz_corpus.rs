@@ -119,7 +119,11 @@ fn write_seed_corpus() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = Store::open(env.repo().to_str().unwrap(), false).unwrap();
     let repo = rt
-        .block_on(Repository::open(store, PASSWORD.as_bytes(), None))
+        .block_on(Repository::open(
+            store,
+            &drvault_keyring::Credential::passphrase(PASSWORD.as_bytes()),
+            None,
+        ))
         .unwrap();
 
     write_seed(

@@ -47,7 +47,11 @@ impl Forger {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let store = Store::open(env.repo().to_str().unwrap(), false).unwrap();
         let repo = rt
-            .block_on(Repository::open(store, PASSWORD.as_bytes(), None))
+            .block_on(Repository::open(
+                store,
+                &drvault_keyring::Credential::passphrase(PASSWORD.as_bytes()),
+                None,
+            ))
             .unwrap();
         Forger { rt, repo }
     }

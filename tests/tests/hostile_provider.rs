@@ -97,6 +97,7 @@ fn a_planted_key_slot_with_ruinous_kdf_parameters_is_not_run() {
         0,
         KdfParams::INSECURE_TEST,
         b"attacker",
+        "",
         &Key::generate().unwrap(),
     )
     .unwrap();

@@ -31,12 +31,25 @@ pub fn print_recovery(key: &str) {
     outln!("  {key}");
 }
 
-/// A recovery key: 256 random bits as 8 groups of 8 hex digits.
-fn recovery_key() -> Result<Zeroizing<String>> {
-    let bytes = Zeroizing::new(drvault_keyring::random_bytes::<32>()?);
-    let hex = Zeroizing::new(hex::encode(*bytes));
-    let groups: Vec<&str> = (0..8).map(|i| &hex[i * 8..i * 8 + 8]).collect();
-    Ok(Zeroizing::new(groups.join("-")))
+/// The label a new slot gets unless `--label` says otherwise: who made it, where.
+pub fn default_label() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| {
+            if rustix::process::geteuid().is_root() {
+                "root".into()
+            } else {
+                rustix::process::geteuid().as_raw().to_string()
+            }
+        });
+    let label = format!("{user}@{}", drvault_repo::host::hostname());
+    let label: String = label.chars().filter(|c| !c.is_control()).collect();
+    let mut end = label.len().min(drvault_keyring::MAX_LABEL);
+    while !label.is_char_boundary(end) {
+        end -= 1;
+    }
+    label[..end].to_string()
 }
 
 /// Creates the repository at the context's location, with a passphrase slot and a recovery
@@ -49,11 +62,13 @@ pub fn init(
 ) -> Result<(String, Zeroizing<String>)> {
     let store = ctx.store(true)?;
     let pass = crate::password::read(g.password_file.as_deref(), true)?;
+    let pass = pass.line();
     if pass.is_empty() {
         anyhow::bail!("refusing an empty passphrase");
     }
     let mut opts = InitOptions {
         compression_level: level,
+        label: default_label(),
         ..Default::default()
     };
     if let Some(m) = kdf_memory_kib {
@@ -68,9 +83,9 @@ pub fn init(
         };
     }
     let kdf = opts.kdf;
-    let repo = ctx.rt.block_on(Repository::init(store, &pass, opts))?;
-    let recovery = recovery_key()?;
+    let repo = ctx.rt.block_on(Repository::init(store, pass, opts))?;
+    let recovery = drvault_keyring::generate_recovery_key()?;
     ctx.rt
-        .block_on(repo.add_key_slot(SlotKind::Recovery, recovery.as_bytes(), kdf))?;
+        .block_on(repo.add_key_slot(SlotKind::Recovery, recovery.as_bytes(), kdf, "recovery"))?;
     Ok((repo.config().id.clone(), recovery))
 }

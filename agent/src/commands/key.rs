@@ -9,7 +9,7 @@ use drvault_repo::{audit, Repository};
 
 use crate::cli::{Global, KeyCommand, KeyKindArg};
 use crate::context::Context;
-use crate::exit::Exit;
+use crate::exit::{usage, Exit};
 
 fn short(name: &str) -> &str {
     let id = name.rsplit('/').next().unwrap_or(name);
@@ -26,24 +26,55 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
     let repo = ctx.open(g)?;
     match cmd {
         KeyCommand::Add(a) => {
-            let pass = crate::password::read_new(a.new_password_file.as_deref())?;
-            let kind = match a.kind {
-                KeyKindArg::Passphrase => SlotKind::Passphrase,
-                KeyKindArg::Keyfile => SlotKind::KeyFile,
-                KeyKindArg::Recovery => SlotKind::Recovery,
+            // A recovery key is generated, as `init` does; a key file is every byte of it.
+            let mut recovery = None;
+            let (kind, pass) = match a.kind {
+                KeyKindArg::Passphrase => (
+                    SlotKind::Passphrase,
+                    crate::password::read_new(a.new_password_file.as_deref())?,
+                ),
+                KeyKindArg::Keyfile => {
+                    let Some(f) = a.new_password_file.as_deref() else {
+                        usage!("a key-file slot needs the file: --new-password-file FILE (all its bytes are the key)");
+                    };
+                    (SlotKind::KeyFile, crate::password::read_key_file(f)?)
+                }
+                KeyKindArg::Recovery => {
+                    if a.new_password_file.is_some() {
+                        usage!(
+                            "a recovery key is generated, not read: leave out --new-password-file"
+                        );
+                    }
+                    let key = drvault_keyring::generate_recovery_key()?;
+                    let bytes = zeroize::Zeroizing::new(key.as_bytes().to_vec());
+                    recovery = Some(key);
+                    (SlotKind::Recovery, bytes)
+                }
+            };
+            let label = match (&a.label, kind) {
+                (Some(l), _) => l.clone(),
+                (None, SlotKind::Recovery) => "recovery".to_string(),
+                (None, _) => super::init::default_label(),
             };
             let name = audited(ctx, &repo, "key.add", || {
-                let name = ctx
-                    .rt
-                    .block_on(repo.add_key_slot(kind, &pass, KdfParams::SERVER))?;
-                let details = serde_json::json!({ "slot": short(&name), "kind": kind.as_str() });
+                let name =
+                    ctx.rt
+                        .block_on(repo.add_key_slot(kind, &pass, KdfParams::SERVER, &label))?;
+                let details = serde_json::json!({ "slot": short(&name), "kind": kind.as_str(), "label": label });
                 Ok((name, details))
             })?;
             let id = name.rsplit('/').next().unwrap_or(&name);
             if g.json {
-                outln!("{}", serde_json::json!({ "id": id, "kind": kind.as_str() }));
+                let mut v = serde_json::json!({ "id": id, "kind": kind.as_str(), "label": label });
+                if let Some(k) = &recovery {
+                    v["recovery_key"] = k.as_str().into();
+                }
+                outln!("{v}");
             } else {
-                outln!("added {} slot {}", kind.as_str(), short(&name));
+                outln!("added {} slot {} ({label})", kind.as_str(), short(&name));
+                if let Some(k) = &recovery {
+                    super::init::print_recovery(k);
+                }
             }
         }
         KeyCommand::List => list(ctx, g, &repo)?,
@@ -184,6 +215,8 @@ fn list(ctx: &Context, g: &Global, repo: &Repository) -> Result<()> {
                 serde_json::json!({
                     "id": name.rsplit('/').next().unwrap_or(name),
                     "kind": s.kind.as_str(),
+                    "label": s.label,
+                    "current": repo.opened_slot() == Some(name.as_str()),
                     "created": rfc3339(s.created),
                 })
             })
@@ -199,13 +232,23 @@ fn list(ctx: &Context, g: &Global, repo: &Repository) -> Result<()> {
             serde_json::to_string_pretty(&serde_json::json!({ "slots": slots, "epochs": epochs }))?
         );
     } else {
-        outln!("key slots:");
+        outln!("key slots (* opened this repository now):");
         for (name, s) in &slots {
+            let current = if repo.opened_slot() == Some(name.as_str()) {
+                '*'
+            } else {
+                ' '
+            };
             outln!(
-                "  {}  {:<10}  {}",
+                "{current} {}  {:<10}  {}  {}",
                 short(name),
                 s.kind.as_str(),
-                rfc3339(s.created)
+                rfc3339(s.created),
+                if s.label.is_empty() {
+                    "(no label)".to_string()
+                } else {
+                    drvault_repo::printable::bytes(s.label.as_bytes())
+                }
             );
         }
         outln!("data-key epochs:");

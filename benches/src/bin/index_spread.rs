@@ -22,9 +22,13 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = Store::open(repo, false).unwrap();
-        let repo = Repository::open(store, pass.as_bytes(), None)
-            .await
-            .unwrap();
+        let repo = Repository::open(
+            store,
+            &drvault_keyring::Credential::passphrase(pass.as_bytes()),
+            None,
+        )
+        .await
+        .unwrap();
         let packs_per_object = 10;
         let mut n = 0u64;
         for o in 0..objects {

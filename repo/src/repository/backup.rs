@@ -23,10 +23,10 @@ impl Repository {
     /// it after noting the maintenance lease.
     pub async fn open_without_index(
         store: Store,
-        passphrase: &[u8],
+        credential: &drvault_keyring::Credential,
         state_dir: Option<PathBuf>,
     ) -> Result<Self> {
-        Self::open_inner(store, passphrase, state_dir, false).await
+        Self::open_inner(store, credential, state_dir, false).await
     }
 
     /// Announces a backup and prepares the index it deduplicates against (see the module

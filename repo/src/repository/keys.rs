@@ -124,6 +124,14 @@ impl Repository {
                 "refusing to remove the last key slot: nothing could open the repository".into(),
             ));
         }
+        if self.opened_slot.as_deref() == Some(name.as_str()) {
+            return Err(Error::NotPermitted(
+                "refusing to remove the key slot this passphrase opened: the next command would \
+                 find no key. Remove it with another slot's passphrase, or change it with `drvault \
+                 key passwd`"
+                    .into(),
+            ));
+        }
         self.store.delete(&name).await?;
         Ok(name)
     }
@@ -132,7 +140,7 @@ impl Repository {
     /// Returns (old slot name, new slot name).
     pub async fn change_passphrase(
         &self,
-        old: &[u8],
+        old: &drvault_keyring::Credential,
         new: &[u8],
         kdf: KdfParams,
     ) -> Result<(String, String)> {
@@ -140,18 +148,18 @@ impl Repository {
             return Err(Error::Invalid("refusing an empty passphrase".into()));
         }
         let slots = self.key_slots().await?;
-        let old_pass = zeroize::Zeroizing::new(old.to_vec());
+        let old = old.clone();
         let found = tokio::task::spawn_blocking(move || {
-            slots
-                .into_iter()
-                .find(|(_, s)| s.unwrap_master(&old_pass).is_ok())
+            slots.into_iter().find(|(_, s)| s.unwrap_with(&old).is_ok())
         })
         .await
         .map_err(|e| Error::Invalid(e.to_string()))?;
         let Some((old_name, old_slot)) = found else {
             return Err(Error::WrongPassphrase);
         };
-        let new_name = self.add_key_slot(old_slot.kind, new, kdf).await?;
+        let new_name = self
+            .add_key_slot(old_slot.kind, new, kdf, &old_slot.label)
+            .await?;
         self.store.delete(&old_name).await?;
         Ok((old_name, new_name))
     }
@@ -255,19 +263,25 @@ impl Repository {
     /// older keyring object is deleted, and a new data-key epoch starts (the old master key
     /// opened the old epochs' keys; re-encrypt and retire them next). Returns (new epoch, the
     /// number of other slots removed).
-    pub async fn rotate_master(&self, passphrase: &[u8], kdf: KdfParams) -> Result<(u32, usize)> {
+    pub async fn rotate_master(
+        &self,
+        credential: &drvault_keyring::Credential,
+        kdf: KdfParams,
+    ) -> Result<(u32, usize)> {
         let lease = Lease::acquire(&self.store, "master key rotation", LEASE_TTL).await?;
         let result = async {
             let slots = self.key_slots_complete().await?;
-            let pass = zeroize::Zeroizing::new(passphrase.to_vec());
-            let (in_use, kind) = {
+            let (in_use, kind, label, pass) = {
                 let slots = slots.clone();
-                let pass = pass.clone();
+                let credential = credential.clone();
                 tokio::task::spawn_blocking(move || {
                     slots
                         .into_iter()
-                        .find(|(_, s)| s.unwrap_master(&pass).is_ok())
-                        .map(|(n, s)| (n, s.kind))
+                        .find(|(_, s)| s.unwrap_with(&credential).is_ok())
+                        .map(|(n, s)| {
+                            let input = zeroize::Zeroizing::new(s.input(&credential).to_vec());
+                            (n, s.kind, s.label, input)
+                        })
                 })
                 .await
                 .map_err(|e| Error::Invalid(e.to_string()))?
@@ -282,7 +296,7 @@ impl Repository {
             let master = kr.master().clone();
             let now = unix_now();
             let slot = tokio::task::spawn_blocking(move || {
-                KeySlot::create(kind, now, kdf, &pass, &master)
+                KeySlot::create(kind, now, kdf, &pass, &label, &master)
             })
             .await
             .map_err(|e| Error::Invalid(e.to_string()))??;

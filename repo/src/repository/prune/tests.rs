@@ -24,9 +24,13 @@ async fn repository() -> Repository {
 
 /// Another process opening the same repository.
 async fn reopen(repo: &Repository) -> Repository {
-    Repository::open(repo.store().clone(), b"pw", None)
-        .await
-        .unwrap()
+    Repository::open(
+        repo.store().clone(),
+        &drvault_keyring::Credential::passphrase(b"pw"),
+        None,
+    )
+    .await
+    .unwrap()
 }
 
 /// Stores `blobs` in one new pack of `kind` and indexes it; returns the ids and the pack.
@@ -522,9 +526,13 @@ async fn prune_merges_small_index_objects_and_catalogs_keep_their_cache() {
     };
     assert!(count(&repo).await > consolidate::CONSOLIDATE_AFTER);
     let state = tempfile_dir();
-    let cached = Repository::open(repo.store().clone(), b"pw", Some(state.clone()))
-        .await
-        .unwrap();
+    let cached = Repository::open(
+        repo.store().clone(),
+        &drvault_keyring::Credential::passphrase(b"pw"),
+        Some(state.clone()),
+    )
+    .await
+    .unwrap();
     assert!(ids.iter().all(|id| cached.has_blob(id)));
     let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
     assert!(
@@ -533,9 +541,13 @@ async fn prune_merges_small_index_objects_and_catalogs_keep_their_cache() {
     );
     assert!(count(&repo).await < 5);
     for dir in [Some(state.clone()), None] {
-        let again = Repository::open(repo.store().clone(), b"pw", dir)
-            .await
-            .unwrap();
+        let again = Repository::open(
+            repo.store().clone(),
+            &drvault_keyring::Credential::passphrase(b"pw"),
+            dir,
+        )
+        .await
+        .unwrap();
         assert!(ids.iter().all(|id| again.has_blob(id)));
     }
     assert_clean(&repo).await;
