@@ -144,13 +144,142 @@ pub fn is_secret(key: &str) -> bool {
         .any(|s| k.contains(s))
 }
 
+/// How much of the configuration file a command needs to be right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strictness {
+    /// Every section (the agent, drills): any error stops the command.
+    All,
+    /// Only where the repository is (`[repository]`, `[[targets]]`); an error elsewhere is a
+    /// warning and that section is left out, so a typo in `[[jobs]]` does not block a restore.
+    Storage,
+    /// Nothing (`--repo` names the repository): any error is a warning and the file's
+    /// sections that still parse are used.
+    Nothing,
+}
+
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file; every section must be right.
     pub fn load(path: &Path) -> Result<Self> {
+        Ok(Self::load_with(path, Strictness::All)?.0)
+    }
+
+    /// Reads a configuration file, holding only the sections `strict` names to be right: the
+    /// others are left out when they are wrong, with a warning (returned) naming the error.
+    /// The file's permissions are always checked: they are about who can run commands as
+    /// drvault, whatever the command.
+    pub fn load_with(path: &Path, strict: Strictness) -> Result<(Self, Vec<String>)> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let config: Config = toml::from_str(&text)
-            .with_context(|| format!("config {} is not valid", path.display()))?;
+        let mut warnings = Vec::new();
+        let config: Config = if strict == Strictness::All {
+            toml::from_str(&text)
+                .with_context(|| format!("config {} is not valid", path.display()))?
+        } else {
+            Self::parse_by_section(path, &text, strict, &mut warnings)?
+        };
+        Self::check_permissions(path, &config)?;
+        let config = if strict == Strictness::All {
+            config.validate_all()?;
+            config
+        } else {
+            config.validate_leniently(path, strict, &mut warnings)?
+        };
+        Ok((config, warnings))
+    }
+
+    /// Each top-level section on its own: a broken one is left out (or, when `strict` needs
+    /// it, an error).
+    fn parse_by_section(
+        path: &Path,
+        text: &str,
+        strict: Strictness,
+        warnings: &mut Vec<String>,
+    ) -> Result<Config> {
+        let shown = path.display();
+        let table: toml::Table = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(e) if strict == Strictness::Nothing => {
+                warnings.push(format!(
+                    "config {shown} is not valid TOML and was ignored: {e}"
+                ));
+                return Ok(Config::default());
+            }
+            Err(e) => {
+                return Err(anyhow::Error::from(e).context(format!("config {shown} is not valid")))
+            }
+        };
+        let mut config = Config::default();
+        for (key, value) in table {
+            let storage = matches!(key.as_str(), "repository" | "targets");
+            let parsed: std::result::Result<(), toml::de::Error> = match key.as_str() {
+                "repository" => value.try_into().map(|v| config.repository = v),
+                "targets" => value.try_into().map(|v| config.targets = v),
+                "keys" => value.try_into().map(|v| config.keys = v),
+                "drills" => value.try_into().map(|v| config.drills = v),
+                "agent" => value.try_into().map(|v| config.agent = v),
+                "jobs" => value.try_into().map(|v| config.jobs = v),
+                other => {
+                    warnings.push(format!(
+                        "config {shown}: unknown section [{other}] ignored (a typo?)"
+                    ));
+                    Ok(())
+                }
+            };
+            match parsed {
+                Ok(()) => {}
+                Err(e) if storage && strict == Strictness::Storage => {
+                    return Err(anyhow::Error::from(e)
+                        .context(format!("config {shown}: section [{key}] is not valid")))
+                }
+                Err(e) => warnings.push(format!(
+                    "config {shown}: section [{key}] is not valid and was left out ({}); \
+                     `drvault agent --print-schedule` checks the whole file",
+                    e.to_string().trim()
+                )),
+            }
+        }
+        Ok(config)
+    }
+
+    /// Validates what `strict` needs; other sections that do not validate are left out.
+    fn validate_leniently(
+        mut self,
+        path: &Path,
+        strict: Strictness,
+        warnings: &mut Vec<String>,
+    ) -> Result<Config> {
+        let shown = path.display();
+        let storage = self.validate().and_then(|()| self.tuning().map(|_| ()));
+        if let Err(e) = storage {
+            if strict == Strictness::Storage {
+                return Err(e.context(format!("config {shown} is not valid")));
+            }
+            warnings.push(format!("config {shown}: {e:#}; its targets were left out"));
+            self.targets.clear();
+            self.repository = RepositorySection::default();
+        }
+        if let Err(e) = self.keys.policy() {
+            warnings.push(format!("config {shown}: [keys] left out: {e:#}"));
+            self.keys = KeysSection::default();
+        }
+        if let Err(e) = self
+            .jobs()
+            .and_then(|_| self.agent.metrics_address().map(|_| ()))
+        {
+            warnings.push(format!(
+                "config {shown}: [agent] and [[jobs]] left out: {e:#}"
+            ));
+            self.jobs.clear();
+            self.agent = AgentSection::default();
+        }
+        if let Err(e) = self.validate_drills() {
+            warnings.push(format!("config {shown}: [[drills]] left out: {e:#}"));
+            self.drills.clear();
+        }
+        Ok(self)
+    }
+
+    fn check_permissions(path: &Path, config: &Config) -> Result<()> {
         let mode = std::fs::metadata(path)?.permissions().mode();
         // Its drill plans and hooks run commands as the agent's user: only the owner may write it.
         if mode & 0o022 != 0 {
@@ -173,11 +302,20 @@ impl Config {
                 mode & 0o777
             );
         }
-        config.validate()?;
-        config.jobs()?;
-        config.agent.metrics_address()?;
-        config.tuning()?;
-        config.keys.policy()?;
+        Ok(())
+    }
+
+    fn validate_all(&self) -> Result<()> {
+        self.validate()?;
+        self.jobs()?;
+        self.agent.metrics_address()?;
+        self.tuning()?;
+        self.keys.policy()?;
+        self.validate_drills()
+    }
+
+    fn validate_drills(&self) -> Result<()> {
+        let config = self;
         for d in &config.drills {
             crate::duration::parse(&d.rto_objective)
                 .with_context(|| format!("drill {}: rto_objective", d.name))?;
@@ -206,7 +344,7 @@ impl Config {
                 }
             }
         }
-        Ok(config)
+        Ok(())
     }
 
     /// The drill plans, with a plan that names a backup job given that job's paths and host.

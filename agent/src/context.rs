@@ -10,7 +10,7 @@ use drvault_repo::Repository;
 use tokio::runtime::Runtime;
 
 use crate::cli::Global;
-use crate::config::Config;
+use crate::config::{Config, Strictness};
 
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -74,9 +74,22 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(g: &Global) -> Result<Self> {
+    /// A context from the configuration file, holding right only the sections `strict`
+    /// names; the rest, when wrong, is left out with a warning. With `--repo` the file's
+    /// targets are not used, so nothing in it need be right.
+    pub fn new(g: &Global, strict: Strictness) -> Result<Self> {
+        let strict = match (strict, &g.repo) {
+            (Strictness::Storage, Some(_)) => Strictness::Nothing,
+            (s, _) => s,
+        };
         let file = match crate::config::locate(g.config.as_deref(), is_root()) {
-            Some(path) => Some(Config::load(&path)?),
+            Some(path) => {
+                let (config, warnings) = Config::load_with(&path, strict)?;
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                Some(config)
+            }
             None => None,
         };
         Self::with_config(g, file)

@@ -32,7 +32,10 @@ pub fn drvault_main() -> std::process::ExitCode {
     ) {
         alloc::tune();
     }
-    init_logging(&cli.global);
+    // The agent runs unattended: its start and every job's start and end are logged at the
+    // default level (`-q` for errors only).
+    let default_info = matches!(cli.command, cli::Command::Agent(_));
+    init_logging(&cli.global, default_info);
     let json = cli.global.json;
     let code = match commands::run(cli) {
         Ok(code) => code.into(),
@@ -52,7 +55,7 @@ pub fn drvault_main() -> std::process::ExitCode {
 pub fn drtest_main() -> std::process::ExitCode {
     harden_process();
     let cli = parse_or_exit::<drill::cli::DrtestCli>();
-    init_logging(&cli.global);
+    init_logging(&cli.global, false);
     let json = cli.global.json;
     match drill::run(cli) {
         Ok(code) => code.into(),
@@ -145,9 +148,10 @@ fn harden_process() {
     }
 }
 
-fn init_logging(g: &cli::Global) {
+fn init_logging(g: &cli::Global, default_info: bool) {
     let level = match (g.quiet, g.verbose) {
         (true, _) => "error",
+        (false, 0) if default_info => "info",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, 2) => "debug",

@@ -694,3 +694,40 @@ fn a_flood_of_idle_metrics_connections_neither_exhausts_descriptors_nor_stops_ba
     signal(&agent, "TERM");
     assert!(wait_exit(&mut agent, Duration::from_secs(30)).success());
 }
+
+#[test]
+fn the_agent_run_by_hand_logs_its_start_and_each_job_without_v() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"a").unwrap();
+    let config = env.path("drvault.toml");
+    std::fs::write(&config, backup_job("etc", &src, "*/2 * * * * *")).unwrap();
+    let log = env.path("quiet-agent.log");
+    let mut agent = env
+        .cmd()
+        .arg("--config")
+        .arg(&config)
+        .arg("agent")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("a job has ended", Duration::from_secs(90), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("job succeeded"))
+    });
+    signal(&agent, "TERM");
+    wait_exit(&mut agent, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("agent started with 1 jobs"), "{text}");
+    assert!(text.contains("job started"), "{text}");
+    let ended = text.lines().find(|l| l.contains("job succeeded")).unwrap();
+    assert!(
+        ended.contains(" s, snapshot "),
+        "duration and snapshot: {ended}"
+    );
+    assert!(text.contains("agent stopped"), "{text}");
+}

@@ -422,3 +422,78 @@ fn restore_onto_a_file_says_to_name_a_directory() {
     assert!(!stderr.contains("os error 17"), "{stderr}");
     assert_eq!(fs::read(&file).unwrap(), b"keep me");
 }
+
+#[test]
+fn a_typo_in_an_unrelated_config_section_does_not_block_a_restore() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let config = env.path("drvault.toml");
+    let targets = format!(
+        "[[targets]]\nname = \"local\"\nurl = \"file://{}\"\n",
+        env.repo().display()
+    );
+    // `pathz`: a typo in a job; `schedule`: a unit spelt out.
+    fs::write(
+        &config,
+        format!(
+            "{targets}[[jobs]]\nname = \"etc\"\nkind = \"backup\"\npathz = [\"/etc\"]\nschedule = \"daily\"\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(drvault_tests::drvault_bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(env.state())
+            .args(args)
+            .env("DRVAULT_PASSWORD", drvault_tests::PASSWORD)
+            .env_remove("DRVAULT_REPO")
+            .output()
+            .unwrap()
+    };
+    let t = env.path("t");
+    for args in [
+        &["snapshots"][..],
+        &["ls", "latest"],
+        &["restore", "latest", "--target", t.to_str().unwrap()],
+    ] {
+        let out = run(args);
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("[jobs]") && stderr.contains("pathz"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(fs::read(restored(&t, &src).join("a")).unwrap(), b"a");
+    // The agent, which uses the section, stays strict.
+    let out = run(&["agent", "--print-schedule"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("pathz"), "{}", text(&out.stderr));
+    // A broken storage section still stops a command that needs it...
+    fs::write(&config, "[[targets]]\nname = \"local\"\nurll = \"x\"\n").unwrap();
+    let out = run(&["snapshots"]);
+    assert!(!out.status.success());
+    // ...but not one given --repo, which does not read the targets.
+    fs::write(&config, "this is [not toml").unwrap();
+    let out = env
+        .cmd()
+        .arg("--config")
+        .arg(&config)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not valid TOML"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -47,7 +47,7 @@ pub enum RunResult {
 }
 
 impl RunResult {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             RunResult::Running => "running",
             RunResult::Success => "success",

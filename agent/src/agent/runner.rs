@@ -46,10 +46,23 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
         },
         Err(e) => (RunResult::Failed, format!("{e:#}"), Figures::default()),
     };
+    let seconds = (super::history::now() - started).max(0.0);
+    let snapshot = figures
+        .snapshot
+        .as_deref()
+        .map(|s| format!(", snapshot {}", &s[..8.min(s.len())]))
+        .unwrap_or_default();
     match result {
-        RunResult::Success => tracing::info!(job = %name, kind, "job succeeded"),
-        RunResult::Partial => tracing::warn!(job = %name, kind, "job partly succeeded: {message}"),
-        _ => tracing::error!(job = %name, kind, result = ?result, "job did not succeed: {message}"),
+        RunResult::Success => tracing::info!(
+            job = %name, kind, seconds, "job succeeded in {seconds:.1} s{snapshot}"
+        ),
+        RunResult::Partial => tracing::warn!(
+            job = %name, kind, seconds, "job partly succeeded in {seconds:.1} s{snapshot}: {message}"
+        ),
+        _ => tracing::error!(
+            job = %name, kind, seconds, result = ?result,
+            "job did not succeed ({}) after {seconds:.1} s: {message}", result.as_str()
+        ),
     }
     if let (Ok(h), Some(id)) = (&history, id) {
         if let Err(e) = h.finish(id, result, &message, &figures) {

@@ -19,6 +19,7 @@ mod targets;
 use anyhow::Result;
 
 use crate::cli::{Cli, Command};
+use crate::config::Strictness;
 use crate::context::Context;
 use crate::exit::Exit;
 
@@ -33,7 +34,13 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Agent(a) => return crate::agent::run(&cli.global, a),
         _ => {}
     }
-    let ctx = Context::new(&cli.global)?;
+    // Only the command that uses a section needs it right: a typo in [[jobs]] must not block
+    // a restore in an incident.
+    let strict = match &cli.command {
+        Command::Key(crate::cli::KeyCommand::Rotate(r)) if r.if_due => Strictness::All,
+        _ => Strictness::Storage,
+    };
+    let ctx = Context::new(&cli.global, strict)?;
     dispatch(&ctx, &cli.global, &cli.command)
 }
 

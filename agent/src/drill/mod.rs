@@ -13,7 +13,7 @@ use crate::exit::Exit;
 use cli::{DrtestCli, DrtestCommand};
 
 pub fn run(cli: DrtestCli) -> Result<Exit> {
-    let ctx = Context::new(&cli.global)?;
+    let ctx = Context::new(&cli.global, crate::config::Strictness::All)?;
     dispatch(&ctx, &cli.global, &cli.command)
 }
 
