@@ -16,33 +16,58 @@ pub struct Cli {
 pub struct Global {
     /// Repository path or URL [default: the embedded local repository, /var/lib/drvault/repo for
     /// root, else $XDG_DATA_HOME/drvault/repo]
-    #[arg(long, global = true, env = "DRVAULT_REPO", value_name = "PATH_OR_URL")]
+    #[arg(
+        short = 'r',
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "DRVAULT_REPO",
+        value_name = "PATH_OR_URL"
+    )]
     pub repo: Option<String>,
     /// Configuration file naming the repository's targets [default: /etc/drvault/drvault.toml for
     /// root, else $XDG_CONFIG_HOME/drvault/drvault.toml, when it exists]
-    #[arg(long, global = true, env = "DRVAULT_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "DRVAULT_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
-    /// Read the passphrase from this file (first line). Also: $DRVAULT_PASSWORD, a systemd
-    /// credential named drvault-password, or a prompt.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Read the passphrase from this file (its first line; for a key-file slot, all of it).
+    /// Also: $DRVAULT_PASSWORD, a systemd credential named drvault-password, or a prompt.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE"
+    )]
     pub password_file: Option<PathBuf>,
     /// Local state (catalog cache) [default: /var/lib/drvault for root, else $XDG_STATE_HOME/drvault]
-    #[arg(long, global = true, env = "DRVAULT_STATE_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "DRVAULT_STATE_DIR",
+        value_name = "DIR"
+    )]
     pub state_dir: Option<PathBuf>,
     /// Machine-readable JSON on stdout.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
     /// More log output (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = "Global options", action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only errors.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub quiet: bool,
     /// Log lines on stderr as text (journald-friendly: no colours or timestamps under systemd)
     /// or as one JSON object per line.
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "DRVAULT_LOG_FORMAT",
         value_enum,
         default_value = "text"
@@ -84,6 +109,8 @@ pub enum Command {
     },
     /// Write man pages for drvault, drtest and every subcommand into a directory.
     Man {
+        /// Directory to write the pages into (created when missing), e.g.
+        /// /usr/local/share/man/man1.
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
@@ -281,7 +308,7 @@ pub struct BackupArgs {
     #[arg(long = "tag")]
     pub tags: Vec<String>,
     /// Skip paths matching this glob (repeatable); a pattern without '/' matches any name.
-    #[arg(long = "exclude")]
+    #[arg(short = 'e', long = "exclude")]
     pub excludes: Vec<String>,
     /// Do not cross into other file systems.
     #[arg(short = 'x', long)]
@@ -333,8 +360,8 @@ pub struct RestoreArgs {
     /// Only restore this path of the snapshot and what is below it (repeatable).
     #[arg(long = "include", value_name = "PATH")]
     pub includes: Vec<PathBuf>,
-    /// Directory to restore into.
-    #[arg(long)]
+    /// Directory to restore into (created when missing).
+    #[arg(short = 't', long)]
     pub target: PathBuf,
     /// Re-read every restored file and check it against the snapshot.
     #[arg(long)]

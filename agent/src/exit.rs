@@ -116,7 +116,8 @@ mod tests {
         assert_eq!(
             code(
                 RepoError::NoRepository {
-                    location: "x".into()
+                    location: "x".into(),
+                    detail: "y".into()
                 }
                 .into()
             ),

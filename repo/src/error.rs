@@ -6,8 +6,12 @@ pub enum Error {
     #[error("object {name} not found in the repository")]
     NotFound { name: String },
     /// No repository exists at the location.
-    #[error("no drvault repository at {location}; create one with `drvault init`")]
-    NoRepository { location: String },
+    #[error(
+        "no drvault repository at {location} ({detail}). If the location is mistyped, name \
+             the repository with --repo or $DRVAULT_REPO (or the targets in the config file); to \
+             create one there, run `drvault init`"
+    )]
+    NoRepository { location: String, detail: String },
     /// A repository already exists where `init` was asked to create one.
     #[error("a repository already exists at {location}")]
     AlreadyExists { location: String },

@@ -269,6 +269,7 @@ impl Repository {
         let config_bytes = store.get(paths::CONFIG).await.map_err(|e| match e {
             Error::NotFound { .. } => Error::NoRepository {
                 location: store.location().to_string(),
+                detail: "it holds no `config` object".into(),
             },
             other => other,
         })?;

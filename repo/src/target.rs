@@ -85,8 +85,14 @@ impl Target {
                 Error::Invalid(format!("cannot create repository directory {path}: {e}"))
             })?;
         } else if !std::path::Path::new(&path).is_dir() {
+            let detail = if std::path::Path::new(&path).exists() {
+                "it is not a directory"
+            } else {
+                "the directory does not exist"
+            };
             return Err(Error::NoRepository {
                 location: location.to_string(),
+                detail: detail.into(),
             });
         }
         let fs = LocalFileSystem::new_with_prefix(&path)

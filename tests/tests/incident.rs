@@ -497,3 +497,26 @@ fn a_typo_in_an_unrelated_config_section_does_not_block_a_restore() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn messages_say_what_to_do_next() {
+    let env = Env::new();
+    // A mistyped repository path: where drvault looked, that it may be a typo, and init.
+    let out = env.run(&["snapshots"]);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&*env.repo().to_string_lossy()), "{stderr}");
+    assert!(
+        stderr.contains("does not exist") && stderr.contains("mistyped"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("drvault init"), "{stderr}");
+    env.init();
+    // An empty audit log says so.
+    let log = env.ok(&["audit", "log"]);
+    assert!(!log.trim().is_empty(), "audit log prints something");
+    // Plurals.
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    assert!(env.ok(&["snapshots"]).trim_end().ends_with("1 snapshot"));
+}

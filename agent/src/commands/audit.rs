@@ -25,6 +25,11 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
             }
             if g.json {
                 outln!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() && !damaged {
+                outln!(
+                    "the audit log has no entries yet (key operations, forget, prune and drills \
+                     append to it)"
+                );
             } else {
                 for e in &list {
                     outln!(

@@ -17,9 +17,12 @@ fn short(name: &str) -> &str {
 }
 
 fn rfc3339(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default()
+    crate::timefmt::rfc3339(t.saturating_mul(1_000_000_000))
+}
+
+/// Unix seconds as every command prints times.
+fn shown(t: i64) -> String {
+    crate::timefmt::shown(t.saturating_mul(1_000_000_000))
 }
 
 pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
@@ -243,7 +246,7 @@ fn list(ctx: &Context, g: &Global, repo: &Repository) -> Result<()> {
                 "{current} {}  {:<10}  {}  {}",
                 short(name),
                 s.kind.as_str(),
-                rfc3339(s.created),
+                shown(s.created),
                 if s.label.is_empty() {
                     "(no label)".to_string()
                 } else {
@@ -254,11 +257,11 @@ fn list(ctx: &Context, g: &Global, repo: &Repository) -> Result<()> {
         outln!("data-key epochs:");
         for e in &epochs {
             outln!(
-                "  {:>4}  {:<8}  {}  {} objects",
+                "  {:>4}  {:<8}  {}  {}",
                 e.id,
                 e.state,
-                rfc3339(e.created),
-                e.objects
+                shown(e.created),
+                super::plural(e.objects as u64, "object")
             );
         }
     }

@@ -16,7 +16,7 @@ pub fn run(ctx: &Context, g: &Global) -> Result<Exit> {
                 serde_json::json!({
                     "id": id.to_hex(),
                     "short_id": id.short(),
-                    "time": chrono::DateTime::from_timestamp_nanos(s.time_ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                    "time": crate::timefmt::rfc3339(s.time_ns),
                     "host": s.host,
                     "username": s.username,
                     "paths": s.paths.iter().map(|p| printable(p)).collect::<Vec<_>>(),
@@ -38,7 +38,7 @@ pub fn run(ctx: &Context, g: &Global) -> Result<Exit> {
         "tags"
     );
     for (id, s) in &snaps {
-        let t = chrono::DateTime::from_timestamp_nanos(s.time_ns).format("%Y-%m-%d %H:%M:%S");
+        let t = crate::timefmt::shown(s.time_ns);
         let paths: Vec<String> = s.paths.iter().map(|p| printable(p)).collect();
         outln!(
             "{:<10} {:<26} {:<16} {:<16} {}",
@@ -49,6 +49,6 @@ pub fn run(ctx: &Context, g: &Global) -> Result<Exit> {
             paths.join(" ")
         );
     }
-    outln!("{} snapshots", snaps.len());
+    outln!("{}", super::plural(snaps.len() as u64, "snapshot"));
     Ok(Exit::Ok)
 }
