@@ -261,7 +261,7 @@ fn list(ctx: &Context, g: &Global, repo: &Repository) -> Result<()> {
                 e.id,
                 e.state,
                 shown(e.created),
-                super::plural(e.objects as u64, "object")
+                super::plural(e.objects, "object")
             );
         }
     }
