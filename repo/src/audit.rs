@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::Catalog;
 use crate::{Error, Repository, Result};
 
-const PREFIX: &str = "audit/";
+const PREFIX: &str = crate::format::paths::AUDIT;
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -125,16 +125,34 @@ pub async fn read_all(repo: &Repository) -> Result<BTreeMap<u64, Result<AuditEnt
         .await
 }
 
-/// Appends one entry after the newest one. Two hosts appending at once race for the same
-/// create-only name; the loser reads the new head and tries again.
+/// The target that orders the log: the first by name. An entry exists once this target holds
+/// it; the others get copies. Two writers (two hosts, or one that can reach only some targets)
+/// therefore never commit two different entries under one sequence number: the second finds
+/// the name taken on the sequencer and moves on to the next number (FORMAT.md section 17).
+pub fn sequencer(store: &crate::store::Store) -> Result<&crate::target::Target> {
+    store
+        .targets()
+        .iter()
+        .min_by(|a, b| a.name().cmp(b.name()))
+        .ok_or_else(|| Error::Invalid("the repository has no targets".into()))
+}
+
+/// Appends one entry after the newest one: written create-only to the sequencer first, then
+/// copied to every other target (one that misses it owes it until `drvault sync`). When the
+/// sequencer cannot be written, nothing is written anywhere and the error says why.
 pub async fn append(
     repo: &Repository,
     action: &str,
     details: serde_json::Value,
     result: &str,
 ) -> Result<AuditEntry> {
-    for _ in 0..8 {
-        let head = head(repo).await?;
+    let store = repo.store();
+    let sequencer = sequencer(store)?;
+    catch_up(repo, sequencer).await;
+    for _ in 0..16 {
+        let head = head_on(repo, sequencer)
+            .await
+            .map_err(|e| unordered(sequencer, e))?;
         let entry = AuditEntry {
             seq: head.as_ref().map_or(1, |h| h.seq + 1),
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -147,39 +165,133 @@ pub async fn append(
                 .map_or_else(|| GENESIS.to_string(), AuditEntry::hash),
         };
         let name = object_name(entry.seq);
-        let sealed = seal(repo, &name, &entry)?;
-        match repo
-            .store()
-            .put_new(&name, Bytes::from(sealed), false)
-            .await
-        {
-            Ok(()) => {
-                if let Some(dir) = repo.catalog_dir() {
-                    let e = entry.clone();
-                    let r = tokio::task::spawn_blocking(move || Catalog::open(&dir)?.add_audit(&e))
-                        .await;
-                    if let Err(err) = r.map_err(|e| Error::Invalid(e.to_string())).and_then(|r| r) {
-                        tracing::warn!(
-                            "audit entry {} not copied to the catalog: {err}",
-                            entry.seq
-                        );
-                    }
-                }
-                return Ok(entry);
-            }
+        let sealed = Bytes::from(seal(repo, &name, &entry)?);
+        match sequencer.put_new(&name, sealed.clone(), false).await {
+            Ok(()) => {}
+            // Another writer took this number first: read the new head and try the next.
             Err(Error::AlreadyExists { .. }) => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(unordered(sequencer, e)),
         }
+        crate::failpoint::hit("audit.after-sequencer").await;
+        replicate(store, sequencer, &name, &sealed).await;
+        copy_to_catalog(repo, &entry).await;
+        return Ok(entry);
     }
     Err(Error::Invalid(
-        "could not append to the audit log: too many concurrent writers".into(),
+        "could not append to the audit log: too many concurrent writers; run the command again"
+            .into(),
     ))
 }
 
-/// The newest entry: the one with the highest sequence number.
-async fn head(repo: &Repository) -> Result<Option<AuditEntry>> {
-    let newest = repo
+/// Gives the sequencer the entries other targets hold beyond its own newest (it was down when
+/// they were written, or they were written before it ordered the log), so the next entry
+/// follows them instead of forking from an older head. Only entries that open under the audit
+/// key are copied; failures leave the append to go on from the sequencer's own head.
+async fn catch_up(repo: &Repository, sequencer: &crate::target::Target) {
+    let Ok(own) = sequencer.list(PREFIX).await else {
+        return;
+    };
+    let own: std::collections::BTreeSet<String> = own.into_iter().map(|l| l.name).collect();
+    let mut others: Vec<&crate::target::Target> = repo
         .store()
+        .targets()
+        .iter()
+        .filter(|t| t.name() != sequencer.name())
+        .collect();
+    others.sort_by(|a, b| a.name().cmp(b.name()));
+    let own_head = own
+        .iter()
+        .filter_map(|n| n.strip_prefix(PREFIX)?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    for t in others {
+        let Ok(listed) = t.list(PREFIX).await else {
+            continue;
+        };
+        let mut beyond: Vec<(u64, String)> = listed
+            .into_iter()
+            .filter_map(|l| Some((l.name.strip_prefix(PREFIX)?.parse::<u64>().ok()?, l.name)))
+            .filter(|(seq, name)| *seq > own_head && !own.contains(name))
+            .collect();
+        beyond.sort();
+        for (_, name) in beyond {
+            let Ok(bytes) = t.get(&name).await else { break };
+            if open(repo, &name, &bytes).is_err() {
+                break;
+            }
+            match sequencer.put_new(&name, bytes, false).await {
+                Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn unordered(sequencer: &crate::target::Target, e: Error) -> Error {
+    Error::Unavailable {
+        target: sequencer.name().to_string(),
+        reason: format!(
+            "it orders the audit log (the first target by name) and cannot be read or written \
+             now ({e}); no entry was written, so the log stays one chain. Run the command again \
+             when it answers"
+        ),
+    }
+}
+
+/// Copies a committed entry to the targets other than the sequencer. A target holding another
+/// entry under that number (written by a drvault before 0.7, which could fork the log) keeps
+/// it: evidence is never overwritten; `drvault check --all-targets` reports the difference.
+async fn replicate(
+    store: &crate::store::Store,
+    sequencer: &crate::target::Target,
+    name: &str,
+    sealed: &Bytes,
+) {
+    let others = store
+        .targets()
+        .iter()
+        .filter(|t| t.name() != sequencer.name());
+    for t in others {
+        let outcome = match t.put_new(name, sealed.clone(), false).await {
+            Ok(()) => Ok(()),
+            Err(Error::AlreadyExists { .. }) => match t.get(name).await {
+                Ok(b) if b == *sealed => Ok(()),
+                Ok(_) => {
+                    tracing::warn!(
+                        "target {} holds another {name} than target {} (a forked audit log from \
+                         before 0.7): both are kept; see docs/OPERATIONS.md",
+                        t.name(),
+                        sequencer.name()
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(
+                "target {} missed {name} ({e}); it owes the entry until `drvault sync`",
+                t.name()
+            );
+            store.owe(t.name(), name);
+        }
+    }
+}
+
+async fn copy_to_catalog(repo: &Repository, entry: &AuditEntry) {
+    if let Some(dir) = repo.catalog_dir() {
+        let e = entry.clone();
+        let r = tokio::task::spawn_blocking(move || Catalog::open(&dir)?.add_audit(&e)).await;
+        if let Err(err) = r.map_err(|e| Error::Invalid(e.to_string())).and_then(|r| r) {
+            tracing::warn!("audit entry {} not copied to the catalog: {err}", entry.seq);
+        }
+    }
+}
+
+/// The newest entry on `target`: the one with the highest sequence number.
+async fn head_on(repo: &Repository, target: &crate::target::Target) -> Result<Option<AuditEntry>> {
+    let newest = target
         .list(PREFIX)
         .await?
         .into_iter()
@@ -191,7 +303,7 @@ async fn head(repo: &Repository) -> Result<Option<AuditEntry>> {
         .max();
     let Some(seq) = newest else { return Ok(None) };
     let name = object_name(seq);
-    let bytes = repo.store().get(&name).await?;
+    let bytes = target.get(&name).await?;
     open(repo, &name, &bytes).map(Some)
 }
 

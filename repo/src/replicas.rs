@@ -40,12 +40,16 @@ pub struct ReplicaReport {
     pub targets: Vec<TargetCopies>,
     /// Objects of which no target holds a copy known to be intact.
     pub lost: Vec<String>,
+    /// Audit entries whose copies differ between targets: two records under one number (a log
+    /// forked by a drvault before 0.7). Never repaired by overwriting; both are kept.
+    pub audit_conflicts: Vec<String>,
 }
 
 impl ReplicaReport {
     /// True when every reachable target holds an intact copy of every object.
     pub fn is_clean(&self) -> bool {
         self.lost.is_empty()
+            && self.audit_conflicts.is_empty()
             && self.targets.iter().all(|t| {
                 t.reachable
                     && t.missing.is_empty()
@@ -56,7 +60,9 @@ impl ReplicaReport {
 
     /// True when some copy is damaged or some object has no intact copy at all.
     pub fn has_damage(&self) -> bool {
-        !self.lost.is_empty() || self.targets.iter().any(|t| !t.corrupt.is_empty())
+        !self.lost.is_empty()
+            || !self.audit_conflicts.is_empty()
+            || self.targets.iter().any(|t| !t.corrupt.is_empty())
     }
 }
 
@@ -162,6 +168,7 @@ pub async fn check_copies(store: &Store, read_data: bool) -> Result<ReplicaRepor
             c.unreadable.sort();
         }
     }
+    report.audit_conflicts = audit_conflicts(targets, &sizes).await;
     // An object is lost when no reachable target holds a copy not known to be bad. Without
     // read_data, "not known to be bad" means listed with the usual size.
     for name in &all {
@@ -175,6 +182,31 @@ pub async fn check_copies(store: &Store, read_data: bool) -> Result<ReplicaRepor
         }
     }
     Ok(report)
+}
+
+/// Audit entries held by several targets whose bytes differ. Entries are small and named by
+/// number, not hash, so equal sizes prove nothing: every copy is read.
+async fn audit_conflicts(
+    targets: &[Target],
+    listings: &[Option<BTreeMap<String, u64>>],
+) -> Vec<String> {
+    let mut held: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, m) in listings.iter().enumerate() {
+        for name in m.iter().flat_map(|m| m.keys()) {
+            if name.starts_with(paths::AUDIT) {
+                held.entry(name).or_default().push(i);
+            }
+        }
+    }
+    let mut conflicts = Vec::new();
+    for (name, on) in held.into_iter().filter(|(_, on)| on.len() > 1) {
+        let copies = futures::future::join_all(on.iter().map(|&i| targets[i].get(name))).await;
+        let read: Vec<_> = copies.into_iter().filter_map(|c| c.ok()).collect();
+        if read.windows(2).any(|w| w[0] != w[1]) {
+            conflicts.push(name.to_string());
+        }
+    }
+    conflicts
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -231,6 +263,12 @@ async fn repair_leased(
         .buffer_unordered(PARALLEL_READS)
         .collect()
         .await;
+    for name in &before.audit_conflicts {
+        out.failed.push(format!(
+            "{name} differs between targets: both copies are kept (evidence is never \
+             overwritten); the copy on the first target by name is the log's (docs/OPERATIONS.md)"
+        ));
+    }
     for (i, name, replace, r) in results {
         let t = targets[i].name().to_string();
         match r {
@@ -250,6 +288,14 @@ async fn heal_one(
     name: &str,
     replace: bool,
 ) -> Result<()> {
+    if replace && name.starts_with(paths::AUDIT) {
+        // Audit entries are named by number, not hash: copies that differ are two records,
+        // and replacing one would destroy evidence.
+        return Err(Error::Invalid(format!(
+            "{name} differs between targets: both copies are kept (evidence is never \
+             overwritten); the copy on the first target by name is the log's (docs/OPERATIONS.md)"
+        )));
+    }
     if name == paths::CONFIG {
         // `config` is not named by its hash; only a byte-identical majority could vouch for it.
         return Err(Error::Invalid(

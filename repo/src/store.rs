@@ -241,6 +241,13 @@ impl Store {
         Ok(())
     }
 
+    /// Notes that target `target` lacks `name` until `drvault sync` copies it.
+    pub(crate) fn owe(&self, target: &str, name: &str) {
+        if let Ok(mut owed) = self.owed.lock() {
+            owed.push((target.to_string(), name.to_string()));
+        }
+    }
+
     /// Reads a whole object from the first target that has an intact copy.
     pub async fn get(&self, name: &str) -> Result<Bytes> {
         self.first_served(name, |t| async move {

@@ -215,11 +215,24 @@ fn a_drill_without_the_primary_restores_from_the_secondary_and_passes() {
         .status
         .success());
 
-    // The drill's record changed in the repository copy (a byte of the sealed entry) is caught.
-    let entry = site.path("secondary/audit").join(format!("{:020}", 1));
-    let mut bytes = fs::read(&entry).unwrap();
-    bytes[30] ^= 0x20;
-    fs::write(&entry, bytes).unwrap();
+    // The evidence went to both targets although the drill counted the primary as lost. A
+    // record changed on one target (a byte of the sealed entry) is caught by comparing the
+    // copies; changed on both, by the chain.
+    let tamper = |target: &str| {
+        let entry = site.path(target).join("audit").join(format!("{:020}", 1));
+        let mut bytes = fs::read(&entry).unwrap();
+        bytes[30] ^= 0x20;
+        fs::write(&entry, bytes).unwrap();
+    };
+    tamper("secondary");
+    let out = site.drvault(&["check", "--all-targets"]);
+    assert_eq!(out.status.code(), Some(drvault_tests::code::INTEGRITY));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit/00000000000000000001"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tamper("primary");
     let out = site.drvault(&["audit", "verify"]);
     assert_eq!(out.status.code(), Some(drvault_tests::code::INTEGRITY));
     assert!(

@@ -108,6 +108,12 @@ fn print_copies(r: &ReplicaReport) {
     for n in r.lost.iter().take(SHOWN) {
         eprintln!("error: no target holds an intact copy of {n}");
     }
+    for n in &r.audit_conflicts {
+        eprintln!(
+            "error: {n} differs between targets: the audit log forked (two records under one \
+             number); both are kept, see docs/OPERATIONS.md"
+        );
+    }
     let verdict = if r.is_clean() {
         "every target holds an intact copy of every object".to_string()
     } else if r.has_damage() {

@@ -29,6 +29,7 @@ pub mod paths {
     pub const INDEX: &str = "index/";
     pub const SNAPSHOTS: &str = "snapshots/";
     pub const PRUNE: &str = "prune/";
+    pub const AUDIT: &str = "audit/";
 
     pub fn pack(id: &Id) -> String {
         let h = id.to_hex();
