@@ -206,8 +206,9 @@ fn a_drill_without_the_primary_restores_from_the_secondary_and_passes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let seg: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(seg["entries"].as_array().unwrap().len(), 1);
-    assert_eq!(seg["entries"][0]["details"]["drill_id"], d["drill_id"]);
+    assert_eq!(seg["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(seg["entries"][0]["action"], "repository.init");
+    assert_eq!(seg["entries"][1]["details"]["drill_id"], d["drill_id"]);
     assert_eq!(seg["anchor_after"], seg["head"]);
     assert_eq!(seg["anchor_before"].as_str().unwrap(), "0".repeat(64));
     assert!(!site
@@ -503,4 +504,84 @@ fn validation_commands_never_see_or_record_the_repository_secrets() {
             "{secret:?} reached the evidence"
         );
     }
+}
+
+#[test]
+fn the_report_shows_unmeasured_drills_as_such_and_lists_what_was_disposed_of() {
+    let (site, data) = backed_up_site("");
+    site.configure(&format!(
+        "{}{}",
+        plan("quarterly", &data, ""),
+        plan("nothing-left", &data, "").replace(
+            "exclude_targets = [\"primary\"]",
+            "exclude_targets = [\"primary\", \"secondary\"]"
+        )
+    ));
+    let (code, _) = site.drill(&["--plan", "quarterly"]);
+    assert_eq!(code, Some(0));
+    let (code, failed) = site.drill(&["--plan", "nothing-left"]);
+    assert_ne!(code, Some(0));
+    assert!(failed["rto_seconds"].is_null() && failed["rpo_seconds"].is_null());
+    // Dispose of something: a second snapshot, forgotten, and its data pruned.
+    fs::write(data.join("db/extra.bin"), noise(3 << 20, 9)).unwrap();
+    assert!(site
+        .drvault(&["backup", data.to_str().unwrap()])
+        .status
+        .success());
+    let newest = site.drvault(&["--json", "snapshots"]);
+    let snaps: Value = serde_json::from_slice(&newest.stdout).unwrap();
+    let id = snaps.as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(site.drvault(&["forget", &id]).status.success());
+    let out = site.drvault(&["prune", "--grace", "0s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let year = failed["started"].as_str().unwrap()[..4].to_string();
+    // The global --json means JSON.
+    let out = site.drtest(&["--json", "report", "--period", &year]);
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let disposals = r["disposals"].as_array().unwrap();
+    let actions: Vec<&str> = disposals
+        .iter()
+        .map(|d| d["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"snapshots.forget"), "{disposals:?}");
+    assert!(actions.contains(&"data.prune"), "{disposals:?}");
+    assert!(disposals.iter().all(|d| d["seq"].as_u64().is_some()));
+    assert!(r["key_operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["action"] == "repository.init"));
+
+    let md = String::from_utf8(site.drtest(&["report", "--period", &year]).stdout).unwrap();
+    let row = md.lines().find(|l| l.contains("| nothing-left |")).unwrap();
+    assert!(row.contains("| — / 30.0 min | — / 24.0 h |"), "{row}");
+    assert!(!row.contains("0.0 s"), "{row}");
+    assert!(md.contains("## Secure disposal"), "{md}");
+    assert!(
+        md.contains(&format!("1 snapshot forgotten: {}", &id[..8])),
+        "{md}"
+    );
+    assert!(!md.contains("No key operations"), "init is one: {md}");
+    let html = String::from_utf8(
+        site.drtest(&["report", "--period", &year, "--format", "html"])
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        html.contains("100 %"),
+        "charts are drawn against the objective"
+    );
+    assert!(
+        html.contains("not measured"),
+        "an unmeasured drill is a dash with its reason"
+    );
 }

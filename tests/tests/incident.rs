@@ -520,3 +520,44 @@ fn messages_say_what_to_do_next() {
     env.ok(&["backup", src.to_str().unwrap()]);
     assert!(env.ok(&["snapshots"]).trim_end().ends_with("1 snapshot"));
 }
+
+#[test]
+fn jobs_with_repo_shows_only_that_repositorys_runs() {
+    let env = Env::new();
+    // The history file, created with its schema by drvault itself.
+    env.ok(&["jobs"]);
+    let db = rusqlite::Connection::open(env.state().join("jobs.sqlite")).unwrap();
+    for (job, repo) in [
+        ("mine", env.repo().display().to_string()),
+        ("other", "/srv/elsewhere".into()),
+    ] {
+        db.execute(
+            "INSERT INTO job_runs (job, kind, host, started, ended, result, repository)
+             VALUES (?1, 'backup', 'h', 100.0, 101.0, 'success', ?2)",
+            rusqlite::params![job, repo],
+        )
+        .unwrap();
+    }
+    drop(db);
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "jobs"])).unwrap();
+    let jobs: Vec<&str> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["job"].as_str().unwrap())
+        .collect();
+    assert_eq!(jobs, ["mine"], "Env::cmd passes --repo: only its runs");
+    let all = std::process::Command::new(drvault_tests::drvault_bin())
+        .args(["--json", "--state-dir"])
+        .arg(env.state())
+        .arg("jobs")
+        .env_remove("DRVAULT_REPO")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert_eq!(
+        v["runs"].as_array().unwrap().len(),
+        2,
+        "without --repo: every run"
+    );
+}

@@ -483,15 +483,17 @@ fn key_operations_are_in_a_hash_chained_audit_log_that_detects_tampering() {
         .iter()
         .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
         .collect();
-    assert_eq!(actions[0], ("key.rotate", "ok"));
-    assert_eq!(actions[1], ("key.reencrypt", "ok"));
-    assert_eq!(actions[2].0, "key.remove");
+    // The log starts with the repository's creation.
+    assert_eq!(actions[0], ("repository.init", "ok"));
+    assert_eq!(actions[1], ("key.rotate", "ok"));
+    assert_eq!(actions[2], ("key.reencrypt", "ok"));
+    assert_eq!(actions[3].0, "key.remove");
     assert!(
-        actions[2].1.starts_with("failed"),
+        actions[3].1.starts_with("failed"),
         "a failed operation is evidence too: {actions:?}"
     );
-    assert_eq!(log[0]["details"]["new_epoch"], 2);
-    assert_eq!(log[1]["details"]["retired"], serde_json::json!([1]));
+    assert_eq!(log[1]["details"]["new_epoch"], 2);
+    assert_eq!(log[2]["details"]["retired"], serde_json::json!([1]));
     for e in &log {
         assert!(e["actor"].as_str().unwrap().contains('@'));
         let text = e.to_string();
@@ -501,7 +503,7 @@ fn key_operations_are_in_a_hash_chained_audit_log_that_detects_tampering() {
         );
     }
     let verify: Value = serde_json::from_str(&env.ok(&["audit", "verify", "--json"])).unwrap();
-    assert_eq!(verify["entries"], 3);
+    assert_eq!(verify["entries"], 4);
     assert!(
         verify["first_broken"].is_null()
             && verify["catalog_mismatches"].as_array().unwrap().is_empty()

@@ -91,6 +91,9 @@ pub struct Run {
     pub ended: Option<f64>,
     pub result: RunResult,
     pub message: String,
+    /// Where the job's repository is (`--repo` or the configured targets' names); absent in
+    /// runs recorded before drvault 0.7.
+    pub repository: Option<String>,
     #[serde(flatten)]
     pub figures: Figures,
 }
@@ -120,6 +123,12 @@ impl History {
             .and_then(|c| {
                 c.busy_timeout(std::time::Duration::from_secs(30))?;
                 c.execute_batch(SCHEMA)?;
+                // Added in 0.7: which repository a run was for (`jobs --repo` shows its own).
+                match c.execute("ALTER TABLE job_runs ADD COLUMN repository TEXT", []) {
+                    Ok(_) => {}
+                    Err(e) if e.to_string().contains("duplicate column") => {}
+                    Err(e) => return Err(e),
+                }
                 Ok(c)
             })
             .with_context(|| format!("cannot open the job history {}", path.display()))?;
@@ -131,11 +140,18 @@ impl History {
     }
 
     /// Records the start of a run; returns its id.
-    pub fn start(&self, job: &str, kind: &str, started: f64) -> Result<i64> {
+    pub fn start(&self, job: &str, kind: &str, started: f64, repository: &str) -> Result<i64> {
         self.conn
             .execute(
-                "INSERT INTO job_runs (job, kind, host, started, result) VALUES (?1, ?2, ?3, ?4, 'running')",
-                params![job, kind, drvault_repo::host::hostname(), started],
+                "INSERT INTO job_runs (job, kind, host, started, result, repository)
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+                params![
+                    job,
+                    kind,
+                    drvault_repo::host::hostname(),
+                    started,
+                    repository
+                ],
             )
             .with_context(|| self.context())?;
         Ok(self.conn.last_insert_rowid())
@@ -196,7 +212,7 @@ impl History {
             .conn
             .prepare(&format!(
                 "SELECT id, job, kind, host, started, ended, result, message, snapshot, snapshot_time,
-                 files, bytes_read, bytes_added, errors FROM job_runs {tail}"
+                 files, bytes_read, bytes_added, errors, repository FROM job_runs {tail}"
             ))
             .with_context(|| self.context())?;
         let rows = stmt
@@ -210,6 +226,7 @@ impl History {
                     ended: r.get(5)?,
                     result: RunResult::parse(&r.get::<_, String>(6)?),
                     message: r.get(7)?,
+                    repository: r.get(14)?,
                     figures: Figures {
                         snapshot: r.get(8)?,
                         snapshot_time: r.get(9)?,
@@ -250,7 +267,7 @@ mod tests {
     fn runs_are_recorded_updated_and_abandoned_ones_closed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let h = History::open(dir.path()).expect("open");
-        let a = h.start("etc", "backup", 100.0).expect("start");
+        let a = h.start("etc", "backup", 100.0, "/repo").expect("start");
         let figures = Figures {
             snapshot: Some("ab".into()),
             snapshot_time: Some(100.0),
@@ -261,7 +278,7 @@ mod tests {
         };
         h.finish(a, RunResult::Success, "", &figures)
             .expect("finish");
-        h.start("etc", "backup", 200.0).expect("start");
+        h.start("etc", "backup", 200.0, "/repo").expect("start");
         drop(h);
         let h = History::open(dir.path()).expect("reopen");
         assert_eq!(h.close_abandoned().expect("close"), 1);

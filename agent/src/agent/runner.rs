@@ -24,9 +24,14 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
     let kind = job.config.kind.as_str();
     let started = super::history::now();
     let history = History::open(&crate::context::state_dir(g));
+    let ctx = Context::with_config(g, Some(config.clone()));
+    let repository = ctx
+        .as_ref()
+        .map(|c| c.repo_location.clone())
+        .unwrap_or_default();
     let id = match &history {
         Ok(h) => h
-            .start(name, kind, started)
+            .start(name, kind, started, &repository)
             .map_err(|e| tracing::error!("{e:#}"))
             .ok(),
         Err(e) => {
@@ -35,7 +40,6 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
         }
     };
     tracing::info!(job = %name, kind, "job started");
-    let ctx = Context::with_config(g, Some(config.clone()));
     let (result, message, figures) = match &ctx {
         Ok(ctx) => match execute(ctx, g, job) {
             Ok(done) => done,
@@ -87,6 +91,7 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
             ended: Some(super::history::now()),
             result,
             message,
+            repository: Some(repository),
             figures,
         },
         targets,

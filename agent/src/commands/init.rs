@@ -87,5 +87,20 @@ pub fn init(
     let recovery = drvault_keyring::generate_recovery_key()?;
     ctx.rt
         .block_on(repo.add_key_slot(SlotKind::Recovery, recovery.as_bytes(), kdf, "recovery"))?;
+    // The evidence starts with the repository: its first keys and who made them.
+    let details = serde_json::json!({
+        "repository": repo.config().id,
+        "location": ctx.repo_location,
+        "slots": ["passphrase", "recovery"],
+        "kdf_memory_kib": kdf.m_cost_kib,
+    });
+    if let Err(e) = ctx.rt.block_on(drvault_repo::audit::append(
+        &repo,
+        "repository.init",
+        details,
+        "ok",
+    )) {
+        tracing::warn!("init was not recorded in the audit log: {e}");
+    }
     Ok((repo.config().id.clone(), recovery))
 }

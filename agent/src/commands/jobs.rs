@@ -9,6 +9,16 @@ use crate::agent::history::{success_rate, History, Run};
 use crate::cli::{Global, JobsArgs};
 use crate::exit::Exit;
 
+/// A location compared as the user may write it: "/srv/repo/" and "/srv/repo" are one.
+pub fn same_location(l: &str) -> String {
+    let t = l.trim_end_matches('/');
+    if t.is_empty() {
+        l.to_string()
+    } else {
+        t.to_string()
+    }
+}
+
 pub fn run(g: &Global, a: &JobsArgs) -> Result<Exit> {
     let state_dir = crate::context::state_dir(g);
     let since = match &a.since {
@@ -16,10 +26,17 @@ pub fn run(g: &Global, a: &JobsArgs) -> Result<Exit> {
         None => 0.0,
     };
     let history = History::open(&state_dir)?;
+    // With --repo, that repository's runs only (the history is per host, not per repository).
+    let scope = g.repo.as_deref().map(same_location);
     let runs: Vec<Run> = history
         .runs(since)?
         .into_iter()
         .filter(|r| a.job.as_ref().is_none_or(|j| &r.job == j))
+        .filter(|r| {
+            scope
+                .as_ref()
+                .is_none_or(|s| r.repository.as_deref().map(same_location).as_ref() == Some(s))
+        })
         .collect();
     let mut by_job: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
     for r in &runs {

@@ -7,6 +7,7 @@ mod docs;
 mod forget;
 mod init;
 mod jobs;
+pub use jobs::same_location;
 mod key;
 mod ls;
 mod prune;

@@ -1,5 +1,6 @@
 //! `drtest`: failover restore drills with RTO/RPO evidence in the audit log.
 
+mod chart;
 pub mod cli;
 mod engine;
 mod report;
@@ -109,8 +110,19 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) 
                 .collect();
             // The agent's job history, when this host has one (the report is usually written there).
             let history = ctx.state_dir.join("jobs.sqlite");
+            // Runs of this repository (and older ones, which did not record theirs).
+            let here = crate::commands::same_location(&ctx.repo_location);
             let runs = if history.exists() {
-                Some(crate::agent::history::History::open(&ctx.state_dir)?.runs(0.0)?)
+                let all = crate::agent::history::History::open(&ctx.state_dir)?.runs(0.0)?;
+                Some(
+                    all.into_iter()
+                        .filter(|r| {
+                            r.repository
+                                .as_deref()
+                                .is_none_or(|l| crate::commands::same_location(l) == here)
+                        })
+                        .collect::<Vec<_>>(),
+                )
             } else {
                 None
             };
@@ -122,7 +134,13 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) 
                 status,
                 runs.as_deref(),
             );
-            let text = match a.format {
+            // The global --json means JSON, whatever --format says.
+            let format = if g.json {
+                cli::ReportFormat::Json
+            } else {
+                a.format
+            };
+            let text = match format {
                 cli::ReportFormat::Md => report::markdown(&r),
                 cli::ReportFormat::Html => report::html(&r),
                 cli::ReportFormat::Json => serde_json::to_string_pretty(&r)? + "\n",

@@ -66,6 +66,9 @@ pub struct Report {
     pub drills: Vec<Value>,
     pub drills_passed: usize,
     pub key_operations: Vec<Value>,
+    /// Secure disposal: snapshots forgotten, data prune deleted, key epochs retired (their
+    /// keys destroyed) and master keys replaced, each with its audit entry.
+    pub disposals: Vec<Value>,
     pub snapshots_in_period: usize,
     /// From the agent's job history on the host that writes the report (None without one).
     pub backup_success_rate: Option<f64>,
@@ -88,6 +91,57 @@ pub struct AuditStatus {
 
 fn in_period(p: &Period, time: &str) -> bool {
     DateTime::parse_from_rfc3339(time).is_ok_and(|t| t >= p.start && t < p.end)
+}
+
+/// What an audit entry disposed of, in words, when it disposed of anything.
+fn disposal(e: &drvault_repo::audit::AuditEntry) -> Option<String> {
+    let d = &e.details;
+    let count = |k: &str| d[k].as_u64().unwrap_or(0);
+    match e.action.as_str() {
+        "snapshots.forget" => {
+            let removed: Vec<&str> = d["removed"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            (!removed.is_empty()).then(|| {
+                format!(
+                    "{} forgotten: {}",
+                    crate::commands::plural(removed.len() as u64, "snapshot"),
+                    removed.join(", ")
+                )
+            })
+        }
+        "data.prune" => (count("packs_deleted") > 0).then(|| {
+            format!(
+                "{} deleted ({} bytes freed) of data no snapshot uses",
+                crate::commands::plural(count("packs_deleted"), "pack"),
+                count("bytes_freed")
+            )
+        }),
+        "key.reencrypt" => {
+            let retired: Vec<String> = d["retired"]
+                .as_array()?
+                .iter()
+                .map(|v| v.to_string())
+                .collect();
+            (!retired.is_empty()).then(|| {
+                format!(
+                    "key epochs {} retired: their keys destroyed",
+                    retired.join(", ")
+                )
+            })
+        }
+        "key.rotate_master" => Some(format!(
+            "master key replaced; the old one opens nothing; {} other key slots removed",
+            count("other_slots_removed")
+        )),
+        "key.remove" => Some(format!(
+            "key slot {} removed",
+            d["slot"].as_str().unwrap_or("?")
+        )),
+        _ => None,
+    }
 }
 
 /// Builds the report from the audit log's entries and the snapshot times.
@@ -137,8 +191,16 @@ pub fn build(
         .collect();
     let key_operations = entries
         .iter()
-        .filter(|e| e.action.starts_with("key.") && in_period(&period, &e.time))
-        .map(|e| serde_json::json!({ "time": e.time, "action": e.action, "actor": e.actor, "result": e.result, "details": e.details }))
+        .filter(|e| {
+            (e.action.starts_with("key.") || e.action == "repository.init")
+                && in_period(&period, &e.time)
+        })
+        .map(|e| serde_json::json!({ "seq": e.seq, "time": e.time, "action": e.action, "actor": e.actor, "result": e.result, "details": e.details }))
+        .collect();
+    let disposals = entries
+        .iter()
+        .filter(|e| in_period(&period, &e.time) && e.result == "ok")
+        .filter_map(|e| disposal(e).map(|what| serde_json::json!({ "seq": e.seq, "time": e.time, "action": e.action, "actor": e.actor, "what": what })))
         .collect();
     let (s, t) = (
         period.start.timestamp_nanos_opt().unwrap_or(0),
@@ -148,6 +210,7 @@ pub fn build(
         drills_passed: drills.iter().filter(|d| d["passed"] == true).count(),
         drills,
         key_operations,
+        disposals,
         snapshots_in_period: snapshot_times_ns
             .iter()
             .filter(|n| **n >= s && **n < t)
@@ -189,14 +252,14 @@ fn checks_summary(r: &Report) -> String {
     }
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
 
-fn num(v: &Value) -> f64 {
+pub(crate) fn num(v: &Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
@@ -212,7 +275,12 @@ fn names(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn human_secs(s: f64) -> String {
+/// A drill's measured time, or "—" when it was never measured (the drill stopped before).
+fn measured(v: &Value) -> String {
+    v.as_f64().map_or_else(|| "—".to_string(), human_secs)
+}
+
+pub(crate) fn human_secs(s: f64) -> String {
     if s >= 3600.0 {
         format!("{:.1} h", s / 3600.0)
     } else if s >= 60.0 {
@@ -253,9 +321,9 @@ pub fn markdown(r: &Report) -> String {
             d["started"].as_str().unwrap_or(""),
             d["plan"].as_str().unwrap_or(""),
             if d["passed"] == true { "PASS" } else { "FAIL" },
-            human_secs(num(&d["rto_seconds"])),
+            measured(&d["rto_seconds"]),
             human_secs(num(&d["rto_objective_seconds"])),
-            human_secs(num(&d["rpo_seconds"])),
+            measured(&d["rpo_seconds"]),
             human_secs(num(&d["rpo_objective_seconds"])),
             d["snapshot_id"]
                 .as_str()
@@ -269,8 +337,8 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(o, "\n## Backups (A1.2)\n");
     let _ = writeln!(
         o,
-        "{} snapshots were taken in the period.",
-        r.snapshots_in_period
+        "{} taken in the period.",
+        crate::commands::plural(r.snapshots_in_period as u64, "snapshot")
     );
     let _ = writeln!(o, "Backup success rate: {}.\n", success_text(r));
     let _ = writeln!(o, "## Integrity checks (CC7.1, PI1.4)\n");
@@ -304,6 +372,21 @@ pub fn markdown(r: &Report) -> String {
             k["result"].as_str().unwrap_or("")
         );
     }
+    let _ = writeln!(o, "\n## Secure disposal (C1.2)\n");
+    if r.disposals.is_empty() {
+        let _ = writeln!(o, "Nothing was disposed of in the period.");
+    }
+    for d in &r.disposals {
+        let _ = writeln!(
+            o,
+            "- {} audit entry {}, `{}` by {}: {}",
+            d["time"].as_str().unwrap_or(""),
+            d["seq"],
+            d["action"].as_str().unwrap_or(""),
+            d["actor"].as_str().unwrap_or(""),
+            d["what"].as_str().unwrap_or("")
+        );
+    }
     let _ = writeln!(o, "\n## Audit log integrity (CC7.2, PI1.5)\n");
     let _ = writeln!(
         o,
@@ -324,65 +407,6 @@ pub fn markdown(r: &Report) -> String {
     o
 }
 
-/// One chart: achieved value per drill (points, red when over) against the objective (line).
-/// A drill within this objective that failed for another reason (validation, the other
-/// objective) is drawn orange, so no failed drill looks green.
-fn chart(r: &Report, title: &str, achieved: &str, objective: &str) -> String {
-    let (w, h, pad) = (560.0, 220.0, 44.0);
-    let points: Vec<(f64, f64)> = r
-        .drills
-        .iter()
-        .map(|d| (num(&d[achieved]), num(&d[objective])))
-        .collect();
-    let passed: Vec<bool> = r.drills.iter().map(|d| d["passed"] == true).collect();
-    let max = points
-        .iter()
-        .flat_map(|(a, o)| [*a, *o])
-        .fold(1e-9, f64::max)
-        * 1.15;
-    let n = points.len().max(1) as f64;
-    let x = |i: usize| pad + (w - 2.0 * pad) * (i as f64 + 0.5) / n;
-    let y = |v: f64| h - pad - (h - 2.0 * pad) * (v / max);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{t}\">\
-         <text x=\"{pad}\" y=\"20\" font-size=\"14\" font-weight=\"bold\">{t}</text>\
-         <line x1=\"{pad}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"#444\"/>\
-         <line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{b}\" stroke=\"#444\"/>\
-         <text x=\"4\" y=\"{top}\" font-size=\"10\">{mx}</text><text x=\"4\" y=\"{b}\" font-size=\"10\">0</text>",
-        t = esc(title),
-        b = h - pad,
-        r = w - pad,
-        top = pad + 4.0,
-        mx = esc(&human_secs(max)),
-    );
-    for (i, (a, o)) in points.iter().enumerate() {
-        let over = a > o;
-        let _ = write!(
-            svg,
-            "<line x1=\"{x0}\" y1=\"{yo}\" x2=\"{x1}\" y2=\"{yo}\" stroke=\"#888\" stroke-dasharray=\"4 3\"><title>objective {os}</title></line>\
-             <circle cx=\"{cx}\" cy=\"{cy}\" r=\"6\" fill=\"{c}\"><title>drill {n}: {as_}{failed}</title></circle>\
-             <text x=\"{cx}\" y=\"{ly}\" font-size=\"10\" text-anchor=\"middle\">{n}</text>",
-            x0 = x(i) - 18.0,
-            x1 = x(i) + 18.0,
-            yo = y(*o),
-            cx = x(i),
-            cy = y(*a),
-            c = match (over, passed[i]) {
-                (true, _) => "#c0392b",
-                (false, false) => "#e67e22",
-                (false, true) => "#27ae60",
-            },
-            n = i + 1,
-            ly = h - pad + 14.0,
-            os = esc(&human_secs(*o)),
-            as_ = esc(&human_secs(*a)),
-            failed = if passed[i] { "" } else { " (drill failed)" },
-        );
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
 pub fn html(r: &Report) -> String {
     let md_rows: String = r
         .drills
@@ -396,9 +420,9 @@ pub fn html(r: &Report) -> String {
                 started = esc(d["started"].as_str().unwrap_or("")),
                 plan = esc(d["plan"].as_str().unwrap_or("")),
                 res = if d["passed"] == true { "PASS" } else { "FAIL" },
-                rto = human_secs(num(&d["rto_seconds"])),
+                rto = measured(&d["rto_seconds"]),
                 rtoo = human_secs(num(&d["rto_objective_seconds"])),
-                rpo = human_secs(num(&d["rpo_seconds"])),
+                rpo = measured(&d["rpo_seconds"]),
                 rpoo = human_secs(num(&d["rpo_objective_seconds"])),
                 snap = esc(d["snapshot_id"].as_str().map(|s| &s[..8.min(s.len())]).unwrap_or("-")),
                 used = esc(&names(&d["targets_used"])),
@@ -432,9 +456,10 @@ tr.fail td:nth-child(4){{color:#b71c1c;font-weight:bold}}.charts{{display:flex;g
 <div class=\"charts\">{rto_chart}{rpo_chart}</div>\
 <table><thead><tr><th>#</th><th>started</th><th>plan</th><th>result</th><th>RTO achieved / objective</th><th>RPO achieved / objective</th>\
 <th>snapshot</th><th>targets used</th><th>excluded</th><th>reason</th><th>drill id</th></tr></thead><tbody>{rows}</tbody></table>\
-<h2>Backups <small>(A1.2)</small></h2><p>{snaps} snapshots were taken in the period. Backup success rate: {rate}.</p>\
+<h2>Backups <small>(A1.2)</small></h2><p>{snaps} taken in the period. Backup success rate: {rate}.</p>\
 <h2>Integrity checks <small>(CC7.1, PI1.4)</small></h2><p>{checks}</p><ul>{check_items}</ul>\
 <h2>Key management <small>(CC6.1, C1.1)</small></h2><ul>{keys}</ul>\
+<h2>Secure disposal <small>(C1.2)</small></h2><ul id=\"disposal\">{disposal}</ul>\
 <h2>Audit log integrity <small>(CC7.2, PI1.5)</small></h2><p>{intact}: {entries} entries, head <code>{head}</code>.</p>\
 </body></html>\n",
         period = esc(&r.period.name),
@@ -445,16 +470,23 @@ tr.fail td:nth-child(4){{color:#b71c1c;font-weight:bold}}.charts{{display:flex;g
         version = env!("CARGO_PKG_VERSION"),
         n = r.drills.len(),
         passed = r.drills_passed,
-        rto_chart = chart(r, "RTO per drill against its objective", "rto_seconds", "rto_objective_seconds"),
-        rpo_chart = chart(r, "RPO per drill against its objective", "rpo_seconds", "rpo_objective_seconds"),
+        rto_chart = super::chart::svg(&r.drills, "RTO per drill, as a share of its objective", "rto_seconds", "rto_objective_seconds"),
+        rpo_chart = super::chart::svg(&r.drills, "RPO per drill, as a share of its objective", "rpo_seconds", "rpo_objective_seconds"),
         rows = md_rows,
-        snaps = r.snapshots_in_period,
+        snaps = crate::commands::plural(r.snapshots_in_period as u64, "snapshot"),
         rate = esc(&success_text(r)),
         checks = esc(&checks_summary(r)),
         check_items = r.checks.iter().map(|c| format!("<li>{} job <code>{}</code>: {} {}</li>",
             esc(c["time"].as_str().unwrap_or("")), esc(c["job"].as_str().unwrap_or("")),
             esc(c["result"].as_str().unwrap_or("")), esc(c["message"].as_str().unwrap_or("")))).collect::<String>(),
         keys = if keys.is_empty() { "<li>No key operations in the period.</li>".to_string() } else { keys },
+        disposal = if r.disposals.is_empty() {
+            "<li>Nothing was disposed of in the period.</li>".to_string()
+        } else {
+            r.disposals.iter().map(|d| format!("<li>{} audit entry {}, <code>{}</code> by {}: {}</li>",
+                esc(d["time"].as_str().unwrap_or("")), d["seq"], esc(d["action"].as_str().unwrap_or("")),
+                esc(d["actor"].as_str().unwrap_or("")), esc(d["what"].as_str().unwrap_or("")))).collect()
+        },
         intact = if r.audit_log.intact { "Intact" } else { "BROKEN" },
         entries = r.audit_log.entries,
         head = esc(r.audit_log.head.as_deref().unwrap_or("-")),
