@@ -160,6 +160,8 @@ pub struct Repository {
 struct TreePackCache {
     packs: std::collections::VecDeque<(Id, Bytes)>,
     bytes: usize,
+    /// Packs no target holds intact as a whole: their trees are read one by one.
+    damaged: crate::IdSet,
 }
 
 const TREE_CACHE_BYTES: usize = 48 * 1024 * 1024;
@@ -892,45 +894,61 @@ impl Repository {
         let name = paths::pack(&loc.pack);
         let start = u64::from(loc.entry.offset);
         let end = start + u64::from(loc.entry.length);
-        let sealed = if kind == BlobKind::Tree {
-            let pack = self.tree_pack(&loc.pack, &name).await?;
-            pack.get(start as usize..end as usize)
-                .map(|b| pack.slice_ref(b))
-                .ok_or_else(|| {
-                    Error::integrity(&name, format!("blob {id} lies outside the pack"))
-                })?
-        } else {
-            // Verify inside the read so a damaged copy falls back to the next target.
-            let raw_length = loc.entry.raw_length;
-            return self
-                .store
-                .get_range_with(&name, start..end, |b| {
-                    let name = &name;
-                    async move {
-                        open_blob(&self.keyring, kind, id, raw_length, &b).map_err(|e| match e {
-                            Error::Integrity { reason, .. } => {
-                                Error::integrity(format!("{name} (blob {id})"), reason)
-                            }
-                            other => other,
-                        })
-                    }
-                })
-                .await;
+        let open = |sealed: &[u8]| {
+            open_blob(&self.keyring, kind, id, loc.entry.raw_length, sealed).map_err(|e| match e {
+                Error::Integrity { reason, .. } => {
+                    Error::integrity(format!("{name} (blob {id})"), reason)
+                }
+                other => other,
+            })
         };
-        open_blob(&self.keyring, kind, id, loc.entry.raw_length, &sealed).map_err(|e| match e {
-            Error::Integrity { reason, .. } => {
-                Error::integrity(format!("{name} (blob {id})"), reason)
+        if kind == BlobKind::Tree {
+            match self.tree_pack(&loc.pack, &name).await {
+                Ok(pack) => {
+                    let sealed = pack.get(start as usize..end as usize).ok_or_else(|| {
+                        Error::integrity(&name, format!("blob {id} lies outside the pack"))
+                    })?;
+                    return open(sealed);
+                }
+                // No target holds the whole pack intact, yet each blob is sealed on its own:
+                // read this one alone, so one damaged byte costs one tree, not all in the pack.
+                Err(Error::Integrity { reason, .. }) => tracing::debug!(
+                    "{name}: no intact copy of the whole pack ({reason}); reading tree {id} alone"
+                ),
+                Err(e) => return Err(e),
             }
-            other => other,
-        })
+        }
+        // Verify inside the read so a damaged copy falls back to the next target.
+        self.store
+            .get_range_with(&name, start..end, |b| {
+                let open = &open;
+                async move { open(&b) }
+            })
+            .await
     }
 
     async fn tree_pack(&self, pack: &Id, name: &str) -> Result<Bytes> {
         let poisoned = || Error::Invalid("tree cache lock poisoned".into());
-        if let Some(b) = self.tree_packs.lock().map_err(|_| poisoned())?.get(pack) {
-            return Ok(b);
+        {
+            let cache = self.tree_packs.lock().map_err(|_| poisoned())?;
+            if let Some(b) = cache.get(pack) {
+                return Ok(b);
+            }
+            if cache.damaged.contains(pack) {
+                return Err(Error::integrity(name, "damaged on every target (seen earlier)"));
+            }
         }
-        let bytes = self.store.get(name).await?;
+        let bytes = match self.store.get(name).await {
+            Err(e @ Error::Integrity { .. }) => {
+                self.tree_packs
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .damaged
+                    .insert(*pack);
+                return Err(e);
+            }
+            other => other?,
+        };
         self.tree_packs
             .lock()
             .map_err(|_| poisoned())?

@@ -40,7 +40,7 @@ pub(crate) struct Hole {
 
 /// A read failure that stops nothing else: the bytes are damaged or gone everywhere. Anything
 /// else (every target unreachable, a local write error) stops the restore.
-fn is_damage(e: &drvault_repo::Error) -> bool {
+pub(crate) fn is_damage(e: &drvault_repo::Error) -> bool {
     matches!(
         e,
         drvault_repo::Error::Integrity { .. }

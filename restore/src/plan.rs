@@ -97,13 +97,26 @@ fn collect(
     root: Id,
     includes: &[Vec<Vec<u8>>],
     matched: &mut [bool],
-) -> Result<Vec<Entry>> {
+) -> Result<(Vec<Entry>, Vec<(usize, String)>)> {
     let mut out = Vec::new();
-    // (tree, its components, everything below is included)
-    let mut stack = vec![(root, Vec::<Vec<u8>>::new(), includes.is_empty())];
+    // Directories whose listing no target holds intact: (entry, why). They are not created (an
+    // empty directory would look restored); the rest of the snapshot is.
+    let mut lost = Vec::new();
+    // (tree, its components, everything below is included, the directory's entry)
+    let mut stack = vec![(root, Vec::<Vec<u8>>::new(), includes.is_empty(), None)];
     let mut expansion = drvault_repo::expansion::Expansion::default();
-    while let Some((tree_id, base, all)) = stack.pop() {
-        let tree = rt.block_on(repo.load_tree(&tree_id))?;
+    while let Some((tree_id, base, all, dir)) = stack.pop() {
+        let tree = match (rt.block_on(repo.load_tree(&tree_id)), dir) {
+            (Ok(t), _) => t,
+            (Err(e), Some(i)) if crate::fetch::is_damage(&e) => {
+                lost.push((
+                    i,
+                    format!("its listing (tree {tree_id}) cannot be read: {e}"),
+                ));
+                continue;
+            }
+            (Err(e), _) => return Err(e.into()),
+        };
         expansion.visit(&tree_id, drvault_repo::expansion::weight(&tree))?;
         for mut node in tree.entries {
             let mut comps = base.clone();
@@ -127,12 +140,12 @@ fn collect(
             let rel = join(&comps);
             let key = comps.join(&b'/');
             if let Some(sub) = node.subtree {
-                stack.push((sub, comps, subtree_all));
+                stack.push((sub, comps, subtree_all, Some(out.len())));
             }
             out.push(Entry { rel, key, node });
         }
     }
-    Ok(out)
+    Ok((out, lost))
 }
 
 /// Joins validated snapshot components into a relative path.
@@ -162,12 +175,20 @@ pub fn restore(
 ) -> Result<RestoreStats> {
     let mut stats = RestoreStats::default();
     let mut matched: Vec<bool> = opts.includes.iter().map(|i| i.is_empty()).collect();
-    let entries = collect(rt, &repo, snapshot.tree, &opts.includes, &mut matched)?;
+    let (mut entries, lost_dirs) = collect(rt, &repo, snapshot.tree, &opts.includes, &mut matched)?;
+    // An include below a directory whose listing is lost is reported with that directory.
+    let below_lost = |inc: &Vec<Vec<u8>>| {
+        lost_dirs.iter().any(|(i, _)| {
+            let dir = &entries[*i].key;
+            let inc = inc.join(&b'/');
+            inc.starts_with(dir) && (inc.len() == dir.len() || inc[dir.len()] == b'/')
+        })
+    };
     let missing: Vec<String> = opts
         .includes
         .iter()
         .zip(&matched)
-        .filter(|(_, m)| !**m)
+        .filter(|(inc, m)| !**m && !below_lost(inc))
         .map(|(inc, _)| format!("/{}", printable::bytes(&inc.join(&b'/'))))
         .collect();
     if !missing.is_empty() {
@@ -180,6 +201,19 @@ pub fn restore(
     }
     let target = Arc::new(Target::open(&opts.target)?);
     crate::hwm("start");
+    for (i, why) in &lost_dirs {
+        stats.damaged.push(DamagedFile {
+            path: printable::path(&target.display(&entries[*i].rel)),
+            ranges: Vec::new(),
+            reason: format!("directory not restored, nor anything below it: {why}"),
+        });
+    }
+    let dropped: HashSet<usize> = lost_dirs.iter().map(|(i, _)| *i).collect();
+    let mut index = 0;
+    entries.retain(|_| {
+        index += 1;
+        !dropped.contains(&(index - 1))
+    });
     crate::hwm("collected");
     let as_root = rustix::process::geteuid().is_root();
     let shown = |e: &Entry| printable::path(&target.display(&e.rel));

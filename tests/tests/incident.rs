@@ -561,3 +561,86 @@ fn jobs_with_repo_shows_only_that_repositorys_runs() {
         "without --repo: every run"
     );
 }
+
+#[test]
+fn a_damaged_directory_listing_loses_only_that_directory() {
+    use drvault_repo::format::paths;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    // Different contents: identical directories would share one tree blob.
+    for (d, seed) in [("keep", 0u64), ("lost", 10)] {
+        fs::create_dir_all(src.join(d)).unwrap();
+        for i in 0..3u64 {
+            fs::write(src.join(d).join(format!("f{i}")), noise(2000, seed + i)).unwrap();
+        }
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    // Find the tree blob of src/lost and flip a byte inside it.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = drvault_repo::store::Store::open(env.repo().to_str().unwrap(), false).unwrap();
+    let repo = rt
+        .block_on(drvault_repo::Repository::open(
+            store,
+            &drvault_keyring::Credential::passphrase(drvault_tests::PASSWORD.as_bytes()),
+            None,
+        ))
+        .unwrap();
+    let snaps = rt.block_on(repo.snapshots()).unwrap();
+    let mut tree = snaps[0].1.tree;
+    let mut comps: Vec<&[u8]> = src
+        .to_str()
+        .unwrap()
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::as_bytes)
+        .collect();
+    comps.push(b"lost");
+    for c in comps {
+        let t = rt.block_on(repo.load_tree(&tree)).unwrap();
+        tree = t
+            .entries
+            .iter()
+            .find(|n| n.name == c)
+            .and_then(|n| n.subtree)
+            .unwrap();
+    }
+    let loc = repo.locate(&tree).unwrap();
+    let pack = env.repo().join(paths::pack(&loc.pack));
+    let mut bytes = fs::read(&pack).unwrap();
+    let at = loc.entry.offset as usize + loc.entry.length as usize / 2;
+    bytes[at] ^= 0x10;
+    fs::write(&pack, bytes).unwrap();
+    drop(repo);
+
+    let target = env.path("t");
+    let out = env.run(&[
+        "--json",
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(code::INTEGRITY),
+        "{}",
+        text(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let damaged = report["damaged"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{report}");
+    assert!(damaged[0]["path"].as_str().unwrap().ends_with("/src/lost"));
+    assert!(damaged[0]["reason"].as_str().unwrap().contains("listing"));
+    let got = restored(&target, &src);
+    assert!(
+        !got.join("lost").exists(),
+        "no empty directory that looks restored"
+    );
+    for i in 0..3u64 {
+        assert_eq!(
+            fs::read(got.join(format!("keep/f{i}"))).unwrap(),
+            noise(2000, i)
+        );
+    }
+}
