@@ -218,6 +218,11 @@ impl Config {
                 "drills" => value.try_into().map(|v| config.drills = v),
                 "agent" => value.try_into().map(|v| config.agent = v),
                 "jobs" => value.try_into().map(|v| config.jobs = v),
+                // `[[target]]` for `[[targets]]` would otherwise send the command to the default
+                // repository: only a command that reads no section may go on.
+                other if strict == Strictness::Storage => {
+                    bail!("config {shown}: unknown section [{other}] (a typo? the sections are repository, targets, keys, drills, agent, jobs)")
+                }
                 other => {
                     warnings.push(format!(
                         "config {shown}: unknown section [{other}] ignored (a typo?)"

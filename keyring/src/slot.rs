@@ -97,6 +97,11 @@ impl Credential {
         &self.line
     }
 
+    /// What a new key-file slot takes: the file's every byte (the passphrase without a file).
+    pub fn whole(&self) -> &[u8] {
+        self.file.as_deref().map_or(self.line(), |f| f.as_slice())
+    }
+
     /// True when neither form holds anything (an empty password file).
     pub fn is_empty(&self) -> bool {
         self.line.is_empty() && self.file.as_ref().is_none_or(|f| f.is_empty())
@@ -207,14 +212,32 @@ impl KeySlot {
         }
     }
 
-    /// Unwraps the master key with what `c` holds for this slot's kind.
+    /// Unwraps the master key with what `c` holds for this slot's kind. A version 1 recovery
+    /// slot may hold a secret its user chose (64 hex digits in another form than drvault's):
+    /// it is tried as typed first, then normalised.
     pub fn unwrap_with(&self, c: &Credential) -> Result<Key> {
+        if self.kind == SlotKind::Recovery && self.version < 2 {
+            match self.unwrap_master(c.line()) {
+                Err(Error::WrongPassphrase) => {}
+                other => return other,
+            }
+        }
         let input = self.input(c);
         let key = self.unwrap_master(&input);
         if let Cow::Owned(mut v) = input {
             zeroize::Zeroize::zeroize(&mut v);
         }
         key
+    }
+
+    /// The secret a new (version 2) slot of this kind takes from `c`: a key file's every byte,
+    /// otherwise what this slot takes. Re-wrapping a version 1 key-file slot must not keep its
+    /// first-line meaning under version 2, where the whole file opens.
+    pub fn input_for_new_slot<'a>(&self, c: &'a Credential) -> Cow<'a, [u8]> {
+        match self.kind {
+            SlotKind::KeyFile => Cow::Borrowed(c.whole()),
+            _ => self.input(c),
+        }
     }
 
     /// Unwraps the master key; a failure to authenticate means the passphrase is wrong.
@@ -446,6 +469,19 @@ mod tests {
             assert_eq!(opened.expect(typed), master);
         }
         assert!(normalize_recovery_key(b"not a key").is_none());
+        // A version 1 recovery slot made from 64 hex digits of the user's own choosing opens
+        // with them as typed.
+        let chosen = "AB".repeat(32);
+        let v1 = KeySlot::create_v1(
+            SlotKind::Recovery,
+            0,
+            KdfParams::INSECURE_TEST,
+            chosen.as_bytes(),
+            &master,
+        )
+        .expect("create");
+        let opened = v1.unwrap_with(&Credential::passphrase(chosen.as_bytes()));
+        assert_eq!(opened.expect("as typed"), master);
         assert!(normalize_recovery_key(&[b'g'; 64]).is_none());
     }
 }

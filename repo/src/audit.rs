@@ -112,12 +112,19 @@ pub async fn read_all(repo: &Repository) -> Result<BTreeMap<u64, Result<AuditEnt
                 .map(|seq| (seq, l.name))
         })
         .collect();
+    // The sequencer's copy is the log's; another target's serves when it lacks one.
+    let sequencer = sequencer(repo.store()).ok();
     futures::stream::iter(names)
         .map(|(seq, name)| async move {
-            let entry = match repo.store().get(&name).await {
-                Ok(bytes) => open(repo, &name, &bytes),
-                Err(e) => Err(e),
+            let own = match sequencer {
+                Some(t) => t.get(&name).await.ok(),
+                None => None,
             };
+            let bytes = match own {
+                Some(b) => Ok(b),
+                None => repo.store().get(&name).await,
+            };
+            let entry = bytes.and_then(|b| open(repo, &name, &b));
             Ok::<_, Error>((seq, entry))
         })
         .buffer_unordered(16)
@@ -149,20 +156,19 @@ pub async fn append(
     let store = repo.store();
     let sequencer = sequencer(store)?;
     catch_up(repo, sequencer).await;
+    refuse_if_behind(store, sequencer).await?;
     for _ in 0..16 {
         let head = head_on(repo, sequencer)
             .await
             .map_err(|e| unordered(sequencer, e))?;
         let entry = AuditEntry {
-            seq: head.as_ref().map_or(1, |h| h.seq + 1),
+            seq: head.as_ref().map_or(1, |(seq, _)| seq + 1),
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             actor: crate::host::actor(),
             action: action.to_string(),
             details: canonical(&details),
             result: result.to_string(),
-            prev: head
-                .as_ref()
-                .map_or_else(|| GENESIS.to_string(), AuditEntry::hash),
+            prev: head.map_or_else(|| GENESIS.to_string(), |(_, prev)| prev),
         };
         let name = object_name(entry.seq);
         let sealed = Bytes::from(seal(repo, &name, &entry)?);
@@ -219,12 +225,62 @@ async fn catch_up(repo: &Repository, sequencer: &crate::target::Target) {
             if open(repo, &name, &bytes).is_err() {
                 break;
             }
-            match sequencer.put_new(&name, bytes, false).await {
-                Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+            match sequencer.put_new(&name, bytes.clone(), false).await {
+                Ok(()) => {}
+                // The same entry (copied already), or another one: a fork this target's later
+                // entries chain to. Nothing more is taken from it.
+                Err(Error::AlreadyExists { .. }) => match sequencer.get(&name).await {
+                    Ok(own) if own == bytes => {}
+                    _ => break,
+                },
                 Err(_) => return,
             }
         }
     }
+}
+
+/// The next number must follow every entry any target holds: when the sequencer is still behind
+/// another target after catching up (that target's entries do not open, or fork from the
+/// sequencer's), appending would put a second entry under a number already taken.
+async fn refuse_if_behind(
+    store: &crate::store::Store,
+    sequencer: &crate::target::Target,
+) -> Result<()> {
+    let newest = |names: Vec<crate::target::Listed>| {
+        names
+            .into_iter()
+            .filter_map(|l| l.name.strip_prefix(PREFIX)?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let own = newest(
+        sequencer
+            .list(PREFIX)
+            .await
+            .map_err(|e| unordered(sequencer, e))?,
+    );
+    for t in store
+        .targets()
+        .iter()
+        .filter(|t| t.name() != sequencer.name())
+    {
+        if let Ok(listed) = t.list(PREFIX).await {
+            let theirs = newest(listed);
+            if theirs > own {
+                return Err(Error::Integrity {
+                    object: format!("{PREFIX} on target {}", t.name()),
+                    reason: format!(
+                        "it holds audit entries up to {theirs} that the log's sequencer (target \
+                         {}, at {own}) lacks and cannot take (they do not open, or they fork \
+                         from its own); no entry was written. Run `drvault check --all-targets` \
+                         and see docs/OPERATIONS.md",
+                        sequencer.name()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn unordered(sequencer: &crate::target::Target, e: Error) -> Error {
@@ -289,9 +345,15 @@ async fn copy_to_catalog(repo: &Repository, entry: &AuditEntry) {
     }
 }
 
-/// The newest entry on `target`: the one with the highest sequence number.
-async fn head_on(repo: &Repository, target: &crate::target::Target) -> Result<Option<AuditEntry>> {
-    let newest = target
+/// The newest entry on `target`: the one with the highest sequence number. When that one does
+/// not open (damaged, or planted by a target), the chain is broken there and `verify` says so;
+/// the next entry still takes the next number and links to the newest entry that opens, so one
+/// bad object cannot stop every later record.
+async fn head_on(
+    repo: &Repository,
+    target: &crate::target::Target,
+) -> Result<Option<(u64, String)>> {
+    let mut seqs: Vec<u64> = target
         .list(PREFIX)
         .await?
         .into_iter()
@@ -300,11 +362,35 @@ async fn head_on(repo: &Repository, target: &crate::target::Target) -> Result<Op
                 .strip_prefix(PREFIX)
                 .and_then(|s| s.parse::<u64>().ok())
         })
-        .max();
-    let Some(seq) = newest else { return Ok(None) };
-    let name = object_name(seq);
-    let bytes = target.get(&name).await?;
-    open(repo, &name, &bytes).map(Some)
+        .collect();
+    seqs.sort_unstable();
+    let Some(&newest) = seqs.last() else {
+        return Ok(None);
+    };
+    for &seq in seqs.iter().rev() {
+        let name = object_name(seq);
+        let bytes = target.get(&name).await?;
+        match open(repo, &name, &bytes) {
+            Ok(e) => {
+                if seq != newest {
+                    tracing::warn!(
+                        "audit entries {}..={newest} on target {} do not open; the next entry \
+                         links to entry {seq} (`drvault audit verify` names the break)",
+                        seq + 1,
+                        target.name()
+                    );
+                }
+                return Ok(Some((newest, e.hash())));
+            }
+            Err(Error::Integrity { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    tracing::warn!(
+        "no audit entry on target {} opens; the next one starts a new chain after {newest}",
+        target.name()
+    );
+    Ok(Some((newest, GENESIS.to_string())))
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

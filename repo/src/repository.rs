@@ -935,7 +935,10 @@ impl Repository {
                 return Ok(b);
             }
             if cache.damaged.contains(pack) {
-                return Err(Error::integrity(name, "damaged on every target (seen earlier)"));
+                return Err(Error::integrity(
+                    name,
+                    "damaged on every target (seen earlier)",
+                ));
             }
         }
         let bytes = match self.store.get(name).await {

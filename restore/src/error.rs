@@ -61,11 +61,11 @@ fn damaged_summary(stats: &crate::RestoreStats) -> String {
         .map(|d| format!("{} ({})", d.path, d.reason))
         .unwrap_or_default();
     format!(
-        "{n} {} could not be restored and {} not left in the target (first: {first}); everything \
-         else was restored. Run `drvault check --read-data` to find the damaged objects and \
-         `drvault repair` to replace them from an intact target",
-        if n == 1 { "file" } else { "files" },
-        if n == 1 { "is" } else { "are" },
+        "{n} {} could not be restored, and nothing was written under {} (first: {first}); \
+         everything else was restored. Run `drvault check --read-data` to find the damaged \
+         objects and `drvault repair` to replace them from an intact target",
+        if n == 1 { "entry" } else { "entries" },
+        if n == 1 { "its name" } else { "their names" },
     )
 }
 

@@ -210,6 +210,15 @@ impl Target {
     pub fn create_temp(&self, rel: &Path, tag: &str, size: u64) -> Result<(PathBuf, FileId)> {
         let temp = rel.with_file_name(format!("{TEMP_PREFIX}{tag}"));
         let (dir, name) = self.parent(&temp)?;
+        // A directory at the final name would refuse the rename at the end: say so before
+        // anything is downloaded.
+        if let Some(final_name) = rel.file_name() {
+            if let Ok(st) = rustix::fs::statat(&dir, final_name, AtFlags::SYMLINK_NOFOLLOW) {
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    return Err(Error::UnsafeTarget(self.display(rel)));
+                }
+            }
+        }
         let fd = rustix::fs::openat(
             &dir,
             name,

@@ -90,6 +90,9 @@ fn included(includes: &[Vec<Vec<u8>>], comps: &[Vec<u8>]) -> Include {
     }
 }
 
+/// A directory whose listing no target holds intact: its entry, and why.
+type LostDir = (usize, String);
+
 /// Lists the entries to restore, every directory before what it contains.
 fn collect(
     rt: &Handle,
@@ -97,7 +100,7 @@ fn collect(
     root: Id,
     includes: &[Vec<Vec<u8>>],
     matched: &mut [bool],
-) -> Result<(Vec<Entry>, Vec<(usize, String)>)> {
+) -> Result<(Vec<Entry>, Vec<LostDir>)> {
     let mut out = Vec::new();
     // Directories whose listing no target holds intact: (entry, why). They are not created (an
     // empty directory would look restored); the rest of the snapshot is.
@@ -309,27 +312,36 @@ pub fn restore(
     stats.bytes = bytes;
     crate::hwm("written");
     let mut lost = damage_by_file(&files, holes);
-    if opts.verify {
-        let sound: Vec<&RestoredFile> = files
-            .iter()
-            .filter(|f| !lost.contains_key(&f.entry))
-            .collect();
-        let (verified, failed) = crate::verify::verify_files(&repo, &target, &sound)?;
-        stats.verified_files = verified;
-        for (entry, reason) in failed {
-            lost.insert(entry, (Vec::new(), reason));
+    let finished = (|| {
+        if opts.verify {
+            let sound: Vec<&RestoredFile> = files
+                .iter()
+                .filter(|f| !lost.contains_key(&f.entry))
+                .collect();
+            let (verified, failed) = crate::verify::verify_files(&repo, &target, &sound)?;
+            stats.verified_files = verified;
+            for (entry, reason) in failed {
+                lost.insert(entry, (Vec::new(), reason));
+            }
         }
+        // Complete files take their names; damaged ones are removed.
+        let finish: Vec<&RestoredFile> = files.iter().collect();
+        for_each_parallel(&finish, |f| {
+            if lost.contains_key(&f.entry) {
+                target.discard(&f.rel, f.id)?;
+            } else {
+                target.install(&f.rel, f.id, &entries[f.entry].rel)?;
+            }
+            Ok(Vec::new())
+        })
+    })();
+    if let Err(e) = finished {
+        // Whatever is still under a temporary name goes (installed files are complete).
+        for f in &files {
+            let _ = target.discard(&f.rel, f.id);
+        }
+        return Err(e);
     }
-    // Complete files take their names; damaged ones are removed.
-    let finish: Vec<&RestoredFile> = files.iter().collect();
-    for_each_parallel(&finish, |f| {
-        if lost.contains_key(&f.entry) {
-            target.discard(&f.rel, f.id)?;
-        } else {
-            target.install(&f.rel, f.id, &entries[f.entry].rel)?;
-        }
-        Ok(Vec::new())
-    })?;
     stats.files -= lost.len() as u64;
     let mut lost_keys: HashMap<&[u8], usize> = HashMap::new();
     for (&i, (ranges, reason)) in &lost {

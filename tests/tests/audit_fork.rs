@@ -190,3 +190,28 @@ fn repair_keeps_both_copies_of_an_entry_that_differs_between_targets() {
     let out = site.drvault(&["check", "--all-targets"]);
     assert_eq!(out.status.code(), Some(code::INTEGRITY));
 }
+
+#[test]
+fn a_planted_entry_breaks_the_chain_visibly_but_does_not_stop_later_records() {
+    let site = Site::new();
+    let n = site.entries_on("a").len() as u64;
+    // A target plants garbage under the next number on both targets.
+    for t in ["a", "b"] {
+        let dir = site.path(t).join("audit");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(format!("{:020}", n + 1)), b"not an entry").unwrap();
+    }
+    let out = site.drvault(&["key", "rotate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("not recorded"),
+        "the rotation is recorded: {stderr}"
+    );
+    let names: Vec<String> = site.entries_on("a").into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&format!("{:020}", n + 2)), "{names:?}");
+    let out = site.drvault(&["--json", "audit", "verify"]);
+    assert_eq!(out.status.code(), Some(code::INTEGRITY));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["first_broken"][0], n + 1, "{v}");
+}

@@ -477,6 +477,15 @@ fn a_typo_in_an_unrelated_config_section_does_not_block_a_restore() {
     let out = run(&["agent", "--print-schedule"]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("pathz"), "{}", text(&out.stderr));
+    // A misspelt section name would send the command to the default repository: an error.
+    fs::write(&config, targets.replace("[[targets]]", "[[target]]")).unwrap();
+    let out = run(&["snapshots"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown section [target]"),
+        "{}",
+        text(&out.stderr)
+    );
     // A broken storage section still stops a command that needs it...
     fs::write(&config, "[[targets]]\nname = \"local\"\nurll = \"x\"\n").unwrap();
     let out = run(&["snapshots"]);

@@ -57,7 +57,9 @@ pub fn run(ctx: &Context, g: &Global, a: &RestoreArgs) -> Result<Exit> {
             );
         }
     }
-    if let Ok(m) = std::fs::symlink_metadata(&a.target) {
+    // Followed: root may name a symlink to the directory it means (the restore then works
+    // beneath what it points to).
+    if let Ok(m) = std::fs::metadata(&a.target) {
         if !m.is_dir() {
             usage!(
                 "--target {} exists and is not a directory; name a directory to restore into (it \
@@ -139,8 +141,9 @@ fn print_summary(stats: &RestoreStats, id: &drvault_repo::Id, a: &RestoreArgs, s
 fn report_damage(stats: &RestoreStats) {
     let n = stats.damaged.len() as u64;
     eprintln!(
-        "drvault: {} NOT restored (everything else was; none of these is left in the target):",
-        super::plural(n, "file")
+        "drvault: {} NOT restored (everything else was; nothing was written under these names, \
+         and a file already there is as it was):",
+        super::plural(n, "entry")
     );
     for d in &stats.damaged {
         let ranges: Vec<String> = d

@@ -157,6 +157,13 @@ impl Repository {
         let Some((old_name, old_slot)) = found else {
             return Err(Error::WrongPassphrase);
         };
+        if old_slot.kind == SlotKind::KeyFile {
+            return Err(Error::Invalid(
+                "a key-file slot has no passphrase to change: add the new key file with `drvault \
+                 key add --kind keyfile`, then remove this slot with `drvault key remove`"
+                    .into(),
+            ));
+        }
         let new_name = self
             .add_key_slot(old_slot.kind, new, kdf, &old_slot.label)
             .await?;
@@ -279,7 +286,8 @@ impl Repository {
                         .into_iter()
                         .find(|(_, s)| s.unwrap_with(&credential).is_ok())
                         .map(|(n, s)| {
-                            let input = zeroize::Zeroizing::new(s.input(&credential).to_vec());
+                            let input =
+                                zeroize::Zeroizing::new(s.input_for_new_slot(&credential).to_vec());
                             (n, s.kind, s.label, input)
                         })
                 })
