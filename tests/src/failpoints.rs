@@ -32,6 +32,11 @@ pub fn start_paused(mut cmd: Command, dir: &Path, point: &str) -> Paused {
 }
 
 impl Paused {
+    /// The held process's id (to send it a signal).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     fn wait_reached(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(300);
         let reached = self.dir.join(format!("{}.reached", self.point));

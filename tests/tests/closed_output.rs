@@ -40,6 +40,9 @@ fn commands_end_quietly_when_their_output_is_closed() {
         &["check"],
         &["audit", "log"],
         &["completions", "bash"],
+        &["jobs"],
+        &["--json", "jobs"],
+        &["forget", "--keep-last", "5", "--dry-run"],
     ] {
         let out = with_closed_stdout(&env, args);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -653,3 +653,32 @@ fn a_damaged_directory_listing_loses_only_that_directory() {
         );
     }
 }
+
+#[test]
+fn a_backup_stopped_by_sigint_exits_130() {
+    let env = Env::new();
+    env.init();
+    let src = forty_files(&env);
+    let mut cmd = env.cmd();
+    cmd.args(["backup", src.to_str().unwrap()]);
+    let paused =
+        drvault_tests::failpoints::start_paused(cmd, &env.path("fp"), "backup.before-open");
+    let pid = paused.pid();
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    // Give the handler a moment to note the request before the walk goes on.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = paused
+        .resume_within(std::time::Duration::from_secs(120))
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code::INTERRUPTED),
+        "{}",
+        text(&out.stderr)
+    );
+}
