@@ -682,3 +682,53 @@ fn a_backup_stopped_by_sigint_exits_130() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn backing_up_root_with_one_file_system_keeps_the_other_paths_given() {
+    use std::os::unix::fs::MetadataExt;
+    // `-x / /dev`: /dev is another file system, given explicitly. It used to be dropped ("/"
+    // returned the walk of / alone). Everything at the top but /etc and /dev is excluded to
+    // keep the test small.
+    let (root_dev, dev_dev) = (
+        fs::metadata("/").unwrap().dev(),
+        fs::metadata("/dev").unwrap().dev(),
+    );
+    if root_dev == dev_dev {
+        eprintln!("skipped: /dev is not a file system of its own here");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let mut args: Vec<String> = vec!["backup".into(), "-x".into(), "/".into(), "/dev".into()];
+    for e in fs::read_dir("/").unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name != "etc" && name != "dev" {
+            args.push("-e".into());
+            args.push(format!("/{name}"));
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.run(&args);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{}",
+        text(&out.stderr)
+    );
+    let listing = env.ok(&["ls", "latest", "/dev/null"]);
+    assert!(
+        listing.starts_with('c'),
+        "/dev/null is in the snapshot: {listing}"
+    );
+    assert!(env
+        .ok(&["ls", "latest", "/etc/passwd"])
+        .contains("/etc/passwd"));
+    // -x still keeps other file systems below "/" out: /proc is excluded anyway, and /etc is
+    // the root's own.
+    let out = env.run(&["backup", "/", "/etc/ssh"]);
+    assert_eq!(out.status.code(), Some(code::FAILURE));
+    assert!(
+        text(&out.stderr).contains("top-level"),
+        "{}",
+        text(&out.stderr)
+    );
+}

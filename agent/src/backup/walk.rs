@@ -101,21 +101,35 @@ impl Walker {
     /// location: /etc/ssh becomes the entry "etc" holding "ssh".
     pub fn run(&mut self, paths: &[PathBuf], parent_root: Option<Id>) -> Result<Id> {
         let mut root = Virtual::default();
-        for path in paths {
-            let comps: Vec<Vec<u8>> = path
-                .components()
+        let components = |path: &Path| -> Vec<Vec<u8>> {
+            path.components()
                 .filter_map(|c| match c {
                     std::path::Component::Normal(s) => Some(s.as_bytes().to_vec()),
                     _ => None,
                 })
-                .collect();
+                .collect()
+        };
+        let others: Vec<Vec<Vec<u8>>> = paths
+            .iter()
+            .map(|p| components(p))
+            .filter(|c| !c.is_empty())
+            .collect();
+        if others.len() < paths.len() {
+            // "/" with others (`-x / /boot`): the others are walked on their own file systems
+            // and take their places in "/"; "/" alone is every top-level entry.
+            if let Some(deep) = others.iter().find(|c| c.len() > 1) {
+                anyhow::bail!(
+                    "/{}: besides `/`, give only top-level directories (such as /boot); back up \
+                     deeper paths in a snapshot of their own",
+                    String::from_utf8_lossy(&deep.join(&b'/'))
+                );
+            }
+            self.walk_root(&mut root, &others, parent_root)?;
+        }
+        for path in paths {
+            let comps = components(path);
             let Some((last, dirs)) = comps.split_last() else {
-                // The root directory itself.
-                let root = rustix::fs::open("/", dir_flags(), Mode::empty())?;
-                let dev = file_id(&rustix::fs::fstat(&root)?).0;
-                let tree =
-                    self.backup_dir(Arc::new(root), Path::new("/"), &[], parent_root, true, dev)?;
-                return Ok(tree);
+                continue;
             };
             let parent_tree = self.parent_dir(parent_root, dirs);
             let parent_node =
@@ -175,6 +189,67 @@ impl Walker {
             dir.children.insert(last.clone(), VirtualEntry::Real(node));
         }
         self.store_virtual(root)
+    }
+
+    /// Every top-level entry of "/" except those given as paths of their own, walked on the
+    /// root's file system.
+    fn walk_root(
+        &mut self,
+        root: &mut Virtual,
+        given: &[Vec<Vec<u8>>],
+        parent_root: Option<Id>,
+    ) -> Result<()> {
+        let fd = Arc::new(rustix::fs::open("/", dir_flags(), Mode::empty())?);
+        let dev = file_id(&rustix::fs::fstat(&*fd)?).0;
+        let mut parent_nodes: HashMap<Vec<u8>, Node> = self
+            .parent_dir(parent_root, &[])
+            .map(|t| t.entries.into_iter().map(|n| (n.name.clone(), n)).collect())
+            .unwrap_or_default();
+        for name in self.list_names(&fd, Path::new("/")) {
+            if given.iter().any(|c| c[0] == name) {
+                continue;
+            }
+            let child = Path::new("/").join(OsStr::from_bytes(&name));
+            let st =
+                match rustix::fs::statat(&*fd, OsStr::from_bytes(&name), AtFlags::SYMLINK_NOFOLLOW)
+                {
+                    Ok(st) => st,
+                    Err(e) => {
+                        self.warn(&child, &std::io::Error::from(e));
+                        continue;
+                    }
+                };
+            let comps = vec![name.clone()];
+            let parent_node = parent_nodes.remove(&name);
+            let Some(entry) =
+                self.backup_entry(&fd, &child, &name, &comps, &st, parent_node, dev)?
+            else {
+                continue;
+            };
+            if let Some(node) = self.resolve(vec![entry])?.pop() {
+                root.children.insert(name, VirtualEntry::Real(node));
+            }
+            self.report();
+        }
+        Ok(())
+    }
+
+    /// The names in an opened directory, sorted (a listing failure is a warning: empty).
+    fn list_names(&mut self, dir: &OwnedFd, path: &Path) -> Vec<Vec<u8>> {
+        let mut names: Vec<Vec<u8>> = match rustix::fs::Dir::read_from(dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_bytes().to_vec())
+                .filter(|n| n != b"." && n != b"..")
+                .collect(),
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                self.warn(path, &format!("cannot list directory: {e}"));
+                Vec::new()
+            }
+        };
+        names.sort();
+        names
     }
 
     fn store_virtual(&mut self, v: Virtual) -> Result<Id> {
@@ -445,19 +520,7 @@ impl Walker {
         let mut parent_nodes: HashMap<Vec<u8>, Node> = parent_tree
             .map(|t| t.entries.into_iter().map(|n| (n.name.clone(), n)).collect())
             .unwrap_or_default();
-        let mut names: Vec<Vec<u8>> = match rustix::fs::Dir::read_from(&*dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_bytes().to_vec())
-                .filter(|n| n != b"." && n != b"..")
-                .collect(),
-            Err(e) => {
-                let e = std::io::Error::from(e);
-                self.warn(path, &format!("cannot list directory: {e}"));
-                Vec::new()
-            }
-        };
-        names.sort();
+        let names = self.list_names(&dir, path);
         let mut entries = Vec::with_capacity(names.len());
         let mut child_path = snap_path.to_vec();
         for name in names {
