@@ -84,6 +84,14 @@ pub fn shown(ns: i64) -> String {
         .to_string()
 }
 
+/// An RFC 3339 time (as stored in records) for text output; kept as is if it does not parse.
+pub fn shown_rfc3339(text: &str) -> String {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .map_or_else(|| text.to_string(), shown)
+}
+
 /// A time for JSON output.
 pub fn rfc3339(ns: i64) -> String {
     DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)

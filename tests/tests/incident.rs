@@ -520,9 +520,19 @@ fn messages_say_what_to_do_next() {
     );
     assert!(stderr.contains("drvault init"), "{stderr}");
     env.init();
-    // An empty audit log says so.
+    // The audit log starts with the repository's creation, its time as every command prints
+    // times ("2026-12-01 20:53:31").
     let log = env.ok(&["audit", "log"]);
-    assert!(!log.trim().is_empty(), "audit log prints something");
+    let first: Vec<&str> = log.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(first[0], "1", "{log}");
+    assert!(
+        first[1].len() == 10 && first[2].len() == 8 && first[2].contains(':'),
+        "{log}"
+    );
+    assert!(
+        log.lines().next().unwrap().contains(" repository.init "),
+        "{log}"
+    );
     // Plurals.
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();

@@ -35,7 +35,7 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
                     outln!(
                         "{:>5}  {}  {:<16}  {:<18}  {}  {}",
                         e.seq,
-                        e.time,
+                        crate::timefmt::shown_rfc3339(&e.time),
                         e.actor,
                         e.action,
                         e.result,

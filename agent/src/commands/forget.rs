@@ -121,7 +121,7 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
                 "  {} {}  {}  {}",
                 if d.keep { "keep  " } else { "remove" },
                 &d.id[..8],
-                &d.time,
+                crate::timefmt::shown_rfc3339(&d.time),
                 d.reasons.join(", ")
             );
         }

@@ -80,14 +80,12 @@ pub fn run(g: &Global, a: &JobsArgs) -> Result<Exit> {
         "job",
         "result",
         "kind",
-        "started",
+        "started (UTC)",
         "seconds",
         "snapshot"
     );
     for r in &runs {
-        let started = chrono::DateTime::from_timestamp(r.started as i64, 0)
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default();
+        let started = crate::timefmt::shown((r.started * 1e9) as i64);
         outln!(
             "{:<20} {:<12} {:<8} {:<25} {:>9}  {:<11} {}",
             r.job,
