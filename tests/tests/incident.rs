@@ -713,7 +713,7 @@ fn backing_up_root_with_one_file_system_keeps_the_other_paths_given() {
     for e in fs::read_dir("/").unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         if name != "etc" && name != "dev" {
-            args.push("-e".into());
+            args.push("--exclude".into());
             args.push(format!("/{name}"));
         }
     }
