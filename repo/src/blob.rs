@@ -52,6 +52,17 @@ pub fn open_blob(
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
     let object = format!("blob {id}");
+    // A data blob is one chunk, and no chunker makes chunks above 64 MiB (ChunkerParams::
+    // validate): an index entry claiming more is refused before anything is allocated for it.
+    if kind == BlobKind::Data && raw_length > crate::chunker::MAX_CHUNK {
+        return Err(Error::integrity(
+            &object,
+            format!(
+                "the index says {raw_length} bytes, more than any chunk ({} bytes)",
+                crate::chunker::MAX_CHUNK
+            ),
+        ));
+    }
     let header = Header::parse(sealed).map_err(|e| Error::integrity(&object, e))?;
     if header.kind != kind.object_kind() {
         return Err(Error::integrity(
@@ -101,4 +112,21 @@ fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
             None => zstd::bulk::decompress(payload, capacity),
         }
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_entry_claiming_a_huge_data_blob_is_refused_before_allocation() {
+        let keyring = Keyring::generate(0).unwrap();
+        let id = Id([7; 32]);
+        let e = open_blob(&keyring, BlobKind::Data, &id, u32::MAX, b"whatever").unwrap_err();
+        assert!(
+            matches!(&e, Error::Integrity { reason, .. } if reason.contains("more than any chunk")),
+            "{e}"
+        );
+    }
 }

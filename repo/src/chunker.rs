@@ -5,6 +5,9 @@
 
 use std::io::Read;
 
+/// The largest chunk any repository's chunker may make (FORMAT.md section 7).
+pub const MAX_CHUNK: u32 = 64 * 1024 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChunkerParams {
     pub min_size: u32,
@@ -28,7 +31,7 @@ impl ChunkerParams {
             && self.min_size < self.avg_size
             && self.avg_size < self.max_size
             && self.avg_size.is_power_of_two()
-            && self.max_size <= 64 * 1024 * 1024;
+            && self.max_size <= MAX_CHUNK;
         if ok {
             Ok(())
         } else {
