@@ -357,7 +357,8 @@ pub struct RestoreArgs {
     /// `snapshots` prints it (UTC), RFC 3339 with a zone, or a date (its end).
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
-    /// Only restore this path of the snapshot and what is below it (repeatable).
+    /// Only restore this path of the snapshot and what is below it (repeatable); a component may
+    /// be a pattern (`/home/*/.ssh`).
     #[arg(long = "include", value_name = "PATH")]
     pub includes: Vec<PathBuf>,
     /// Directory to restore into (created when missing).

@@ -4,6 +4,7 @@
 mod error;
 mod fetch;
 mod fsops;
+mod pattern;
 mod plan;
 mod select;
 mod verify;

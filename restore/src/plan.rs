@@ -76,10 +76,10 @@ fn included(includes: &[Vec<Vec<u8>>], comps: &[Vec<u8>]) -> Include {
     }
     let mut partial = false;
     for inc in includes {
-        if comps.len() >= inc.len() && comps[..inc.len()] == inc[..] {
+        if comps.len() >= inc.len() && prefix_matches(inc, comps) {
             return Include::All;
         }
-        if inc.len() > comps.len() && inc[..comps.len()] == comps[..] {
+        if inc.len() > comps.len() && prefix_matches(inc, comps) {
             partial = true;
         }
     }
@@ -88,6 +88,13 @@ fn included(includes: &[Vec<Vec<u8>>], comps: &[Vec<u8>]) -> Include {
     } else {
         Include::No
     }
+}
+
+/// True when the first components of `inc` (as many as both have) match `comps`.
+fn prefix_matches(inc: &[Vec<u8>], comps: &[Vec<u8>]) -> bool {
+    inc.iter()
+        .zip(comps)
+        .all(|(p, name)| crate::pattern::matches(p, name))
 }
 
 /// A directory whose listing no target holds intact: its entry, and why.
@@ -136,7 +143,7 @@ fn collect(
                 Include::Partial => continue,
             };
             for (k, inc) in includes.iter().enumerate() {
-                if !matched[k] && *inc == comps {
+                if !matched[k] && inc.len() == comps.len() && prefix_matches(inc, &comps) {
                     matched[k] = true;
                 }
             }
@@ -182,9 +189,12 @@ pub fn restore(
     // An include below a directory whose listing is lost is reported with that directory.
     let below_lost = |inc: &Vec<Vec<u8>>| {
         lost_dirs.iter().any(|(i, _)| {
-            let dir = &entries[*i].key;
-            let inc = inc.join(&b'/');
-            inc.starts_with(dir) && (inc.len() == dir.len() || inc[dir.len()] == b'/')
+            let dir: Vec<Vec<u8>> = entries[*i]
+                .key
+                .split(|&b| b == b'/')
+                .map(<[u8]>::to_vec)
+                .collect();
+            inc.len() >= dir.len() && prefix_matches(inc, &dir)
         })
     };
     let missing: Vec<String> = opts

@@ -195,6 +195,16 @@ fn an_include_that_matches_nothing_is_an_error_naming_the_snapshot() {
         );
     }
     assert!(!target.join(home.strip_prefix("/").unwrap()).exists());
+    // A pattern matches one name per component, as in the shell.
+    let pattern = format!("{}/h*s", etc.display());
+    env.ok(&["restore", "latest", "--include", &pattern, "--target", t]);
+    assert_eq!(
+        fs::read(restored(&target, &etc).join("hosts")).unwrap(),
+        b"127.0.0.1 localhost\n"
+    );
+    let nothing = format!("{}/x*", etc.display());
+    let out = env.run(&["restore", "latest", "--include", &nothing, "--target", t]);
+    assert_eq!(out.status.code(), Some(code::USAGE));
 
     // --path selects the newest snapshot of that path.
     env.ok(&[
