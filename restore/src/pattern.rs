@@ -48,12 +48,10 @@ fn glob(p: &[u8], n: &[u8]) -> bool {
                     continue;
                 }
             }
-            Some(b'\\') if pi + 1 < p.len() => {
-                if p[pi + 1] == n[ni] {
-                    pi += 2;
-                    ni += 1;
-                    continue;
-                }
+            Some(b'\\') if pi + 1 < p.len() && p[pi + 1] == n[ni] => {
+                pi += 2;
+                ni += 1;
+                continue;
             }
             Some(&c) if c == n[ni] => {
                 pi += 1;
