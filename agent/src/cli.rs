@@ -91,6 +91,8 @@ pub enum Command {
     Snapshots,
     /// List the entries of a snapshot.
     Ls(LsArgs),
+    /// Write a file of a snapshot to standard output, or a directory as a tar stream.
+    Dump(DumpArgs),
     /// Restore a snapshot (or part of it) into a directory.
     Restore(RestoreArgs),
     /// Verify the repository's structure and, optionally, its data.
@@ -347,6 +349,26 @@ pub struct SnapshotFilter {
     /// Only consider snapshots that backed up this path (repeatable: all of them).
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Snapshot ID (or unique prefix) or "latest".
+    pub snapshot: String,
+    /// The path in the snapshot, as `ls` prints it.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Write a tar stream (with owners, modes and times) even for a single file; a directory
+    /// is always written as one.
+    #[arg(long, value_enum)]
+    pub archive: Option<ArchiveFormat>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArchiveFormat {
+    Tar,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,27 @@ pub fn write_bytes(bytes: &[u8]) {
     }
 }
 
+/// Standard output as a `Write` for streams (`dump`): a broken pipe is remembered, so the
+/// command can tell "the reader went away" from a failure.
+pub struct Out;
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if CLOSED.load(Ordering::Relaxed) {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        std::io::stdout().lock().write(buf).inspect_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                CLOSED.store(true, Ordering::Relaxed);
+            }
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().lock().flush()
+    }
+}
+
 /// True once standard output is gone: a listing can stop.
 pub fn closed() -> bool {
     CLOSED.load(Ordering::Relaxed)

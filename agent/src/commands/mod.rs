@@ -4,6 +4,7 @@ mod audit;
 pub mod backup;
 mod check;
 mod docs;
+mod dump;
 mod forget;
 mod init;
 mod jobs;
@@ -52,6 +53,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &Command) -> Res
         Command::Backup(a) => backup::run(ctx, g, a),
         Command::Snapshots => snapshots::run(ctx, g),
         Command::Ls(a) => ls::run(ctx, g, a),
+        Command::Dump(a) => dump::run(ctx, g, a),
         Command::Restore(a) => restore::run(ctx, g, a),
         Command::Check(a) => check::run(ctx, g, a),
         Command::Key(k) => key::run(ctx, g, k),

@@ -1,0 +1,99 @@
+//! `drvault dump`: a file of a snapshot on standard output, a directory as a tar stream that the
+//! real `tar` extracts to the source's bytes.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
+
+use drvault_tests::{code, files_below, noise, restored, Env};
+
+#[test]
+fn dump_writes_a_file_or_a_directory_as_tar() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    // Several chunks: the blobs come out in order.
+    let big = noise(6 << 20, 5);
+    fs::write(src.join("big.bin"), &big).unwrap();
+    fs::write(src.join("sub/small.txt"), b"hello\n").unwrap();
+    fs::write(src.join("sub/deeper/empty"), b"").unwrap();
+    fs::set_permissions(src.join("sub/small.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("small.txt", src.join("sub/link")).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+
+    let file = format!("{}/big.bin", src.display());
+    let out = env.cmd().args(["dump", "latest", &file]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == big, "the file's bytes");
+
+    // A directory: a tar stream with modes, links and every file.
+    let dir = format!("{}/sub", src.display());
+    let out = env.cmd().args(["dump", "latest", &dir]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tarball = env.path("sub.tar");
+    fs::write(&tarball, &out.stdout).unwrap();
+    let into = env.path("untarred");
+    fs::create_dir_all(&into).unwrap();
+    let status = Command::new("tar")
+        .arg("-xpf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&into)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let got = restored(&into, &src.join("sub"));
+    for f in files_below(&src.join("sub")) {
+        let rel = f.strip_prefix(src.join("sub")).unwrap();
+        assert_eq!(
+            fs::read(&f).unwrap(),
+            fs::read(got.join(rel)).unwrap(),
+            "{rel:?}"
+        );
+    }
+    assert_eq!(
+        fs::metadata(got.join("small.txt")).unwrap().mode() & 0o777,
+        0o640
+    );
+    assert_eq!(
+        fs::read_link(got.join("link")).unwrap().to_str().unwrap(),
+        "small.txt"
+    );
+
+    // A path the snapshot lacks names the snapshot's paths; `| head` ends quietly.
+    let out = env
+        .cmd()
+        .args(["dump", "latest", &format!("{}/nope", src.display())])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(code::FAILURE));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not in the snapshot") && stderr.contains("which holds"),
+        "{stderr}"
+    );
+    let (read, write) = rustix::pipe::pipe().unwrap();
+    drop(read);
+    let out = env
+        .cmd()
+        .args(["dump", "latest", &file])
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
