@@ -86,22 +86,8 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
         .map(|d| d.id.as_str())
         .collect();
     if !a.dry_run && !removed.is_empty() {
-        ctx.rt
-            .block_on(drvault_repo::failpoint::hit("forget.before-delete"));
-        for id in &removed {
-            ctx.rt
-                .block_on(repo.store().delete(&format!("{}{id}", paths::SNAPSHOTS)))?;
-        }
-        let details = serde_json::json!({
-            "removed": removed.iter().map(|id| &id[..8]).collect::<Vec<_>>(),
-            "kept": decisions.len() - removed.len(),
-        });
-        if let Err(e) = ctx
-            .rt
-            .block_on(audit::append(&repo, "snapshots.forget", details, "ok"))
-        {
-            tracing::warn!("forget was not recorded in the audit log: {e}");
-        }
+        let kept = decisions.len() - removed.len();
+        remove(ctx, &repo, &removed, kept, false)?;
     }
     if g.json {
         outln!(
@@ -167,26 +153,8 @@ fn forget_named(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
         }
     }
     if !a.dry_run {
-        ctx.rt
-            .block_on(drvault_repo::failpoint::hit("forget.before-delete"));
-        for id in &named {
-            ctx.rt.block_on(repo.store().delete(&format!(
-                "{}{}",
-                paths::SNAPSHOTS,
-                id.to_hex()
-            )))?;
-        }
-        let details = serde_json::json!({
-            "removed": named.iter().map(|id| id.short()).collect::<Vec<_>>(),
-            "kept": snaps.len() - named.len(),
-            "named": true,
-        });
-        if let Err(e) = ctx
-            .rt
-            .block_on(audit::append(&repo, "snapshots.forget", details, "ok"))
-        {
-            tracing::warn!("forget was not recorded in the audit log: {e}");
-        }
+        let hex: Vec<String> = named.iter().map(|id| id.to_hex()).collect();
+        remove(ctx, &repo, &hex, snaps.len() - named.len(), true)?;
     }
     if g.json {
         outln!(
@@ -212,4 +180,32 @@ fn forget_named(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
         );
     }
     Ok(Exit::Ok)
+}
+
+/// Deletes the snapshot objects (full hex IDs) and records it in the audit log.
+fn remove(
+    ctx: &Context,
+    repo: &drvault_repo::Repository,
+    ids: &[impl AsRef<str>],
+    kept: usize,
+    named: bool,
+) -> Result<()> {
+    ctx.rt
+        .block_on(drvault_repo::failpoint::hit("forget.before-delete"));
+    for id in ids {
+        let name = format!("{}{}", paths::SNAPSHOTS, id.as_ref());
+        ctx.rt.block_on(repo.store().delete(&name))?;
+    }
+    let details = serde_json::json!({
+        "removed": ids.iter().map(|id| id.as_ref().get(..8).unwrap_or(id.as_ref())).collect::<Vec<_>>(),
+        "kept": kept,
+        "named": named,
+    });
+    if let Err(e) = ctx
+        .rt
+        .block_on(audit::append(repo, "snapshots.forget", details, "ok"))
+    {
+        tracing::warn!("forget was not recorded in the audit log: {e}");
+    }
+    Ok(())
 }
