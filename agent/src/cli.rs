@@ -93,6 +93,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Write a file of a snapshot to standard output, or a directory as a tar stream.
     Dump(DumpArgs),
+    /// What changed between two snapshots: added, removed, changed content, changed metadata.
+    Diff(DiffArgs),
     /// Restore a snapshot (or part of it) into a directory.
     Restore(RestoreArgs),
     /// Verify the repository's structure and, optionally, its data.
@@ -349,6 +351,17 @@ pub struct SnapshotFilter {
     /// Only consider snapshots that backed up this path (repeatable: all of them).
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older snapshot (ID, unique prefix or "latest").
+    pub from: String,
+    /// The newer snapshot.
+    pub to: String,
+    /// Only below this path.
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

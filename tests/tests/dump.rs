@@ -97,3 +97,56 @@ fn dump_writes_a_file_or_a_directory_as_tar() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn diff_names_what_was_added_removed_modified_and_retouched() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("same")).unwrap();
+    fs::create_dir_all(src.join("gone")).unwrap();
+    fs::write(src.join("same/a"), b"unchanged").unwrap();
+    fs::write(src.join("gone/b"), b"b").unwrap();
+    fs::write(src.join("edited"), b"old").unwrap();
+    fs::write(src.join("chmodded"), b"c").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    fs::remove_dir_all(src.join("gone")).unwrap();
+    fs::write(src.join("edited"), b"new content").unwrap();
+    fs::set_permissions(src.join("chmodded"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::create_dir_all(src.join("new/inner")).unwrap();
+    fs::write(src.join("new/inner/c"), b"c").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let ids: Vec<String> = env
+        .snapshots_json()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    let out = env.ok(&["--json", "diff", &ids[0], &ids[1], src.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let list = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                p.as_str()
+                    .unwrap()
+                    .strip_prefix(src.to_str().unwrap())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(list("added"), ["/new", "/new/inner", "/new/inner/c"]);
+    assert_eq!(list("removed"), ["/gone", "/gone/b"]);
+    assert_eq!(list("modified"), ["/edited"]);
+    assert!(list("metadata").contains(&"/chmodded".to_string()), "{v}");
+    assert!(
+        !list("metadata").iter().any(|p| p.starts_with("/same")),
+        "{v}"
+    );
+    let text = env.ok(&["diff", &ids[0][..10], "latest"]);
+    assert!(
+        text.contains("+    ") && text.contains("3 added, 2 removed, 1 modified"),
+        "{text}"
+    );
+}

@@ -64,7 +64,12 @@ pub fn run(ctx: &Context, g: &Global, a: &DumpArgs) -> Result<Exit> {
 }
 
 /// The entry at `comps` below the root tree (the root itself for no components).
-fn lookup(ctx: &Context, repo: &Repository, root: Id, comps: &[Vec<u8>]) -> Result<Node> {
+pub(super) fn lookup(
+    ctx: &Context,
+    repo: &Repository,
+    root: Id,
+    comps: &[Vec<u8>],
+) -> Result<Node> {
     let mut node = Node {
         subtree: Some(root),
         ..directory_defaults()

@@ -3,6 +3,7 @@
 mod audit;
 pub mod backup;
 mod check;
+mod diff;
 mod docs;
 mod dump;
 mod forget;
@@ -54,6 +55,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &Command) -> Res
         Command::Snapshots => snapshots::run(ctx, g),
         Command::Ls(a) => ls::run(ctx, g, a),
         Command::Dump(a) => dump::run(ctx, g, a),
+        Command::Diff(a) => diff::run(ctx, g, a),
         Command::Restore(a) => restore::run(ctx, g, a),
         Command::Check(a) => check::run(ctx, g, a),
         Command::Key(k) => key::run(ctx, g, k),
