@@ -88,7 +88,7 @@ pub enum Command {
     /// Back up files and directories into a new snapshot.
     Backup(BackupArgs),
     /// List snapshots.
-    Snapshots,
+    Snapshots(SnapshotsArgs),
     /// List the entries of a snapshot.
     Ls(LsArgs),
     /// Write a file of a snapshot to standard output, or a directory as a tar stream.
@@ -196,9 +196,8 @@ pub struct ForgetArgs {
     /// Never remove snapshots with this tag (repeatable).
     #[arg(long = "keep-tag", value_name = "TAG")]
     pub keep_tags: Vec<String>,
-    /// Only consider snapshots of this host.
-    #[arg(long)]
-    pub host: Option<String>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
     /// Show what would be removed and which rule keeps each survivor; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -351,6 +350,12 @@ pub struct SnapshotFilter {
     /// Only consider snapshots that backed up this path (repeatable: all of them).
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
 }
 
 #[derive(Debug, Args)]

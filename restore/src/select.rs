@@ -20,7 +20,7 @@ pub struct SnapshotSpec {
 
 impl SnapshotSpec {
     /// True when `s` passes the host, tag and path filters (not the time).
-    fn admits(&self, s: &Snapshot) -> bool {
+    pub fn admits(&self, s: &Snapshot) -> bool {
         self.host.as_ref().is_none_or(|h| &s.host == h)
             && self.tags.iter().all(|t| s.tags.contains(t))
             && self.paths.iter().all(|p| {

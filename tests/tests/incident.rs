@@ -752,3 +752,35 @@ fn backing_up_root_with_one_file_system_keeps_the_other_paths_given() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn snapshots_and_forget_take_the_host_tag_and_path_filters() {
+    let env = Env::new();
+    env.init();
+    let (a, b) = (env.path("a"), env.path("b"));
+    for d in [&a, &b] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("f"), b"x").unwrap();
+    }
+    env.ok(&["backup", a.to_str().unwrap(), "--tag", "daily"]);
+    env.ok(&["backup", a.to_str().unwrap()]);
+    env.ok(&["backup", b.to_str().unwrap(), "--tag", "daily"]);
+    let count = |args: &[&str]| -> usize {
+        let mut all = vec!["--json", "snapshots"];
+        all.extend_from_slice(args);
+        serde_json::from_str::<serde_json::Value>(&env.ok(&all))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(&[]), 3);
+    assert_eq!(count(&["--tag", "daily"]), 2);
+    assert_eq!(count(&["--path", a.to_str().unwrap()]), 2);
+    assert_eq!(count(&["--path", b.to_str().unwrap(), "--tag", "daily"]), 1);
+    assert_eq!(count(&["--host", "nobody"]), 0);
+    // forget --path: the policy applies to a's snapshots only.
+    env.ok(&["forget", "--keep-last", "1", "--path", a.to_str().unwrap()]);
+    assert_eq!(count(&["--path", a.to_str().unwrap()]), 1);
+    assert_eq!(count(&["--path", b.to_str().unwrap()]), 1);
+}

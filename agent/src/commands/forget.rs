@@ -35,9 +35,10 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
     }
     let repo = ctx.open(g)?;
     let snaps = ctx.rt.block_on(repo.snapshots())?;
+    let filter = super::restore::spec(None, None, &a.filter);
     let candidates: Vec<Candidate> = snaps
         .iter()
-        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.host == h))
+        .filter(|(_, s)| filter.admits(s))
         .map(|(id, s)| Candidate {
             id: id.to_hex(),
             time: chrono::DateTime::from_timestamp_nanos(s.time_ns),
@@ -54,13 +55,7 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
         })
         .collect();
     if candidates.is_empty() {
-        tracing::warn!(
-            "no snapshot{} to apply the policy to",
-            a.host
-                .as_ref()
-                .map(|h| format!(" of host {h}"))
-                .unwrap_or_default()
-        );
+        tracing::warn!("no snapshot passes --host, --tag and --path: the policy removes nothing");
     }
     for tag in &a.keep_tags {
         if !candidates.iter().any(|c| c.tags.contains(tag)) {
@@ -139,11 +134,7 @@ fn forget_named(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
     let snaps = ctx.rt.block_on(repo.snapshots())?;
     let mut named: Vec<drvault_repo::Id> = Vec::new();
     for prefix in &a.snapshots {
-        let spec = drvault_restore::SnapshotSpec {
-            id: Some(prefix.clone()),
-            host: a.host.clone(),
-            ..Default::default()
-        };
+        let spec = super::restore::spec(Some(prefix.clone()), None, &a.filter);
         if prefix.trim() == "latest" {
             usage!("forget takes snapshot IDs, not \"latest\"; name the snapshot by its ID");
         }

@@ -52,7 +52,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &Command) -> Res
     match command {
         Command::Init(a) => init::run(ctx, g, a),
         Command::Backup(a) => backup::run(ctx, g, a),
-        Command::Snapshots => snapshots::run(ctx, g),
+        Command::Snapshots(a) => snapshots::run(ctx, g, a),
         Command::Ls(a) => ls::run(ctx, g, a),
         Command::Dump(a) => dump::run(ctx, g, a),
         Command::Diff(a) => diff::run(ctx, g, a),

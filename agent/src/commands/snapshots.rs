@@ -6,9 +6,15 @@ use crate::exit::Exit;
 
 use super::printable;
 
-pub fn run(ctx: &Context, g: &Global) -> Result<Exit> {
+pub fn run(ctx: &Context, g: &Global, a: &crate::cli::SnapshotsArgs) -> Result<Exit> {
     let repo = ctx.open(g)?;
-    let snaps = ctx.rt.block_on(repo.snapshots())?;
+    let spec = super::restore::spec(None, None, &a.filter);
+    let snaps: Vec<_> = ctx
+        .rt
+        .block_on(repo.snapshots())?
+        .into_iter()
+        .filter(|(_, s)| spec.admits(s))
+        .collect();
     if g.json {
         let list: Vec<_> = snaps
             .iter()
