@@ -95,6 +95,8 @@ pub enum Command {
     Dump(DumpArgs),
     /// What changed between two snapshots: added, removed, changed content, changed metadata.
     Diff(DiffArgs),
+    /// Find entries by name or path pattern across snapshots: where and when each one was.
+    Find(FindArgs),
     /// Restore a snapshot (or part of it) into a directory.
     Restore(RestoreArgs),
     /// Verify the repository's structure and, optionally, its data.
@@ -354,6 +356,18 @@ pub struct SnapshotFilter {
 
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// A shell pattern: without '/', matched against names (`*.conf`); with '/', against whole
+    /// paths, each component a pattern (`/home/*/.ssh/authorized_keys`).
+    pub pattern: String,
+    /// Only the N newest snapshots that pass the filters.
+    #[arg(long, value_name = "N")]
+    pub newest: Option<usize>,
     #[command(flatten)]
     pub filter: SnapshotFilter,
 }

@@ -4,7 +4,7 @@
 mod error;
 mod fetch;
 mod fsops;
-mod pattern;
+pub mod pattern;
 mod plan;
 mod select;
 mod verify;

@@ -3,7 +3,7 @@
 //! user's `.ssh` and `*` never crosses a `/` (as restic's patterns and the shell's).
 
 /// Whether `name` matches `pattern` (one component).
-pub(crate) fn matches(pattern: &[u8], name: &[u8]) -> bool {
+pub fn matches(pattern: &[u8], name: &[u8]) -> bool {
     if !is_pattern(pattern) {
         return pattern == name;
     }
@@ -11,7 +11,7 @@ pub(crate) fn matches(pattern: &[u8], name: &[u8]) -> bool {
 }
 
 /// True when the component holds pattern characters (else it is compared as it is).
-pub(crate) fn is_pattern(component: &[u8]) -> bool {
+pub fn is_pattern(component: &[u8]) -> bool {
     component
         .iter()
         .any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))

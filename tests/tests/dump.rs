@@ -150,3 +150,52 @@ fn diff_names_what_was_added_removed_modified_and_retouched() {
         "{text}"
     );
 }
+
+#[test]
+fn find_answers_when_a_file_last_looked_right() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("etc/app")).unwrap();
+    fs::create_dir_all(src.join("other")).unwrap();
+    fs::write(src.join("other/unrelated"), b"u").unwrap();
+    fs::write(src.join("etc/app/app.conf"), b"good").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    fs::write(src.join("etc/app/app.conf"), b"broken config").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    fs::remove_file(src.join("etc/app/app.conf")).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+
+    let found = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["--json", "find"];
+        all.extend_from_slice(args);
+        serde_json::from_str::<serde_json::Value>(&env.ok(&all))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let by_name = found(&["*.conf"]);
+    let sizes: Vec<u64> = by_name
+        .iter()
+        .map(|f| f["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        sizes,
+        [4, 13],
+        "in the two snapshots that had it: {by_name:?}"
+    );
+    assert!(by_name[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("/etc/app/app.conf"));
+    let path_pattern = format!("{}/etc/*/app.conf", src.display());
+    assert_eq!(found(&[&path_pattern]).len(), 2);
+    assert!(found(&["*.conf", "--newest", "1"]).is_empty());
+    assert!(found(&["nothing-like-this"]).is_empty());
+    let text = env.ok(&["find", "app.conf"]);
+    assert!(
+        text.trim_end().ends_with("2 matches in 3 snapshots"),
+        "{text}"
+    );
+}

@@ -6,6 +6,7 @@ mod check;
 mod diff;
 mod docs;
 mod dump;
+mod find;
 mod forget;
 mod init;
 mod jobs;
@@ -56,6 +57,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &Command) -> Res
         Command::Ls(a) => ls::run(ctx, g, a),
         Command::Dump(a) => dump::run(ctx, g, a),
         Command::Diff(a) => diff::run(ctx, g, a),
+        Command::Find(a) => find::run(ctx, g, a),
         Command::Restore(a) => restore::run(ctx, g, a),
         Command::Check(a) => check::run(ctx, g, a),
         Command::Key(k) => key::run(ctx, g, k),
@@ -93,6 +95,8 @@ pub fn plural(n: u64, one: &str) -> String {
         format!("1 {one}")
     } else if let Some(stem) = one.strip_suffix('y') {
         format!("{n} {stem}ies")
+    } else if ["s", "x", "ch", "sh"].iter().any(|e| one.ends_with(e)) {
+        format!("{n} {one}es")
     } else {
         format!("{n} {one}s")
     }
