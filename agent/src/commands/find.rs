@@ -62,12 +62,14 @@ impl Wanted {
     }
 }
 
+type Components = Vec<Vec<u8>>;
+
 struct Finder<'a> {
     ctx: &'a Context,
     repo: Arc<Repository>,
     wanted: Wanted,
     /// (tree, its path) → the matches below it.
-    memo: HashMap<(Id, Vec<Vec<u8>>), Arc<Vec<Found>>>,
+    memo: HashMap<(Id, Components), Arc<Vec<Found>>>,
     expansion: drvault_repo::expansion::Expansion,
 }
 
