@@ -97,6 +97,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Find entries by name or path pattern across snapshots: where and when each one was.
     Find(FindArgs),
+    /// Change the tags of snapshots (each gets a new ID; recorded in the audit log).
+    Tag(TagArgs),
     /// Restore a snapshot (or part of it) into a directory.
     Restore(RestoreArgs),
     /// Verify the repository's structure and, optionally, its data.
@@ -358,6 +360,23 @@ pub struct SnapshotFilter {
 pub struct SnapshotsArgs {
     #[command(flatten)]
     pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["add", "remove", "set"])))]
+pub struct TagArgs {
+    /// The snapshots (IDs, unique prefixes, or "latest").
+    #[arg(required = true, value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Add this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub add: Vec<String>,
+    /// Remove this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub remove: Vec<String>,
+    /// Replace all tags with these (repeatable; `--set ''` clears them).
+    #[arg(long, value_name = "TAG", conflicts_with_all = ["add", "remove"])]
+    pub set: Vec<String>,
 }
 
 #[derive(Debug, Args)]

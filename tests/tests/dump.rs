@@ -199,3 +199,53 @@ fn find_answers_when_a_file_last_looked_right() {
         "{text}"
     );
 }
+
+#[test]
+fn tag_changes_tags_under_a_new_id_and_records_it() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    env.ok(&["backup", src.to_str().unwrap(), "--tag", "daily"]);
+    let before = env.snapshots_json();
+    let old = before[0]["id"].as_str().unwrap().to_string();
+    let out: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "--json",
+        "tag",
+        &old[..10],
+        "--add",
+        "keep",
+        "--remove",
+        "daily",
+    ]))
+    .unwrap();
+    let new = out[0]["new"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    let after = env.snapshots_json();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["id"], new.as_str());
+    assert_eq!(after[0]["tags"], serde_json::json!(["keep"]));
+    assert_eq!(
+        after[0]["time"], before[0]["time"],
+        "same snapshot, other tags"
+    );
+    env.ok(&["tag", "latest", "--set", "release", "--set", "q4"]);
+    assert_eq!(
+        env.snapshots_json()[0]["tags"],
+        serde_json::json!(["release", "q4"])
+    );
+    let log: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--json", "audit", "log"])).unwrap();
+    assert_eq!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "snapshots.tag")
+            .count(),
+        2
+    );
+    env.restore_and_compare("latest", &src, "r");
+    let out = env.run(&["tag", "latest"]);
+    assert_eq!(out.status.code(), Some(code::USAGE), "a change is required");
+}
