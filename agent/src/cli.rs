@@ -99,6 +99,9 @@ pub enum Command {
     Find(FindArgs),
     /// Change the tags of snapshots (each gets a new ID; recorded in the audit log).
     Tag(TagArgs),
+    /// Sizes: of a snapshot (restored, and stored after deduplication and compression), or of
+    /// the whole repository.
+    Stats(StatsArgs),
     /// Restore a snapshot (or part of it) into a directory.
     Restore(RestoreArgs),
     /// Verify the repository's structure and, optionally, its data.
@@ -377,6 +380,14 @@ pub struct TagArgs {
     /// Replace all tags with these (repeatable; `--set ''` clears them).
     #[arg(long, value_name = "TAG", conflicts_with_all = ["add", "remove"])]
     pub set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// A snapshot (ID, unique prefix or "latest"); the whole repository without one.
+    pub snapshot: Option<String>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
 }
 
 #[derive(Debug, Args)]

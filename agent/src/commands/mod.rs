@@ -18,6 +18,7 @@ mod restore;
 
 pub use restore::components;
 mod snapshots;
+mod stats;
 mod tag;
 mod targets;
 
@@ -60,6 +61,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &Command) -> Res
         Command::Diff(a) => diff::run(ctx, g, a),
         Command::Find(a) => find::run(ctx, g, a),
         Command::Tag(a) => tag::run(ctx, g, a),
+        Command::Stats(a) => stats::run(ctx, g, a),
         Command::Restore(a) => restore::run(ctx, g, a),
         Command::Check(a) => check::run(ctx, g, a),
         Command::Key(k) => key::run(ctx, g, k),

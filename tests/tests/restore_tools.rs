@@ -1,5 +1,5 @@
-//! `drvault dump`: a file of a snapshot on standard output, a directory as a tar stream that the
-//! real `tar` extracts to the source's bytes.
+//! The restore tools (issue "Application-consistent backups and restore tools"): `dump` (a file on
+//! stdout, a directory as a tar stream the real `tar` extracts), `diff`, `find`, `tag`, `stats`.
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
@@ -248,4 +248,29 @@ fn tag_changes_tags_under_a_new_id_and_records_it() {
     env.restore_and_compare("latest", &src, "r");
     let out = env.run(&["tag", "latest"]);
     assert_eq!(out.status.code(), Some(code::USAGE), "a change is required");
+}
+
+#[test]
+fn stats_show_restore_and_stored_sizes() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    // Compressible and repeated: stored is much smaller than restored.
+    fs::write(src.join("d/text"), "all work and no play ".repeat(50_000)).unwrap();
+    fs::write(src.join("copy"), "all work and no play ".repeat(50_000)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["--json", "stats", "latest"])).unwrap();
+    assert_eq!(v["files"], 2);
+    assert_eq!(v["restore_bytes"], 2 * 21 * 50_000);
+    let stored = v["stored_bytes"].as_u64().unwrap();
+    assert!(
+        stored > 0 && stored * 10 < v["restore_bytes"].as_u64().unwrap(),
+        "{v}"
+    );
+    let whole: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "stats"])).unwrap();
+    assert_eq!(whole["snapshots"], 1);
+    assert!(whole["blobs"].as_u64().unwrap() >= v["blobs"].as_u64().unwrap());
+    assert!(env.ok(&["stats", "latest"]).contains("restore size"));
 }
