@@ -451,8 +451,20 @@ pub struct RestoreArgs {
     /// Re-read every restored file and check it against the snapshot.
     #[arg(long)]
     pub verify: bool,
+    /// A regular file already at an entry's name: replace it (always); keep it when it already
+    /// holds the snapshot's content, checked chunk by chunk, so a rerun of an interrupted
+    /// restore resumes (if-changed); or leave it (never).
+    #[arg(long, value_enum, default_value = "always")]
+    pub overwrite: OverwriteArg,
     #[command(flatten)]
     pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OverwriteArg {
+    Always,
+    IfChanged,
+    Never,
 }
 
 #[derive(Debug, Args)]

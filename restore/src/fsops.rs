@@ -234,6 +234,33 @@ impl Target {
         Ok((temp, id))
     }
 
+    /// The regular file at `rel`, opened for reading, when there is one (not a symlink, a
+    /// directory or anything else: those are replaced or refused as before).
+    pub fn existing_file(&self, rel: &Path) -> Result<Option<(File, FileId)>> {
+        let (dir, name) = self.parent(rel)?;
+        let fd = match rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::LOOP | Errno::ISDIR | Errno::NXIO | Errno::ACCESS) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(io(&self.display(rel))(e.into())),
+        };
+        let st = fstat(&fd, self, rel)?;
+        // A file with other names may be another file entirely (a user's hard link to one of
+        // root's): it is replaced, never kept and given the snapshot's metadata.
+        #[allow(clippy::unnecessary_cast)]
+        let single = st.st_nlink as u64 == 1;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || !single {
+            return Ok(None);
+        }
+        Ok(Some((File::from(fd), FileId::of(&st))))
+    }
+
     /// Renames the complete file at `temp` (checked to be the one created) to `rel`, replacing
     /// whatever non-directory is there in one step.
     pub fn install(&self, temp: &Path, id: FileId, rel: &Path) -> Result<()> {

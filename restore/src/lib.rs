@@ -10,7 +10,7 @@ mod select;
 mod verify;
 
 pub use error::Error;
-pub use plan::{restore, DamagedFile, RestoreOptions, RestoreStats};
+pub use plan::{restore, DamagedFile, Overwrite, RestoreOptions, RestoreStats};
 pub use select::{select_snapshot, SnapshotSpec};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -24,6 +24,19 @@ pub struct RestoreOptions {
     pub verify: bool,
     /// Ranged reads in flight.
     pub parallel: usize,
+    /// What to do with a regular file already at an entry's name.
+    pub overwrite: Overwrite,
+}
+
+/// restic's meanings: replace it; replace it unless its content already is the snapshot's
+/// (checked chunk by chunk against the blob IDs, so a rerun of an interrupted restore skips what
+/// is done); leave it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    #[default]
+    Always,
+    IfChanged,
+    Never,
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -36,6 +49,9 @@ pub struct RestoreStats {
     pub bytes: u64,
     /// Entries not restored (device nodes are never created from a snapshot).
     pub skipped: u64,
+    /// Files already there and left as they were (`--overwrite if-changed` or `never`); their
+    /// metadata is still the snapshot's.
+    pub unchanged: u64,
     pub warnings: Vec<String>,
     pub verified_files: u64,
     /// Files (and hard links to them) that could not be restored: none of them is left under
@@ -274,8 +290,29 @@ pub fn restore(
     // Files are written under temporary names and renamed once complete.
     let token = temp_token();
     let temps: Vec<OnceLock<PathBuf>> = entries.iter().map(|_| OnceLock::new()).collect();
+    let kept = std::sync::atomic::AtomicU64::new(0);
+    // `--overwrite never`: the file there stays as it is, metadata included.
+    let untouched: Vec<std::sync::atomic::AtomicBool> = entries
+        .iter()
+        .map(|_| std::sync::atomic::AtomicBool::new(false))
+        .collect();
     let made = for_each_parallel(&to_create, |&i| {
         let e = &entries[i];
+        if e.node.kind == NodeKind::File && opts.overwrite != Overwrite::Always {
+            if let Some((file, id)) = target.existing_file(&e.rel)? {
+                let same = opts.overwrite == Overwrite::Never
+                    || (file.metadata().map(|m| m.len()).ok() == Some(e.node.size)
+                        && crate::verify::matches(&repo, file, &e.node.content));
+                if same {
+                    let _ = ids[i].set(id);
+                    kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if opts.overwrite == Overwrite::Never {
+                        untouched[i].store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return Ok(Vec::new());
+                }
+            }
+        }
         let id = if e.node.kind == NodeKind::Fifo {
             target.mkfifo(&e.rel)?
         } else {
@@ -292,6 +329,7 @@ pub fn restore(
             .copied()
             .ok_or_else(|| Error::Invalid(format!("{} was not created", shown(&entries[i]))))
     };
+    stats.unchanged = kept.into_inner();
     let mut files: Vec<RestoredFile> = Vec::with_capacity(stats.files as usize);
     for (i, temp) in temps.iter().enumerate() {
         if let (Some(temp), Some(id)) = (temp.get(), ids[i].get()) {
@@ -412,6 +450,7 @@ pub fn restore(
                 entries[i].node.kind,
                 NodeKind::File | NodeKind::Fifo | NodeKind::Symlink
             ) && !lost.contains_key(&i)
+                && !untouched[i].load(std::sync::atomic::Ordering::Relaxed)
         })
         .collect();
     drvault_repo::failpoint::hit_blocking("restore.before-metadata");

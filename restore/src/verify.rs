@@ -64,6 +64,12 @@ pub(crate) fn verify_files(
     })
 }
 
+/// True when `f` holds exactly the chunks `content` names.
+pub(crate) fn matches(repo: &Repository, f: std::fs::File, content: &[Id]) -> bool {
+    let mut buf = Vec::new();
+    verify_one(repo, f, Path::new(""), content, &mut buf).is_ok()
+}
+
 fn verify_one(
     repo: &Repository,
     mut f: std::fs::File,

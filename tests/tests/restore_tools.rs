@@ -274,3 +274,49 @@ fn stats_show_restore_and_stored_sizes() {
     assert!(whole["blobs"].as_u64().unwrap() >= v["blobs"].as_u64().unwrap());
     assert!(env.ok(&["stats", "latest"]).contains("restore size"));
 }
+
+#[test]
+fn a_restore_run_again_with_overwrite_if_changed_keeps_what_is_already_right() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..10u64 {
+        fs::write(src.join(format!("f{i}")), noise(50_000, i)).unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let target = env.path("t");
+    let t = target.to_str().unwrap();
+    env.ok(&["restore", "latest", "--target", t]);
+    let got = restored(&target, &src);
+    // Damage one file in place (same size), remove another, give a third a second name.
+    let mut bytes = fs::read(got.join("f1")).unwrap();
+    bytes[100] ^= 1;
+    fs::write(got.join("f1"), &bytes).unwrap();
+    fs::remove_file(got.join("f2")).unwrap();
+    fs::hard_link(got.join("f3"), env.path("elsewhere")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "--json",
+        "restore",
+        "latest",
+        "--target",
+        t,
+        "--overwrite",
+        "if-changed",
+    ]))
+    .unwrap();
+    assert_eq!(v["unchanged"], 7, "{v}");
+    for i in 0..10u64 {
+        assert_eq!(
+            fs::read(got.join(format!("f{i}"))).unwrap(),
+            noise(50_000, i),
+            "f{i}"
+        );
+    }
+    // A file with another name was replaced, not kept: the other name is untouched.
+    assert_eq!(fs::metadata(got.join("f3")).unwrap().nlink(), 1);
+    // --overwrite never keeps what is there, whatever it holds.
+    fs::write(got.join("f4"), b"mine").unwrap();
+    env.ok(&["restore", "latest", "--target", t, "--overwrite", "never"]);
+    assert_eq!(fs::read(got.join("f4")).unwrap(), b"mine");
+}

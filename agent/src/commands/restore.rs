@@ -4,7 +4,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use drvault_restore::{RestoreOptions, RestoreStats, SnapshotSpec};
 
-use crate::cli::{Global, RestoreArgs, SnapshotFilter};
+use crate::cli::{Global, OverwriteArg, RestoreArgs, SnapshotFilter};
 use crate::context::Context;
 use crate::exit::{usage, Exit};
 use crate::timefmt::{self, DateMeans};
@@ -89,6 +89,11 @@ pub fn run(ctx: &Context, g: &Global, a: &RestoreArgs) -> Result<Exit> {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(4),
+        overwrite: match a.overwrite {
+            OverwriteArg::Always => drvault_restore::Overwrite::Always,
+            OverwriteArg::IfChanged => drvault_restore::Overwrite::IfChanged,
+            OverwriteArg::Never => drvault_restore::Overwrite::Never,
+        },
     };
     let started = std::time::Instant::now();
     let (stats, damaged) = match drvault_restore::restore(ctx.rt.handle(), repo, (id, snap), &opts)
@@ -129,6 +134,16 @@ fn print_summary(stats: &RestoreStats, id: &drvault_repo::Id, a: &RestoreArgs, s
         stats.other,
         super::human(stats.bytes)
     );
+    if stats.unchanged > 0 {
+        outln!(
+            "{} already in place kept (--overwrite {})",
+            super::plural(stats.unchanged, "file"),
+            match a.overwrite {
+                OverwriteArg::Never => "never",
+                _ => "if-changed: their content is the snapshot's",
+            }
+        );
+    }
     if a.verify {
         outln!(
             "verified {} against the snapshot",

@@ -219,6 +219,7 @@ fn drill(
         includes,
         verify: true,
         parallel: 4,
+        overwrite: drvault_restore::Overwrite::Always,
     };
     let restored = drvault_restore::restore(ctx.rt.handle(), repo.clone(), (&id, &snap), &opts);
     r.phases.restore_seconds = phase.elapsed().as_secs_f64();
