@@ -47,6 +47,9 @@ pub struct Chunker {
     params: ChunkerParams,
     mask_small: u64,
     mask_large: u64,
+    /// The length of the chunk that starts a run of at least `max_size` zero bytes (a hole of a
+    /// sparse file, a zeroed disk image): the same for every such run, so it is found once.
+    zero_cut: usize,
 }
 
 impl Chunker {
@@ -72,12 +75,15 @@ impl Chunker {
                 u64::MAX << (64 - n.min(63))
             }
         };
-        Chunker {
+        let mut chunker = Chunker {
             gear,
             params,
             mask_small: top(bits + 2),
             mask_large: top(bits.saturating_sub(2)),
-        }
+            zero_cut: 0,
+        };
+        chunker.zero_cut = chunker.cut_by(params.max_size as usize, |_| 0);
+        chunker
     }
 
     pub fn params(&self) -> ChunkerParams {
@@ -87,12 +93,18 @@ impl Chunker {
     /// Length of the first chunk of `data`. When `data` is shorter than the maximum chunk
     /// size it is taken to end at end of file.
     pub fn cut(&self, data: &[u8]) -> usize {
+        self.cut_by(data.len(), |i| data[i])
+    }
+
+    /// [`Chunker::cut`] over `len` bytes given by `byte` (inlined: this is the hot loop).
+    #[inline(always)]
+    fn cut_by(&self, len: usize, byte: impl Fn(usize) -> u8) -> usize {
         let (min, avg, max) = (
             self.params.min_size as usize,
             self.params.avg_size as usize,
             self.params.max_size as usize,
         );
-        let n = data.len().min(max);
+        let n = len.min(max);
         if n <= min {
             return n;
         }
@@ -100,14 +112,14 @@ impl Chunker {
         let mut h = 0u64;
         let mut i = min;
         while i < normal {
-            h = (h << 1).wrapping_add(self.gear[data[i] as usize]);
+            h = (h << 1).wrapping_add(self.gear[byte(i) as usize]);
             if h & self.mask_small == 0 {
                 return i + 1;
             }
             i += 1;
         }
         while i < n {
-            h = (h << 1).wrapping_add(self.gear[data[i] as usize]);
+            h = (h << 1).wrapping_add(self.gear[byte(i) as usize]);
             if h & self.mask_large == 0 {
                 return i + 1;
             }
@@ -129,9 +141,18 @@ impl Chunker {
             buf,
             start: 0,
             end: 0,
+            zero_to: 0,
             eof: false,
+            zeros: false,
         }
     }
+}
+
+/// True when every byte is zero; stops at the first 4 KiB block holding another byte (the fold
+/// within a block vectorises).
+fn all_zero(data: &[u8]) -> bool {
+    data.chunks(4096)
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 pub struct ChunkStream<'a, R> {
@@ -140,17 +161,28 @@ pub struct ChunkStream<'a, R> {
     buf: &'a mut Vec<u8>,
     start: usize,
     end: usize,
+    /// `buf[start..zero_to]` is known to be zeros (when `zero_to > start`).
+    zero_to: usize,
     eof: bool,
+    /// The last chunk returned was a run of zeros of the chunker's zero-run length.
+    zeros: bool,
 }
 
 impl<R: Read> ChunkStream<'_, R> {
     /// The next chunk, or `None` at end of stream.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
+        Ok(self.next_chunk()?.map(|(chunk, _)| chunk))
+    }
+
+    /// The next chunk and whether it is the chunker's run of zeros (every such chunk has the
+    /// same bytes, so its ID can be computed once), or `None` at end of stream.
+    pub fn next_chunk(&mut self) -> std::io::Result<Option<(&[u8], bool)>> {
         let max = self.chunker.params.max_size as usize;
         if self.end - self.start < max && !self.eof {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
+            self.zero_to = self.zero_to.saturating_sub(self.start);
             self.start = 0;
             while self.end < self.buf.len() {
                 match self.reader.read(&mut self.buf[self.end..]) {
@@ -167,10 +199,21 @@ impl<R: Read> ChunkStream<'_, R> {
         if self.start == self.end {
             return Ok(None);
         }
-        let len = self.chunker.cut(&self.buf[self.start..self.end]);
+        // A full window of zeros (a hole, a zeroed region) is cut where every such window is,
+        // without running the rolling hash over it: the boundaries are exactly `cut`'s.
+        let window_end = self.start + max;
+        self.zeros = window_end <= self.end
+            && self.buf[self.start] == 0
+            && all_zero(&self.buf[self.zero_to.max(self.start)..window_end]);
+        let len = if self.zeros {
+            self.zero_to = window_end;
+            self.chunker.zero_cut
+        } else {
+            self.chunker.cut(&self.buf[self.start..self.end])
+        };
         let chunk = &self.buf[self.start..self.start + len];
         self.start += len;
-        Ok(Some(chunk))
+        Ok(Some((chunk, self.zeros)))
     }
 }
 
@@ -214,6 +257,39 @@ mod tests {
             lengths(&c, &data),
             vec![5804, 4421, 5783, 5011, 5890, 3619, 1722, 4146, 4813, 6744, 6016, 6745, 4822]
         );
+    }
+
+    /// Zero runs take a shortcut; it must cut exactly where the rolling hash does, whether the
+    /// run starts at a boundary or inside a chunk, is shorter or longer than a chunk, ends the
+    /// stream or not.
+    #[test]
+    fn zero_runs_cut_where_the_rolling_hash_cuts() {
+        let c = Chunker::new(&[9u8; 32], small());
+        let mut data = pseudo_random(10_000, 4);
+        data.extend(vec![0u8; 100_000]);
+        data.extend(pseudo_random(3_000, 5));
+        data.extend(vec![0u8; 15_000]);
+        data.extend(pseudo_random(20_000, 6));
+        data.extend(vec![0u8; 16_384 * 3 + 17]);
+        let mut naive = Vec::new();
+        let mut pos = 0;
+        while pos < data.len() {
+            let len = c.cut(&data[pos..]);
+            naive.push(len);
+            pos += len;
+        }
+        assert_eq!(lengths(&c, &data), naive);
+        let mut buf = Vec::new();
+        let mut s = c.stream(&data[..], &mut buf);
+        let mut shortcuts = 0;
+        while let Some((chunk, zeros)) = s.next_chunk().expect("read") {
+            if zeros {
+                assert!(chunk.iter().all(|&b| b == 0));
+                assert_eq!(chunk.len(), c.zero_cut);
+                shortcuts += 1;
+            }
+        }
+        assert!(shortcuts >= 4, "{shortcuts} zero chunks took the shortcut");
     }
 
     #[test]

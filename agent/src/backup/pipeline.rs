@@ -98,7 +98,11 @@ impl Pipeline {
     /// Stores a blob unless the repository (or this run) already has it. Returns its ID.
     /// Called from several reader threads at once.
     pub fn add(&self, kind: BlobKind, data: &[u8]) -> Result<Id> {
-        let id = self.repo.blob_id(data);
+        self.add_hashed(kind, self.repo.blob_id(data), data)
+    }
+
+    /// [`Pipeline::add`] for a blob whose ID the caller computed (with [`Repository::blob_id`]).
+    pub fn add_hashed(&self, kind: BlobKind, id: Id, data: &[u8]) -> Result<Id> {
         if self.repo.has_blob(&id)
             || !self
                 .queued

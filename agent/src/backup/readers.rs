@@ -101,6 +101,8 @@ impl Readers {
 
 fn reader_loop(rx: Receiver<ReadJob>, pipeline: Arc<Pipeline>, chunker: Chunker) {
     let mut buf = Vec::new();
+    // The ID of the chunker's run of zeros, computed the first time a hole is met.
+    let mut zero_id = None;
     for job in rx {
         let mut bytes_read = 0;
         let mut xattrs = None;
@@ -109,6 +111,7 @@ fn reader_loop(rx: Receiver<ReadJob>, pipeline: Arc<Pipeline>, chunker: Chunker)
             &chunker,
             &job.file,
             &mut buf,
+            &mut zero_id,
             &mut bytes_read,
             &mut xattrs,
         );
@@ -157,6 +160,7 @@ fn read_file(
     chunker: &Chunker,
     job: &FileToRead,
     buf: &mut Vec<u8>,
+    zero_id: &mut Option<Id>,
     bytes_read: &mut u64,
     xattrs: &mut Option<ReadXattrs>,
 ) -> Result<Vec<Id>, ReadError> {
@@ -173,16 +177,22 @@ fn read_file(
     };
     let mut stream = chunker.stream(file, buf);
     let mut content = Vec::new();
-    while let Some(chunk) = stream.next().map_err(ReadError::Source)? {
+    while let Some((chunk, zeros)) = stream.next_chunk().map_err(ReadError::Source)? {
         // A stop request ends the backup between two chunks: the chunks handed over so far
         // are packed, uploaded and indexed before the error reaches the caller.
         if crate::stop::requested() {
             return Err(ReadError::Store(crate::stop::Interrupted.into()));
         }
         *bytes_read += chunk.len() as u64;
+        // Holes and zeroed regions come as identical runs of zeros: hashed once.
+        let id = if zeros {
+            *zero_id.get_or_insert_with(|| pipeline.repo().blob_id(chunk))
+        } else {
+            pipeline.repo().blob_id(chunk)
+        };
         content.push(
             pipeline
-                .add(BlobKind::Data, chunk)
+                .add_hashed(BlobKind::Data, id, chunk)
                 .map_err(ReadError::Store)?,
         );
     }
