@@ -22,6 +22,7 @@ use crate::{Error, Id, IdMap, IdSet, Result};
 mod backup;
 mod keys;
 mod prune;
+mod rollback;
 
 pub use keys::{EpochInfo, Progress, ReencryptReport, LEASE_TTL};
 pub use prune::{PendingMark, PruneOptions, PruneReport, CLOCK_SKEW_MARGIN};
@@ -276,9 +277,13 @@ impl Repository {
             other => other,
         })?;
         let config = Config::decode(&config_bytes)?;
-        let state_dir = state_dir.map(|d| d.join(&config.id));
+        let state_root = state_dir;
+        let state_dir = state_root.as_ref().map(|d| d.join(&config.id));
         let (opened_slot, master) = Self::unlock(&store, credential, state_dir.as_deref()).await?;
         let keyring = Self::load_keyring(&store, master).await?;
+        if let Some(root) = &state_root {
+            rollback::check_and_remember(root, &keyring)?;
+        }
         // The config is clear text anyone with write access could edit (chunk sizes that
         // reveal file structure, another id): the keyring, which only key holders can write,
         // holds its hash. Keyrings from before the binding get it at their next key operation.
