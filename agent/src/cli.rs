@@ -311,9 +311,23 @@ pub struct InitArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// Files and directories to back up.
-    #[arg(required = true)]
+    /// Files and directories to back up; with --stdin-from-command, the command and its
+    /// arguments (after `--`).
+    #[arg(required_unless_present = "stdin", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Back up the standard output of the command given after `--` (no shell) as one file;
+    /// a command that exits non-zero fails the backup and leaves no snapshot.
+    #[arg(long, requires = "paths", conflicts_with = "stdin")]
+    pub stdin_from_command: bool,
+    /// Back up drvault's standard input as one file.
+    #[arg(long, conflicts_with = "paths")]
+    pub stdin: bool,
+    /// The file's path in the snapshot for --stdin and --stdin-from-command.
+    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    pub stdin_filename: String,
+    /// Variables for the --stdin-from-command command (set by the agent's `env`).
+    #[arg(skip)]
+    pub command_env: Vec<(String, String)>,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag")]
     pub tags: Vec<String>,

@@ -11,6 +11,8 @@ use anyhow::{Context, Result};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
+use super::hooks::{HookRun, Phase};
+
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
@@ -31,6 +33,17 @@ CREATE TABLE IF NOT EXISTS job_runs (
     errors INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS job_runs_by_job ON job_runs (job, started);
+CREATE TABLE IF NOT EXISTS job_hooks (
+    run INTEGER NOT NULL REFERENCES job_runs (id),
+    seq INTEGER NOT NULL,
+    phase TEXT NOT NULL,
+    command TEXT NOT NULL,
+    exit_code INTEGER,
+    timed_out INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    output TEXT NOT NULL,
+    PRIMARY KEY (run, seq)
+);
 ";
 
 /// How a run ended.
@@ -96,6 +109,8 @@ pub struct Run {
     pub repository: Option<String>,
     #[serde(flatten)]
     pub figures: Figures,
+    /// The job's hooks that ran, in order (`before`, `after`, `on_failure`).
+    pub hooks: Vec<HookRun>,
 }
 
 impl Run {
@@ -180,6 +195,56 @@ impl History {
         Ok(())
     }
 
+    /// Records the hooks that ran for run `id`.
+    pub fn record_hooks(&self, id: i64, hooks: &[HookRun]) -> Result<()> {
+        for (seq, h) in hooks.iter().enumerate() {
+            self.conn
+                .execute(
+                    "INSERT OR REPLACE INTO job_hooks
+                     (run, seq, phase, command, exit_code, timed_out, seconds, output)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        id,
+                        seq as i64,
+                        h.phase.as_str(),
+                        h.run.command,
+                        h.run.exit_code,
+                        h.run.timed_out,
+                        h.run.seconds,
+                        h.run.output
+                    ],
+                )
+                .with_context(|| self.context())?;
+        }
+        Ok(())
+    }
+
+    fn hooks_of(&self, run: i64) -> Result<Vec<HookRun>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT phase, command, exit_code, timed_out, seconds, output FROM job_hooks
+                 WHERE run = ?1 ORDER BY seq",
+            )
+            .with_context(|| self.context())?;
+        let rows = stmt
+            .query_map(params![run], |r| {
+                Ok(HookRun {
+                    phase: Phase::parse(&r.get::<_, String>(0)?).unwrap_or(Phase::After),
+                    run: crate::drill::validate::Validation {
+                        command: r.get(1)?,
+                        exit_code: r.get(2)?,
+                        timed_out: r.get(3)?,
+                        seconds: r.get(4)?,
+                        output: r.get(5)?,
+                    },
+                })
+            })
+            .with_context(|| self.context())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .with_context(|| self.context())
+    }
+
     /// Marks runs left `running` by an agent that did not end them (crash, power loss).
     pub fn close_abandoned(&self) -> Result<usize> {
         self.conn
@@ -235,11 +300,17 @@ impl History {
                         bytes_added: r.get::<_, i64>(12)?.max(0) as u64,
                         errors: r.get::<_, i64>(13)?.max(0) as u64,
                     },
+                    hooks: Vec::new(),
                 })
             })
             .with_context(|| self.context())?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .with_context(|| self.context())
+        let mut runs = rows
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .with_context(|| self.context())?;
+        for run in &mut runs {
+            run.hooks = self.hooks_of(run.id)?;
+        }
+        Ok(runs)
     }
 }
 

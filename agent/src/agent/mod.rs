@@ -4,6 +4,7 @@
 
 pub mod cron;
 pub mod history;
+pub mod hooks;
 mod metrics;
 mod notify;
 mod runner;

@@ -6,6 +6,7 @@ use clap::Parser;
 use drvault_repo::sync::{survey, TargetStatus};
 
 use super::history::{Figures, History, Run, RunResult};
+use super::hooks::{self, Outcome, Phase};
 use crate::cli::{BackupArgs, Cli, Global};
 use crate::config::{Config, Job, JobKind};
 use crate::context::Context;
@@ -40,16 +41,52 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
         }
     };
     tracing::info!(job = %name, kind, "job started");
-    let (result, message, figures) = match &ctx {
-        Ok(ctx) => match execute(ctx, g, job) {
-            Ok(done) => done,
-            Err(e) if e.chain().any(|c| c.is::<crate::stop::Interrupted>()) => {
-                (RunResult::Interrupted, format!("{e:#}"), Figures::default())
+    let mut hook_runs = hooks::run(job, Phase::Before, None);
+    let (mut result, mut message, figures) =
+        if let Some(failed) = hook_runs.iter().find(|h| !h.passed()) {
+            let why = format!("{}; the job did not run", failed.failure());
+            (RunResult::Failed, why, Figures::default())
+        } else {
+            match &ctx {
+                Ok(ctx) => match execute(ctx, g, job) {
+                    Ok(done) => done,
+                    Err(e) if e.chain().any(|c| c.is::<crate::stop::Interrupted>()) => {
+                        (RunResult::Interrupted, format!("{e:#}"), Figures::default())
+                    }
+                    Err(e) => (RunResult::Failed, format!("{e:#}"), Figures::default()),
+                },
+                Err(e) => (RunResult::Failed, format!("{e:#}"), Figures::default()),
             }
-            Err(e) => (RunResult::Failed, format!("{e:#}"), Figures::default()),
-        },
-        Err(e) => (RunResult::Failed, format!("{e:#}"), Figures::default()),
+        };
+    // `after` releases what `before` took (a frozen database, a file-system snapshot): it runs
+    // whatever happened, first. A failing one fails the run (the snapshot stays recorded).
+    let outcome = Outcome {
+        result,
+        message: &message,
+        snapshot: figures.snapshot.as_deref(),
     };
+    let after = hooks::run(job, Phase::After, Some(&outcome));
+    if let Some(failed) = after.iter().find(|h| !h.passed()) {
+        if matches!(result, RunResult::Success | RunResult::Partial) {
+            result = RunResult::Failed;
+        }
+        message = [message.as_str(), &failed.failure()]
+            .iter()
+            .filter(|m| !m.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("; ");
+    }
+    hook_runs.extend(after);
+    // A run the agent's shutdown interrupted did not fail: `after` tells it apart.
+    if result == RunResult::Failed {
+        let outcome = Outcome {
+            result,
+            message: &message,
+            snapshot: figures.snapshot.as_deref(),
+        };
+        hook_runs.extend(hooks::run(job, Phase::OnFailure, Some(&outcome)));
+    }
     let seconds = (super::history::now() - started).max(0.0);
     let snapshot = figures
         .snapshot
@@ -69,7 +106,10 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
         ),
     }
     if let (Ok(h), Some(id)) = (&history, id) {
-        if let Err(e) = h.finish(id, result, &message, &figures) {
+        if let Err(e) = h
+            .finish(id, result, &message, &figures)
+            .and_then(|()| h.record_hooks(id, &hook_runs))
+        {
             tracing::error!("{e:#}");
         }
     }
@@ -93,6 +133,7 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
             message,
             repository: Some(repository),
             figures,
+            hooks: hook_runs,
         },
         targets,
     }
@@ -101,8 +142,17 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
 fn execute(ctx: &Context, g: &Global, job: &Job) -> Result<(RunResult, String, Figures)> {
     let j = &job.config;
     if j.kind == JobKind::Backup {
+        let stream = !j.stdin_command.is_empty();
         let args = BackupArgs {
-            paths: j.paths.iter().map(Into::into).collect(),
+            paths: if stream {
+                j.stdin_command.iter().map(Into::into).collect()
+            } else {
+                j.paths.iter().map(Into::into).collect()
+            },
+            stdin_from_command: stream,
+            stdin: false,
+            stdin_filename: j.stdin_filename.clone().unwrap_or_else(|| "stdin".into()),
+            command_env: j.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             tags: j.tags.clone(),
             excludes: j.exclude.clone(),
             one_file_system: j.one_file_system,

@@ -5,6 +5,7 @@ mod pipeline;
 mod progress;
 mod readers;
 mod sparse;
+mod stdin;
 mod walk;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use globset::{Glob, GlobSetBuilder};
 use tokio::runtime::Runtime;
 
 pub use pipeline::Pipeline;
+pub use stdin::{filename_components, run as run_stream, StreamRequest, StreamSource};
 use walk::{WalkOptions, Walker};
 
 pub struct BackupRequest {

@@ -1,6 +1,6 @@
 use anyhow::Result;
 
-use crate::backup::{self, BackupRequest};
+use crate::backup::{self, BackupRequest, StreamRequest, StreamSource};
 use crate::cli::{BackupArgs, Global};
 use crate::context::Context;
 use crate::exit::Exit;
@@ -84,9 +84,15 @@ fn stop_on_signals(ctx: &Context) {
 
 /// Runs one backup (creating the repository first with `--init`); prints nothing on stdout.
 pub fn backup_once(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Done> {
+    let stream = a.stdin || a.stdin_from_command;
+    if stream {
+        if let Err(e) = backup::filename_components(&a.stdin_filename) {
+            crate::exit::usage!("{e}");
+        }
+    }
     // A path given that is not there (an unmounted volume, a typo) fails the backup before
     // anything is written: an empty snapshot would become "latest" and count for --keep-last.
-    for p in &a.paths {
+    for p in a.paths.iter().filter(|_| !stream) {
         if let Err(e) = std::fs::symlink_metadata(p) {
             anyhow::bail!(
                 "cannot back up {}: {e}; no snapshot was made (is the volume mounted, the path \
@@ -121,12 +127,16 @@ pub fn backup_once(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Done> {
         }
         None => {
             // The latest snapshot of this host with the same paths.
-            let mut want: Vec<Vec<u8>> = a
-                .paths
-                .iter()
-                .filter_map(|p| std::path::absolute(p).ok())
-                .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
-                .collect();
+            let mut want: Vec<Vec<u8>> = if stream {
+                let name = a.stdin_filename.trim_start_matches('/');
+                vec![format!("/{name}").into_bytes()]
+            } else {
+                a.paths
+                    .iter()
+                    .filter_map(|p| std::path::absolute(p).ok())
+                    .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+                    .collect()
+            };
             want.sort();
             want.dedup();
             snaps
@@ -135,14 +145,6 @@ pub fn backup_once(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Done> {
                 .find(|(_, s)| s.host == host && s.paths == want)
                 .map(|(id, _)| *id)
         }
-    };
-    let req = BackupRequest {
-        paths: a.paths.clone(),
-        tags: a.tags.clone(),
-        excludes: a.excludes.clone(),
-        one_file_system: a.one_file_system,
-        parent,
-        host,
     };
     // The session protocol (session, then marks, then index) is the library's; a rotation
     // since the opening means opening again, once.
@@ -154,7 +156,34 @@ pub fn backup_once(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Done> {
         }
         other => other?,
     };
-    let out = backup::run(&ctx.rt, repo.clone(), &session, req);
+    let out = if stream {
+        let source = if a.stdin {
+            StreamSource::Stdin
+        } else {
+            StreamSource::Command {
+                argv: a.paths.iter().map(|p| p.clone().into_os_string()).collect(),
+                env: a.command_env.clone(),
+            }
+        };
+        let req = StreamRequest {
+            source,
+            filename: a.stdin_filename.clone(),
+            tags: a.tags.clone(),
+            parent,
+            host,
+        };
+        backup::run_stream(&ctx.rt, repo.clone(), &session, req)
+    } else {
+        let req = BackupRequest {
+            paths: a.paths.clone(),
+            tags: a.tags.clone(),
+            excludes: a.excludes.clone(),
+            one_file_system: a.one_file_system,
+            parent,
+            host,
+        };
+        backup::run(&ctx.rt, repo.clone(), &session, req)
+    };
     ctx.rt.block_on(session.end(repo.store()));
     let out = out?;
     let owed = ctx.rt.block_on(repo.remember_owed());

@@ -125,6 +125,28 @@ pub struct JobConfig {
     pub read_data_subset: Option<f64>,
     // drill
     pub plan: Option<String>,
+    // backup from a stream
+    /// Back up this command's standard output (program and arguments, no shell) as one file.
+    #[serde(default)]
+    pub stdin_command: Vec<String>,
+    /// The file's path in the snapshot (default "stdin").
+    pub stdin_filename: Option<String>,
+    // hooks, for every kind
+    /// Shell commands run before the job; the first that fails fails the job, which then
+    /// does not run.
+    #[serde(default)]
+    pub before: Vec<String>,
+    /// Shell commands run after the job, whatever its result.
+    #[serde(default)]
+    pub after: Vec<String>,
+    /// Shell commands run when the job (or one of its hooks) did not succeed.
+    #[serde(default)]
+    pub on_failure: Vec<String>,
+    /// The time each hook may take (default 10 minutes); it is killed after that.
+    pub hook_timeout: Option<String>,
+    /// Variables for the hooks and `stdin_command` (they do not get drvault's secrets).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// A validated job.
@@ -134,6 +156,7 @@ pub struct Job {
     pub schedule: Schedule,
     pub randomized_delay: Duration,
     pub rpo_objective: Option<Duration>,
+    pub hook_timeout: Duration,
 }
 
 impl JobConfig {
@@ -172,6 +195,8 @@ impl JobConfig {
             &[Check],
         );
         field("plan", self.plan.is_some(), &[Drill]);
+        field("stdin_command", !self.stdin_command.is_empty(), &[Backup]);
+        field("stdin_filename", self.stdin_filename.is_some(), &[Backup]);
         set
     }
 
@@ -205,9 +230,30 @@ impl JobConfig {
         let rpo_objective = duration("rpo_objective", &self.rpo_objective)?;
         duration("keep_within", &self.keep_within)?;
         duration("grace", &self.grace)?;
+        let hook_timeout = duration("hook_timeout", &self.hook_timeout)?
+            .unwrap_or(crate::agent::hooks::DEFAULT_TIMEOUT);
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                bail!("job {name}: env name {key:?} is not a variable name");
+            }
+        }
+        if self.stdin_filename.is_some() && self.stdin_command.is_empty() {
+            bail!(
+                "job {name}: `stdin_filename` names the file of `stdin_command`, which is not set"
+            );
+        }
+        if let Some(f) = &self.stdin_filename {
+            crate::backup::filename_components(f).with_context(|| format!("job {name}"))?;
+        }
         match self.kind {
-            JobKind::Backup if self.paths.is_empty() => {
-                bail!("job {name}: a backup job needs `paths`")
+            JobKind::Backup if self.paths.is_empty() && self.stdin_command.is_empty() => {
+                bail!("job {name}: a backup job needs `paths` or `stdin_command`")
+            }
+            JobKind::Backup if !self.paths.is_empty() && !self.stdin_command.is_empty() => {
+                bail!(
+                    "job {name}: a backup job takes `paths` or `stdin_command`, not both (make \
+                     two jobs)"
+                )
             }
             JobKind::Forget
                 if self.keep_last.is_none()
@@ -249,6 +295,7 @@ impl JobConfig {
             schedule,
             randomized_delay,
             rpo_objective,
+            hook_timeout,
         })
     }
 }

@@ -4,7 +4,7 @@ mod chart;
 pub mod cli;
 mod engine;
 mod report;
-mod validate;
+pub mod validate;
 
 use anyhow::{Context as _, Result};
 use drvault_repo::audit;

@@ -13,6 +13,9 @@ use zeroize::Zeroizing;
 /// Output kept per command in the evidence record.
 const OUTPUT_LIMIT: usize = 4096;
 
+/// Names the output files of commands run at once (the agent's jobs run in parallel).
+static OUTPUT_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Validation {
     pub command: String,
@@ -97,10 +100,38 @@ pub fn run(
 ) -> Validation {
     let restore_dir = env.restore_dir;
     let text = command.replace("{restore_dir}", &restore_dir.display().to_string());
+    let mut vars: Vec<(String, String)> = env
+        .plan
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    vars.push((
+        "DRVAULT_RESTORE_DIR".into(),
+        restore_dir.display().to_string(),
+    ));
+    vars.push(("DRVAULT_SNAPSHOT_ID".into(), env.snapshot_id.into()));
+    vars.push(("DRVAULT_DRILL_ID".into(), env.drill_id.into()));
+    run_shell(&text, &vars, timeout, scratch, redactor)
+}
+
+/// Runs `sh -c TEXT` in its own process group (a timeout kills everything it started) with a
+/// cleared environment: the allowlist [`INHERITED`] and `vars`. Its standard output and error
+/// are kept (4 KiB, secrets redacted first).
+pub fn run_shell(
+    text: &str,
+    vars: &[(String, String)],
+    timeout: Duration,
+    scratch: &Path,
+    redactor: &Redactor,
+) -> Validation {
     let started = Instant::now();
-    let out_path = scratch.join(format!("validate-{}.out", std::process::id()));
+    let out_path = scratch.join(format!(
+        "command-{}-{}.out",
+        std::process::id(),
+        OUTPUT_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let mut v = Validation {
-        command: redactor.redact(&text),
+        command: redactor.redact(text),
         exit_code: None,
         timed_out: false,
         seconds: 0.0,
@@ -109,7 +140,7 @@ pub fn run(
     let spawned = std::fs::File::create(&out_path).and_then(|f| {
         let err = f.try_clone()?;
         let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(&text).env_clear();
+        cmd.arg("-c").arg(text).env_clear();
         for name in INHERITED {
             if let Some(v) = std::env::var_os(name) {
                 cmd.env(name, v);
@@ -121,10 +152,7 @@ pub fn run(
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             );
         }
-        cmd.envs(env.plan)
-            .env("DRVAULT_RESTORE_DIR", restore_dir)
-            .env("DRVAULT_SNAPSHOT_ID", env.snapshot_id)
-            .env("DRVAULT_DRILL_ID", env.drill_id)
+        cmd.envs(vars.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(f)
             .stderr(err)

@@ -1,0 +1,291 @@
+//! A backup of a stream: a command's standard output (`--stdin-from-command`, a job's
+//! `stdin_command`) or drvault's own standard input (`--stdin`), stored as one file of the
+//! snapshot. Made for databases and other services whose consistent copy is a stream
+//! (`pg_basebackup -Ft -D -`, `mysqldump --single-transaction`, `etcdctl snapshot save`).
+//!
+//! The stream goes through the same chunker and pipeline as files, so memory stays bounded
+//! (two maximum-size chunks) whatever its length, and it deduplicates like any file. A command
+//! that fails leaves no snapshot; what was uploaded is indexed, as after a stop request, so the
+//! next run does not upload it again.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use drvault_repo::format::{
+    validate_name, BlobKind, Node, NodeKind, Snapshot, Summary, Tree, SNAPSHOT_VERSION,
+    TREE_VERSION,
+};
+use drvault_repo::{Id, Repository};
+use tokio::runtime::Runtime;
+
+use super::{BackupOutcome, Pipeline};
+
+/// Where the stream comes from.
+pub enum StreamSource {
+    /// Run this command (program and arguments, no shell) and store its standard output.
+    Command {
+        argv: Vec<OsString>,
+        /// Variables set for it on top of drvault's environment, which it gets without
+        /// drvault's secrets ([`SECRET_VARIABLES`]).
+        env: Vec<(String, String)>,
+    },
+    /// drvault's own standard input.
+    Stdin,
+}
+
+pub struct StreamRequest {
+    pub source: StreamSource,
+    /// The file's path in the snapshot, relative to its root ("postgres/base.tar").
+    pub filename: String,
+    pub tags: Vec<String>,
+    pub parent: Option<Id>,
+    pub host: String,
+}
+
+/// Variables of drvault's environment a stream command does not get: the passphrase and the
+/// storage credentials (a database dump needs neither). Names ending in these prefixes are
+/// removed too.
+pub const SECRET_VARIABLES: &[&str] = &[
+    "DRVAULT_PASSWORD",
+    "CREDENTIALS_DIRECTORY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "GOOGLE_SERVICE_ACCOUNT",
+    "GOOGLE_SERVICE_ACCOUNT_KEY",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_MASTER_KEY",
+    "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_TOKEN",
+    "AZURE_CLIENT_SECRET",
+];
+
+/// The components of a stream's file name in the snapshot; each must be a valid entry name.
+pub fn filename_components(name: &str) -> Result<Vec<Vec<u8>>> {
+    let parts: Vec<Vec<u8>> = name
+        .trim_start_matches('/')
+        .split('/')
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
+    for p in &parts {
+        if let Err(e) = validate_name(p) {
+            bail!(
+                "--stdin-filename {name:?}: {e}; give a name such as \"db.sql\" or \
+                 \"postgres/base.tar\""
+            );
+        }
+    }
+    Ok(parts)
+}
+
+/// Stores the stream as the file `req.filename` of a new snapshot committed under `session`.
+pub fn run(
+    rt: &Runtime,
+    repo: Arc<Repository>,
+    session: &drvault_repo::lease::Session,
+    req: StreamRequest,
+) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let components = filename_components(&req.filename)?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let pipeline = Pipeline::start(repo.clone(), rt.handle().clone(), workers)?;
+    let stored = store_stream(&pipeline, &repo, &req.source);
+    let (content, size) = match stored {
+        Ok(done) => done,
+        // What was uploaded is indexed (a storage failure is reported in preference to its
+        // echo), and no snapshot is made.
+        Err(e) => return Err(pipeline.finish().err().unwrap_or(e)),
+    };
+    let (uid, gid) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    let node = |name: &[u8], kind: NodeKind, mode: u32| Node {
+        name: name.to_vec(),
+        kind,
+        mode,
+        uid,
+        gid,
+        mtime_ns: time_ns,
+        atime_ns: time_ns,
+        ctime_ns: time_ns,
+        size: 0,
+        inode: 0,
+        device: 0,
+        rdev: 0,
+        content: Vec::new(),
+        subtree: None,
+        target: Vec::new(),
+        xattrs: Vec::new(),
+    };
+    // A dump holds a service's data: readable by its owner only, as are its directories.
+    let (last, dirs) = components
+        .split_last()
+        .ok_or_else(|| anyhow!("empty file name"))?;
+    let mut entry = Node {
+        size,
+        content,
+        ..node(last, NodeKind::File, 0o600)
+    };
+    let mut tree_ids = 0u64;
+    let mut store_tree = |entry: Node| -> Result<Id> {
+        tree_ids += 1;
+        let tree = Tree {
+            version: TREE_VERSION,
+            entries: vec![entry],
+        };
+        pipeline.add(BlobKind::Tree, &tree.encode())
+    };
+    for dir in dirs.iter().rev() {
+        let subtree = store_tree(entry)?;
+        entry = Node {
+            subtree: Some(subtree),
+            ..node(dir, NodeKind::Dir, 0o700)
+        };
+    }
+    let tree = store_tree(entry)?;
+    let blobs_added = pipeline.blobs_added();
+    let bytes_added = pipeline.finish()?;
+    let summary = Summary {
+        files_new: 1,
+        dirs: dirs.len() as u64,
+        bytes_read: size,
+        bytes_total: size,
+        bytes_added,
+        blobs_added,
+        duration_ms: started.elapsed().as_millis() as u64,
+        ..Summary::default()
+    };
+    let path = [b"/".as_slice(), &components.join(&b'/')].concat();
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time_ns,
+        host: req.host,
+        username: std::env::var("USER").unwrap_or_default(),
+        paths: vec![path],
+        tags: req.tags,
+        parent: req.parent,
+        tree,
+        summary,
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let id = rt.block_on(repo.commit_snapshot(session, &snapshot))?;
+    Ok(BackupOutcome { id, snapshot })
+}
+
+/// Chunks and stores the stream; returns its content and length. A command is waited for,
+/// and its failure (exit status, signal) is the backup's failure.
+fn store_stream(
+    pipeline: &Pipeline,
+    repo: &Repository,
+    source: &StreamSource,
+) -> Result<(Vec<Id>, u64)> {
+    match source {
+        StreamSource::Stdin => store_reader(pipeline, repo, std::io::stdin().lock()),
+        StreamSource::Command { argv, env } => {
+            let (program, args) = argv
+                .split_first()
+                .ok_or_else(|| anyhow!("--stdin-from-command needs a command after `--`"))?;
+            let shown = shown(argv);
+            let mut cmd = Command::new(program);
+            cmd.args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                // Its messages are drvault's log: the terminal, or the agent's journal.
+                .stderr(Stdio::inherit());
+            for (name, _) in std::env::vars_os() {
+                let secret = name.to_str().is_some_and(|n| SECRET_VARIABLES.contains(&n));
+                if secret {
+                    cmd.env_remove(&name);
+                }
+            }
+            cmd.envs(env.iter().map(|(k, v)| (k, v)));
+            let mut child = cmd
+                .spawn()
+                .with_context(|| format!("cannot start {shown}; no snapshot was made"))?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| anyhow!("{shown}: no standard output"))?;
+            let stored = store_reader(pipeline, repo, stdout);
+            if stored.is_err() {
+                // Stopped, or the repository failed: the command's output is no longer read.
+                let _ = child.kill();
+            }
+            let status = child
+                .wait()
+                .with_context(|| format!("cannot wait for {shown}"))?;
+            let stored = stored?;
+            if !status.success() {
+                bail!(
+                    "{shown} {}; no snapshot was made (what it wrote before is stored and \
+                     indexed, so the next run does not upload it again)",
+                    describe(status)
+                );
+            }
+            Ok(stored)
+        }
+    }
+}
+
+fn store_reader(
+    pipeline: &Pipeline,
+    repo: &Repository,
+    reader: impl Read,
+) -> Result<(Vec<Id>, u64)> {
+    let chunker = repo.chunker();
+    let mut buf = Vec::new();
+    let mut stream = chunker.stream(reader, &mut buf);
+    let (mut content, mut size) = (Vec::new(), 0u64);
+    let mut zero_id = None;
+    while let Some((chunk, zeros)) = stream
+        .next_chunk()
+        .context("cannot read the stream; no snapshot was made")?
+    {
+        if crate::stop::requested() {
+            return Err(crate::stop::Interrupted.into());
+        }
+        size += chunk.len() as u64;
+        let id = if zeros {
+            *zero_id.get_or_insert_with(|| repo.blob_id(chunk))
+        } else {
+            repo.blob_id(chunk)
+        };
+        content.push(pipeline.add_hashed(BlobKind::Data, id, chunk)?);
+    }
+    Ok((content, size))
+}
+
+/// The command as shown in messages: its program and arguments, each quoted when needed.
+fn shown(argv: &[OsString]) -> String {
+    let words: Vec<String> = argv
+        .iter()
+        .map(|a| {
+            let s = drvault_repo::printable::path(std::path::Path::new(a)).to_string();
+            if s.is_empty() || s.contains(char::is_whitespace) {
+                format!("{s:?}")
+            } else {
+                s
+            }
+        })
+        .collect();
+    format!("`{}`", words.join(" "))
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "failed".to_string(),
+    }
+}
