@@ -93,6 +93,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Write a file of a snapshot to standard output, or a directory as a tar stream.
     Dump(DumpArgs),
+    /// Mount the snapshots read-only (FUSE) at MOUNTPOINT until Ctrl-C, SIGTERM or `umount`.
+    Mount(MountArgs),
     /// What changed between two snapshots: added, removed, changed content, changed metadata.
     Diff(DiffArgs),
     /// Find entries by name or path pattern across snapshots: where and when each one was.
@@ -438,6 +440,21 @@ pub struct DumpArgs {
     /// is always written as one.
     #[arg(long, value_enum)]
     pub archive: Option<ArchiveFormat>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// An empty directory: snapshots/<id>/, hosts/<host>/<time>/ (and latest), tags/<tag>/<time>/.
+    pub mountpoint: PathBuf,
+    /// Let other users in (each entry's mode and owner still apply; needs `user_allow_other` in
+    /// /etc/fuse.conf when not root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// MiB of decrypted file data kept in memory for reads.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub cache_mib: usize,
     #[command(flatten)]
     pub filter: SnapshotFilter,
 }

@@ -4,6 +4,7 @@
 mod error;
 mod fetch;
 mod fsops;
+pub mod mount;
 pub mod pattern;
 mod plan;
 mod select;

@@ -13,6 +13,7 @@ mod jobs;
 pub use jobs::same_location;
 mod key;
 mod ls;
+mod mount;
 mod prune;
 mod restore;
 
@@ -58,6 +59,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &Command) -> Res
         Command::Snapshots(a) => snapshots::run(ctx, g, a),
         Command::Ls(a) => ls::run(ctx, g, a),
         Command::Dump(a) => dump::run(ctx, g, a),
+        Command::Mount(a) => mount::run(ctx, g, a),
         Command::Diff(a) => diff::run(ctx, g, a),
         Command::Find(a) => find::run(ctx, g, a),
         Command::Tag(a) => tag::run(ctx, g, a),

@@ -1,0 +1,542 @@
+//! The read-only FUSE file system behind `drvault mount`: an inode table built lazily as
+//! directories are visited, file reads served blob by blob from a bounded cache.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use drvault_repo::format::{BlobKind, Node, NodeKind, Tree};
+use drvault_repo::{Id, Repository};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+};
+use tokio::runtime::Handle;
+
+use super::cache::{BlobCache, TreeCache};
+
+/// Snapshots never change: the kernel may keep what it learnt for long.
+const TTL: Duration = Duration::from_secs(3600);
+/// Blobs fetched ahead of a sequential reader.
+const READ_AHEAD: usize = 2;
+
+/// Children of a directory: (name, inode), sorted by name.
+type Children = Arc<Vec<(Vec<u8>, u64)>>;
+
+pub(super) enum Kind {
+    /// A directory of the mount's own layout (the root, `snapshots/`, `hosts/<host>/`, ...).
+    Virtual(Children),
+    /// A symbolic link of the layout (`latest`).
+    Link(Vec<u8>),
+    /// An entry of a snapshot whose root tree is `root`; a directory's children are listed
+    /// the first time it is visited.
+    Entry {
+        node: Arc<Node>,
+        root: Id,
+        children: Option<Children>,
+    },
+}
+
+pub(super) struct Inode {
+    pub kind: Kind,
+    /// Modification time of the layout's own entries.
+    pub time: SystemTime,
+}
+
+struct OpenFile {
+    content: Vec<Id>,
+    /// `starts[i]` is where blob `i` begins; the last element is the file's length.
+    starts: Vec<u64>,
+}
+
+pub(super) struct SnapshotFs {
+    repo: Arc<Repository>,
+    rt: Handle,
+    inodes: Mutex<Vec<Inode>>,
+    blobs: Arc<BlobCache>,
+    trees: TreeCache,
+    files: Mutex<std::collections::HashMap<u64, Arc<OpenFile>>>,
+    next_fh: AtomicU64,
+    fetching: Arc<Mutex<HashSet<Id>>>,
+    owner: (u32, u32),
+}
+
+fn ino_of(index: usize) -> u64 {
+    index as u64 + 1
+}
+
+fn time_of(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn file_type(kind: NodeKind) -> FileType {
+    match kind {
+        NodeKind::Dir => FileType::Directory,
+        NodeKind::Symlink => FileType::Symlink,
+        NodeKind::Fifo => FileType::NamedPipe,
+        NodeKind::CharDevice => FileType::CharDevice,
+        NodeKind::BlockDevice => FileType::BlockDevice,
+        NodeKind::Socket => FileType::Socket,
+        NodeKind::File | NodeKind::Hardlink => FileType::RegularFile,
+    }
+}
+
+impl SnapshotFs {
+    pub fn new(
+        repo: Arc<Repository>,
+        rt: Handle,
+        inodes: Vec<Inode>,
+        cache_bytes: usize,
+    ) -> SnapshotFs {
+        SnapshotFs {
+            repo,
+            rt,
+            inodes: Mutex::new(inodes),
+            blobs: Arc::new(BlobCache::new(cache_bytes)),
+            trees: TreeCache::new(4096),
+            files: Mutex::default(),
+            next_fh: AtomicU64::new(1),
+            fetching: Arc::default(),
+            owner: (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            ),
+        }
+    }
+
+    fn tree(&self, id: &Id) -> Result<Arc<Tree>, Errno> {
+        if let Some(t) = self.trees.get(id) {
+            return Ok(t);
+        }
+        let tree = self.rt.block_on(self.repo.load_tree(id)).map_err(|e| {
+            tracing::warn!("mount: tree {}: {e}", id.short());
+            Errno::EIO
+        })?;
+        let tree = Arc::new(tree);
+        self.trees.insert(*id, tree.clone());
+        Ok(tree)
+    }
+
+    /// The node a hard link names (a path from its snapshot's root), under the link's name.
+    fn resolve_hardlink(&self, link: &Node, root: Id) -> Option<Node> {
+        let mut tree = self.tree(&root).ok()?;
+        let parts: Vec<&[u8]> = link.target.split(|b| *b == b'/').collect();
+        let (last, dirs) = parts.split_last()?;
+        for part in dirs {
+            let dir = tree.entries.iter().find(|n| n.name == *part)?;
+            tree = self.tree(&dir.subtree?).ok()?;
+        }
+        let target = tree.entries.iter().find(|n| n.name == *last)?;
+        (target.kind == NodeKind::File).then(|| Node {
+            name: link.name.clone(),
+            ..target.clone()
+        })
+    }
+
+    /// The children of a directory inode, listing a snapshot directory the first time.
+    fn children(&self, ino: u64) -> Result<Children, Errno> {
+        let (subtree, root) = {
+            let inodes = self.inodes.lock().map_err(|_| Errno::EIO)?;
+            match &inodes.get(ino as usize - 1).ok_or(Errno::ENOENT)?.kind {
+                Kind::Virtual(c) => return Ok(c.clone()),
+                Kind::Entry {
+                    children: Some(c), ..
+                } => return Ok(c.clone()),
+                Kind::Entry { node, root, .. } if node.kind == NodeKind::Dir => {
+                    (node.subtree.ok_or(Errno::EIO)?, *root)
+                }
+                _ => return Err(Errno::ENOTDIR),
+            }
+        };
+        let tree = self.tree(&subtree)?;
+        let nodes: Vec<Node> = tree
+            .entries
+            .iter()
+            .map(|n| match n.kind {
+                NodeKind::Hardlink => self.resolve_hardlink(n, root).unwrap_or_else(|| n.clone()),
+                _ => n.clone(),
+            })
+            .collect();
+        let mut inodes = self.inodes.lock().map_err(|_| Errno::EIO)?;
+        // Another thread may have listed it meanwhile: keep its inodes.
+        if let Some(Inode {
+            kind: Kind::Entry {
+                children: Some(c), ..
+            },
+            ..
+        }) = inodes.get(ino as usize - 1)
+        {
+            return Ok(c.clone());
+        }
+        let mut children = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let name = node.name.clone();
+            inodes.push(Inode {
+                kind: Kind::Entry {
+                    node: Arc::new(node),
+                    root,
+                    children: None,
+                },
+                time: UNIX_EPOCH,
+            });
+            children.push((name, ino_of(inodes.len() - 1)));
+        }
+        let children = Arc::new(children);
+        if let Some(Inode {
+            kind: Kind::Entry { children: c, .. },
+            ..
+        }) = inodes.get_mut(ino as usize - 1)
+        {
+            *c = Some(children.clone());
+        }
+        Ok(children)
+    }
+
+    fn attr(&self, ino: u64) -> Result<FileAttr, Errno> {
+        let inodes = self.inodes.lock().map_err(|_| Errno::EIO)?;
+        let inode = inodes
+            .get((ino as usize).wrapping_sub(1))
+            .ok_or(Errno::ENOENT)?;
+        let (uid, gid) = self.owner;
+        let layout = |kind, perm, size| FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: 0,
+            atime: inode.time,
+            mtime: inode.time,
+            ctime: inode.time,
+            crtime: inode.time,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid,
+            gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        };
+        Ok(match &inode.kind {
+            Kind::Virtual(_) => layout(FileType::Directory, 0o555, 0),
+            Kind::Link(target) => layout(FileType::Symlink, 0o777, target.len() as u64),
+            Kind::Entry { node, .. } => {
+                let kind = file_type(node.kind);
+                let size = match node.kind {
+                    NodeKind::Symlink => node.target.len() as u64,
+                    NodeKind::File | NodeKind::Hardlink => node.size,
+                    _ => 0,
+                };
+                FileAttr {
+                    ino: INodeNo(ino),
+                    size,
+                    blocks: size.div_ceil(512),
+                    atime: time_of(node.atime_ns),
+                    mtime: time_of(node.mtime_ns),
+                    ctime: time_of(node.ctime_ns),
+                    crtime: time_of(node.mtime_ns),
+                    kind,
+                    perm: (node.mode & 0o7777) as u16,
+                    nlink: if kind == FileType::Directory { 2 } else { 1 },
+                    uid: node.uid,
+                    gid: node.gid,
+                    rdev: node.rdev as u32,
+                    blksize: 4096,
+                    flags: 0,
+                }
+            }
+        })
+    }
+
+    fn node(&self, ino: u64) -> Result<Arc<Node>, Errno> {
+        let inodes = self.inodes.lock().map_err(|_| Errno::EIO)?;
+        match &inodes
+            .get((ino as usize).wrapping_sub(1))
+            .ok_or(Errno::ENOENT)?
+            .kind
+        {
+            Kind::Entry { node, .. } => Ok(node.clone()),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    fn blob(&self, id: &Id) -> Result<Arc<Vec<u8>>, Errno> {
+        if let Some(b) = self.blobs.get(id) {
+            return Ok(b);
+        }
+        let blob = self
+            .rt
+            .block_on(self.repo.read_blob(BlobKind::Data, id))
+            .map_err(|e| {
+                tracing::warn!("mount: blob {}: {e}", id.short());
+                Errno::EIO
+            })?;
+        let blob = Arc::new(blob);
+        self.blobs.insert(*id, blob.clone());
+        Ok(blob)
+    }
+
+    /// Starts fetching blobs a sequential reader will want next into the cache.
+    fn read_ahead(&self, ids: &[Id]) {
+        for id in ids.iter().take(READ_AHEAD) {
+            if self.blobs.get(id).is_some() {
+                continue;
+            }
+            let started = self.fetching.lock().map(|mut f| f.insert(*id));
+            if !matches!(started, Ok(true)) {
+                continue;
+            }
+            let (repo, cache, fetching, id) = (
+                self.repo.clone(),
+                self.blobs.clone(),
+                self.fetching.clone(),
+                *id,
+            );
+            self.rt.spawn(async move {
+                if let Ok(blob) = repo.read_blob(BlobKind::Data, &id).await {
+                    cache.insert(id, Arc::new(blob));
+                }
+                if let Ok(mut f) = fetching.lock() {
+                    f.remove(&id);
+                }
+            });
+        }
+    }
+}
+
+impl Filesystem for SnapshotFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let found = self.children(parent.0).and_then(|children| {
+            let i = children
+                .binary_search_by(|(n, _)| n.as_slice().cmp(name.as_bytes()))
+                .map_err(|_| Errno::ENOENT)?;
+            self.attr(children[i].1)
+        });
+        match found {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr(ino.0) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let target = {
+            let Ok(inodes) = self.inodes.lock() else {
+                return reply.error(Errno::EIO);
+            };
+            match inodes
+                .get((ino.0 as usize).wrapping_sub(1))
+                .map(|i| &i.kind)
+            {
+                Some(Kind::Link(t)) => Ok(t.clone()),
+                Some(Kind::Entry { node, .. }) if node.kind == NodeKind::Symlink => {
+                    Ok(node.target.clone())
+                }
+                Some(_) => Err(Errno::EINVAL),
+                None => Err(Errno::ENOENT),
+            }
+        };
+        match target {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & (libc_flags::O_WRONLY | libc_flags::O_RDWR) != 0 {
+            return reply.error(Errno::EROFS);
+        }
+        let node = match self.node(ino.0) {
+            Ok(n) if n.kind == NodeKind::File => n,
+            Ok(_) => return reply.error(Errno::EINVAL),
+            Err(e) => return reply.error(e),
+        };
+        let mut starts = Vec::with_capacity(node.content.len() + 1);
+        let mut at = 0u64;
+        for id in &node.content {
+            starts.push(at);
+            match self.repo.locate(id) {
+                Some(loc) => at += u64::from(loc.entry.raw_length),
+                None => {
+                    tracing::warn!("mount: blob {} is not in the index", id.short());
+                    return reply.error(Errno::EIO);
+                }
+            }
+        }
+        starts.push(at);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut files) = self.files.lock() {
+            files.insert(
+                fh,
+                Arc::new(OpenFile {
+                    content: node.content.clone(),
+                    starts,
+                }),
+            );
+        }
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(file) = self.files.lock().ok().and_then(|f| f.get(&fh.0).cloned()) else {
+            return reply.error(Errno::EBADF);
+        };
+        let end = (offset + u64::from(size)).min(*file.starts.last().unwrap_or(&0));
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let mut pos = offset;
+        // The blob holding `pos`: the last one starting at or before it.
+        let mut i = file.starts.partition_point(|s| *s <= pos).saturating_sub(1);
+        while pos < end && i < file.content.len() {
+            let blob = match self.blob(&file.content[i]) {
+                Ok(b) => b,
+                Err(e) => return reply.error(e),
+            };
+            let from = (pos - file.starts[i]) as usize;
+            let to = ((end - file.starts[i]) as usize).min(blob.len());
+            if from >= to {
+                // The index and the blob disagree on its length: the file is damaged.
+                return reply.error(Errno::EIO);
+            }
+            out.extend_from_slice(&blob[from..to]);
+            pos += (to - from) as u64;
+            i += 1;
+        }
+        self.read_ahead(&file.content[i.min(file.content.len())..]);
+        reply.data(&out);
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: fuser::ReplyEmpty,
+    ) {
+        // Nothing is ever written: closing has nothing to flush.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: fuser::ReplyEmpty,
+    ) {
+        if let Ok(mut files) = self.files.lock() {
+            files.remove(&fh.0);
+        }
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let children = match self.children(ino.0) {
+            Ok(c) => c,
+            Err(e) => return reply.error(e),
+        };
+        let kinds: Vec<FileType> = {
+            let Ok(inodes) = self.inodes.lock() else {
+                return reply.error(Errno::EIO);
+            };
+            children
+                .iter()
+                .map(
+                    |(_, c)| match inodes.get(*c as usize - 1).map(|i| &i.kind) {
+                        Some(Kind::Virtual(_)) => FileType::Directory,
+                        Some(Kind::Link(_)) => FileType::Symlink,
+                        Some(Kind::Entry { node, .. }) => file_type(node.kind),
+                        None => FileType::RegularFile,
+                    },
+                )
+                .collect()
+        };
+        let dots = [
+            (ino.0, FileType::Directory, b".".as_slice()),
+            (ino.0, FileType::Directory, b"..".as_slice()),
+        ];
+        let entries = dots.into_iter().chain(
+            children
+                .iter()
+                .zip(kinds)
+                .map(|((name, child), kind)| (*child, kind, name.as_slice())),
+        );
+        for (i, (child, kind, name)) in entries.enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(child), i as u64 + 1, kind, OsStr::from_bytes(name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let node = match self.node(ino.0) {
+            Ok(n) => n,
+            Err(_) => return reply.error(Errno::NO_XATTR),
+        };
+        match node.xattrs.iter().find(|(n, _)| n == name.as_bytes()) {
+            None => reply.error(Errno::NO_XATTR),
+            Some((_, value)) => xattr_reply(reply, value, size),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let names: Vec<u8> = match self.node(ino.0) {
+            Ok(n) => n
+                .xattrs
+                .iter()
+                .flat_map(|(name, _)| name.iter().copied().chain([0]))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        xattr_reply(reply, &names, size);
+    }
+}
+
+/// `size` 0 asks for the length; a smaller buffer than the value is ERANGE.
+fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if (size as usize) < value.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
+/// Open flags as the kernel sends them (Linux values).
+mod libc_flags {
+    pub const O_WRONLY: i32 = 0o1;
+    pub const O_RDWR: i32 = 0o2;
+}
