@@ -427,6 +427,9 @@ pub struct DiffArgs {
     /// Only below this path.
     #[arg(value_name = "PATH")]
     pub path: Option<PathBuf>,
+    /// Which snapshots "latest" (and a prefix) choose from.
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
 }
 
 #[derive(Debug, Args)]
@@ -487,6 +490,17 @@ pub struct RestoreArgs {
     /// restore resumes (if-changed); or leave it (never).
     #[arg(long, value_enum, default_value = "always")]
     pub overwrite: OverwriteArg,
+    /// Leave out entries matching this pattern, and what is below them (repeatable): a name
+    /// pattern (`*.log`) anywhere, or an absolute path pattern (`/home/*/.cache`).
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<PathBuf>,
+    /// Remove what the target holds beyond the snapshot, in the directories restored in full
+    /// (excluded entries are kept).
+    #[arg(long)]
+    pub delete: bool,
+    /// Change nothing; print what would be restored, replaced, kept and deleted.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub filter: SnapshotFilter,
 }

@@ -57,7 +57,9 @@ pub(crate) fn write_contents(
     target: Arc<Target>,
     files: &[RestoredFile],
     parallel: usize,
+    progress: Option<&crate::plan::ProgressSink>,
 ) -> Result<(u64, Vec<Hole>)> {
+    let total: u64 = files.iter().map(|f| f.size).sum();
     let mut holes = Vec::new();
     let mut by_pack: HashMap<Id, HashMap<Id, Want>> = HashMap::new();
     for (n, file) in files.iter().enumerate() {
@@ -108,6 +110,9 @@ pub(crate) fn write_contents(
             .buffer_unordered(parallel.max(1))
             .try_fold((0u64, Vec::new()), |(n, mut all), (m, holes)| async move {
                 all.extend(holes);
+                if let Some(p) = progress {
+                    (p.0)(n + m, total);
+                }
                 Ok((n + m, all))
             })
             .await

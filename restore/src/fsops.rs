@@ -88,6 +88,24 @@ impl Target {
         self.path.join(rel)
     }
 
+    /// An I/O error at `rel`, named by its full path.
+    pub(crate) fn io_error(&self, rel: &Path, e: std::io::Error) -> Error {
+        io(&self.display(rel))(e)
+    }
+
+    /// Opens the directory `rel` for listing, beneath the target without following a symlink;
+    /// `None` when nothing is at `rel` yet.
+    pub(crate) fn open_dir_if_there(&self, rel: &Path) -> Result<Option<OwnedFd>> {
+        match self.resolve(rel, OFlags::RDONLY | OFlags::DIRECTORY) {
+            Ok(fd) => Ok(Some(fd)),
+            // Only to tell "missing" from "swapped": nothing is opened or written by this path.
+            Err(e) => match std::fs::symlink_metadata(self.display(rel)) {
+                Err(m) if m.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                _ => Err(e),
+            },
+        }
+    }
+
     fn changed(&self, rel: &Path, why: impl std::fmt::Display) -> Error {
         Error::Changed {
             path: self.display(rel),

@@ -1,7 +1,9 @@
 //! The restore engine: snapshot selection by time, partial restore, parallel fetch, metadata,
 //! verification. A restore never writes outside its target, whatever the snapshot says.
 
+mod dry_run;
 mod error;
+mod extras;
 mod fetch;
 mod fsops;
 pub mod mount;
@@ -11,7 +13,9 @@ mod select;
 mod verify;
 
 pub use error::Error;
-pub use plan::{restore, DamagedFile, Overwrite, RestoreOptions, RestoreStats};
+pub use plan::{
+    restore, DamagedFile, Overwrite, Planned, ProgressSink, RestoreOptions, RestoreStats,
+};
 pub use select::{select_snapshot, SnapshotSpec};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

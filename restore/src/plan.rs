@@ -21,11 +21,30 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Restore only these snapshot paths (components) and what lies below them.
     pub includes: Vec<Vec<Vec<u8>>>,
+    /// Leave out entries (and what is below them) matching these: a one-component pattern
+    /// matches an entry's name anywhere, a longer one the path from the snapshot's root.
+    pub excludes: Vec<Vec<Vec<u8>>>,
     pub verify: bool,
     /// Ranged reads in flight.
     pub parallel: usize,
     /// What to do with a regular file already at an entry's name.
     pub overwrite: Overwrite,
+    /// Remove what the target holds beyond the snapshot in the directories restored in full.
+    pub delete: bool,
+    /// Change nothing: list what the restore would do in [`RestoreStats::planned`].
+    pub dry_run: bool,
+    /// Told the bytes written so far and the bytes to write, as file contents are written.
+    pub progress: Option<ProgressSink>,
+}
+
+/// A callback `(bytes written, bytes to write)` for a progress display.
+#[derive(Clone)]
+pub struct ProgressSink(pub Arc<dyn Fn(u64, u64) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
 }
 
 /// restic's meanings: replace it; replace it unless its content already is the snapshot's
@@ -57,6 +76,19 @@ pub struct RestoreStats {
     /// Files (and hard links to them) that could not be restored: none of them is left under
     /// its name. Empty on success; a restore with damage returns [`Error::Damaged`].
     pub damaged: Vec<DamagedFile>,
+    /// Entries `--delete` removed from the target (a directory with what it held).
+    pub deleted: u64,
+    /// With `dry_run`: what would be done, path by path.
+    pub planned: Vec<Planned>,
+}
+
+/// One change a dry run found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Planned {
+    /// "restore" (nothing there), "replace" (something else there), "keep" (already the
+    /// snapshot's, or left by `--overwrite never`) or "delete" (not in the snapshot).
+    pub action: &'static str,
+    pub path: String,
 }
 
 /// A file the restore could not write intact (the blobs of these byte ranges are damaged or
@@ -71,12 +103,12 @@ pub struct DamagedFile {
     pub reason: String,
 }
 
-struct Entry {
+pub(crate) struct Entry {
     /// Path below the target, built from validated components.
-    rel: PathBuf,
+    pub rel: PathBuf,
     /// Components joined by '/': the key hard links refer to.
-    key: Vec<u8>,
-    node: Node,
+    pub key: Vec<u8>,
+    pub node: Node,
 }
 
 enum Include {
@@ -113,6 +145,19 @@ fn prefix_matches(inc: &[Vec<u8>], comps: &[Vec<u8>]) -> bool {
         .all(|(p, name)| crate::pattern::matches(p, name))
 }
 
+/// True when an exclude pattern matches the entry at `comps`.
+pub(crate) fn excluded(excludes: &[Vec<Vec<u8>>], comps: &[Vec<u8>]) -> bool {
+    excludes.iter().any(|ex| match ex.as_slice() {
+        [name] => comps
+            .last()
+            .is_some_and(|last| crate::pattern::matches(name, last)),
+        path => path.len() == comps.len() && prefix_matches(path, comps),
+    })
+}
+
+/// A path pattern: one shell pattern per component.
+type Pattern = Vec<Vec<u8>>;
+
 /// A directory whose listing no target holds intact: its entry, and why.
 type LostDir = (usize, String);
 
@@ -121,10 +166,11 @@ fn collect(
     rt: &Handle,
     repo: &Repository,
     root: Id,
-    includes: &[Vec<Vec<u8>>],
+    (includes, excludes): (&[Pattern], &[Pattern]),
     matched: &mut [bool],
-) -> Result<(Vec<Entry>, Vec<LostDir>)> {
+) -> Result<Collected> {
     let mut out = Vec::new();
+    let mut complete = Vec::new();
     // Directories whose listing no target holds intact: (entry, why). They are not created (an
     // empty directory would look restored); the rest of the snapshot is.
     let mut lost = Vec::new();
@@ -144,6 +190,9 @@ fn collect(
             (Err(e), _) => return Err(e.into()),
         };
         expansion.visit(&tree_id, drvault_repo::expansion::weight(&tree))?;
+        if all {
+            complete.push(base.clone());
+        }
         for mut node in tree.entries {
             let mut comps = base.clone();
             comps.push(std::mem::take(&mut node.name));
@@ -152,6 +201,9 @@ fn collect(
             } else {
                 included(includes, &comps)
             };
+            if excluded(excludes, &comps) {
+                continue;
+            }
             let subtree_all = match inc {
                 Include::No => continue,
                 Include::All => true,
@@ -171,8 +223,12 @@ fn collect(
             out.push(Entry { rel, key, node });
         }
     }
-    Ok((out, lost))
+    Ok((out, lost, complete))
 }
+
+/// The entries to restore, the directories whose listing is lost, and the directories (by
+/// components) restored in full.
+type Collected = (Vec<Entry>, Vec<LostDir>, Vec<Vec<Vec<u8>>>);
 
 /// Joins validated snapshot components into a relative path.
 fn join(comps: &[Vec<u8>]) -> PathBuf {
@@ -201,7 +257,13 @@ pub fn restore(
 ) -> Result<RestoreStats> {
     let mut stats = RestoreStats::default();
     let mut matched: Vec<bool> = opts.includes.iter().map(|i| i.is_empty()).collect();
-    let (mut entries, lost_dirs) = collect(rt, &repo, snapshot.tree, &opts.includes, &mut matched)?;
+    let (mut entries, lost_dirs, complete) = collect(
+        rt,
+        &repo,
+        snapshot.tree,
+        (&opts.includes, &opts.excludes),
+        &mut matched,
+    )?;
     // An include below a directory whose listing is lost is reported with that directory.
     let below_lost = |inc: &Vec<Vec<u8>>| {
         lost_dirs.iter().any(|(i, _)| {
@@ -227,6 +289,9 @@ pub fn restore(
             snapshot: id.short(),
             paths: paths.join(", "),
         });
+    }
+    if opts.dry_run {
+        return crate::dry_run::dry_run(&repo, &entries, &complete, opts, stats);
     }
     let target = Arc::new(Target::open(&opts.target)?);
     crate::hwm("start");
@@ -285,6 +350,17 @@ pub fn restore(
                     .push(format!("{}: device node or socket not restored", shown(e)));
             }
         }
+    }
+    // `--delete`: what the snapshot does not have goes before anything is written, so the
+    // directories' times set at the end are the snapshot's.
+    if opts.delete {
+        let extras = crate::extras::find(
+            &target,
+            &complete,
+            &crate::dry_run::children_by_dir(&entries),
+            &opts.excludes,
+        )?;
+        stats.deleted = crate::extras::remove(&target, &extras)?;
     }
     drvault_repo::failpoint::hit_blocking("restore.after-dirs");
     // Files are written under temporary names and renamed once complete.
@@ -346,7 +422,14 @@ pub fn restore(
     let written = made.and_then(|_| {
         crate::hwm("created");
         drvault_repo::failpoint::hit_blocking("restore.before-contents");
-        crate::fetch::write_contents(rt, repo.clone(), target.clone(), &files, opts.parallel)
+        crate::fetch::write_contents(
+            rt,
+            repo.clone(),
+            target.clone(),
+            &files,
+            opts.parallel,
+            opts.progress.as_ref(),
+        )
     });
     let (bytes, holes) = match written {
         Ok(w) => w,

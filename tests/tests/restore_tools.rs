@@ -320,3 +320,171 @@ fn a_restore_run_again_with_overwrite_if_changed_keeps_what_is_already_right() {
     env.ok(&["restore", "latest", "--target", t, "--overwrite", "never"]);
     assert_eq!(fs::read(got.join("f4")).unwrap(), b"mine");
 }
+
+/// `restore --exclude`, `--dry-run` and `--delete`: a dry run changes nothing and says what a
+/// restore would do; `--delete` removes what the snapshot lacks in the directories restored in
+/// full, never what an exclude matches, never outside an `--include`, never through a symlink.
+#[test]
+fn restore_excludes_deletes_and_dry_runs() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("a"), b"a\n").unwrap();
+    fs::write(src.join("b.log"), b"log\n").unwrap();
+    fs::write(src.join("d/f"), noise(100_000, 77)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let t = env.path("t");
+    let ts = t.to_str().unwrap();
+    env.ok(&["restore", "latest", "--target", ts]);
+    let got = restored(&t, &src);
+    // Local changes: a modified file, extras (a directory tree, a symlink to a directory
+    // outside the target), an excluded name.
+    fs::write(got.join("a"), b"edited\n").unwrap();
+    fs::write(got.join("extra.txt"), b"x").unwrap();
+    fs::create_dir_all(got.join("d/junk/deeper")).unwrap();
+    fs::write(got.join("d/junk/deeper/file"), b"x").unwrap();
+    fs::write(got.join("keep.log"), b"mine").unwrap();
+    let victim = env.path("victim");
+    fs::create_dir_all(&victim).unwrap();
+    fs::write(victim.join("precious"), b"p").unwrap();
+    std::os::unix::fs::symlink(&victim, got.join("d/evil")).unwrap();
+
+    let out = env.ok(&[
+        "--json",
+        "restore",
+        "latest",
+        "--target",
+        ts,
+        "--dry-run",
+        "--delete",
+        "--overwrite",
+        "if-changed",
+        "--exclude",
+        "*.log",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let planned: Vec<(String, String)> = v["planned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let path = p["path"].as_str().unwrap();
+            let rel = path.strip_prefix(got.to_str().unwrap()).unwrap_or(path);
+            (p["action"].as_str().unwrap().to_string(), rel.to_string())
+        })
+        .collect();
+    let has = |action: &str, rel: &str| planned.iter().any(|(a, r)| a == action && r == rel);
+    assert!(has("replace", "/a"), "{planned:?}");
+    assert!(has("keep", "/d/f"), "{planned:?}");
+    assert!(has("delete", "/extra.txt"), "{planned:?}");
+    assert!(has("delete", "/d/junk"), "{planned:?}");
+    assert!(has("delete", "/d/evil"), "{planned:?}");
+    assert!(
+        !planned.iter().any(|(_, r)| r.ends_with(".log")),
+        "{planned:?}"
+    );
+    // Nothing changed.
+    assert_eq!(fs::read(got.join("a")).unwrap(), b"edited\n");
+    assert!(got.join("extra.txt").exists() && got.join("d/junk/deeper/file").exists());
+    // A dry run into a missing target does not create it.
+    let missing = env.path("missing");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        missing.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(!missing.exists());
+
+    // --delete within an --include: only below it.
+    let d = format!("{}/d", src.display());
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        ts,
+        "--include",
+        &d,
+        "--delete",
+    ]);
+    assert!(got.join("extra.txt").exists(), "outside the include: kept");
+    assert!(!got.join("d/junk").exists() && !got.join("d/evil").exists());
+    assert!(
+        victim.join("precious").exists(),
+        "the symlink went, not what it named"
+    );
+
+    // The whole snapshot: extras go, excluded names stay, the edited file is restored.
+    let out = env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        ts,
+        "--delete",
+        "--exclude",
+        "*.log",
+    ]);
+    assert!(out.contains("deleted 1 entry"), "{out}");
+    assert!(!got.join("extra.txt").exists());
+    assert_eq!(fs::read(got.join("keep.log")).unwrap(), b"mine");
+    assert_eq!(
+        fs::read(got.join("b.log")).unwrap(),
+        b"log\n",
+        "excluded: left as it was"
+    );
+    assert_eq!(fs::read(got.join("a")).unwrap(), b"a\n");
+    // An exclude leaves the entry out of a fresh restore.
+    let fresh = env.path("fresh");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        fresh.to_str().unwrap(),
+        "-e",
+        "*.log",
+        "-e",
+        &d,
+    ]);
+    let f = restored(&fresh, &src);
+    assert!(f.join("a").exists() && !f.join("b.log").exists() && !f.join("d").exists());
+    // A relative path pattern is a usage error.
+    let out = env.run(&["restore", "latest", "--target", ts, "-e", "d/f"]);
+    assert_eq!(out.status.code(), Some(code::USAGE));
+}
+
+/// On a terminal a restore shows bytes written, the rate and the time left; off one, nothing.
+#[test]
+fn restore_shows_progress_with_an_eta_on_a_terminal() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), noise(8 << 20, 78)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let target = env.path("t");
+    // `script` runs the command on a pseudo-terminal (util-linux), with the test's options.
+    let mut cmd = env.cmd();
+    cmd.args(["restore", "latest", "--target"]).arg(&target);
+    let words: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|w| format!("'{}'", w.to_string_lossy()))
+        .collect();
+    let out = Command::new("script")
+        .args(["-qec", &words.join(" "), "/dev/null"])
+        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("(100%)") && text.contains("ETA"), "{text}");
+    // Not on a terminal: no progress line.
+    let plain = env
+        .cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(env.path("t2"))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("ETA"));
+}

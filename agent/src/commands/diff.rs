@@ -32,7 +32,7 @@ pub fn run(ctx: &Context, g: &Global, a: &DiffArgs) -> Result<Exit> {
     let repo = ctx.open(g)?;
     let snaps = ctx.rt.block_on(repo.snapshots())?;
     let pick = |id: &str| {
-        let spec = super::restore::spec(Some(id.to_string()), None, &Default::default());
+        let spec = super::restore::spec(Some(id.to_string()), None, &a.filter);
         drvault_restore::select_snapshot(&snaps, &spec).map(|(i, s)| (*i, s.tree))
     };
     let (from_id, from_tree) = pick(&a.from)?;

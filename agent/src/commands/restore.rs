@@ -57,6 +57,15 @@ pub fn run(ctx: &Context, g: &Global, a: &RestoreArgs) -> Result<Exit> {
             );
         }
     }
+    for ex in &a.excludes {
+        if ex.is_relative() && ex.components().count() > 1 {
+            usage!(
+                "--exclude {}: a pattern is a name (`*.log`) or an absolute path \
+                 (`/home/*/.cache`)",
+                ex.display()
+            );
+        }
+    }
     // Followed: root may name a symlink to the directory it means (the restore then works
     // beneath what it points to).
     if let Ok(m) = std::fs::metadata(&a.target) {
@@ -84,6 +93,7 @@ pub fn run(ctx: &Context, g: &Global, a: &RestoreArgs) -> Result<Exit> {
     let opts = RestoreOptions {
         target: a.target.clone(),
         includes: a.includes.iter().map(|p| components(p)).collect(),
+        excludes: a.excludes.iter().map(|p| components(p)).collect(),
         verify: a.verify,
         parallel: std::env::var("DRVAULT_RESTORE_PARALLEL")
             .ok()
@@ -94,14 +104,21 @@ pub fn run(ctx: &Context, g: &Global, a: &RestoreArgs) -> Result<Exit> {
             OverwriteArg::IfChanged => drvault_restore::Overwrite::IfChanged,
             OverwriteArg::Never => drvault_restore::Overwrite::Never,
         },
+        delete: a.delete,
+        dry_run: a.dry_run,
+        progress: (!g.quiet && !g.json).then(progress_on_terminal).flatten(),
     };
     let started = std::time::Instant::now();
+    let shown_progress = opts.progress.is_some();
     let (stats, damaged) = match drvault_restore::restore(ctx.rt.handle(), repo, (id, snap), &opts)
     {
         Ok(stats) => (stats, false),
         Err(drvault_restore::Error::Damaged(stats)) => (*stats, true),
         Err(e) => return Err(e.into()),
     };
+    if shown_progress {
+        eprint!("\r\x1b[2K");
+    }
     for w in &stats.warnings {
         tracing::warn!("{w}");
     }
@@ -112,6 +129,19 @@ pub fn run(ctx: &Context, g: &Global, a: &RestoreArgs) -> Result<Exit> {
         v["seconds"] = secs.into();
         v["complete"] = (!damaged).into();
         outln!("{v}");
+    } else if a.dry_run {
+        for p in &stats.planned {
+            outln!("would {:<7} {}", p.action, p.path);
+        }
+        outln!(
+            "dry run of snapshot {} to {}: would write {} ({}), keep {}, delete {}; nothing was changed",
+            id.short(),
+            a.target.display(),
+            super::plural(stats.files - stats.unchanged, "file"),
+            super::human(stats.bytes),
+            super::plural(stats.unchanged, "file"),
+            super::plural(stats.deleted, "entry"),
+        );
     } else if !g.quiet {
         print_summary(&stats, id, a, secs);
     }
@@ -134,6 +164,12 @@ fn print_summary(stats: &RestoreStats, id: &drvault_repo::Id, a: &RestoreArgs, s
         stats.other,
         super::human(stats.bytes)
     );
+    if stats.deleted > 0 {
+        outln!(
+            "deleted {} the snapshot does not have (--delete)",
+            super::plural(stats.deleted, "entry")
+        );
+    }
     if stats.unchanged > 0 {
         outln!(
             "{} already in place kept (--overwrite {})",
@@ -178,4 +214,42 @@ fn report_damage(stats: &RestoreStats) {
          `drvault repair` to replace damaged copies from intact targets, then restore these paths \
          again with --include (or from an older snapshot with --at)"
     );
+}
+
+/// A one-line display of the bytes written, the rate and the time left, on stderr when it is a
+/// terminal; redrawn at most four times a second.
+fn progress_on_terminal() -> Option<drvault_restore::ProgressSink> {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let started = std::time::Instant::now();
+    let last = std::sync::Mutex::new(started);
+    Some(drvault_restore::ProgressSink(std::sync::Arc::new(
+        move |done: u64, total: u64| {
+            let Ok(mut last) = last.lock() else { return };
+            if last.elapsed() < std::time::Duration::from_millis(250) && done < total {
+                return;
+            }
+            *last = std::time::Instant::now();
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            let rate = done as f64 / secs;
+            let eta = if rate > 0.0 {
+                let left = (total.saturating_sub(done) as f64 / rate) as u64;
+                format!("{}:{:02}", left / 60, left % 60)
+            } else {
+                "-".to_string()
+            };
+            let percent = (done * 100).checked_div(total).unwrap_or(100);
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "\r\x1b[2K{} of {} ({percent}%), {}/s, ETA {eta}",
+                super::human(done),
+                super::human(total),
+                super::human(rate as u64)
+            );
+            let _ = err.flush();
+        },
+    )))
 }

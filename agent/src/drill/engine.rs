@@ -217,9 +217,13 @@ fn drill(
     let opts = RestoreOptions {
         target: target.clone(),
         includes,
+        excludes: Vec::new(),
         verify: true,
         parallel: 4,
         overwrite: drvault_restore::Overwrite::Always,
+        delete: false,
+        dry_run: false,
+        progress: None,
     };
     let restored = drvault_restore::restore(ctx.rt.handle(), repo.clone(), (&id, &snap), &opts);
     r.phases.restore_seconds = phase.elapsed().as_secs_f64();

@@ -1,0 +1,103 @@
+//! `restore --dry-run`: what a restore would write, keep and delete, found without creating or
+//! changing anything.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use drvault_repo::format::NodeKind;
+use drvault_repo::{printable, Repository};
+
+use crate::fsops::Target;
+use crate::plan::{Entry, Overwrite, Planned, RestoreOptions, RestoreStats};
+use crate::Result;
+
+/// The snapshot's names in each directory of the restore, by the directory's key.
+pub(crate) fn children_by_dir(entries: &[Entry]) -> HashMap<Vec<u8>, HashSet<Vec<u8>>> {
+    let mut map: HashMap<Vec<u8>, HashSet<Vec<u8>>> = HashMap::new();
+    for e in entries {
+        let (dir, name) = match e.key.iter().rposition(|&b| b == b'/') {
+            Some(i) => (e.key[..i].to_vec(), e.key[i + 1..].to_vec()),
+            None => (Vec::new(), e.key.clone()),
+        };
+        map.entry(dir).or_default().insert(name);
+    }
+    map
+}
+
+/// `--dry-run`: what a restore with these options would do, without creating the target.
+pub(crate) fn dry_run(
+    repo: &Repository,
+    entries: &[Entry],
+    complete: &[Vec<Vec<u8>>],
+    opts: &RestoreOptions,
+    mut stats: RestoreStats,
+) -> Result<RestoreStats> {
+    let target = match std::fs::symlink_metadata(&opts.target) {
+        Ok(_) => Some(Target::open(&opts.target)?),
+        Err(_) => None,
+    };
+    let shown = |rel: &Path| match &target {
+        Some(t) => printable::path(&t.display(rel)),
+        None => printable::path(&opts.target.join(rel)),
+    };
+    for e in entries {
+        match e.node.kind {
+            NodeKind::Dir => stats.dirs += 1,
+            NodeKind::File => stats.files += 1,
+            NodeKind::Symlink => stats.symlinks += 1,
+            NodeKind::Hardlink => stats.hardlinks += 1,
+            _ => stats.other += 1,
+        }
+        if e.node.kind == NodeKind::Dir {
+            continue;
+        }
+        let existing = match &target {
+            Some(t)
+                if t.open_dir_if_there(e.rel.parent().unwrap_or(Path::new("")))?
+                    .is_some() =>
+            {
+                let there = std::fs::symlink_metadata(t.display(&e.rel)).is_ok();
+                if there {
+                    Some(t.existing_file(&e.rel)?)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let action = match (existing, e.node.kind, opts.overwrite) {
+            (None, _, _) => "restore",
+            (Some(Some(_)), NodeKind::File, Overwrite::Never) => "keep",
+            (Some(Some((file, _))), NodeKind::File, Overwrite::IfChanged) => {
+                let same = file.metadata().map(|m| m.len()).ok() == Some(e.node.size)
+                    && crate::verify::matches(repo, file, &e.node.content);
+                if same {
+                    "keep"
+                } else {
+                    "replace"
+                }
+            }
+            _ => "replace",
+        };
+        if action == "keep" {
+            stats.unchanged += 1;
+        } else {
+            stats.bytes += e.node.size;
+        }
+        stats.planned.push(Planned {
+            action,
+            path: shown(&e.rel),
+        });
+    }
+    if let (true, Some(t)) = (opts.delete, &target) {
+        let extras = crate::extras::find(t, complete, &children_by_dir(entries), &opts.excludes)?;
+        stats.deleted = extras.len() as u64;
+        for x in extras {
+            stats.planned.push(Planned {
+                action: "delete",
+                path: shown(&x.rel),
+            });
+        }
+    }
+    Ok(stats)
+}

@@ -1,0 +1,110 @@
+//! What the target holds beyond the snapshot: found in the directories a restore writes in full
+//! (not the ancestors of an `--include`, not a directory whose listing is lost), listed by
+//! `--dry-run` and removed by `--delete`. Entries an `--exclude` pattern matches are left alone.
+//! Every directory is opened through the target's descriptors without following a symlink, and
+//! an extra directory is removed from the inside out by descriptor, so a path swapped under the
+//! restore cannot send a removal outside the target.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::fsops::Target;
+use crate::Result;
+
+/// An entry of the target the snapshot does not have.
+pub(crate) struct Extra {
+    /// Its path below the target.
+    pub rel: PathBuf,
+}
+
+/// The extra entries of each complete directory. `complete` holds the directories' components
+/// ("" for the target itself); `children` the snapshot's names in each.
+pub(crate) fn find(
+    target: &Target,
+    complete: &[Vec<Vec<u8>>],
+    children: &HashMap<Vec<u8>, HashSet<Vec<u8>>>,
+    excludes: &[Vec<Vec<u8>>],
+) -> Result<Vec<Extra>> {
+    let mut extras = Vec::new();
+    for dir in complete {
+        let rel: PathBuf = dir.iter().map(|c| OsStr::from_bytes(c)).collect();
+        let Some(fd) = target.open_dir_if_there(&rel)? else {
+            continue;
+        };
+        let key = dir.join(&b'/');
+        let empty = HashSet::new();
+        let wanted = children.get(&key).unwrap_or(&empty);
+        for name in list(&fd).map_err(|e| target.io_error(&rel, e))? {
+            let bytes = name.as_bytes().to_vec();
+            let mut comps = dir.clone();
+            comps.push(bytes.clone());
+            if wanted.contains(&bytes) || crate::plan::excluded(excludes, &comps) {
+                continue;
+            }
+            extras.push(Extra {
+                rel: rel.join(&name),
+            });
+        }
+    }
+    extras.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(extras)
+}
+
+/// Removes the extra entries; returns how many entries went (a directory counts with all it
+/// held).
+pub(crate) fn remove(target: &Target, extras: &[Extra]) -> Result<u64> {
+    let mut removed = 0;
+    for e in extras {
+        let parent = e.rel.parent().unwrap_or(Path::new(""));
+        let name = e.rel.file_name().unwrap_or_default();
+        let Some(dir) = target.open_dir_if_there(parent)? else {
+            continue;
+        };
+        removed += remove_entry(&dir, name).map_err(|err| target.io_error(&e.rel, err))?;
+    }
+    Ok(removed)
+}
+
+/// The names in a directory.
+fn list(dir: &OwnedFd) -> std::io::Result<Vec<OsString>> {
+    let mut out = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push(OsStr::from_bytes(name).to_os_string());
+    }
+    Ok(out)
+}
+
+/// Removes `name` from `dir`: a file or link at once, a directory after its contents (opened
+/// without following a symlink put in its place).
+fn remove_entry(dir: &OwnedFd, name: &OsStr) -> std::io::Result<u64> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) => return Ok(1),
+        Err(Errno::ISDIR) | Err(Errno::PERM) => {}
+        Err(Errno::NOENT) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    }
+    let sub = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut removed = 0;
+    for child in list(&sub)? {
+        removed += remove_entry(&sub, &child)?;
+    }
+    drop(sub);
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+    Ok(removed + 1)
+}
