@@ -118,3 +118,42 @@ fn a_planted_key_slot_with_ruinous_kdf_parameters_is_not_run() {
     );
     eprintln!("opened in {:?}", started.elapsed());
 }
+
+/// A provider that withholds the newest keyring object serves an older generation (one from
+/// before a rotation retired a compromised epoch, or from before the config was bound): a host
+/// that opened the newer one refuses the older, naming the file to remove if the repository was
+/// restored from an older copy on purpose. A fresh host has nothing to compare with and opens.
+#[test]
+fn a_keyring_rolled_back_by_the_provider_is_refused_by_a_host_that_saw_the_newer_one() {
+    let env = backed_up();
+    let dir = env.repo().join("keyring");
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        fs::create_dir_all(to).unwrap();
+        for e in fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    };
+    let old = env.path("old-keyring");
+    copy(&dir, &old);
+    env.ok(&["key", "rotate"]);
+    env.ok(&["snapshots"]);
+    // The provider shows only the old keyring objects.
+    fs::remove_dir_all(&dir).unwrap();
+    copy(&old, &dir);
+    let out = env.run(&["snapshots"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(drvault_tests::code::INTEGRITY),
+        "{stderr}"
+    );
+    assert!(stderr.contains("withholds the newest keyring"), "{stderr}");
+    assert!(
+        stderr.contains("keyrings/"),
+        "names the memory file: {stderr}"
+    );
+    // Another host, which never saw the newer keyring, cannot tell and opens.
+    let other = env.host_cmd("fresh").arg("snapshots").output().unwrap();
+    assert!(other.status.success());
+}
