@@ -1,15 +1,18 @@
 # Shared by the benchmark scripts (sourced, not run): their options, the release build, the
 # corpus of real files and a timer. `bench_setup NAME "$@"` sets SIZE_MIB, WORKDIR (emptied),
-# SRC (about SIZE_MIB of files from /usr/lib and /usr/share) and BYTES (its size).
+# SRC (about SIZE_MIB of files from SOURCES, default /usr/lib and /usr/share; --sources "DIRS") and
+# BYTES (its size).
 
 bench_setup() {
   local name=$1; shift
   SIZE_MIB=1024
+  SOURCES="/usr/lib /usr/share"
   WORKDIR=${TMPDIR:-/tmp}/drvault-bench-$name
   while [ $# -gt 0 ]; do
     case $1 in
       --size-mib) SIZE_MIB=$2; shift 2 ;;
       --workdir) WORKDIR=$2; shift 2 ;;
+      --sources) SOURCES=$2; shift 2 ;;
       *) echo "unknown option $1" >&2; exit 2 ;;
     esac
   done
@@ -17,7 +20,8 @@ bench_setup() {
   rm -rf "$WORKDIR"; mkdir -p "$WORKDIR"
   SRC=$WORKDIR/corpus; mkdir -p "$SRC"
   # awk stops reading at the budget, so the pipeline's status is not the copy's.
-  { find /usr/lib /usr/share -xdev -type f -size +0 -printf '%s %p\n' 2>/dev/null | sort -k2 |
+  # shellcheck disable=SC2086
+  { find $SOURCES -xdev -type f -size +0 -printf '%s %p\n' 2>/dev/null | sort -k2 |
     awk -v budget=$((SIZE_MIB * 1048576)) '{ if (sum + $1 > budget) exit; sum += $1; print $2 }' |
     tar -C / --no-recursion --hard-dereference -T - -cf - 2>/dev/null | tar -C "$SRC" -xf -; } || true
   BYTES=$(du -sb "$SRC" | cut -f1)

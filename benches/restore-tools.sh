@@ -3,7 +3,7 @@
 # backups and restore tools"): a fresh full restore; `dump --archive tar` of the whole tree; `cp -a`
 # of the tree out of `drvault mount`; a restore killed half way and resumed with `--overwrite
 # if-changed`, and a rerun over a complete target; `find` over N snapshots of the tree.
-#   bash benches/restore-tools.sh [--size-mib 1024] [--snapshots 100] [--workdir DIR]
+#   bash benches/restore-tools.sh [--size-mib 1024] [--sources "DIRS"] [--snapshots 100] [--workdir DIR]
 # Prints "label wall_seconds peak_rss_kib" per step. Needs root or fuse3 for the mount step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,11 +48,16 @@ pid=$!
 sleep "$(awk -v t="$fresh" 'BEGIN{print t / 2}')"
 kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
 present=$(find "$WORKDIR/resumed" -type f 2>/dev/null | wc -l)
-echo "killed restore left $present of $files files"
+echo "killed restore left $present files (complete ones and temporaries) for $files"
 timed resume-if-changed "$D" restore latest --target "$WORKDIR/resumed" --overwrite if-changed
 timed rerun-complete-if-changed "$D" restore latest --target "$WORKDIR/resumed" --overwrite if-changed
 rm -rf "$WORKDIR/resumed"
 
-for _ in $(seq 2 "$SNAPSHOTS"); do "$D" -q backup "$SRC" >/dev/null; done
+# Each later snapshot changes one file somewhere, so trees differ along one path and share the rest.
+mapfile -t some < <(find "$SRC" -type f | sort | awk 'NR % 97 == 1')
+for i in $(seq 2 "$SNAPSHOTS"); do
+  echo "$i" >> "${some[$(( i % ${#some[@]} ))]}"
+  "$D" -q backup "$SRC" >/dev/null
+done
 timed find-all-snapshots "$D" find '*.so'
 echo "find matches: $(grep -c '' "$WORKDIR/find-all-snapshots.out")"

@@ -56,6 +56,37 @@ pub(crate) fn find(
     Ok(extras)
 }
 
+/// The temporary files a killed restore left (`.drvault-restore-<pid><time>-<n>`, their
+/// process gone) in the directories this restore writes in full: a rerun removes them.
+pub(crate) fn stale_temps(target: &Target, complete: &[Vec<Vec<u8>>]) -> Result<Vec<Extra>> {
+    let prefix = crate::fsops::TEMP_PREFIX.as_bytes();
+    let mut stale = Vec::new();
+    for dir in complete {
+        let rel: PathBuf = dir.iter().map(|c| OsStr::from_bytes(c)).collect();
+        let Some(fd) = target.open_dir_if_there(&rel)? else {
+            continue;
+        };
+        for name in list(&fd).map_err(|e| target.io_error(&rel, e))? {
+            let Some(rest) = name.as_bytes().strip_prefix(prefix) else {
+                continue;
+            };
+            // The token is the writer's process ID in hex followed by 8 hex digits.
+            let token = rest.split(|&b| b == b'-').next().unwrap_or_default();
+            let pid = std::str::from_utf8(token)
+                .ok()
+                .filter(|t| t.len() > 8)
+                .and_then(|t| u32::from_str_radix(&t[..t.len() - 8], 16).ok());
+            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if pid.is_some() && !alive {
+                stale.push(Extra {
+                    rel: rel.join(&name),
+                });
+            }
+        }
+    }
+    Ok(stale)
+}
+
 /// Removes the extra entries; returns how many entries went (a directory counts with all it
 /// held).
 pub(crate) fn remove(target: &Target, extras: &[Extra]) -> Result<u64> {

@@ -353,6 +353,9 @@ pub fn restore(
     }
     // `--delete`: what the snapshot does not have goes before anything is written, so the
     // directories' times set at the end are the snapshot's.
+    // What a killed restore left under temporary names goes, whether or not --delete was given.
+    let stale = crate::extras::stale_temps(&target, &complete)?;
+    crate::extras::remove(&target, &stale)?;
     if opts.delete {
         let extras = crate::extras::find(
             &target,

@@ -488,3 +488,36 @@ fn restore_shows_progress_with_an_eta_on_a_terminal() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&plain.stderr).contains("ETA"));
 }
+
+/// A killed restore leaves files under temporary names; the next restore into the same target
+/// removes those whose process is gone (and never another process's).
+#[test]
+fn a_rerun_removes_what_a_killed_restore_left_under_temporary_names() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let t = env.path("t");
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    let got = restored(&t, &src);
+    // A dead writer (a process ID above any pid_max) and a live one (this test).
+    let dead = got.join(".drvault-restore-7fffffff0000abcd-3");
+    let live = got.join(format!(
+        ".drvault-restore-{:x}0000abcd-4",
+        std::process::id()
+    ));
+    fs::write(&dead, b"half").unwrap();
+    fs::write(&live, b"busy").unwrap();
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        t.to_str().unwrap(),
+        "--overwrite",
+        "if-changed",
+    ]);
+    assert!(!dead.exists(), "a dead restore's temporary file is removed");
+    assert!(live.exists(), "a running restore's is left alone");
+}
