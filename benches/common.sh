@@ -20,8 +20,8 @@ bench_setup() {
   rm -rf "$WORKDIR"; mkdir -p "$WORKDIR"
   SRC=$WORKDIR/corpus; mkdir -p "$SRC"
   # awk stops reading at the budget, so the pipeline's status is not the copy's.
-  # shellcheck disable=SC2086
-  { find $SOURCES -xdev -type f -size +0 -printf '%s %p\n' 2>/dev/null | sort -k2 |
+  # In the order SOURCES gives, each sorted by path.
+  { for d in $SOURCES; do find "$d" -xdev -type f -size +0 -printf '%s %p\n' 2>/dev/null | sort -k2; done |
     awk -v budget=$((SIZE_MIB * 1048576)) '{ if (sum + $1 > budget) exit; sum += $1; print $2 }' |
     tar -C / --no-recursion --hard-dereference -T - -cf - 2>/dev/null | tar -C "$SRC" -xf -; } || true
   BYTES=$(du -sb "$SRC" | cut -f1)

@@ -282,4 +282,66 @@ fn a_cluster_under_write_load_restores_consistent() {
         rows >= before && rows <= after,
         "the copy holds the transactions of a moment within the backup: {before} ≤ {rows} ≤ {after}"
     );
+
+    // The OPERATIONS recipe's drill: its validation unpacks the restored stream, starts the
+    // cluster and checks the same sums with a query; the drill passes only when they agree.
+    let script = work.join("validate.sh");
+    let drill_data = work.join("drill-data");
+    let port = free_port();
+    let (sock, b) = (work.join("sock3"), bin.display());
+    let run_as = if is_root() {
+        "runuser -u postgres --"
+    } else {
+        ""
+    };
+    let chown = if is_root() {
+        "chown -R postgres: \"$d\" \"$s\""
+    } else {
+        "true"
+    };
+    std::fs::write(
+        &script,
+        format!(
+            "set -e\nd={dd}; s={sock}; rm -rf \"$d\"; mkdir -p \"$d\" \"$s\"\n\
+             tar -xf \"$1/postgres/base.tar\" -C \"$d\"; {chown}; chmod 700 \"$d\"\n\
+             {run_as} {b}/pg_ctl -D \"$d\" -o \"-p {port} -k $s -c listen_addresses=\" -w start >/dev/null\n\
+             ok=$({b}/psql -h \"$s\" -p {port} -U postgres -d postgres -Atc \
+             'SELECT (SELECT sum(abalance) FROM pgbench_accounts) = (SELECT sum(delta) FROM pgbench_history)')\n\
+             {run_as} {b}/pg_ctl -D \"$d\" -m fast -w stop >/dev/null\n\
+             echo \"consistent: $ok\"; test \"$ok\" = t\n",
+            dd = drill_data.display(),
+            sock = sock.display(),
+        ),
+    )
+    .unwrap();
+    let config = env.path("drvault.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[drills]]\nname = \"postgres\"\npaths = [\"/postgres/base.tar\"]\n\
+             rto_objective = \"30m\"\nrpo_objective = \"24h\"\nvalidate_timeout = \"2m\"\n\
+             validate = [\"sh {} {{restore_dir}}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let out = env
+        .drtest()
+        .arg("--config")
+        .arg(&config)
+        .args(["--json", "run", "--plan", "postgres"])
+        .output()
+        .unwrap();
+    let record = String::from_utf8_lossy(&out.stdout).into_owned();
+    let d: serde_json::Value = serde_json::from_str(&record)
+        .unwrap_or_else(|e| panic!("{e}: {record} {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(d["passed"], true, "{}", d["validations"]);
+    assert!(
+        d["validations"][0]["output"]
+            .as_str()
+            .unwrap()
+            .contains("consistent: t"),
+        "{}",
+        d["validations"]
+    );
 }
