@@ -183,6 +183,10 @@ fn write_tar(
 ) -> std::io::Result<()> {
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Complete);
+    let mut fetcher = Fetcher::new(ctx, repo.clone());
+    if n_is_file(node) {
+        fetcher.enqueue_front(node.content.iter().copied());
+    }
     let mut expansion = drvault_repo::expansion::Expansion::default();
     let mut stack = vec![(path.to_string(), node.clone())];
     while let Some((path, n)) = stack.pop() {
@@ -194,6 +198,16 @@ fn write_tar(
             expansion
                 .visit(&tree, drvault_repo::expansion::weight(&t))
                 .map_err(std::io::Error::other)?;
+            // This directory's files are written next (before its later siblings'): their
+            // blobs go to the front of what is fetched ahead.
+            fetcher.enqueue_front(
+                t.entries
+                    .iter()
+                    .filter(|c| n_is_file(c))
+                    .flat_map(|c| c.content.iter().copied())
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            );
             for child in t.entries.into_iter().rev() {
                 let p = if path.is_empty() {
                     printable(&child.name)
@@ -206,14 +220,111 @@ fn write_tar(
         if path.is_empty() {
             continue;
         }
-        append(ctx, repo, &mut tar, &path, &n)?;
+        append(&mut fetcher, &mut tar, &path, &n)?;
     }
     tar.finish()
 }
 
+fn n_is_file(n: &Node) -> bool {
+    n.kind == NodeKind::File
+}
+
+/// Blobs fetched ahead across files, in the order a tar stream writes them: small files get the
+/// same overlap of reads as large ones. At most `WINDOW` blobs are in flight or waiting.
+struct Fetcher<'a> {
+    ctx: &'a Context,
+    repo: Arc<Repository>,
+    queue: VecDeque<Id>,
+    inflight: VecDeque<(Id, tokio::task::JoinHandle<drvault_repo::Result<Vec<u8>>>)>,
+}
+
+impl<'a> Fetcher<'a> {
+    const WINDOW: usize = 16;
+
+    fn new(ctx: &'a Context, repo: Arc<Repository>) -> Self {
+        Fetcher {
+            ctx,
+            repo,
+            queue: VecDeque::new(),
+            inflight: VecDeque::new(),
+        }
+    }
+
+    /// Puts `ids` (in order) before everything queued.
+    fn enqueue_front(&mut self, ids: impl DoubleEndedIterator<Item = Id>) {
+        for id in ids.rev() {
+            self.queue.push_front(id);
+        }
+        self.top_up();
+    }
+
+    fn top_up(&mut self) {
+        while self.inflight.len() < Self::WINDOW {
+            let Some(id) = self.queue.pop_front() else {
+                break;
+            };
+            let repo = self.repo.clone();
+            let handle = self
+                .ctx
+                .rt
+                .spawn(async move { repo.read_blob(BlobKind::Data, &id).await });
+            self.inflight.push_back((id, handle));
+        }
+    }
+
+    /// The blob `id`: from the reads in flight when it is one of them, read now otherwise.
+    fn take(&mut self, id: &Id) -> std::io::Result<Vec<u8>> {
+        let blob = match self.inflight.iter().position(|(i, _)| i == id) {
+            Some(at) => {
+                let (_, handle) = self
+                    .inflight
+                    .remove(at)
+                    .ok_or_else(|| std::io::Error::other("a blob read in flight went missing"))?;
+                self.ctx
+                    .rt
+                    .block_on(handle)
+                    .map_err(std::io::Error::other)?
+            }
+            None => {
+                if let Some(at) = self.queue.iter().position(|i| i == id) {
+                    self.queue.remove(at);
+                }
+                self.ctx
+                    .rt
+                    .block_on(self.repo.read_blob(BlobKind::Data, id))
+            }
+        };
+        self.top_up();
+        blob.map_err(std::io::Error::other)
+    }
+}
+
+/// A file's content for the tar stream, read through the [`Fetcher`].
+struct TarContent<'f, 'a> {
+    fetcher: &'f mut Fetcher<'a>,
+    ids: std::vec::IntoIter<Id>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for TarContent<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            let Some(id) = self.ids.next() else {
+                return Ok(0);
+            };
+            self.current = self.fetcher.take(&id)?;
+            self.at = 0;
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 fn append(
-    ctx: &Context,
-    repo: &Arc<Repository>,
+    fetcher: &mut Fetcher<'_>,
     tar: &mut tar::Builder<&mut crate::output::Out>,
     path: &str,
     n: &Node,
@@ -228,7 +339,12 @@ fn append(
         NodeKind::File => {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(n.size);
-            let reader = BlobReader::new(ctx, repo.clone(), n.content.clone());
+            let reader = TarContent {
+                fetcher,
+                ids: n.content.clone().into_iter(),
+                current: Vec::new(),
+                at: 0,
+            };
             tar.append_data(&mut h, path, reader)
         }
         NodeKind::Dir => {
