@@ -22,6 +22,8 @@ use super::cache::{BlobCache, TreeCache};
 const TTL: Duration = Duration::from_secs(3600);
 /// Blobs fetched ahead of a sequential reader.
 const READ_AHEAD: usize = 2;
+/// First blobs of a directory's files fetched when it is listed.
+const DIRECTORY_AHEAD: usize = 32;
 
 /// Children of a directory: (name, inode), sorted by name.
 type Children = Arc<Vec<(Vec<u8>, u64)>>;
@@ -188,6 +190,18 @@ impl SnapshotFs {
             });
             children.push((name, ino_of(inodes.len() - 1)));
         }
+        // `ls -l`, `cp -a` and `find | xargs cat` read a directory's files right after listing
+        // it: start fetching their first blobs now (bounded by the cache's share of reads).
+        let firsts: Vec<Id> = inodes[inodes.len() - children.len()..]
+            .iter()
+            .filter_map(|i| match &i.kind {
+                Kind::Entry { node, .. } if node.kind == NodeKind::File => {
+                    node.content.first().copied()
+                }
+                _ => None,
+            })
+            .take(DIRECTORY_AHEAD)
+            .collect();
         let children = Arc::new(children);
         if let Some(Inode {
             kind: Kind::Entry { children: c, .. },
@@ -196,6 +210,8 @@ impl SnapshotFs {
         {
             *c = Some(children.clone());
         }
+        drop(inodes);
+        self.fetch_ahead(&firsts, DIRECTORY_AHEAD);
         Ok(children)
     }
 
@@ -269,6 +285,17 @@ impl SnapshotFs {
         if let Some(b) = self.blobs.get(id) {
             return Ok(b);
         }
+        // Fetched ahead and on its way: wait for it (a while) rather than read it twice.
+        for _ in 0..400 {
+            let on_its_way = self.fetching.lock().is_ok_and(|f| f.contains(id));
+            if !on_its_way {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(b) = self.blobs.get(id) {
+            return Ok(b);
+        }
         let blob = self
             .rt
             .block_on(self.repo.read_blob(BlobKind::Data, id))
@@ -283,7 +310,12 @@ impl SnapshotFs {
 
     /// Starts fetching blobs a sequential reader will want next into the cache.
     fn read_ahead(&self, ids: &[Id]) {
-        for id in ids.iter().take(READ_AHEAD) {
+        self.fetch_ahead(ids, READ_AHEAD);
+    }
+
+    /// Starts fetching up to `limit` of `ids` that are neither cached nor on their way.
+    fn fetch_ahead(&self, ids: &[Id], limit: usize) {
+        for id in ids.iter().take(limit) {
             if self.blobs.get(id).is_some() {
                 continue;
             }
