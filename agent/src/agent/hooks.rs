@@ -93,7 +93,13 @@ pub struct Outcome<'a> {
 
 /// Runs the job's hooks of `phase` in order. `before` hooks stop at the first failure (the job
 /// then does not run); the others all run.
-pub fn run(job: &Job, phase: Phase, outcome: Option<&Outcome<'_>>) -> Vec<HookRun> {
+/// `scratch` is a directory of drvault's own (under the state directory) for their output.
+pub fn run(
+    job: &Job,
+    phase: Phase,
+    outcome: Option<&Outcome<'_>>,
+    scratch: &std::path::Path,
+) -> Vec<HookRun> {
     let j = &job.config;
     let commands = match phase {
         Phase::Before => &j.before,
@@ -112,7 +118,9 @@ pub fn run(job: &Job, phase: Phase, outcome: Option<&Outcome<'_>>) -> Vec<HookRu
             vars.push(("DRVAULT_SNAPSHOT_ID".into(), s.into()));
         }
     }
-    let scratch = std::env::temp_dir();
+    if !commands.is_empty() {
+        let _ = std::fs::create_dir_all(scratch);
+    }
     // Hooks get no secret, but one may still print a passphrase it reads from a file it can
     // reach: the passphrase drvault holds is redacted from what is kept.
     let mut redactor = Redactor::default();
@@ -121,7 +129,7 @@ pub fn run(job: &Job, phase: Phase, outcome: Option<&Outcome<'_>>) -> Vec<HookRu
     }
     let mut runs = Vec::new();
     for command in commands {
-        let run = run_shell(command, &vars, job.hook_timeout, &scratch, &redactor);
+        let run = run_shell(command, &vars, job.hook_timeout, scratch, &redactor);
         let hook = HookRun { phase, run };
         let passed = hook.passed();
         if passed {

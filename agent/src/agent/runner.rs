@@ -41,7 +41,8 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
         }
     };
     tracing::info!(job = %name, kind, "job started");
-    let mut hook_runs = hooks::run(job, Phase::Before, None);
+    let scratch = crate::context::state_dir(g).join("hooks");
+    let mut hook_runs = hooks::run(job, Phase::Before, None, &scratch);
     let (mut result, mut message, figures) =
         if let Some(failed) = hook_runs.iter().find(|h| !h.passed()) {
             let why = format!("{}; the job did not run", failed.failure());
@@ -65,7 +66,7 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
         message: &message,
         snapshot: figures.snapshot.as_deref(),
     };
-    let after = hooks::run(job, Phase::After, Some(&outcome));
+    let after = hooks::run(job, Phase::After, Some(&outcome), &scratch);
     if let Some(failed) = after.iter().find(|h| !h.passed()) {
         if matches!(result, RunResult::Success | RunResult::Partial) {
             result = RunResult::Failed;
@@ -85,7 +86,7 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
             message: &message,
             snapshot: figures.snapshot.as_deref(),
         };
-        hook_runs.extend(hooks::run(job, Phase::OnFailure, Some(&outcome)));
+        hook_runs.extend(hooks::run(job, Phase::OnFailure, Some(&outcome), &scratch));
     }
     let seconds = (super::history::now() - started).max(0.0);
     let snapshot = figures

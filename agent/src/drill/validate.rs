@@ -137,7 +137,19 @@ pub fn run_shell(
         seconds: 0.0,
         output: String::new(),
     };
-    let spawned = std::fs::File::create(&out_path).and_then(|f| {
+    // A new file, never one already there or a symlink (defence in depth: `scratch` is a
+    // directory of drvault's own, not a shared one like /tmp).
+    let _ = std::fs::remove_file(&out_path);
+    let created = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&out_path)
+    };
+    let spawned = created.and_then(|f| {
         let err = f.try_clone()?;
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(text).env_clear();
