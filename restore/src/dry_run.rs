@@ -32,9 +32,10 @@ pub(crate) fn dry_run(
     opts: &RestoreOptions,
     mut stats: RestoreStats,
 ) -> Result<RestoreStats> {
-    let target = match std::fs::symlink_metadata(&opts.target) {
-        Ok(_) => Some(Target::open(&opts.target)?),
-        Err(_) => None,
+    // Opened only when it is a directory already: `Target::open` creates what is missing.
+    let target = match std::fs::metadata(&opts.target) {
+        Ok(m) if m.is_dir() => Some(Target::open(&opts.target)?),
+        _ => None,
     };
     let shown = |rel: &Path| match &target {
         Some(t) => printable::path(&t.display(rel)),
@@ -57,10 +58,11 @@ pub(crate) fn dry_run(
                     .is_some() =>
             {
                 let there = std::fs::symlink_metadata(t.display(&e.rel)).is_ok();
-                if there {
-                    Some(t.existing_file(&e.rel)?)
-                } else {
-                    None
+                match (there, e.node.kind) {
+                    (false, _) => None,
+                    // Only a regular file is opened (a device node is never opened to look).
+                    (true, NodeKind::File) => Some(t.existing_file(&e.rel)?),
+                    (true, _) => Some(None),
                 }
             }
             _ => None,

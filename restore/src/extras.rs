@@ -76,8 +76,16 @@ pub(crate) fn stale_temps(target: &Target, complete: &[Vec<Vec<u8>>]) -> Result<
                 .ok()
                 .filter(|t| t.len() > 8)
                 .and_then(|t| u32::from_str_radix(&t[..t.len() - 8], 16).ok());
-            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-            if pid.is_some() && !alive {
+            // Liveness that cannot be checked (no /proc) counts as alive.
+            let alive = !Path::new("/proc/self").exists()
+                || pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            // Only a regular file, as a restore makes them: never a directory or a link.
+            let regular =
+                rustix::fs::statat(&fd, &name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                    rustix::fs::FileType::from_raw_mode(st.st_mode)
+                        == rustix::fs::FileType::RegularFile
+                });
+            if pid.is_some() && !alive && regular {
                 stale.push(Extra {
                     rel: rel.join(&name),
                 });

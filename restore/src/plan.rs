@@ -302,6 +302,11 @@ pub fn restore(
             reason: format!("directory not restored, nor anything below it: {why}"),
         });
     }
+    // The snapshot's names per directory, lost directories included: `--delete` must never take
+    // a directory whose listing could not be read for something the snapshot lacks.
+    let wanted = opts
+        .delete
+        .then(|| crate::dry_run::children_by_dir(&entries));
     let dropped: HashSet<usize> = lost_dirs.iter().map(|(i, _)| *i).collect();
     let mut index = 0;
     entries.retain(|_| {
@@ -360,7 +365,7 @@ pub fn restore(
         let extras = crate::extras::find(
             &target,
             &complete,
-            &crate::dry_run::children_by_dir(&entries),
+            wanted.as_ref().unwrap_or(&HashMap::new()),
             &opts.excludes,
         )?;
         stats.deleted = crate::extras::remove(&target, &extras)?;

@@ -672,6 +672,32 @@ fn a_damaged_directory_listing_loses_only_that_directory() {
             noise(2000, i)
         );
     }
+    // --delete never takes the copy already in the target of a directory whose listing is lost
+    // (its name is the snapshot's, even though its contents cannot be read).
+    fs::create_dir_all(got.join("lost")).unwrap();
+    fs::write(got.join("lost/mine"), b"the only copy left").unwrap();
+    fs::write(got.join("extra"), b"x").unwrap();
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--delete",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(code::INTEGRITY),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        fs::read(got.join("lost/mine")).unwrap(),
+        b"the only copy left"
+    );
+    assert!(
+        !got.join("extra").exists(),
+        "what the snapshot lacks still goes"
+    );
 }
 
 #[test]

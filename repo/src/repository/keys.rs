@@ -55,7 +55,22 @@ pub struct Progress {
 impl Repository {
     /// The newest keyring in storage (another process may have changed it since this one opened).
     async fn current_keyring(&self) -> Result<Keyring> {
-        Self::load_keyring(&self.store, self.keyring.master().clone()).await
+        let current = Self::load_keyring(&self.store, self.keyring.master().clone()).await?;
+        // A key operation built on an older keyring than the one this process opened (the
+        // provider withholding the newest) would bring back retired epochs: refuse it.
+        if current.generation() < self.keyring.generation()
+            || (self.keyring.config_hash().is_some() && current.config_hash().is_none())
+        {
+            return Err(Error::integrity(
+                paths::KEYRING,
+                format!(
+                    "the repository now offers keyring generation {}, older than generation {}                      this process opened: a target withholds the newest keyring (run `drvault                      check --all-targets`)",
+                    current.generation(),
+                    self.keyring.generation()
+                ),
+            ));
+        }
+        Ok(current)
     }
 
     /// Where this repository's catalog lives, when a state directory was given.
