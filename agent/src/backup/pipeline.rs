@@ -51,6 +51,8 @@ pub struct Pipeline {
     /// Blobs already stored or queued in this run.
     queued: Mutex<IdSet>,
     blobs_added: AtomicU64,
+    /// The ID of the chunker's run of zeros (holes, zeroed regions), computed once.
+    zero_id: std::sync::OnceLock<Id>,
 }
 
 impl Pipeline {
@@ -88,6 +90,7 @@ impl Pipeline {
             rt,
             queued: Mutex::default(),
             blobs_added: AtomicU64::new(0),
+            zero_id: std::sync::OnceLock::new(),
         })
     }
 
@@ -101,8 +104,19 @@ impl Pipeline {
         self.add_hashed(kind, self.repo.blob_id(data), data)
     }
 
-    /// [`Pipeline::add`] for a blob whose ID the caller computed (with [`Repository::blob_id`]).
-    pub fn add_hashed(&self, kind: BlobKind, id: Id, data: &[u8]) -> Result<Id> {
+    /// Stores a data chunk from a [`drvault_repo::chunker::ChunkStream`]; `zeros` is what the
+    /// stream said of it (the chunker's run of zeros, whose ID is computed once per backup).
+    pub fn add_data(&self, chunk: &[u8], zeros: bool) -> Result<Id> {
+        let id = if zeros {
+            *self.zero_id.get_or_init(|| self.repo.blob_id(chunk))
+        } else {
+            self.repo.blob_id(chunk)
+        };
+        self.add_hashed(BlobKind::Data, id, chunk)
+    }
+
+    /// [`Pipeline::add`] for a blob whose ID is already known.
+    fn add_hashed(&self, kind: BlobKind, id: Id, data: &[u8]) -> Result<Id> {
         if self.repo.has_blob(&id)
             || !self
                 .queued

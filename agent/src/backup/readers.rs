@@ -11,7 +11,6 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use drvault_repo::chunker::Chunker;
-use drvault_repo::format::BlobKind;
 use drvault_repo::Id;
 
 use super::pipeline::Pipeline;
@@ -101,8 +100,6 @@ impl Readers {
 
 fn reader_loop(rx: Receiver<ReadJob>, pipeline: Arc<Pipeline>, chunker: Chunker) {
     let mut buf = Vec::new();
-    // The ID of the chunker's run of zeros, computed the first time a hole is met.
-    let mut zero_id = None;
     for job in rx {
         let mut bytes_read = 0;
         let mut xattrs = None;
@@ -111,7 +108,6 @@ fn reader_loop(rx: Receiver<ReadJob>, pipeline: Arc<Pipeline>, chunker: Chunker)
             &chunker,
             &job.file,
             &mut buf,
-            &mut zero_id,
             &mut bytes_read,
             &mut xattrs,
         );
@@ -160,7 +156,6 @@ fn read_file(
     chunker: &Chunker,
     job: &FileToRead,
     buf: &mut Vec<u8>,
-    zero_id: &mut Option<Id>,
     bytes_read: &mut u64,
     xattrs: &mut Option<ReadXattrs>,
 ) -> Result<Vec<Id>, ReadError> {
@@ -184,17 +179,7 @@ fn read_file(
             return Err(ReadError::Store(crate::stop::Interrupted.into()));
         }
         *bytes_read += chunk.len() as u64;
-        // Holes and zeroed regions come as identical runs of zeros: hashed once.
-        let id = if zeros {
-            *zero_id.get_or_insert_with(|| pipeline.repo().blob_id(chunk))
-        } else {
-            pipeline.repo().blob_id(chunk)
-        };
-        content.push(
-            pipeline
-                .add_hashed(BlobKind::Data, id, chunk)
-                .map_err(ReadError::Store)?,
-        );
+        content.push(pipeline.add_data(chunk, zeros).map_err(ReadError::Store)?);
     }
     Ok(content)
 }

@@ -105,28 +105,11 @@ pub fn run(
         // echo), and no snapshot is made.
         Err(e) => return Err(pipeline.finish().err().unwrap_or(e)),
     };
-    let (uid, gid) = (
+    let owner = (
         rustix::process::geteuid().as_raw(),
         rustix::process::getegid().as_raw(),
     );
-    let node = |name: &[u8], kind: NodeKind, mode: u32| Node {
-        name: name.to_vec(),
-        kind,
-        mode,
-        uid,
-        gid,
-        mtime_ns: time_ns,
-        atime_ns: time_ns,
-        ctime_ns: time_ns,
-        size: 0,
-        inode: 0,
-        device: 0,
-        rdev: 0,
-        content: Vec::new(),
-        subtree: None,
-        target: Vec::new(),
-        xattrs: Vec::new(),
-    };
+    let node = |name: &[u8], kind, mode| Node::bare(name.to_vec(), kind, mode, owner, time_ns);
     // A dump holds a service's data: readable by its owner only, as are its directories.
     let (last, dirs) = components
         .split_last()
@@ -246,7 +229,6 @@ fn store_reader(
     let mut buf = Vec::new();
     let mut stream = chunker.stream(reader, &mut buf);
     let (mut content, mut size) = (Vec::new(), 0u64);
-    let mut zero_id = None;
     while let Some((chunk, zeros)) = stream
         .next_chunk()
         .context("cannot read the stream; no snapshot was made")?
@@ -255,12 +237,7 @@ fn store_reader(
             return Err(crate::stop::Interrupted.into());
         }
         size += chunk.len() as u64;
-        let id = if zeros {
-            *zero_id.get_or_insert_with(|| repo.blob_id(chunk))
-        } else {
-            repo.blob_id(chunk)
-        };
-        content.push(pipeline.add_hashed(BlobKind::Data, id, chunk)?);
+        content.push(pipeline.add_data(chunk, zeros)?);
     }
     Ok((content, size))
 }

@@ -16,9 +16,6 @@ use crate::exit::Exit;
 
 use super::printable;
 
-/// Blob reads in flight ahead of the one being written.
-const AHEAD: usize = 4;
-
 pub fn run(ctx: &Context, g: &Global, a: &DumpArgs) -> Result<Exit> {
     let repo = ctx.open(g)?;
     let snaps = ctx.rt.block_on(repo.snapshots())?;
@@ -36,7 +33,9 @@ pub fn run(ctx: &Context, g: &Global, a: &DumpArgs) -> Result<Exit> {
     let mut out = crate::output::Out;
     let written = match (node.kind, a.archive) {
         (NodeKind::File, None) => {
-            let mut r = BlobReader::new(ctx, repo.clone(), node.content.clone());
+            let mut fetcher = Fetcher::new(ctx, repo.clone());
+            fetcher.enqueue_front(node.content.iter().copied());
+            let mut r = Content::new(&mut fetcher, &node);
             std::io::copy(&mut r, &mut out).map(|_| ())
         }
         (NodeKind::Dir, _) | (_, Some(ArchiveFormat::Tar)) => {
@@ -91,85 +90,7 @@ pub(super) fn lookup(
 }
 
 fn directory_defaults() -> Node {
-    Node {
-        name: Vec::new(),
-        kind: NodeKind::Dir,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        mtime_ns: 0,
-        atime_ns: 0,
-        ctime_ns: 0,
-        size: 0,
-        inode: 0,
-        device: 0,
-        rdev: 0,
-        content: Vec::new(),
-        subtree: None,
-        target: Vec::new(),
-        xattrs: Vec::new(),
-    }
-}
-
-/// A file's content as a `Read`: its blobs in order, a few fetched ahead.
-struct BlobReader<'a> {
-    ctx: &'a Context,
-    repo: Arc<Repository>,
-    next: std::vec::IntoIter<Id>,
-    pending: VecDeque<tokio::task::JoinHandle<drvault_repo::Result<Vec<u8>>>>,
-    current: Vec<u8>,
-    at: usize,
-}
-
-impl<'a> BlobReader<'a> {
-    fn new(ctx: &'a Context, repo: Arc<Repository>, ids: Vec<Id>) -> Self {
-        let mut r = BlobReader {
-            ctx,
-            repo,
-            next: ids.into_iter(),
-            pending: VecDeque::new(),
-            current: Vec::new(),
-            at: 0,
-        };
-        for _ in 0..AHEAD {
-            r.fetch_one();
-        }
-        r
-    }
-
-    fn fetch_one(&mut self) {
-        if let Some(id) = self.next.next() {
-            let repo = self.repo.clone();
-            self.pending.push_back(
-                self.ctx
-                    .rt
-                    .spawn(async move { repo.read_blob(BlobKind::Data, &id).await }),
-            );
-        }
-    }
-}
-
-impl Read for BlobReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.current.len() {
-            let Some(handle) = self.pending.pop_front() else {
-                return Ok(0);
-            };
-            self.fetch_one();
-            let blob = self
-                .ctx
-                .rt
-                .block_on(handle)
-                .map_err(std::io::Error::other)?
-                .map_err(std::io::Error::other)?;
-            self.current = blob;
-            self.at = 0;
-        }
-        let n = buf.len().min(self.current.len() - self.at);
-        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
+    Node::bare(Vec::new(), NodeKind::Dir, 0o755, (0, 0), 0)
 }
 
 /// `node` and everything below it as a tar stream (ustar with GNU long names), paths as in the
@@ -229,8 +150,9 @@ fn n_is_file(n: &Node) -> bool {
     n.kind == NodeKind::File
 }
 
-/// Blobs fetched ahead across files, in the order a tar stream writes them: small files get the
-/// same overlap of reads as large ones. At most `WINDOW` blobs are in flight or waiting.
+/// Blobs fetched ahead, within a file and across the files of a tar stream in the order it
+/// writes them: small files get the same overlap of reads as large ones. At most `WINDOW` blobs
+/// are in flight or waiting, so memory stays a few chunks.
 struct Fetcher<'a> {
     ctx: &'a Context,
     repo: Arc<Repository>,
@@ -299,15 +221,26 @@ impl<'a> Fetcher<'a> {
     }
 }
 
-/// A file's content for the tar stream, read through the [`Fetcher`].
-struct TarContent<'f, 'a> {
+/// A file's content as a `Read`, its blobs taken from the [`Fetcher`] in order.
+struct Content<'f, 'a> {
     fetcher: &'f mut Fetcher<'a>,
     ids: std::vec::IntoIter<Id>,
     current: Vec<u8>,
     at: usize,
 }
 
-impl Read for TarContent<'_, '_> {
+impl<'f, 'a> Content<'f, 'a> {
+    fn new(fetcher: &'f mut Fetcher<'a>, node: &Node) -> Self {
+        Content {
+            fetcher,
+            ids: node.content.clone().into_iter(),
+            current: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for Content<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.at == self.current.len() {
             let Some(id) = self.ids.next() else {
@@ -339,12 +272,7 @@ fn append(
         NodeKind::File => {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(n.size);
-            let reader = TarContent {
-                fetcher,
-                ids: n.content.clone().into_iter(),
-                current: Vec::new(),
-                at: 0,
-            };
+            let reader = Content::new(fetcher, n);
             tar.append_data(&mut h, path, reader)
         }
         NodeKind::Dir => {

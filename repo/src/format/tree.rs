@@ -51,6 +51,32 @@ pub struct Node {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+impl Node {
+    /// A node made rather than read from a file system (a stream's file, a directory around
+    /// it, a snapshot's root): no content, subtree, link target or extended attributes, and one
+    /// time for modification, access and change.
+    pub fn bare(name: Vec<u8>, kind: NodeKind, mode: u32, owner: (u32, u32), time_ns: i64) -> Node {
+        Node {
+            name,
+            kind,
+            mode,
+            uid: owner.0,
+            gid: owner.1,
+            mtime_ns: time_ns,
+            atime_ns: time_ns,
+            ctime_ns: time_ns,
+            size: 0,
+            inode: 0,
+            device: 0,
+            rdev: 0,
+            content: Vec::new(),
+            subtree: None,
+            target: Vec::new(),
+            xattrs: Vec::new(),
+        }
+    }
+}
+
 /// Refuses a name that could escape its directory when restored.
 pub fn validate_name(name: &[u8]) -> Result<()> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)

@@ -125,22 +125,8 @@ fn layout(snapshots: &[(Id, Snapshot)]) -> Vec<Inode> {
         inodes.len() as u64
     };
     let root_of = |s: &Snapshot| Node {
-        name: Vec::new(),
-        kind: NodeKind::Dir,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        mtime_ns: s.time_ns,
-        atime_ns: s.time_ns,
-        ctime_ns: s.time_ns,
-        size: 0,
-        inode: 0,
-        device: 0,
-        rdev: 0,
-        content: Vec::new(),
         subtree: Some(s.tree),
-        target: Vec::new(),
-        xattrs: Vec::new(),
+        ..Node::bare(Vec::new(), NodeKind::Dir, 0o755, (0, 0), s.time_ns)
     };
     // snapshots/<short id>: a longer prefix where two IDs share the short one.
     let mut by_id = Vec::new();
