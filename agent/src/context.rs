@@ -233,6 +233,31 @@ impl Context {
         Ok(Arc::new(repo))
     }
 
+    /// Runs one backup through the backup library, opening the repository for it (and once
+    /// more when a rotation happened since the opening: nothing was written then). Warns of
+    /// the objects a target missed.
+    pub fn backup(
+        &self,
+        g: &Global,
+        req: &drvault_backup::BackupRequest,
+        controls: &mut drvault_backup::Controls,
+    ) -> Result<drvault_backup::BackupOutcome> {
+        let repo = self.open_without_index(g)?;
+        let out = match drvault_backup::run(&self.rt, repo, req, controls) {
+            Err(drvault_backup::Error::Repo(drvault_repo::Error::KeyringChanged)) => {
+                drvault_backup::run(&self.rt, self.open_without_index(g)?, req, controls)?
+            }
+            other => other?,
+        };
+        for (target, n) in &out.owed {
+            eprintln!(
+                "drvault: target {target} missed {n} objects (the write quorum holds them); \
+                 run `drvault sync` once it is back"
+            );
+        }
+        Ok(out)
+    }
+
     pub fn open(&self, g: &Global) -> Result<Arc<Repository>> {
         let store = self.store(false)?;
         let pass = crate::password::read(g.password_file.as_deref(), false)?;

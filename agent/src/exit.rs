@@ -70,8 +70,12 @@ pub fn classify(e: &anyhow::Error) -> Exit {
         if cause.is::<UsageError>() {
             return Exit::Usage;
         }
-        if cause.is::<crate::stop::Interrupted>() {
-            return Exit::Interrupted;
+        if let Some(b) = cause.downcast_ref::<drvault_backup::Error>() {
+            match b {
+                drvault_backup::Error::Interrupted => return Exit::Interrupted,
+                drvault_backup::Error::Repo(r) => return repo_exit(r),
+                _ => return Exit::Failure,
+            }
         }
         if let Some(r) = cause.downcast_ref::<RepoError>() {
             return repo_exit(r);
@@ -100,6 +104,7 @@ fn repo_exit(r: &RepoError) -> Exit {
         RepoError::Key(drvault_keyring::Error::UnknownEpoch(_)) => Exit::Integrity,
         RepoError::NoRepository { .. } => Exit::NoRepository,
         RepoError::Locked { .. } => Exit::Locked,
+        RepoError::Interrupted => Exit::Interrupted,
         r if r.is_not_permitted() => Exit::NotPermitted,
         _ => Exit::Failure,
     }
@@ -138,7 +143,12 @@ mod tests {
             reason: "bad tag".into(),
         };
         assert_eq!(code(damaged.into()), 20);
-        assert_eq!(code(crate::stop::Interrupted.into()), 130);
+        assert_eq!(code(drvault_backup::Error::Interrupted.into()), 130);
+        assert_eq!(code(RepoError::Interrupted.into()), 130);
+        assert_eq!(
+            code(drvault_backup::Error::Request("gone".into()).into()),
+            1
+        );
         assert_eq!(code(UsageError("no rule".into()).into()), 2);
         assert_eq!(code(anyhow::anyhow!("other")), 1);
     }

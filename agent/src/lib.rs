@@ -4,7 +4,7 @@
 mod output;
 mod agent;
 mod alloc;
-mod backup;
+mod backup_progress;
 mod cli;
 mod commands;
 mod config;

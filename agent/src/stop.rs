@@ -1,20 +1,31 @@
-//! A process-wide request to stop at the next clean point (SIGTERM in the agent, Ctrl-C in
-//! `drvault backup`): the backup walk checks it between entries, so what was uploaded is
-//! indexed and the next backup continues from it.
+//! The process's stop request: SIGTERM in the agent, Ctrl-C in `drvault backup`. The signal
+//! handlers cancel one process-wide token, and every operation started here is given a clone
+//! of it ([`token`]); the libraries only see the token they are passed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
-static REQUESTED: AtomicBool = AtomicBool::new(false);
+use drvault_repo::cancel::Cancel;
+
+static TOKEN: OnceLock<Cancel> = OnceLock::new();
+
+/// The token the signal handlers cancel.
+pub fn token() -> Cancel {
+    TOKEN.get_or_init(Cancel::new).clone()
+}
 
 pub fn request() {
-    REQUESTED.store(true, Ordering::SeqCst);
+    token().cancel();
 }
 
-pub fn requested() -> bool {
-    REQUESTED.load(Ordering::SeqCst)
+/// Whether `e` says the operation stopped on such a request (at a clean point).
+pub fn is_interrupted(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<drvault_backup::Error>(),
+            Some(drvault_backup::Error::Interrupted)
+        ) || matches!(
+            c.downcast_ref::<drvault_repo::Error>(),
+            Some(drvault_repo::Error::Interrupted)
+        )
+    })
 }
-
-/// The error a backup returns when it stopped on request.
-#[derive(Debug, thiserror::Error)]
-#[error("the backup was stopped on request; what it uploaded is indexed and the next backup continues from it")]
-pub struct Interrupted;

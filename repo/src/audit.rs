@@ -339,7 +339,7 @@ async fn copy_to_catalog(repo: &Repository, entry: &AuditEntry) {
     if let Some(dir) = repo.catalog_dir() {
         let e = entry.clone();
         let r = tokio::task::spawn_blocking(move || Catalog::open(&dir)?.add_audit(&e)).await;
-        if let Err(err) = r.map_err(|e| Error::Invalid(e.to_string())).and_then(|r| r) {
+        if let Err(err) = r.map_err(Error::task).and_then(|r| r) {
             tracing::warn!("audit entry {} not copied to the catalog: {err}", entry.seq);
         }
     }
@@ -458,7 +458,7 @@ pub async fn verify(repo: &Repository) -> Result<VerifyReport> {
             Ok::<_, Error>(before)
         })
         .await
-        .map_err(|e| Error::Invalid(e.to_string()))??;
+        .map_err(Error::task)??;
         report.catalog_entries = copies.len() as u64;
         for (seq, stored_hash, entry) in copies {
             let own = entry.as_ref().map(AuditEntry::hash);

@@ -84,6 +84,14 @@ pub enum Error {
     /// repository; a write the storage refuses).
     #[error("not permitted: {0}")]
     NotPermitted(String),
+    /// The operation stopped at a clean point because its [`crate::cancel::Cancel`] was
+    /// set (SIGTERM, Ctrl-C, the agent's shutdown); what it finished is durable.
+    #[error("stopped on request at a clean point; what was done is kept, and running it again continues from there")]
+    Interrupted,
+    /// A bug or a broken invariant inside drvault (a poisoned lock, a panicked task): not
+    /// the caller's input, not worth a retry; please report it.
+    #[error("internal error: {0}; this is a bug in drvault, please report it")]
+    Internal(String),
     /// Invalid argument from the caller (a bad URL, a path that cannot be a repository).
     #[error("{0}")]
     Invalid(String),
@@ -119,6 +127,11 @@ impl Error {
                     ..
                 }
         )
+    }
+
+    /// A blocking task that panicked or was cancelled: a bug, not the caller's input.
+    pub(crate) fn task(e: tokio::task::JoinError) -> Self {
+        Error::Internal(format!("a worker task failed: {e}"))
     }
 
     pub(crate) fn integrity(

@@ -170,7 +170,7 @@ async fn owns(store: &Store, seq: u64, body: &LeaseBody, exact: bool) -> Result<
 /// Afterwards the newest number must be `seq`: a superseded number that was deleted can be
 /// created again by a process that paused, and is then not the lease.
 async fn create(store: &Store, seq: u64, body: &LeaseBody, exact: bool) -> Result<()> {
-    let bytes = serde_json::to_vec(body).map_err(|e| Error::Invalid(e.to_string()))?;
+    let bytes = serde_json::to_vec(body).map_err(|e| Error::Internal(e.to_string()))?;
     let name = lease_name(seq);
     let written_at = now();
     match store.create_on_majority(&name, Bytes::from(bytes)).await {
@@ -245,7 +245,7 @@ impl Lease {
         let status = self
             .status
             .lock()
-            .map_err(|_| Error::Invalid("lease status lock poisoned".into()))?;
+            .map_err(|_| Error::Internal("lease status lock poisoned".into()))?;
         if let Some(why) = &status.lost {
             return Err(Error::Invalid(format!(
                 "the maintenance lease was lost ({why}); stopping before the next destructive step"

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod blob;
+pub mod cancel;
 pub mod catalog;
 pub mod check;
 pub mod chunker;

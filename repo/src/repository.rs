@@ -216,7 +216,7 @@ impl Repository {
             KeySlot::create(SlotKind::Passphrase, now, kdf, &pass, &label, &master)
         })
         .await
-        .map_err(|e| Error::Invalid(e.to_string()))??;
+        .map_err(Error::task)??;
         // The config is written first with a create-only put: a second init on the same
         // location fails here, before anything else is written.
         store
@@ -334,7 +334,7 @@ impl Repository {
             KeySlot::create(kind, now, kdf, &pass, &label, &master)
         })
         .await
-        .map_err(|e| Error::Invalid(e.to_string()))??;
+        .map_err(Error::task)??;
         let bytes = slot.encode();
         let name = paths::key(&Id::of_stored(&bytes));
         self.store.put_new(&name, bytes.into(), true).await?;
@@ -463,7 +463,7 @@ impl Repository {
             Err(Error::WrongPassphrase)
         })
         .await
-        .map_err(|e| Error::Invalid(e.to_string()))??;
+        .map_err(Error::task)??;
         if let Some(p) = remembered {
             if last.as_deref() != Some(name.as_str())
                 && p.parent()
@@ -583,13 +583,13 @@ impl Repository {
             *self
                 .index
                 .write()
-                .map_err(|_| Error::Invalid("index lock poisoned".into()))? = idx;
+                .map_err(|_| Error::Internal("index lock poisoned".into()))? = idx;
             return Ok(());
         };
         let wanted: std::collections::HashSet<String> = names.iter().cloned().collect();
         let mut catalog = tokio::task::spawn_blocking(move || Catalog::open(&dir))
             .await
-            .map_err(|e| Error::Invalid(e.to_string()))??;
+            .map_err(Error::task)??;
         let known = catalog.known_indexes()?;
         let missing: Vec<String> = names
             .iter()
@@ -638,18 +638,18 @@ impl Repository {
             Ok(catalog)
         })
         .await
-        .map_err(|e| Error::Invalid(e.to_string()))??;
+        .map_err(Error::task)??;
         let mut idx = MemIndex::default();
         catalog.for_each_blob(|pack, entry| idx.load(pack, entry))?;
         idx.seal();
         *self
             .index
             .write()
-            .map_err(|_| Error::Invalid("index lock poisoned".into()))? = idx;
+            .map_err(|_| Error::Internal("index lock poisoned".into()))? = idx;
         *self
             .catalog
             .lock()
-            .map_err(|_| Error::Invalid("catalog lock poisoned".into()))? = Some(catalog);
+            .map_err(|_| Error::Internal("catalog lock poisoned".into()))? = Some(catalog);
         Ok(())
     }
 
@@ -674,27 +674,33 @@ impl Repository {
         Ok((name, file))
     }
 
+    /// The index for a query. A lock poisoned by a panicking writer still holds a whole index
+    /// (writers replace it or add entries, never leave one half-made), so it is read rather
+    /// than taken for empty: "no blobs" would make a check pass and a backup re-upload.
+    fn index_query(&self) -> std::sync::RwLockReadGuard<'_, MemIndex> {
+        self.index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn has_blob(&self, id: &Id) -> bool {
-        self.index.read().map(|i| i.contains(id)).unwrap_or(false)
+        self.index_query().contains(id)
     }
 
     pub fn locate(&self, id: &Id) -> Option<Location> {
-        let idx = self.index.read().ok()?;
+        let idx = self.index_query();
         idx.get(id).map(|s| idx.location(id, s))
     }
 
     /// Every indexed blob with its pack.
     pub fn index_entries(&self) -> Vec<Location> {
-        match self.index.read() {
-            Ok(idx) => idx
-                .loaded
-                .iter()
-                .map(|(id, s)| (id, s))
-                .chain(idx.added.iter())
-                .map(|(id, s)| idx.location(id, s))
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+        let idx = self.index_query();
+        idx.loaded
+            .iter()
+            .map(|(id, s)| (id, s))
+            .chain(idx.added.iter())
+            .map(|(id, s)| idx.location(id, s))
+            .collect()
     }
 
     /// Uploads a finished pack and records its blobs for the next index object.
@@ -707,14 +713,14 @@ impl Repository {
             let mut idx = self
                 .index
                 .write()
-                .map_err(|_| Error::Invalid("index lock poisoned".into()))?;
+                .map_err(|_| Error::Internal("index lock poisoned".into()))?;
             for e in &pack.entries {
                 idx.insert(pack.id, *e);
             }
         }
         self.pending
             .lock()
-            .map_err(|_| Error::Invalid("pending index lock poisoned".into()))?
+            .map_err(|_| Error::Internal("pending index lock poisoned".into()))?
             .push(IndexPack {
                 pack: pack.id,
                 blobs: pack.entries,
@@ -727,7 +733,7 @@ impl Repository {
         match self
             .backup_liveness
             .lock()
-            .map_err(|_| Error::Invalid("session lock poisoned".into()))?
+            .map_err(|_| Error::Internal("session lock poisoned".into()))?
             .as_ref()
         {
             Some(l) => l.confirm(),
@@ -741,7 +747,7 @@ impl Repository {
     pub async fn write_index_object(&self, packs: Vec<IndexPack>) -> Result<u64> {
         self.pending
             .lock()
-            .map_err(|_| Error::Invalid("pending index lock poisoned".into()))?
+            .map_err(|_| Error::Internal("pending index lock poisoned".into()))?
             .extend(packs);
         self.flush_index().await
     }
@@ -756,7 +762,7 @@ impl Repository {
             &mut *self
                 .pending
                 .lock()
-                .map_err(|_| Error::Invalid("lock poisoned".into()))?,
+                .map_err(|_| Error::Internal("lock poisoned".into()))?,
         );
         let mut written = 0;
         let mut batch: Vec<IndexPack> = Vec::new();
@@ -812,7 +818,7 @@ impl Repository {
         }
         if let Some(dir) = self.state_dir.clone() {
             let r = tokio::task::spawn_blocking(move || Catalog::open(&dir)?.add_owed(&owed)).await;
-            if let Err(e) = r.map_err(|e| Error::Invalid(e.to_string())).and_then(|r| r) {
+            if let Err(e) = r.map_err(Error::task).and_then(|r| r) {
                 tracing::warn!(
                     "owed objects not recorded in the catalog (a listing still finds them): {e}"
                 );
@@ -823,7 +829,7 @@ impl Repository {
 
     /// Adds index objects this process wrote to the catalog, so the next run need not fetch them.
     async fn remember_indexes(&self, files: Vec<(String, IndexFile)>) -> Result<()> {
-        let poisoned = || Error::Invalid("catalog lock poisoned".into());
+        let poisoned = || Error::Internal("catalog lock poisoned".into());
         let Some(mut catalog) = self.catalog.lock().map_err(|_| poisoned())?.take() else {
             return Ok(());
         };
@@ -832,7 +838,7 @@ impl Repository {
             Ok(catalog)
         })
         .await
-        .map_err(|e| Error::Invalid(e.to_string()))??;
+        .map_err(Error::task)??;
         *self.catalog.lock().map_err(|_| poisoned())? = Some(catalog);
         Ok(())
     }
@@ -933,7 +939,7 @@ impl Repository {
     }
 
     async fn tree_pack(&self, pack: &Id, name: &str) -> Result<Bytes> {
-        let poisoned = || Error::Invalid("tree cache lock poisoned".into());
+        let poisoned = || Error::Internal("tree cache lock poisoned".into());
         {
             let cache = self.tree_packs.lock().map_err(|_| poisoned())?;
             if let Some(b) = cache.get(pack) {

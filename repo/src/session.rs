@@ -139,7 +139,7 @@ impl Session {
             heartbeat: t,
             pid_scope: pid_scope(),
         };
-        let bytes = serde_json::to_vec(&body).map_err(|e| Error::Invalid(e.to_string()))?;
+        let bytes = serde_json::to_vec(&body).map_err(|e| Error::Internal(e.to_string()))?;
         // A write below the quorum, or a clock out of bounds, leaves no session behind.
         let written = match store.put_new(&name, Bytes::from(bytes), false).await {
             Ok(()) => store.check_clock(&name, t, CLOCK_SKEW_BOUND).await,

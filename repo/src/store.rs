@@ -230,7 +230,7 @@ impl Store {
             let mut owed = self
                 .owed
                 .lock()
-                .map_err(|_| Error::Invalid("owed list lock poisoned".into()))?;
+                .map_err(|_| Error::Internal("owed list lock poisoned".into()))?;
             for (t, e) in failures {
                 tracing::warn!(
                     "target {t} missed {name} ({e}); it owes the object until `drvault sync`"

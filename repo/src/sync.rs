@@ -235,5 +235,5 @@ pub async fn record_survey(
         Ok(())
     })
     .await
-    .map_err(|e| Error::Invalid(e.to_string()))?
+    .map_err(Error::task)?
 }

@@ -163,17 +163,30 @@ fn stdin_is_stored_and_the_command_gets_no_secret() {
         .output()
         .unwrap();
     assert!(dumped.stdout == data);
-    // drvault's passphrase (in its environment here) does not reach the command.
-    env.ok(&[
-        "backup",
-        "--stdin-filename",
-        "env.txt",
-        "--stdin-from-command",
-        "--",
-        "sh",
-        "-c",
-        "echo \"password=$DRVAULT_PASSWORD\"; echo \"path=$PATH\"",
-    ]);
+    // drvault's passphrase (in its environment here) and any cloud credential, whatever its
+    // name, do not reach the command.
+    let out = env
+        .cmd()
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", "/secret/aws-token")
+        .env("AZURE_STORAGE_SAS_TOKEN", "sas-secret")
+        .env("GOOGLE_OAUTH_ACCESS_TOKEN", "gcs-secret")
+        .args([
+            "backup",
+            "--stdin-filename",
+            "env.txt",
+            "--stdin-from-command",
+            "--",
+            "sh",
+            "-c",
+            "echo \"password=$DRVAULT_PASSWORD\"; echo \"path=$PATH\"; env",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dumped = env
         .cmd()
         .args(["dump", "latest", "/env.txt"])
@@ -182,6 +195,12 @@ fn stdin_is_stored_and_the_command_gets_no_secret() {
     let text = String::from_utf8_lossy(&dumped.stdout);
     assert!(text.contains("password=\n"), "{text}");
     assert!(!text.contains(PASSWORD), "{text}");
+    for secret in ["aws-token", "sas-secret", "gcs-secret"] {
+        assert!(
+            !text.contains(secret),
+            "{secret} reached the command: {text}"
+        );
+    }
     assert!(
         text.contains("path=/"),
         "the rest of the environment is kept: {text}"

@@ -7,7 +7,9 @@ use drvault_repo::sync::{survey, TargetStatus};
 
 use super::history::{Figures, History, Run, RunResult};
 use super::hooks::{self, Outcome, Phase};
-use crate::cli::{BackupArgs, Cli, Global};
+use drvault_backup::{BackupRequest, Controls, Parent, Source, StreamSource};
+
+use crate::cli::{Cli, Global};
 use crate::config::{Config, Job, JobKind};
 use crate::context::Context;
 use crate::exit::Exit;
@@ -51,7 +53,7 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
             match &ctx {
                 Ok(ctx) => match execute(ctx, g, job) {
                     Ok(done) => done,
-                    Err(e) if e.chain().any(|c| c.is::<crate::stop::Interrupted>()) => {
+                    Err(e) if crate::stop::is_interrupted(&e) => {
                         (RunResult::Interrupted, format!("{e:#}"), Figures::default())
                     }
                     Err(e) => (RunResult::Failed, format!("{e:#}"), Figures::default()),
@@ -143,34 +145,34 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
 fn execute(ctx: &Context, g: &Global, job: &Job) -> Result<(RunResult, String, Figures)> {
     let j = &job.config;
     if j.kind == JobKind::Backup {
-        let stream = !j.stdin_command.is_empty();
-        let args = BackupArgs {
-            paths: if stream {
-                j.stdin_command.iter().map(Into::into).collect()
-            } else {
-                j.paths.iter().map(Into::into).collect()
-            },
-            stdin_from_command: stream,
-            stdin: false,
-            stdin_filename: j.stdin_filename.clone().unwrap_or_else(|| "stdin".into()),
-            command_env: j.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        let source = if j.stdin_command.is_empty() {
+            Source::Paths {
+                paths: j.paths.iter().map(Into::into).collect(),
+                excludes: j.exclude.clone(),
+                one_file_system: j.one_file_system,
+            }
+        } else {
+            Source::Stream {
+                source: StreamSource::Command {
+                    argv: j.stdin_command.iter().map(Into::into).collect(),
+                    env: j.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                },
+                filename: j.stdin_filename.clone().unwrap_or_else(|| "stdin".into()),
+            }
+        };
+        let req = BackupRequest {
+            source,
             tags: j.tags.clone(),
-            excludes: j.exclude.clone(),
-            one_file_system: j.one_file_system,
-            parent: None,
-            host: j.host.clone(),
-            init: false,
+            parent: Parent::Latest,
+            host: j.host.clone().unwrap_or_else(drvault_repo::host::hostname),
         };
-        let done = crate::commands::backup::backup_once(ctx, g, &args)?;
-        let s = &done.outcome.snapshot.summary;
-        let figures = Figures {
-            snapshot: Some(done.outcome.id.to_hex()),
-            snapshot_time: Some(done.outcome.snapshot.time_ns as f64 / 1e9),
-            files: s.files_new + s.files_changed + s.files_unchanged,
-            bytes_read: s.bytes_read,
-            bytes_added: s.bytes_added,
-            errors: s.errors,
+        let mut controls = Controls {
+            cancel: crate::stop::token(),
+            progress: None,
         };
+        let done = ctx.backup(g, &req, &mut controls)?;
+        let figures = crate::commands::backup::outcome_figures(&done);
+        let s = &done.snapshot.summary;
         let mut notes = Vec::new();
         if s.errors > 0 {
             notes.push(format!("{} entries could not be read", s.errors));

@@ -243,7 +243,7 @@ impl JobConfig {
             );
         }
         if let Some(f) = &self.stdin_filename {
-            crate::backup::filename_components(f).with_context(|| format!("job {name}"))?;
+            drvault_backup::filename_components(f).with_context(|| format!("job {name}"))?;
         }
         match self.kind {
             JobKind::Backup if self.paths.is_empty() && self.stdin_command.is_empty() => {

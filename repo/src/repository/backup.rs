@@ -66,7 +66,7 @@ impl Repository {
                 *self
                     .backup_liveness
                     .lock()
-                    .map_err(|_| Error::Invalid("session lock poisoned".into()))? =
+                    .map_err(|_| Error::Internal("session lock poisoned".into()))? =
                     Some(session.liveness());
                 Ok(session)
             }
@@ -169,7 +169,7 @@ impl Repository {
         let mut idx = self
             .index
             .write()
-            .map_err(|_| Error::Invalid("index lock poisoned".into()))?;
+            .map_err(|_| Error::Internal("index lock poisoned".into()))?;
         let numbers: std::collections::HashSet<u32> = packs
             .iter()
             .filter_map(|p| idx.pack_numbers.get(p).copied())

@@ -168,7 +168,7 @@ impl Repository {
             slots.into_iter().find(|(_, s)| s.unwrap_with(&old).is_ok())
         })
         .await
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+        .map_err(Error::task)?;
         let Some((old_name, old_slot)) = found else {
             return Err(Error::WrongPassphrase);
         };
@@ -307,7 +307,7 @@ impl Repository {
                         })
                 })
                 .await
-                .map_err(|e| Error::Invalid(e.to_string()))?
+                .map_err(Error::task)?
                 .ok_or(Error::WrongPassphrase)?
             };
             let mut kr = self.current_keyring().await?;
@@ -322,7 +322,7 @@ impl Repository {
                 KeySlot::create(kind, now, kdf, &pass, &label, &master)
             })
             .await
-            .map_err(|e| Error::Invalid(e.to_string()))??;
+            .map_err(Error::task)??;
             let bytes = slot.encode();
             let new_slot = paths::key(&Id::of_stored(&bytes));
             self.store.put_new(&new_slot, bytes.into(), true).await?;
@@ -512,7 +512,7 @@ impl Repository {
                     reseal_pack(&keyring, &bytes, &entries, size)
                 })
                 .await
-                .map_err(|e| Error::Invalid(e.to_string()))??;
+                .map_err(Error::task)??;
                 Ok(Some(pack))
             })
             .buffer_unordered(3);
@@ -560,7 +560,7 @@ impl Repository {
         }
         self.pending
             .lock()
-            .map_err(|_| Error::Invalid("lock poisoned".into()))?
+            .map_err(|_| Error::Internal("lock poisoned".into()))?
             .extend(keep);
         self.flush_index().await?;
         let now_listed: HashSet<String> = self

@@ -204,7 +204,7 @@ impl Repository {
     fn index_read(&self) -> Result<std::sync::RwLockReadGuard<'_, MemIndex>> {
         self.index
             .read()
-            .map_err(|_| Error::Invalid("index lock poisoned".into()))
+            .map_err(|_| Error::Internal("index lock poisoned".into()))
     }
 
     /// Every pack in `data/` with its size and time.
@@ -587,7 +587,7 @@ impl Repository {
             queued += keep.iter().map(|p| p.blobs.len()).sum::<usize>();
             self.pending
                 .lock()
-                .map_err(|_| Error::Invalid("pending index lock poisoned".into()))?
+                .map_err(|_| Error::Internal("pending index lock poisoned".into()))?
                 .extend(keep);
             // Bounded memory: written as it fills.
             if queued >= INDEX_ENTRIES_PER_OBJECT {

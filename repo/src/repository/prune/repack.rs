@@ -41,7 +41,7 @@ impl Repository {
                 Ok::<_, Error>((taken, finished))
             })
             .await
-            .map_err(|e| Error::Invalid(e.to_string()))??;
+            .map_err(Error::task)??;
             builders = back;
             for p in finished {
                 self.upload_copy(p).await?;
@@ -71,7 +71,7 @@ impl Repository {
             .await?;
         self.pending
             .lock()
-            .map_err(|_| Error::Invalid("pending index lock poisoned".into()))?
+            .map_err(|_| Error::Internal("pending index lock poisoned".into()))?
             .push(IndexPack {
                 pack: pack.id,
                 blobs: pack.entries,

@@ -7,7 +7,7 @@ impl Repository {
     /// Replaces the in-memory index by one read from every index object, keeping every copy of
     /// every blob (the catalog keeps one). A pack listed by several objects is loaded once.
     pub(super) async fn load_full_index(&self) -> Result<()> {
-        let poisoned = || Error::Invalid("index lock poisoned".into());
+        let poisoned = || Error::Internal("index lock poisoned".into());
         // The old index goes first: the peak is one index, not two. Its size sizes the new
         // one, which saves the vector's doublings (up to twice the final size).
         let old = std::mem::take(&mut *self.index.write().map_err(|_| poisoned())?);

@@ -9,14 +9,20 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use drvault_repo::blob::BlobSealer;
+use drvault_repo::cancel::Cancel;
 use drvault_repo::format::BlobKind;
 use drvault_repo::packer::{FinishedPack, PackBuilder};
 use drvault_repo::{Id, IdSet, Repository};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
+
+use crate::{Error, Result};
+
+fn internal(what: &str) -> Error {
+    Error::Internal(what.to_string())
+}
 
 struct Job {
     kind: BlobKind,
@@ -53,10 +59,17 @@ pub struct Pipeline {
     blobs_added: AtomicU64,
     /// The ID of the chunker's run of zeros (holes, zeroed regions), computed once.
     zero_id: std::sync::OnceLock<Id>,
+    /// The caller's stop request, checked by whoever feeds the pipeline.
+    cancel: Cancel,
 }
 
 impl Pipeline {
-    pub fn start(repo: Arc<Repository>, rt: Handle, workers: usize) -> Result<Self> {
+    pub fn start(
+        repo: Arc<Repository>,
+        rt: Handle,
+        workers: usize,
+        cancel: Cancel,
+    ) -> Result<Self> {
         let (tx, rx) = bounded::<Job>(workers * 2);
         let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(1);
         let target = repo.config().pack_size as usize;
@@ -73,7 +86,7 @@ impl Pipeline {
             let h = std::thread::Builder::new()
                 .name(format!("seal-{i}"))
                 .spawn(move || seal_worker(rx, repo, packers, pack_tx))
-                .context("cannot start a worker thread")?;
+                .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
             handles.push(h);
         }
         // Remote targets need several requests in flight to fill the link; a local one does not,
@@ -91,11 +104,18 @@ impl Pipeline {
             queued: Mutex::default(),
             blobs_added: AtomicU64::new(0),
             zero_id: std::sync::OnceLock::new(),
+            cancel,
         })
     }
 
     pub fn repo(&self) -> &Repository {
         &self.repo
+    }
+
+    /// `Err(Error::Interrupted)` once the caller asked to stop: a clean point, since
+    /// everything handed over so far is packed, uploaded and indexed by [`Pipeline::finish`].
+    pub fn check_cancelled(&self) -> Result<()> {
+        Ok(self.cancel.check()?)
     }
 
     /// Stores a blob unless the repository (or this run) already has it. Returns its ID.
@@ -121,7 +141,7 @@ impl Pipeline {
             || !self
                 .queued
                 .lock()
-                .map_err(|_| anyhow!("lock poisoned"))?
+                .map_err(|_| internal("the queued-blob lock is poisoned"))?
                 .insert(id)
         {
             return Ok(id);
@@ -130,14 +150,14 @@ impl Pipeline {
         let jobs = self
             .jobs
             .as_ref()
-            .ok_or_else(|| anyhow!("pipeline already finished"))?;
+            .ok_or_else(|| internal("the pipeline was used after it finished"))?;
         // A failed send means a worker stopped; `finish` reports why.
         jobs.send(Job {
             kind,
             id,
             data: data.to_vec(),
         })
-        .map_err(|_| anyhow!("the storing stage stopped"))?;
+        .map_err(|_| internal("the storing stage stopped without an error"))?;
         Ok(id)
     }
 
@@ -153,19 +173,19 @@ impl Pipeline {
             match h.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => failure = failure.or(Some(e)),
-                Err(_) => failure = failure.or(Some(anyhow!("a seal worker panicked"))),
+                Err(_) => failure = failure.or(Some(internal("a seal worker panicked"))),
             }
         }
         failure.map_or(Ok(()), Err)
     }
 
-    fn uploader_error(&mut self) -> Option<anyhow::Error> {
+    fn uploader_error(&mut self) -> Option<Error> {
         self.packs = None;
         let uploader = self.uploader.take()?;
         match self.rt.block_on(uploader) {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(e),
-            Err(e) => Some(anyhow!("the uploader failed: {e}")),
+            Err(e) => Some(Error::Internal(format!("the uploader failed: {e}"))),
         }
     }
 
@@ -178,13 +198,13 @@ impl Pipeline {
         let pack_tx = self
             .packs
             .take()
-            .ok_or_else(|| anyhow!("pipeline already finished"))?;
+            .ok_or_else(|| internal("the pipeline was used after it finished"))?;
         for kind in [BlobKind::Data, BlobKind::Tree] {
             let pack = {
                 let mut p = self
                     .packers
                     .lock()
-                    .map_err(|_| anyhow!("packer lock poisoned"))?;
+                    .map_err(|_| internal("the packer lock is poisoned"))?;
                 let b = p.get(kind);
                 if b.is_empty() {
                     continue;
@@ -193,14 +213,17 @@ impl Pipeline {
             };
             pack_tx
                 .blocking_send(pack)
-                .map_err(|_| anyhow!("the uploader stopped"))?;
+                .map_err(|_| internal("the uploader stopped without an error"))?;
         }
         drop(pack_tx);
         let uploader = self
             .uploader
             .take()
-            .ok_or_else(|| anyhow!("pipeline already finished"))?;
-        let uploaded = self.rt.block_on(uploader)??;
+            .ok_or_else(|| internal("the pipeline was used after it finished"))?;
+        let uploaded = self
+            .rt
+            .block_on(uploader)
+            .map_err(|e| Error::Internal(format!("the uploader failed: {e}")))??;
         let repo = self.repo.clone();
         let index = self.rt.block_on(async move { repo.flush_index().await })?;
         Ok(uploaded + index)
@@ -219,7 +242,7 @@ fn seal_worker(
         let full = {
             let mut p = packers
                 .lock()
-                .map_err(|_| anyhow!("packer lock poisoned"))?;
+                .map_err(|_| internal("the packer lock is poisoned"))?;
             let b = p.get(job.kind);
             if b.add(job.kind, job.id, job.data.len() as u32, &sealed) {
                 Some(std::mem::replace(
@@ -234,7 +257,7 @@ fn seal_worker(
             let pack = builder.finish(repo.keyring())?;
             pack_tx
                 .blocking_send(pack)
-                .map_err(|_| anyhow!("the uploader stopped"))?;
+                .map_err(|_| internal("the uploader stopped without an error"))?;
         }
     }
     Ok(())
@@ -250,14 +273,15 @@ async fn upload_stage(
     while let Some(pack) = rx.recv().await {
         while running.len() >= in_flight {
             if let Some(r) = running.join_next().await {
-                total += r??;
+                total +=
+                    r.map_err(|e| Error::Internal(format!("an upload task failed: {e}")))??;
             }
         }
         let repo = repo.clone();
-        running.spawn(async move { repo.upload_pack(pack).await.map_err(anyhow::Error::from) });
+        running.spawn(async move { repo.upload_pack(pack).await.map_err(Error::from) });
     }
     while let Some(r) = running.join_next().await {
-        total += r??;
+        total += r.map_err(|e| Error::Internal(format!("an upload task failed: {e}")))??;
     }
     Ok(total)
 }

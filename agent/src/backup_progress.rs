@@ -1,4 +1,4 @@
-//! A one-line progress display on stderr, only when stderr is a terminal.
+//! `drvault backup`'s one-line progress display on stderr, only when stderr is a terminal.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -17,9 +17,11 @@ impl Progress {
             last: Instant::now(),
         })
     }
+}
 
+impl drvault_backup::Progress for Progress {
     /// Redraws at most four times a second.
-    pub fn tick(&mut self, s: &Summary) {
+    fn update(&mut self, s: &Summary) {
         if self.last.elapsed() < Duration::from_millis(250) {
             return;
         }
@@ -38,7 +40,7 @@ impl Progress {
         let _ = err.flush();
     }
 
-    pub fn clear(&self) {
+    fn finish(&mut self) {
         let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }
 }

@@ -8,7 +8,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Result;
 use drvault_repo::chunker::Chunker;
 use drvault_repo::format::{BlobKind, Node, NodeKind, Summary, Tree, TREE_VERSION};
 use drvault_repo::{Id, Repository};
@@ -16,10 +15,10 @@ use globset::GlobSet;
 use rustix::fs::{AtFlags, Mode, OFlags, Stat};
 use tokio::runtime::Handle;
 
-use super::metadata::{file_id, nlink};
-use super::pipeline::Pipeline;
-use super::progress::Progress;
-use super::readers::{FileToRead, Pending, ReadError, Readers};
+use crate::metadata::{file_id, nlink};
+use crate::pipeline::Pipeline;
+use crate::readers::{FileToRead, Pending, ReadError, Readers};
+use crate::{Error, Progress, Result};
 
 pub struct WalkOptions {
     pub excludes: GlobSet,
@@ -33,7 +32,7 @@ pub struct Walker {
     opts: WalkOptions,
     /// (device, inode) of multiply linked files already stored → their path in the snapshot.
     links: HashMap<(u64, u64), Vec<u8>>,
-    progress: Option<Progress>,
+    progress: Option<Box<dyn Progress>>,
     pub summary: Summary,
 }
 
@@ -62,6 +61,7 @@ impl Walker {
         rt: Handle,
         opts: WalkOptions,
         readers: usize,
+        progress: Option<Box<dyn Progress>>,
     ) -> Result<Self> {
         let pipeline = Arc::new(pipeline);
         let readers = Readers::start(pipeline.clone(), chunker, readers)?;
@@ -71,25 +71,25 @@ impl Walker {
             rt,
             opts,
             links: HashMap::new(),
-            progress: Progress::on_terminal(),
+            progress,
             summary: Summary::default(),
         })
     }
 
     /// Stops the readers and hands back the pipeline to finish.
     pub fn into_pipeline(self) -> Result<(Pipeline, Summary)> {
-        if let Some(p) = &self.progress {
-            p.clear();
+        if let Some(mut p) = self.progress {
+            p.finish();
         }
         self.readers.finish();
-        let pipeline =
-            Arc::try_unwrap(self.pipeline).map_err(|_| anyhow::anyhow!("pipeline still shared"))?;
+        let pipeline = Arc::try_unwrap(self.pipeline)
+            .map_err(|_| Error::Internal("the pipeline is still shared after the walk".into()))?;
         Ok((pipeline, self.summary))
     }
 
     fn report(&mut self) {
         if let Some(p) = &mut self.progress {
-            p.tick(&self.summary);
+            p.update(&self.summary);
         }
     }
 
@@ -118,11 +118,11 @@ impl Walker {
             // "/" with others (`-x / /boot`): the others are walked on their own file systems
             // and take their places in "/"; "/" alone is every top-level entry.
             if let Some(deep) = others.iter().find(|c| c.len() > 1) {
-                anyhow::bail!(
+                return Err(Error::Request(format!(
                     "/{}: besides `/`, give only top-level directories (such as /boot); back up \
                      deeper paths in a snapshot of their own",
                     String::from_utf8_lossy(&deep.join(&b'/'))
-                );
+                )));
             }
             self.walk_root(&mut root, &others, parent_root)?;
         }
@@ -180,10 +180,12 @@ impl Walker {
                     .or_insert_with(|| VirtualEntry::Dir(cur.clone(), Virtual::default()));
                 dir = match entry {
                     VirtualEntry::Dir(_, v) => v,
-                    VirtualEntry::Real(_) => anyhow::bail!(
-                        "{} is both backed up and a parent of another path",
-                        cur.display()
-                    ),
+                    VirtualEntry::Real(_) => {
+                        return Err(Error::Request(format!(
+                            "{} is both backed up and a parent of another path",
+                            cur.display()
+                        )))
+                    }
                 };
             }
             dir.children.insert(last.clone(), VirtualEntry::Real(node));
@@ -199,8 +201,11 @@ impl Walker {
         given: &[Vec<Vec<u8>>],
         parent_root: Option<Id>,
     ) -> Result<()> {
-        let fd = Arc::new(rustix::fs::open("/", dir_flags(), Mode::empty())?);
-        let dev = file_id(&rustix::fs::fstat(&*fd)?).0;
+        let root_error = |e: rustix::io::Errno| {
+            Error::Source(format!("cannot open /: {}", std::io::Error::from(e)))
+        };
+        let fd = Arc::new(rustix::fs::open("/", dir_flags(), Mode::empty()).map_err(root_error)?);
+        let dev = file_id(&rustix::fs::fstat(&*fd).map_err(root_error)?).0;
         let mut parent_nodes: HashMap<Vec<u8>, Node> = self
             .parent_dir(parent_root, &[])
             .map(|t| t.entries.into_iter().map(|n| (n.name.clone(), n)).collect())
@@ -237,11 +242,23 @@ impl Walker {
     /// The names in an opened directory, sorted (a listing failure is a warning: empty).
     fn list_names(&mut self, dir: &OwnedFd, path: &Path) -> Vec<Vec<u8>> {
         let mut names: Vec<Vec<u8>> = match rustix::fs::Dir::read_from(dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_bytes().to_vec())
-                .filter(|n| n != b"." && n != b"..")
-                .collect(),
+            Ok(entries) => {
+                let mut names = Vec::new();
+                for entry in entries {
+                    match entry {
+                        Ok(e) => names.push(e.file_name().to_bytes().to_vec()),
+                        // An entry the kernel could not return (an I/O error, a damaged
+                        // directory block): the listing is incomplete, and the user hears it.
+                        Err(e) => {
+                            let e = std::io::Error::from(e);
+                            self.warn(path, &format!("cannot list every entry: {e}"));
+                            break;
+                        }
+                    }
+                }
+                names.retain(|n| n != b"." && n != b"..");
+                names
+            }
             Err(e) => {
                 let e = std::io::Error::from(e);
                 self.warn(path, &format!("cannot list directory: {e}"));
@@ -259,8 +276,14 @@ impl Walker {
                 VirtualEntry::Real(node) => entries.push(node),
                 VirtualEntry::Dir(path, sub) => {
                     let subtree = self.store_virtual(sub)?;
-                    let st = rustix::fs::lstat(&path)?;
-                    let (mut node, _) = super::metadata::node_from(&name, &path, &st);
+                    let st = rustix::fs::lstat(&path).map_err(|e| {
+                        Error::Source(format!(
+                            "cannot read {}: {}",
+                            drvault_repo::printable::path(&path),
+                            std::io::Error::from(e)
+                        ))
+                    })?;
+                    let (mut node, _) = crate::metadata::node_from(&name, &path, &st);
                     node.subtree = Some(subtree);
                     entries.push(node);
                 }
@@ -331,13 +354,11 @@ impl Walker {
     ) -> Result<Option<Entry>> {
         // A clean point: everything handed to the pipeline so far is packed, uploaded and
         // indexed by `Pipeline::finish` before the error reaches the caller.
-        if crate::stop::requested() {
-            return Err(crate::stop::Interrupted.into());
-        }
+        self.pipeline.check_cancelled()?;
         if self.excluded(path) {
             return Ok(None);
         }
-        let mut node = super::metadata::node_without_xattrs(name, st);
+        let mut node = crate::metadata::node_without_xattrs(name, st);
         // Setting an extended attribute changes ctime: with inode and ctime unchanged, the
         // parent's attributes are current and the (path-walking) listxattr call is saved.
         let same_inode = parent.as_ref().is_some_and(|p| {
@@ -349,8 +370,8 @@ impl Walker {
             // for a file, the walk's own for a directory (below).
             _ if matches!(node.kind, NodeKind::File | NodeKind::Dir) => {}
             _ => {
-                let at = super::metadata::entry_path(dir.as_fd(), name, path);
-                let (xattrs, xerr) = super::metadata::read_xattrs(&at);
+                let at = crate::metadata::entry_path(dir.as_fd(), name, path);
+                let (xattrs, xerr) = crate::metadata::read_xattrs(&at);
                 node.xattrs = xattrs;
                 if let Some(e) = xerr {
                     self.warn(path, &format!("cannot read extended attributes: {e}"));
@@ -371,7 +392,7 @@ impl Walker {
                 let sub = match opened {
                     Ok((now, fd)) if file_id(&now) == file_id(st) => {
                         if !same_inode {
-                            let (xattrs, xerr) = super::metadata::read_xattrs_fd(fd.as_fd());
+                            let (xattrs, xerr) = crate::metadata::read_xattrs_fd(fd.as_fd());
                             node.xattrs = xattrs;
                             if let Some(e) = xerr {
                                 self.warn(path, &format!("cannot read extended attributes: {e}"));
@@ -473,7 +494,7 @@ impl Walker {
             };
             let answer = rx
                 .recv()
-                .map_err(|_| anyhow::anyhow!("a reader thread stopped"))?;
+                .map_err(|_| Error::Internal("a reader thread stopped".into()))?;
             self.summary.bytes_read += answer.bytes_read;
             if let Some((xattrs, xerr)) = answer.xattrs {
                 node.xattrs = xattrs;

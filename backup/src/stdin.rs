@@ -11,18 +11,15 @@
 use std::ffi::OsString;
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use drvault_repo::cancel::Cancel;
 use drvault_repo::format::{
-    validate_name, BlobKind, Node, NodeKind, Snapshot, Summary, Tree, SNAPSHOT_VERSION,
-    TREE_VERSION,
+    validate_name, BlobKind, Node, NodeKind, Snapshot, Summary, Tree, TREE_VERSION,
 };
 use drvault_repo::{Id, Repository};
-use tokio::runtime::Runtime;
 
-use super::{BackupOutcome, Pipeline};
+use crate::{Error, Pipeline, Result, Work};
 
 /// Where the stream comes from.
 pub enum StreamSource {
@@ -37,18 +34,9 @@ pub enum StreamSource {
     Stdin,
 }
 
-pub struct StreamRequest {
-    pub source: StreamSource,
-    /// The file's path in the snapshot, relative to its root ("postgres/base.tar").
-    pub filename: String,
-    pub tags: Vec<String>,
-    pub parent: Option<Id>,
-    pub host: String,
-}
-
 /// Variables of drvault's environment a stream command does not get: the passphrase and the
-/// storage credentials (a database dump needs neither). Names ending in these prefixes are
-/// removed too.
+/// storage credentials (a database dump needs neither). Names starting with one of
+/// [`SECRET_PREFIXES`] are removed too.
 pub const SECRET_VARIABLES: &[&str] = &[
     "DRVAULT_PASSWORD",
     "CREDENTIALS_DIRECTORY",
@@ -66,6 +54,20 @@ pub const SECRET_VARIABLES: &[&str] = &[
     "AZURE_CLIENT_SECRET",
 ];
 
+/// Every variable whose name starts with one of these is removed from a stream command's
+/// environment: the cloud SDKs' credentials come in many names (`AWS_WEB_IDENTITY_TOKEN_FILE`,
+/// `AZURE_STORAGE_SAS_TOKEN`, ...) and drvault's own variables name its secrets' files.
+pub const SECRET_PREFIXES: &[&str] = &["AWS_", "AZURE_", "GOOGLE_", "DRVAULT_"];
+
+/// Whether a stream command must not inherit the variable `name`.
+fn is_secret(name: &std::ffi::OsStr) -> bool {
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(name);
+    SECRET_VARIABLES.iter().any(|v| v.as_bytes() == bytes)
+        || SECRET_PREFIXES
+            .iter()
+            .any(|p| bytes.starts_with(p.as_bytes()))
+}
+
 /// The components of a stream's file name in the snapshot; each must be a valid entry name.
 pub fn filename_components(name: &str) -> Result<Vec<Vec<u8>>> {
     let parts: Vec<Vec<u8>> = name
@@ -75,30 +77,32 @@ pub fn filename_components(name: &str) -> Result<Vec<Vec<u8>>> {
         .collect();
     for p in &parts {
         if let Err(e) = validate_name(p) {
-            bail!(
+            return Err(Error::Request(format!(
                 "--stdin-filename {name:?}: {e}; give a name such as \"db.sql\" or \
                  \"postgres/base.tar\""
-            );
+            )));
         }
     }
     Ok(parts)
 }
 
-/// Stores the stream as the file `req.filename` of a new snapshot committed under `session`.
-pub fn run(
-    rt: &Runtime,
-    repo: Arc<Repository>,
-    session: &drvault_repo::lease::Session,
-    req: StreamRequest,
-) -> Result<BackupOutcome> {
+/// Stores the stream as the file `components` (its path below the snapshot's root) of a new
+/// snapshot committed under the work's session.
+pub(crate) fn run(
+    work: Work<'_>,
+    components: Vec<Vec<u8>>,
+    source: &StreamSource,
+    cancel: Cancel,
+) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
     let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    let components = filename_components(&req.filename)?;
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let pipeline = Pipeline::start(repo.clone(), rt.handle().clone(), workers)?;
-    let stored = store_stream(&pipeline, &repo, &req.source);
+    let pipeline = Pipeline::start(
+        work.repo.clone(),
+        work.rt.handle().clone(),
+        crate::workers(),
+        cancel,
+    )?;
+    let stored = store_stream(&pipeline, &work.repo, source);
     let (content, size) = match stored {
         Ok(done) => done,
         // What was uploaded is indexed (a storage failure is reported in preference to its
@@ -113,7 +117,7 @@ pub fn run(
     // A dump holds a service's data: readable by its owner only, as are its directories.
     let (last, dirs) = components
         .split_last()
-        .ok_or_else(|| anyhow!("empty file name"))?;
+        .ok_or_else(|| Error::Request("--stdin-filename: an empty file name".into()))?;
     let mut entry = Node {
         size,
         content,
@@ -149,20 +153,7 @@ pub fn run(
         ..Summary::default()
     };
     let path = [b"/".as_slice(), &components.join(&b'/')].concat();
-    let snapshot = Snapshot {
-        version: SNAPSHOT_VERSION,
-        time_ns,
-        host: req.host,
-        username: std::env::var("USER").unwrap_or_default(),
-        paths: vec![path],
-        tags: req.tags,
-        parent: req.parent,
-        tree,
-        summary,
-        program_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    let id = rt.block_on(repo.commit_snapshot(session, &snapshot))?;
-    Ok(BackupOutcome { id, snapshot })
+    work.commit(vec![path], tree, summary, time_ns)
 }
 
 /// Chunks and stores the stream; returns its content and length. A command is waited for,
@@ -175,9 +166,9 @@ fn store_stream(
     match source {
         StreamSource::Stdin => store_reader(pipeline, repo, std::io::stdin().lock()),
         StreamSource::Command { argv, env } => {
-            let (program, args) = argv
-                .split_first()
-                .ok_or_else(|| anyhow!("--stdin-from-command needs a command after `--`"))?;
+            let (program, args) = argv.split_first().ok_or_else(|| {
+                Error::Request("--stdin-from-command needs a command after `--`".into())
+            })?;
             let shown = shown(argv);
             let mut cmd = Command::new(program);
             cmd.args(args)
@@ -186,19 +177,18 @@ fn store_stream(
                 // Its messages are drvault's log: the terminal, or the agent's journal.
                 .stderr(Stdio::inherit());
             for (name, _) in std::env::vars_os() {
-                let secret = name.to_str().is_some_and(|n| SECRET_VARIABLES.contains(&n));
-                if secret {
+                if is_secret(&name) {
                     cmd.env_remove(&name);
                 }
             }
             cmd.envs(env.iter().map(|(k, v)| (k, v)));
-            let mut child = cmd
-                .spawn()
-                .with_context(|| format!("cannot start {shown}; no snapshot was made"))?;
+            let mut child = cmd.spawn().map_err(|e| {
+                Error::Source(format!("cannot start {shown}: {e}; no snapshot was made"))
+            })?;
             let stdout = child
                 .stdout
                 .take()
-                .ok_or_else(|| anyhow!("{shown}: no standard output"))?;
+                .ok_or_else(|| Error::Internal(format!("{shown}: no standard output pipe")))?;
             let stored = store_reader(pipeline, repo, stdout);
             if stored.is_err() {
                 // Stopped, or the repository failed: the command's output is no longer read.
@@ -206,14 +196,14 @@ fn store_stream(
             }
             let status = child
                 .wait()
-                .with_context(|| format!("cannot wait for {shown}"))?;
+                .map_err(|e| Error::Source(format!("cannot wait for {shown}: {e}")))?;
             let stored = stored?;
             if !status.success() {
-                bail!(
+                return Err(Error::Source(format!(
                     "{shown} {}; no snapshot was made (what it wrote before is stored and \
                      indexed, so the next run does not upload it again)",
                     describe(status)
-                );
+                )));
             }
             Ok(stored)
         }
@@ -231,11 +221,9 @@ fn store_reader(
     let (mut content, mut size) = (Vec::new(), 0u64);
     while let Some((chunk, zeros)) = stream
         .next_chunk()
-        .context("cannot read the stream; no snapshot was made")?
+        .map_err(|e| Error::Source(format!("cannot read the stream: {e}; no snapshot was made")))?
     {
-        if crate::stop::requested() {
-            return Err(crate::stop::Interrupted.into());
-        }
+        pipeline.check_cancelled()?;
         size += chunk.len() as u64;
         content.push(pipeline.add_data(chunk, zeros)?);
     }
@@ -264,5 +252,27 @@ fn describe(status: std::process::ExitStatus) -> String {
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(sig)) => format!("was killed by signal {sig}"),
         _ => "failed".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_any_cloud_or_drvault_variable_are_secret() {
+        for name in [
+            "DRVAULT_PASSWORD",
+            "DRVAULT_PASSWORD_FILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AZURE_STORAGE_SAS_TOKEN",
+            "GOOGLE_OAUTH_ACCESS_TOKEN",
+            "CREDENTIALS_DIRECTORY",
+        ] {
+            assert!(is_secret(std::ffi::OsStr::new(name)), "{name}");
+        }
+        for name in ["PATH", "HOME", "PGHOST", "MY_AWS_REGION", "LANG"] {
+            assert!(!is_secret(std::ffi::OsStr::new(name)), "{name}");
+        }
     }
 }

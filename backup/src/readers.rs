@@ -8,12 +8,12 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use drvault_repo::chunker::Chunker;
 use drvault_repo::Id;
 
-use super::pipeline::Pipeline;
+use crate::pipeline::Pipeline;
+use crate::{Error, Result};
 
 /// Why a file's content could not be stored.
 pub enum ReadError {
@@ -23,7 +23,7 @@ pub enum ReadError {
     /// its place): warn, skip it, go on.
     Changed(&'static str),
     /// The repository side failed: the backup stops.
-    Store(anyhow::Error),
+    Store(Error),
 }
 
 /// Extended attributes as read, and an error reading them.
@@ -70,7 +70,7 @@ impl Readers {
                 std::thread::Builder::new()
                     .name(format!("read-{i}"))
                     .spawn(move || reader_loop(rx, pipeline, chunker))
-                    .context("cannot start a reader thread")?,
+                    .map_err(|e| Error::Internal(format!("cannot start a reader thread: {e}")))?,
             );
         }
         Ok(Readers {
@@ -84,9 +84,9 @@ impl Readers {
         let jobs = self
             .jobs
             .as_ref()
-            .ok_or_else(|| anyhow!("readers already stopped"))?;
+            .ok_or_else(|| Error::Internal("the readers were used after they stopped".into()))?;
         jobs.send(ReadJob { file, reply })
-            .map_err(|_| anyhow!("the reader threads stopped"))?;
+            .map_err(|_| Error::Internal("the reader threads stopped".into()))?;
         Ok(pending)
     }
 
@@ -143,7 +143,7 @@ fn open_walked(job: &FileToRead) -> Result<(File, u64, bool), ReadError> {
     if FileType::from_raw_mode(st.st_mode as _) != FileType::RegularFile {
         return Err(ReadError::Changed("it is no longer a regular file"));
     }
-    if super::metadata::file_id(&st) != job.id {
+    if crate::metadata::file_id(&st) != job.id {
         return Err(ReadError::Changed("another file was put in its place"));
     }
     let (size, allocated) = (st.st_size as u64, st.st_blocks as u64 * 512);
@@ -163,10 +163,10 @@ fn read_file(
     let (file, size, sparse) = open_walked(job)?;
     if job.xattrs {
         use std::os::fd::AsFd;
-        *xattrs = Some(super::metadata::read_xattrs_fd(file.as_fd()));
+        *xattrs = Some(crate::metadata::read_xattrs_fd(file.as_fd()));
     }
     let file: Box<dyn std::io::Read> = if sparse {
-        Box::new(super::sparse::SparseReader::new(file, size))
+        Box::new(crate::sparse::SparseReader::new(file, size))
     } else {
         Box::new(file)
     };
@@ -175,9 +175,7 @@ fn read_file(
     while let Some((chunk, zeros)) = stream.next_chunk().map_err(ReadError::Source)? {
         // A stop request ends the backup between two chunks: the chunks handed over so far
         // are packed, uploaded and indexed before the error reaches the caller.
-        if crate::stop::requested() {
-            return Err(ReadError::Store(crate::stop::Interrupted.into()));
-        }
+        pipeline.check_cancelled().map_err(ReadError::Store)?;
         *bytes_read += chunk.len() as u64;
         content.push(pipeline.add_data(chunk, zeros).map_err(ReadError::Store)?);
     }
