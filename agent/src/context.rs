@@ -1,5 +1,6 @@
 //! What every command needs: where the repository and the state are, a runtime, the passphrase.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -258,6 +259,22 @@ impl Context {
         Ok(out)
     }
 
+    /// Copies what each target misses from the others, then surveys them again for the
+    /// catalog: what `drvault sync` and the agent's sync jobs do.
+    pub fn sync_targets(&self) -> Result<drvault_repo::sync::SyncReport> {
+        let store = self.store(false)?;
+        let report = self.rt.block_on(drvault_repo::sync::sync(&store))?;
+        let (_, names) = self.rt.block_on(drvault_repo::sync::survey(&store));
+        if let Err(e) = self.rt.block_on(drvault_repo::sync::record_survey(
+            &store,
+            &self.state_dir,
+            &names,
+        )) {
+            tracing::info!("owed objects not recorded in the catalog: {e}");
+        }
+        Ok(report)
+    }
+
     pub fn open(&self, g: &Global) -> Result<Arc<Repository>> {
         let store = self.store(false)?;
         let pass = crate::password::read(g.password_file.as_deref(), false)?;
@@ -266,4 +283,24 @@ impl Context {
                 .block_on(Repository::open(store, &pass, Some(self.state_dir.clone())))?;
         Ok(Arc::new(repo))
     }
+}
+
+/// A location compared as the user may write it: "/srv/repo/" and "/srv/repo" are one.
+pub fn same_location(l: &str) -> String {
+    let t = l.trim_end_matches('/');
+    if t.is_empty() {
+        l.to_string()
+    } else {
+        t.to_string()
+    }
+}
+
+/// A snapshot path as components ("/etc/ssh" and "etc/ssh" are the same).
+pub fn components(p: &std::path::Path) -> Vec<Vec<u8>> {
+    p.components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.as_bytes().to_vec()),
+            _ => None,
+        })
+        .collect()
 }

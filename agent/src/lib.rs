@@ -12,8 +12,11 @@ mod context;
 mod drill;
 mod duration;
 mod exit;
+mod history;
+mod hooks;
 mod password;
 mod stop;
+mod text;
 mod timefmt;
 
 /// `drvault`.

@@ -144,6 +144,29 @@ pub fn sequencer(store: &crate::store::Store) -> Result<&crate::target::Target> 
         .ok_or_else(|| Error::Invalid("the repository has no targets".into()))
 }
 
+/// Appends an entry for an operation that has happened; a log that cannot take it is a
+/// warning, not the operation's failure (what it records is done either way).
+pub async fn record(repo: &Repository, action: &str, details: serde_json::Value, result: &str) {
+    if let Err(e) = append(repo, action, details, result).await {
+        tracing::warn!("{action} was not recorded in the audit log: {e}");
+    }
+}
+
+/// Records an operation's outcome: its details when it succeeded, its failure otherwise. The
+/// details name epochs, slots and counts, never key material.
+pub async fn record_outcome<T>(
+    repo: &Repository,
+    action: &str,
+    outcome: &Result<T>,
+    details: impl FnOnce(&T) -> serde_json::Value,
+) {
+    let (details, result) = match outcome {
+        Ok(t) => (details(t), "ok".to_string()),
+        Err(e) => (serde_json::json!({}), format!("failed: {e}")),
+    };
+    record(repo, action, details, &result).await;
+}
+
 /// Appends one entry after the newest one: written create-only to the sequencer first, then
 /// copied to every other target (one that misses it owes it until `drvault sync`). When the
 /// sequencer cannot be written, nothing is written anywhere and the error says why.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use crate::blob::open_blob;
+use crate::cancel::Cancel;
 use crate::format::{paths, BlobKind, NodeKind};
 use crate::repository::verify_name;
 use crate::{Error, Id, Repository, Result};
@@ -45,14 +46,17 @@ const MAINTENANCE_WAIT: std::time::Duration = std::time::Duration::from_secs(600
 /// or indexed it. So when a check finds damage and the maintenance lease was held or changed
 /// hands during it, the check waits for the lease to be free, reads the index again and runs
 /// again; damage that remains is reported.
-pub async fn check(repo: Arc<Repository>, read: ReadData) -> Result<CheckReport> {
+///
+/// Stops between two packs once `cancel` is set ([`Error::Interrupted`]): a check changes
+/// nothing, so any point is clean.
+pub async fn check(repo: Arc<Repository>, read: ReadData, cancel: &Cancel) -> Result<CheckReport> {
     let mut rechecks = 0;
     loop {
         // The lease before the index: maintenance that ends between the two is seen as a
         // change of hands, not missed.
         let before = crate::lease::current_lease(repo.store()).await?;
         repo.reload_index().await?;
-        let report = check_once(repo.clone(), read).await?;
+        let report = check_once(repo.clone(), read, cancel).await?;
         if report.errors.is_empty() {
             return Ok(report);
         }
@@ -92,7 +96,7 @@ async fn wait_for_maintenance(store: &crate::store::Store) -> Result<()> {
     Ok(())
 }
 
-async fn check_once(repo: Arc<Repository>, read: ReadData) -> Result<CheckReport> {
+async fn check_once(repo: Arc<Repository>, read: ReadData, cancel: &Cancel) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let mut pack_sizes: HashMap<Id, u64> = HashMap::new();
     for l in repo.store().list(paths::DATA).await? {
@@ -217,7 +221,9 @@ async fn check_once(repo: Arc<Repository>, read: ReadData) -> Result<CheckReport
         }
     }
     report.packs_read = to_read.len() as u64;
+    cancel.check()?;
     let results: Vec<Vec<String>> = futures::stream::iter(to_read)
+        .take_while(|_| std::future::ready(!cancel.is_cancelled()))
         .map(|pack| {
             let repo = repo.clone();
             let expected = indexed_packs.get(&pack).cloned().unwrap_or_default();
@@ -227,6 +233,8 @@ async fn check_once(repo: Arc<Repository>, read: ReadData) -> Result<CheckReport
         .buffer_unordered(2)
         .collect()
         .await;
+    // A stopped check reports nothing rather than a clean bill for what it did not read.
+    cancel.check()?;
     report.errors.extend(results.into_iter().flatten());
     Ok(report)
 }

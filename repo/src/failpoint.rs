@@ -4,7 +4,8 @@
 //! `DRVAULT_FAILPOINTS` lists `name=action` pairs separated by `;`. Actions:
 //! - `pause`: create `<DRVAULT_FAILPOINT_DIR>/<name>.reached`, then wait until
 //!   `<DRVAULT_FAILPOINT_DIR>/<name>.resume` exists (the test runs another operation meanwhile);
-//! - `abort`: end the process at once, as `kill -9` would (no destructors, no cleanup).
+//! - `abort`: end the process at once, as `kill -9` would (no destructors, no cleanup);
+//! - `panic`: panic on the calling thread (a bug's stand-in, for the agent's job isolation).
 //!
 //! A point pauses or aborts the first time it is reached in the process; later hits pass.
 
@@ -45,6 +46,7 @@ fn act(name: &str) -> Option<std::path::PathBuf> {
             eprintln!("drvault: fail point {name}: aborting");
             std::process::abort();
         }
+        "panic" => panic!("fail point {name}: panicking"),
         "pause" => {
             let dir = std::path::PathBuf::from(std::env::var_os("DRVAULT_FAILPOINT_DIR")?);
             let _ = std::fs::write(dir.join(format!("{name}.reached")), b"");

@@ -16,6 +16,7 @@ pub mod fuzz_targets;
 pub mod host;
 mod id;
 pub mod lease;
+pub mod lifecycle;
 pub mod packer;
 pub mod printable;
 pub mod remote;

@@ -314,9 +314,51 @@ impl Repository {
         Ok(repo)
     }
 
+    /// Creates a repository as `drvault init` does: the passphrase slot, a generated
+    /// recovery-key slot, and the audit log's first entry (`repository.init`, naming the
+    /// repository, its `location` and its first keys). Returns the recovery key, to be shown
+    /// once.
+    pub async fn create(
+        store: Store,
+        passphrase: &[u8],
+        opts: InitOptions,
+        location: &str,
+    ) -> Result<(Self, zeroize::Zeroizing<String>)> {
+        let kdf = opts.kdf;
+        let repo = Self::init(store, passphrase, opts).await?;
+        let recovery = drvault_keyring::generate_recovery_key()?;
+        repo.create_key_slot(SlotKind::Recovery, recovery.as_bytes(), kdf, "recovery")
+            .await?;
+        // The evidence starts with the repository: its first keys and who made them.
+        let details = serde_json::json!({
+            "repository": repo.config().id,
+            "location": location,
+            "slots": ["passphrase", "recovery"],
+            "kdf_memory_kib": kdf.m_cost_kib,
+        });
+        crate::audit::record(&repo, "repository.init", details, "ok").await;
+        Ok((repo, recovery))
+    }
+
     /// Adds a key slot wrapping this repository's master key under another passphrase (or key
     /// file, or recovery key). Returns the slot's object name.
+    /// Recorded in the audit log (`key.add`).
     pub async fn add_key_slot(
+        &self,
+        kind: SlotKind,
+        passphrase: &[u8],
+        kdf: KdfParams,
+        label: &str,
+    ) -> Result<String> {
+        let added = self.create_key_slot(kind, passphrase, kdf, label).await;
+        crate::audit::record_outcome(self, "key.add", &added, |name| {
+            serde_json::json!({ "slot": keys::short(name), "kind": kind.as_str(), "label": label })
+        })
+        .await;
+        added
+    }
+
+    async fn create_key_slot(
         &self,
         kind: SlotKind,
         passphrase: &[u8],

@@ -731,3 +731,49 @@ fn the_agent_run_by_hand_logs_its_start_and_each_job_without_v() {
     );
     assert!(text.contains("agent stopped"), "{text}");
 }
+
+#[test]
+fn a_job_that_panics_is_recorded_as_failed_and_its_next_run_goes_ahead() {
+    let env = Env::new();
+    env.init();
+    let config = env.path("drvault.toml");
+    std::fs::write(
+        &config,
+        "[[jobs]]\nname = \"check\"\nkind = \"check\"\nschedule = \"*/2 * * * * *\"\n",
+    )
+    .unwrap();
+    // The first job run in the process panics (a bug's stand-in); later runs pass the point.
+    let mut agent = start_agent_with(
+        &env,
+        &config,
+        None,
+        &[("DRVAULT_FAILPOINTS", "job.execute=panic")],
+    );
+    let runs = || -> Vec<serde_json::Value> {
+        let jobs: serde_json::Value = serde_json::from_str(&env.ok(&["jobs", "--json"])).unwrap();
+        jobs["runs"].as_array().unwrap().clone()
+    };
+    wait_until(
+        "a failed run, then a successful one, of the same maintenance job",
+        Duration::from_secs(60),
+        || {
+            let runs = runs();
+            runs.iter().any(|r| r["result"] == "failed")
+                && runs.iter().any(|r| r["result"] == "success")
+        },
+    );
+    signal(&agent, "TERM");
+    assert!(wait_exit(&mut agent, Duration::from_secs(60)).success());
+    let runs = runs();
+    let failed: Vec<_> = runs.iter().filter(|r| r["result"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{runs:?}");
+    let message = failed[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("panicked") && message.contains("job.execute"),
+        "{message}"
+    );
+    assert!(
+        runs.iter().all(|r| r["result"] != "running"),
+        "no run is left running: {runs:?}"
+    );
+}

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use drvault_repo::sync::TargetStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::history::{Run, RunResult};
+use crate::history::{Run, RunResult};
 
 /// What the endpoint reports; the agent updates it as jobs end.
 #[derive(Default)]
@@ -315,7 +315,7 @@ async fn answer(mut conn: tokio::net::TcpStream, state: Shared) -> std::io::Resu
         ("405 Method Not Allowed", "only GET\n".to_string())
     } else if path == "/metrics" || path.starts_with("/metrics?") {
         let text = match state.lock() {
-            Ok(s) => render(&s, super::history::now()),
+            Ok(s) => render(&s, crate::history::now()),
             Err(_) => String::new(),
         };
         ("200 OK", text)

@@ -3,8 +3,6 @@
 //! SIGTERM. docs/OPERATIONS.md describes running it.
 
 pub mod cron;
-pub mod history;
-pub mod hooks;
 mod metrics;
 mod notify;
 mod runner;
@@ -102,13 +100,13 @@ pub fn run(g: &Global, a: &AgentArgs) -> Result<Exit> {
     // Fail at start (and let systemd say so) rather than at the first job: wrong passphrase,
     // no repository, unreachable storage.
     ctx.open(g)?;
-    let history = history::History::open(&ctx.state_dir)?;
+    let history = crate::history::History::open(&ctx.state_dir)?;
     let abandoned = history.close_abandoned()?;
     if abandoned > 0 {
         tracing::warn!("{abandoned} job runs were cut short when the agent last stopped (recorded as interrupted)");
     }
     let state: metrics::Shared = Arc::new(Mutex::new(metrics::State {
-        up_since: history::now(),
+        up_since: crate::history::now(),
         ..Default::default()
     }));
     let now = Local::now();
@@ -133,7 +131,7 @@ pub fn run(g: &Global, a: &AgentArgs) -> Result<Exit> {
 
 /// A slot for a job: its next run, or now when a scheduled run was missed while the agent was
 /// not running (once, however many were missed).
-fn new_slot(job: Job, last: Option<&history::Run>, now: DateTime<Local>) -> Slot {
+fn new_slot(job: Job, last: Option<&crate::history::Run>, now: DateTime<Local>) -> Slot {
     let missed = last
         .and_then(|r| DateTime::from_timestamp(r.started as i64, 0))
         .map(|t| t.with_timezone(&Local))
@@ -160,7 +158,7 @@ fn new_slot(job: Job, last: Option<&history::Run>, now: DateTime<Local>) -> Slot
 fn seed_metrics(
     state: &metrics::Shared,
     slots: &BTreeMap<String, Slot>,
-    history: &history::History,
+    history: &crate::history::History,
 ) -> Result<()> {
     let runs = history.runs(0.0)?;
     let mut s = state
@@ -347,7 +345,12 @@ impl Agent {
             let spawned = std::thread::Builder::new()
                 .name(format!("job-{name}"))
                 .spawn(move || {
-                    let finished = runner::run(&g, &config, &job, survey_this);
+                    // The slot is freed whatever happens: a run that never reported would
+                    // stay "running" (and hold every maintenance job) until a restart.
+                    let finished = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        runner::run(&g, &config, &job, survey_this)
+                    }))
+                    .unwrap_or_else(|p| runner::Finished::after_panic(&job, p.as_ref()));
                     let _ = tx.send(finished);
                 });
             if let Err(e) = spawned {

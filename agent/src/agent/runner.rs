@@ -1,18 +1,22 @@
 //! Runs one job on the calling (plain) thread: the same code paths as the commands, each run
 //! with a fresh context from the configuration the agent holds, recorded in the job history.
 
-use anyhow::{Context as _, Result};
-use clap::Parser;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use anyhow::Result;
 use drvault_repo::sync::{survey, TargetStatus};
 
-use super::history::{Figures, History, Run, RunResult};
-use super::hooks::{self, Outcome, Phase};
-use drvault_backup::{BackupRequest, Controls, Parent, Source, StreamSource};
+use crate::history::{Figures, History, Run, RunResult};
+use crate::hooks::{self, Outcome, Phase};
+use drvault_backup::{BackupRequest, Cancel, Controls, Parent, Source, StreamSource};
+use drvault_repo::check::{check, ReadData};
+use drvault_repo::lifecycle::{forget_by_policy, ForgetOptions};
+use drvault_repo::repository::PruneOptions;
+use drvault_repo::retention::Policy;
 
-use crate::cli::{Cli, Global};
+use crate::cli::Global;
 use crate::config::{Config, Job, JobKind};
 use crate::context::Context;
-use crate::exit::Exit;
 
 /// What the agent learns from one run.
 pub struct Finished {
@@ -25,7 +29,7 @@ pub struct Finished {
 pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Finished {
     let name = &job.config.name;
     let kind = job.config.kind.as_str();
-    let started = super::history::now();
+    let started = crate::history::now();
     let history = History::open(&crate::context::state_dir(g));
     let ctx = Context::with_config(g, Some(config.clone()));
     let repository = ctx
@@ -51,12 +55,14 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
             (RunResult::Failed, why, Figures::default())
         } else {
             match &ctx {
-                Ok(ctx) => match execute(ctx, g, job) {
-                    Ok(done) => done,
-                    Err(e) if crate::stop::is_interrupted(&e) => {
+                // A bug in one job fails that run, recorded; the agent and its other jobs go on.
+                Ok(ctx) => match catch_unwind(AssertUnwindSafe(|| execute(ctx, g, job))) {
+                    Ok(Ok(done)) => done,
+                    Ok(Err(e)) if crate::stop::is_interrupted(&e) => {
                         (RunResult::Interrupted, format!("{e:#}"), Figures::default())
                     }
-                    Err(e) => (RunResult::Failed, format!("{e:#}"), Figures::default()),
+                    Ok(Err(e)) => (RunResult::Failed, format!("{e:#}"), Figures::default()),
+                    Err(panic) => (RunResult::Failed, panicked(&*panic), Figures::default()),
                 },
                 Err(e) => (RunResult::Failed, format!("{e:#}"), Figures::default()),
             }
@@ -90,7 +96,7 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
         };
         hook_runs.extend(hooks::run(job, Phase::OnFailure, Some(&outcome), &scratch));
     }
-    let seconds = (super::history::now() - started).max(0.0);
+    let seconds = (crate::history::now() - started).max(0.0);
     let snapshot = figures
         .snapshot
         .as_deref()
@@ -131,7 +137,7 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
             kind: kind.to_string(),
             host: drvault_repo::host::hostname(),
             started,
-            ended: Some(super::history::now()),
+            ended: Some(crate::history::now()),
             result,
             message,
             repository: Some(repository),
@@ -142,7 +148,41 @@ pub fn run(g: &Global, config: &Config, job: &Job, survey_targets: bool) -> Fini
     }
 }
 
+/// What a run that panicked records: a bug, named as one.
+pub fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("internal error: the job panicked ({what}); this is a bug in drvault, please report it")
+}
+
+impl Finished {
+    /// A run whose thread panicked outside the job itself (the history could not record it).
+    pub fn after_panic(job: &Job, panic: &(dyn std::any::Any + Send)) -> Self {
+        let now = crate::history::now();
+        Finished {
+            run: Run {
+                id: 0,
+                job: job.config.name.clone(),
+                kind: job.config.kind.as_str().to_string(),
+                host: drvault_repo::host::hostname(),
+                started: now,
+                ended: Some(now),
+                result: RunResult::Failed,
+                message: panicked(panic),
+                repository: None,
+                figures: Figures::default(),
+                hooks: Vec::new(),
+            },
+            targets: None,
+        }
+    }
+}
+
 fn execute(ctx: &Context, g: &Global, job: &Job) -> Result<(RunResult, String, Figures)> {
+    drvault_repo::failpoint::hit_blocking("job.execute");
     let j = &job.config;
     if j.kind == JobKind::Backup {
         let source = if j.stdin_command.is_empty() {
@@ -171,7 +211,7 @@ fn execute(ctx: &Context, g: &Global, job: &Job) -> Result<(RunResult, String, F
             progress: None,
         };
         let done = ctx.backup(g, &req, &mut controls)?;
-        let figures = crate::commands::backup::outcome_figures(&done);
+        let figures = Figures::of_backup(&done);
         let s = &done.snapshot.summary;
         let mut notes = Vec::new();
         if s.errors > 0 {
@@ -187,91 +227,161 @@ fn execute(ctx: &Context, g: &Global, job: &Job) -> Result<(RunResult, String, F
         };
         return Ok((result, notes.join("; "), figures));
     }
-    let exit = if j.kind == JobKind::Drill {
-        let plan = j.plan.as_deref().unwrap_or_default();
-        let cli = crate::drill::cli::DrtestCli::try_parse_from(["drtest", "run", "--plan", plan])
-            .context("drill job arguments")?;
-        crate::drill::dispatch(ctx, g, &cli.command)?
-    } else {
-        let cli = Cli::try_parse_from(arguments(job)).context("job arguments")?;
-        crate::commands::dispatch(ctx, g, &cli.command)?
-    };
-    Ok(match exit {
-        Exit::Ok => (RunResult::Success, String::new(), Figures::default()),
-        Exit::Partial => (
-            RunResult::Partial,
-            "finished with warnings (see the log)".into(),
-            Figures::default(),
-        ),
-        other => (
-            RunResult::Failed,
-            format!("exit code {}", other as u8),
-            Figures::default(),
-        ),
-    })
-}
-
-/// The command line a (non-backup) job corresponds to.
-fn arguments(job: &Job) -> Vec<String> {
-    let j = &job.config;
-    let mut a: Vec<String> = vec!["drvault".into()];
-    let opt = |a: &mut Vec<String>, flag: &str, v: Option<String>| {
-        if let Some(v) = v {
-            a.push(flag.into());
-            a.push(v);
-        }
-    };
-    match j.kind {
-        JobKind::Forget => {
-            a.push("forget".into());
-            opt(&mut a, "--keep-last", j.keep_last.map(|n| n.to_string()));
-            opt(
-                &mut a,
-                "--keep-hourly",
-                j.keep_hourly.map(|n| n.to_string()),
-            );
-            opt(&mut a, "--keep-daily", j.keep_daily.map(|n| n.to_string()));
-            opt(
-                &mut a,
-                "--keep-weekly",
-                j.keep_weekly.map(|n| n.to_string()),
-            );
-            opt(
-                &mut a,
-                "--keep-monthly",
-                j.keep_monthly.map(|n| n.to_string()),
-            );
-            opt(
-                &mut a,
-                "--keep-yearly",
-                j.keep_yearly.map(|n| n.to_string()),
-            );
-            opt(&mut a, "--keep-within", j.keep_within.clone());
-            opt(&mut a, "--host", j.host.clone());
-            for t in &j.keep_tags {
-                opt(&mut a, "--keep-tag", Some(t.clone()));
-            }
-        }
+    let cancel = crate::stop::token();
+    let (result, message) = match j.kind {
+        JobKind::Backup => unreachable!("handled above"),
+        JobKind::Forget => forget(ctx, g, j)?,
         JobKind::Prune => {
-            a.push("prune".into());
-            opt(&mut a, "--grace", j.grace.clone());
-            opt(
-                &mut a,
-                "--repack-threshold",
-                j.repack_threshold.map(|t| t.to_string()),
+            let repo = ctx.open(g)?;
+            let opts = PruneOptions {
+                grace: crate::duration::parse(j.grace.as_deref().unwrap_or("1h"))?,
+                repack_threshold: j.repack_threshold.unwrap_or(0.2),
+                dry_run: false,
+                cancel,
+            };
+            let r = ctx.rt.block_on(repo.prune(&opts))?;
+            let message = format!(
+                "marked {} packs, deleted {} packs ({} bytes freed), {} marks pending",
+                r.packs_marked,
+                r.packs_deleted,
+                r.bytes_freed,
+                r.marks_pending.len()
             );
+            (RunResult::Success, message)
         }
         JobKind::Check => {
-            a.push("check".into());
-            opt(
-                &mut a,
-                "--read-data-subset",
-                j.read_data_subset.map(|p| p.to_string()),
-            );
+            let repo = ctx.open_without_index(g)?;
+            let read = j.read_data_subset.map_or(ReadData::None, ReadData::Subset);
+            let r = ctx.rt.block_on(check(repo, read, &cancel))?;
+            for w in &r.warnings {
+                tracing::warn!("check: {w}");
+            }
+            for e in &r.errors {
+                tracing::error!("check: {e}");
+            }
+            match r.errors.first() {
+                Some(first) => (
+                    RunResult::Failed,
+                    format!("{} errors, the first: {first}", r.errors.len()),
+                ),
+                None => (
+                    RunResult::Success,
+                    format!(
+                        "{} snapshots, {} blobs in {} packs ({} read): no errors",
+                        r.snapshots, r.blobs, r.packs, r.packs_read
+                    ),
+                ),
+            }
         }
-        JobKind::Sync => a.push("sync".into()),
-        JobKind::Rotate => a.extend(["key", "rotate", "--if-due", "--reencrypt"].map(String::from)),
-        JobKind::Backup | JobKind::Drill => {}
+        JobKind::Sync => {
+            let r = ctx.sync_targets()?;
+            match r.failed.first() {
+                Some(first) => (
+                    RunResult::Failed,
+                    format!("{} objects not healed, the first: {first}", r.failed.len()),
+                ),
+                None => (RunResult::Success, format!("{} objects copied", r.copied)),
+            }
+        }
+        JobKind::Rotate => rotate(ctx, g, &cancel)?,
+        JobKind::Drill => {
+            let plan = j.plan.as_deref().unwrap_or_default();
+            let done = crate::drill::run_drill(ctx, g, plan, &[], false)?;
+            match (&done.record.passed, &done.recorded) {
+                (true, Ok(seq)) => (
+                    RunResult::Success,
+                    format!("passed; evidence in audit entry {seq}"),
+                ),
+                (true, Err(e)) => (
+                    RunResult::Failed,
+                    format!("passed, but its evidence could not be recorded: {e}"),
+                ),
+                (false, _) => (RunResult::Failed, format!("failed: {}", done.record.reason)),
+            }
+        }
+    };
+    Ok((result, message, Figures::default()))
+}
+
+/// A forget job: the job's policy over the snapshots of its host (all hosts without one).
+fn forget(ctx: &Context, g: &Global, j: &crate::config::JobConfig) -> Result<(RunResult, String)> {
+    let policy = Policy {
+        last: j.keep_last,
+        hourly: j.keep_hourly,
+        daily: j.keep_daily,
+        weekly: j.keep_weekly,
+        monthly: j.keep_monthly,
+        yearly: j.keep_yearly,
+        within: j
+            .keep_within
+            .as_deref()
+            .map(crate::duration::parse)
+            .transpose()?,
+        tags: j.keep_tags.clone(),
+    };
+    let repo = ctx.open(g)?;
+    let selected: Vec<_> = ctx
+        .rt
+        .block_on(repo.snapshots())?
+        .into_iter()
+        .filter(|(_, s)| j.host.as_ref().is_none_or(|h| s.host == *h))
+        .collect();
+    let opts = ForgetOptions {
+        policy,
+        allow_empty: false,
+        dry_run: false,
+    };
+    let r = ctx.rt.block_on(forget_by_policy(&repo, &selected, &opts))?;
+    if !r.emptied.is_empty() {
+        return Ok((
+            RunResult::Failed,
+            format!(
+                "the policy keeps no snapshot of {}; nothing was removed",
+                r.emptied.join("; ")
+            ),
+        ));
     }
-    a
+    Ok((
+        RunResult::Success,
+        format!(
+            "removed {} snapshots, kept {}",
+            r.removed.len(),
+            r.decisions.len() - r.removed.len()
+        ),
+    ))
+}
+
+/// A rotation job: a new data-key epoch when the policy says one is due, then re-encryption of
+/// what older epochs sealed (which also finishes an earlier, interrupted one).
+fn rotate(ctx: &Context, g: &Global, cancel: &Cancel) -> Result<(RunResult, String)> {
+    let repo = ctx.open(g)?;
+    let (id, created, blobs) = ctx.rt.block_on(repo.active_epoch_usage())?;
+    let age = (chrono::Utc::now().timestamp() - created).max(0) as u64;
+    let policy = ctx.rotation;
+    let due = age >= policy.max_age.as_secs() || blobs >= policy.max_blobs;
+    if !due {
+        return Ok((
+            RunResult::Success,
+            format!(
+                "not due: epoch {id} is {} days old and seals {blobs} blobs",
+                age / 86_400
+            ),
+        ));
+    }
+    let epoch = ctx.rt.block_on(repo.rotate_epoch())?;
+    // Opened again to seal under the new epoch.
+    let repo = ctx.open(g)?;
+    let r = ctx.rt.block_on(repo.reencrypt(&|_| {}, cancel))?;
+    let message = format!(
+        "epoch {epoch} is active; rewrote {} packs, retired epochs {:?}",
+        r.packs_rewritten, r.retired
+    );
+    if r.not_retired.is_empty() {
+        Ok((RunResult::Success, message))
+    } else {
+        Ok((
+            RunResult::Partial,
+            format!("{message}; not retired: {}", r.not_retired.join("; ")),
+        ))
+    }
 }

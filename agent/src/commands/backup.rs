@@ -1,5 +1,5 @@
 use anyhow::Result;
-use drvault_backup::{BackupOutcome, BackupRequest, Controls, Parent, Source, StreamSource};
+use drvault_backup::{BackupRequest, Controls, Parent, Source, StreamSource};
 
 use crate::cli::{BackupArgs, Global};
 use crate::context::Context;
@@ -118,17 +118,19 @@ fn request(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<BackupRequest> {
         host: a.host.clone().unwrap_or_else(drvault_repo::host::hostname),
     })
 }
-
-/// The outcome's figures, as the job history records them.
-pub fn outcome_figures(out: &BackupOutcome) -> crate::agent::history::Figures {
-    let s = &out.snapshot.summary;
-    crate::agent::history::Figures {
-        snapshot: Some(out.id.to_hex()),
-        snapshot_time: Some(out.snapshot.time_ns as f64 / 1e9),
-        files: s.files_new + s.files_changed + s.files_unchanged,
-        bytes_read: s.bytes_read,
-        bytes_added: s.bytes_added,
-        errors: s.errors,
+/// True when the repository's `config` object can be read; false only when it is known to be
+/// absent (an unreachable target is an error, not a reason to create a repository).
+fn repository_exists(ctx: &Context) -> Result<bool> {
+    let Ok(store) = ctx.store(false) else {
+        return Ok(false);
+    };
+    match ctx
+        .rt
+        .block_on(store.get(drvault_repo::format::paths::CONFIG))
+    {
+        Ok(_) => Ok(true),
+        Err(drvault_repo::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -155,20 +157,4 @@ fn stop_on_signals(ctx: &Context) {
             crate::stop::request();
         }
     });
-}
-
-/// True when the repository's `config` object can be read; false only when it is known to be
-/// absent (an unreachable target is an error, not a reason to create a repository).
-fn repository_exists(ctx: &Context) -> Result<bool> {
-    let Ok(store) = ctx.store(false) else {
-        return Ok(false);
-    };
-    match ctx
-        .rt
-        .block_on(store.get(drvault_repo::format::paths::CONFIG))
-    {
-        Ok(_) => Ok(true),
-        Err(drvault_repo::Error::NotFound { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
 }

@@ -35,7 +35,7 @@ pub fn run(ctx: &Context, g: &Global, a: &CheckArgs) -> Result<Exit> {
         (false, Some(p)) => ReadData::Subset(p),
         _ => ReadData::None,
     };
-    let report = ctx.rt.block_on(check(repo, read))?;
+    let report = ctx.rt.block_on(check(repo, read, &crate::stop::token()))?;
     if g.json && copies.is_some() {
         outln!(
             "{}",

@@ -40,7 +40,7 @@ pub fn run(ctx: &Context, g: &Global, a: &DiffArgs) -> Result<Exit> {
     let comps = a
         .path
         .as_deref()
-        .map(super::restore::components)
+        .map(crate::context::components)
         .unwrap_or_default();
     let base: String = comps.iter().map(|c| format!("/{}", printable(c))).collect();
     let old = super::dump::lookup(ctx, &repo, from_tree, &comps).ok();

@@ -21,7 +21,7 @@ pub fn run(ctx: &Context, g: &Global, a: &DumpArgs) -> Result<Exit> {
     let snaps = ctx.rt.block_on(repo.snapshots())?;
     let spec = super::restore::spec(Some(a.snapshot.clone()), None, &a.filter);
     let (snap_id, snap) = drvault_restore::select_snapshot(&snaps, &spec)?;
-    let comps = super::restore::components(&a.path);
+    let comps = crate::context::components(&a.path);
     let node = lookup(ctx, &repo, snap.tree, &comps).with_context(|| {
         let paths: Vec<String> = snap.paths.iter().map(|p| printable(p)).collect();
         format!(

@@ -36,7 +36,7 @@ enum Wanted {
 impl Wanted {
     fn parse(text: &str) -> Self {
         if text.contains('/') {
-            Wanted::Path(super::restore::components(std::path::Path::new(text)))
+            Wanted::Path(crate::context::components(std::path::Path::new(text)))
         } else {
             Wanted::Name(text.as_bytes().to_vec())
         }

@@ -1,9 +1,8 @@
 //! `drvault forget`: apply a retention policy to the snapshots.
 
 use anyhow::Result;
-use drvault_repo::audit;
-use drvault_repo::format::paths;
-use drvault_repo::retention::{apply, Candidate, Policy};
+use drvault_repo::lifecycle::{forget_by_policy, forget_snapshots, ForgetOptions};
+use drvault_repo::retention::Policy;
 
 use crate::cli::{ForgetArgs, Global};
 use crate::context::Context;
@@ -36,54 +35,32 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
     let repo = ctx.open(g)?;
     let snaps = ctx.rt.block_on(repo.snapshots())?;
     let filter = super::restore::spec(None, None, &a.filter);
-    let candidates: Vec<Candidate> = snaps
-        .iter()
+    let selected: Vec<(drvault_repo::Id, drvault_repo::format::Snapshot)> = snaps
+        .into_iter()
         .filter(|(_, s)| filter.admits(s))
-        .map(|(id, s)| Candidate {
-            id: id.to_hex(),
-            time: chrono::DateTime::from_timestamp_nanos(s.time_ns),
-            group: format!(
-                "{} {}",
-                s.host,
-                s.paths
-                    .iter()
-                    .map(|p| String::from_utf8_lossy(p).into_owned())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            tags: s.tags.clone(),
-        })
         .collect();
-    if candidates.is_empty() {
+    if selected.is_empty() {
         tracing::warn!("no snapshot passes --host, --tag and --path: the policy removes nothing");
     }
     for tag in &a.keep_tags {
-        if !candidates.iter().any(|c| c.tags.contains(tag)) {
+        if !selected.iter().any(|(_, s)| s.tags.contains(tag)) {
             tracing::warn!("--keep-tag {tag}: no snapshot has this tag, so it keeps nothing");
         }
     }
-    let decisions = apply(&policy, &candidates);
-    if !a.allow_empty {
-        let mut emptied: Vec<&str> = decisions.iter().map(|d| d.group.as_str()).collect();
-        emptied.dedup();
-        emptied.retain(|grp| !decisions.iter().any(|d| d.group == *grp && d.keep));
-        if !emptied.is_empty() {
-            usage!(
-                "this policy keeps no snapshot of {}; nothing was removed. Keep at least one \
-                 (e.g. --keep-last 1), or add --allow-empty if removing them all is the intent",
-                emptied.join("; ")
-            );
-        }
+    let opts = ForgetOptions {
+        policy,
+        allow_empty: a.allow_empty,
+        dry_run: a.dry_run,
+    };
+    let report = ctx.rt.block_on(forget_by_policy(&repo, &selected, &opts))?;
+    if !a.allow_empty && !report.emptied.is_empty() {
+        usage!(
+            "this policy keeps no snapshot of {}; nothing was removed. Keep at least one \
+             (e.g. --keep-last 1), or add --allow-empty if removing them all is the intent",
+            report.emptied.join("; ")
+        );
     }
-    let removed: Vec<&str> = decisions
-        .iter()
-        .filter(|d| !d.keep)
-        .map(|d| d.id.as_str())
-        .collect();
-    if !a.dry_run && !removed.is_empty() {
-        let kept = decisions.len() - removed.len();
-        remove(ctx, &repo, &removed, kept, false)?;
-    }
+    let (decisions, removed) = (&report.decisions, &report.removed);
     if g.json {
         outln!(
             "{}",
@@ -93,7 +70,7 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
         );
     } else {
         let mut group = "";
-        for d in &decisions {
+        for d in decisions {
             if d.group != group {
                 group = &d.group;
                 outln!("{group}:");
@@ -144,8 +121,8 @@ fn forget_named(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
         }
     }
     if !a.dry_run {
-        let hex: Vec<String> = named.iter().map(|id| id.to_hex()).collect();
-        remove(ctx, &repo, &hex, snaps.len() - named.len(), true)?;
+        ctx.rt
+            .block_on(forget_snapshots(&repo, &named, snaps.len() - named.len()))?;
     }
     if g.json {
         outln!(
@@ -171,32 +148,4 @@ fn forget_named(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
         );
     }
     Ok(Exit::Ok)
-}
-
-/// Deletes the snapshot objects (full hex IDs) and records it in the audit log.
-fn remove(
-    ctx: &Context,
-    repo: &drvault_repo::Repository,
-    ids: &[impl AsRef<str>],
-    kept: usize,
-    named: bool,
-) -> Result<()> {
-    ctx.rt
-        .block_on(drvault_repo::failpoint::hit("forget.before-delete"));
-    for id in ids {
-        let name = format!("{}{}", paths::SNAPSHOTS, id.as_ref());
-        ctx.rt.block_on(repo.store().delete(&name))?;
-    }
-    let details = serde_json::json!({
-        "removed": ids.iter().map(|id| id.as_ref().get(..8).unwrap_or(id.as_ref())).collect::<Vec<_>>(),
-        "kept": kept,
-        "named": named,
-    });
-    if let Err(e) = ctx
-        .rt
-        .block_on(audit::append(repo, "snapshots.forget", details, "ok"))
-    {
-        tracing::warn!("forget was not recorded in the audit log: {e}");
-    }
-    Ok(())
 }

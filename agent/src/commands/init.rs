@@ -1,5 +1,5 @@
 use anyhow::Result;
-use drvault_keyring::{KdfParams, SlotKind};
+use drvault_keyring::KdfParams;
 use drvault_repo::repository::InitOptions;
 use drvault_repo::Repository;
 use zeroize::Zeroizing;
@@ -82,25 +82,8 @@ pub fn init(
             p_cost: 1,
         };
     }
-    let kdf = opts.kdf;
-    let repo = ctx.rt.block_on(Repository::init(store, pass, opts))?;
-    let recovery = drvault_keyring::generate_recovery_key()?;
-    ctx.rt
-        .block_on(repo.add_key_slot(SlotKind::Recovery, recovery.as_bytes(), kdf, "recovery"))?;
-    // The evidence starts with the repository: its first keys and who made them.
-    let details = serde_json::json!({
-        "repository": repo.config().id,
-        "location": ctx.repo_location,
-        "slots": ["passphrase", "recovery"],
-        "kdf_memory_kib": kdf.m_cost_kib,
-    });
-    if let Err(e) = ctx.rt.block_on(drvault_repo::audit::append(
-        &repo,
-        "repository.init",
-        details,
-        "ok",
-    )) {
-        tracing::warn!("init was not recorded in the audit log: {e}");
-    }
+    let (repo, recovery) =
+        ctx.rt
+            .block_on(Repository::create(store, pass, opts, &ctx.repo_location))?;
     Ok((repo.config().id.clone(), recovery))
 }

@@ -5,37 +5,31 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 
-use crate::agent::history::{success_rate, History, Run};
 use crate::cli::{Global, JobsArgs};
 use crate::exit::Exit;
-
-/// A location compared as the user may write it: "/srv/repo/" and "/srv/repo" are one.
-pub fn same_location(l: &str) -> String {
-    let t = l.trim_end_matches('/');
-    if t.is_empty() {
-        l.to_string()
-    } else {
-        t.to_string()
-    }
-}
+use crate::history::{success_rate, History, Run};
 
 pub fn run(g: &Global, a: &JobsArgs) -> Result<Exit> {
     let state_dir = crate::context::state_dir(g);
     let since = match &a.since {
-        Some(d) => crate::agent::history::now() - crate::duration::parse(d)?.as_secs_f64(),
+        Some(d) => crate::history::now() - crate::duration::parse(d)?.as_secs_f64(),
         None => 0.0,
     };
     let history = History::open(&state_dir)?;
     // With --repo, that repository's runs only (the history is per host, not per repository).
-    let scope = g.repo.as_deref().map(same_location);
+    let scope = g.repo.as_deref().map(crate::context::same_location);
     let runs: Vec<Run> = history
         .runs(since)?
         .into_iter()
         .filter(|r| a.job.as_ref().is_none_or(|j| &r.job == j))
         .filter(|r| {
-            scope
-                .as_ref()
-                .is_none_or(|s| r.repository.as_deref().map(same_location).as_ref() == Some(s))
+            scope.as_ref().is_none_or(|s| {
+                r.repository
+                    .as_deref()
+                    .map(crate::context::same_location)
+                    .as_ref()
+                    == Some(s)
+            })
         })
         .collect();
     let mut by_job: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
@@ -52,7 +46,7 @@ pub fn run(g: &Global, a: &JobsArgs) -> Result<Exit> {
                     serde_json::json!({
                         "runs": rs.len(),
                         "success_rate": success_rate(rs.iter().copied()),
-                        "last_success": rs.iter().rev().find(|r| r.result == crate::agent::history::RunResult::Success).and_then(|r| r.ended),
+                        "last_success": rs.iter().rev().find(|r| r.result == crate::history::RunResult::Success).and_then(|r| r.ended),
                     }),
                 )
             })

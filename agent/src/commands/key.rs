@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use anyhow::Result;
 use drvault_keyring::{KdfParams, SlotKind};
 use drvault_repo::repository::{Progress, ReencryptReport};
-use drvault_repo::{audit, Repository};
+use drvault_repo::Repository;
 
 use crate::cli::{Global, KeyCommand, KeyKindArg};
 use crate::context::Context;
@@ -59,13 +59,9 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
                 (None, SlotKind::Recovery) => "recovery".to_string(),
                 (None, _) => super::init::default_label(),
             };
-            let name = audited(ctx, &repo, "key.add", || {
-                let name =
-                    ctx.rt
-                        .block_on(repo.add_key_slot(kind, &pass, KdfParams::SERVER, &label))?;
-                let details = serde_json::json!({ "slot": short(&name), "kind": kind.as_str(), "label": label });
-                Ok((name, details))
-            })?;
+            let name =
+                ctx.rt
+                    .block_on(repo.add_key_slot(kind, &pass, KdfParams::SERVER, &label))?;
             let id = name.rsplit('/').next().unwrap_or(&name);
             if g.json {
                 let mut v = serde_json::json!({ "id": id, "kind": kind.as_str(), "label": label });
@@ -82,10 +78,7 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
         }
         KeyCommand::List => list(ctx, g, &repo)?,
         KeyCommand::Remove { slot } => {
-            let name = audited(ctx, &repo, "key.remove", || {
-                let name = ctx.rt.block_on(repo.remove_key_slot(slot))?;
-                Ok((name.clone(), serde_json::json!({ "slot": short(&name) })))
-            })?;
+            let name = ctx.rt.block_on(repo.remove_key_slot(slot))?;
             report(
                 g,
                 serde_json::json!({ "removed": short(&name) }),
@@ -95,14 +88,9 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
         KeyCommand::Passwd { new_password_file } => {
             let old = crate::password::read(g.password_file.as_deref(), false)?;
             let new = crate::password::read_new(new_password_file.as_deref())?;
-            let (old_name, new_name) = audited(ctx, &repo, "key.passwd", || {
-                let names =
-                    ctx.rt
-                        .block_on(repo.change_passphrase(&old, &new, KdfParams::SERVER))?;
-                let details =
-                    serde_json::json!({ "old_slot": short(&names.0), "new_slot": short(&names.1) });
-                Ok((names, details))
-            })?;
+            let (old_name, new_name) =
+                ctx.rt
+                    .block_on(repo.change_passphrase(&old, &new, KdfParams::SERVER))?;
             report(
                 g,
                 serde_json::json!({ "old": short(&old_name), "new": short(&new_name) }),
@@ -135,15 +123,9 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
             }
             let epoch = if a.master {
                 let pass = crate::password::read(g.password_file.as_deref(), false)?;
-                let (epoch, removed) = audited(ctx, &repo, "key.rotate_master", || {
-                    let r = ctx
-                        .rt
-                        .block_on(repo.rotate_master(&pass, KdfParams::SERVER))?;
-                    Ok((
-                        r,
-                        serde_json::json!({ "new_epoch": r.0, "other_slots_removed": r.1 }),
-                    ))
-                })?;
+                let (epoch, removed) = ctx
+                    .rt
+                    .block_on(repo.rotate_master(&pass, KdfParams::SERVER))?;
                 if !g.quiet {
                     eprintln!(
                         "new master key; the slot in use was wrapped again{}",
@@ -156,10 +138,7 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
                 }
                 epoch
             } else {
-                audited(ctx, &repo, "key.rotate", || {
-                    let e = ctx.rt.block_on(repo.rotate_epoch())?;
-                    Ok((e, serde_json::json!({ "new_epoch": e })))
-                })?
+                ctx.rt.block_on(repo.rotate_epoch())?
             };
             if !a.reencrypt {
                 report(
@@ -176,28 +155,6 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
         KeyCommand::Reencrypt => return reencrypt(ctx, g, &repo),
     }
     Ok(Exit::Ok)
-}
-
-/// Runs a key operation and appends its outcome to the audit log, whether it succeeded or not.
-/// The details name epochs and slots, never key material.
-fn audited<T>(
-    ctx: &Context,
-    repo: &Repository,
-    action: &str,
-    op: impl FnOnce() -> Result<(T, serde_json::Value)>,
-) -> Result<T> {
-    let outcome = op();
-    let (details, result) = match &outcome {
-        Ok((_, d)) => (d.clone(), "ok".to_string()),
-        Err(e) => (serde_json::json!({}), format!("failed: {e:#}")),
-    };
-    if let Err(e) = ctx
-        .rt
-        .block_on(audit::append(repo, action, details, &result))
-    {
-        tracing::warn!("{action} was not recorded in the audit log: {e}");
-    }
-    outcome.map(|(t, _)| t)
 }
 
 fn report(g: &Global, json: serde_json::Value, text: &str) {
@@ -281,15 +238,9 @@ fn reencrypt(ctx: &Context, g: &Global, repo: &Repository) -> Result<Exit> {
             );
         }
     };
-    let r: ReencryptReport = audited(ctx, repo, "key.reencrypt", || {
-        let r = ctx.rt.block_on(repo.reencrypt(&progress))?;
-        let details = serde_json::json!({
-            "epochs": r.epochs, "retired": r.retired, "not_retired": r.not_retired,
-            "packs_rewritten": r.packs_rewritten, "bytes_rewritten": r.bytes_rewritten,
-            "snapshots_resealed": r.snapshots.len(), "seconds": started.elapsed().as_secs_f64(),
-        });
-        Ok((r, details))
-    })?;
+    let r: ReencryptReport = ctx
+        .rt
+        .block_on(repo.reencrypt(&progress, &crate::stop::token()))?;
     if show {
         eprintln!();
     }

@@ -16,7 +16,7 @@ pub fn run(ctx: &Context, g: &Global, a: &LsArgs) -> Result<Exit> {
     let prefix = a
         .path
         .as_deref()
-        .map(super::restore::components)
+        .map(crate::context::components)
         .unwrap_or_default();
     // Descend to the starting entry.
     let mut tree = snap.tree;

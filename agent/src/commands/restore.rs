@@ -1,23 +1,12 @@
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use drvault_restore::{RestoreOptions, RestoreStats, SnapshotSpec};
 
 use crate::cli::{Global, OverwriteArg, RestoreArgs, SnapshotFilter};
-use crate::context::Context;
+use crate::context::{components, Context};
 use crate::exit::{usage, Exit};
 use crate::timefmt::{self, DateMeans};
-
-/// A snapshot path as components ("/etc/ssh" and "etc/ssh" are the same).
-pub fn components(p: &Path) -> Vec<Vec<u8>> {
-    p.components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(s) => Some(s.as_bytes().to_vec()),
-            _ => None,
-        })
-        .collect()
-}
 
 /// The snapshot selection the filters and an optional ID or time describe.
 pub fn spec(id: Option<String>, at_ns: Option<i64>, f: &SnapshotFilter) -> SnapshotSpec {

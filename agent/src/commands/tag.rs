@@ -4,8 +4,6 @@
 //! running meanwhile sees the tree in use through one or the other.
 
 use anyhow::Result;
-use drvault_repo::audit;
-use drvault_repo::format::paths;
 
 use crate::cli::{Global, TagArgs};
 use crate::context::Context;
@@ -43,21 +41,9 @@ pub fn run(ctx: &Context, g: &Global, a: &TagArgs) -> Result<Exit> {
         if tags == snap.tags {
             continue;
         }
-        let mut new = snap.clone();
-        new.tags = tags;
-        let new_id = ctx.rt.block_on(repo.save_snapshot(&new))?;
-        ctx.rt
-            .block_on(repo.store().delete(&paths::snapshot(&old_id)))?;
-        let details = serde_json::json!({
-            "old": old_id.short(), "new": new_id.short(),
-            "tags_before": snap.tags, "tags_after": new.tags,
-        });
-        if let Err(e) = ctx
+        let (new_id, new) = ctx
             .rt
-            .block_on(audit::append(&repo, "snapshots.tag", details, "ok"))
-        {
-            tracing::warn!("the tag change was not recorded in the audit log: {e}");
-        }
+            .block_on(drvault_repo::lifecycle::retag(&repo, &old_id, &snap, tags))?;
         changed.push(serde_json::json!({
             "old": old_id.to_hex(), "new": new_id.to_hex(), "tags": new.tags,
         }));

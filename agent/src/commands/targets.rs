@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use drvault_repo::store::Store;
-use drvault_repo::sync::{record_survey, survey, sync as heal};
+use drvault_repo::sync::{record_survey, survey};
 
 use crate::cli::Global;
 use crate::context::Context;
@@ -47,10 +47,7 @@ pub fn run(ctx: &Context, g: &Global) -> Result<Exit> {
 }
 
 pub fn sync(ctx: &Context, g: &Global) -> Result<Exit> {
-    let store = ctx.store(false)?;
-    let report = ctx.rt.block_on(heal(&store))?;
-    let (_, names) = ctx.rt.block_on(survey(&store));
-    remember(ctx, &store, &names);
+    let report = ctx.sync_targets()?;
     if g.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -112,7 +109,11 @@ pub fn repair(ctx: &Context, g: &Global) -> Result<Exit> {
 }
 
 /// Keeps the catalog's record of owed objects in step with what the listings found.
-fn remember(ctx: &Context, store: &Store, names: &[Option<std::collections::BTreeSet<String>>]) {
+pub(crate) fn remember(
+    ctx: &Context,
+    store: &Store,
+    names: &[Option<std::collections::BTreeSet<String>>],
+) {
     if let Err(e) = ctx.rt.block_on(record_survey(store, &ctx.state_dir, names)) {
         tracing::info!("owed objects not recorded in the catalog: {e}");
     }

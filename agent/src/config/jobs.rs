@@ -230,8 +230,8 @@ impl JobConfig {
         let rpo_objective = duration("rpo_objective", &self.rpo_objective)?;
         duration("keep_within", &self.keep_within)?;
         duration("grace", &self.grace)?;
-        let hook_timeout = duration("hook_timeout", &self.hook_timeout)?
-            .unwrap_or(crate::agent::hooks::DEFAULT_TIMEOUT);
+        let hook_timeout =
+            duration("hook_timeout", &self.hook_timeout)?.unwrap_or(crate::hooks::DEFAULT_TIMEOUT);
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
                 bail!("job {name}: env name {key:?} is not a variable name");

@@ -212,7 +212,7 @@ fn drill(
         .map_err(fail)?;
     let includes = wanted
         .iter()
-        .map(|w| crate::commands::components(std::path::Path::new(std::ffi::OsStr::from_bytes(w))))
+        .map(|w| crate::context::components(std::path::Path::new(std::ffi::OsStr::from_bytes(w))))
         .collect();
     let opts = RestoreOptions {
         target: target.clone(),

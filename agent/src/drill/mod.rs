@@ -18,51 +18,67 @@ pub fn run(cli: DrtestCli) -> Result<Exit> {
     dispatch(&ctx, &cli.global, &cli.command)
 }
 
-/// Runs one `drtest` command with an existing context (the agent's drill jobs use it).
+/// A drill that ran, and where its evidence went.
+pub struct DrillDone {
+    pub record: engine::DrillRecord,
+    /// The audit log entry's sequence number, or why the evidence could not be recorded.
+    pub recorded: Result<u64, drvault_repo::Error>,
+}
+
+/// Runs the drill plan `plan` (`exclude_targets` replaces the plan's own when not empty) and
+/// records its evidence in the audit log: what `drtest run` and the agent's drill jobs do.
+pub fn run_drill(
+    ctx: &Context,
+    g: &crate::cli::Global,
+    plan: &str,
+    exclude_targets: &[String],
+    keep: bool,
+) -> Result<DrillDone> {
+    let plan = ctx
+        .drill_plans()
+        .iter()
+        .find(|p| p.name == plan)
+        .cloned()
+        .with_context(|| format!("no drill plan named {plan:?} in the config file ([[drills]])"))?;
+    let excluded = if exclude_targets.is_empty() {
+        plan.exclude_targets.clone()
+    } else {
+        exclude_targets.to_vec()
+    };
+    let (record, _) = engine::run(ctx, g, &plan, &excluded, keep);
+    let evidence = serde_json::to_value(&record)?;
+    // The record goes into the audit log (repository and catalog) once, whole, through every
+    // target: an excluded target is excluded from the drill's reads, not from its evidence
+    // (appending through the surviving targets only forked the log).
+    let opened = ctx.open(g);
+    if let Err(e) = &opened {
+        tracing::warn!("cannot open the repository to record the drill: {e:#}");
+    }
+    let result = if record.passed {
+        "ok".to_string()
+    } else {
+        format!("failed: {}", record.reason)
+    };
+    let recorded = match opened.ok() {
+        Some(repo) => ctx
+            .rt
+            .block_on(audit::append(&repo, "drill.run", evidence, &result))
+            .map(|e| e.seq),
+        None => Err(drvault_repo::Error::Invalid(
+            "no target can be opened".into(),
+        )),
+    };
+    Ok(DrillDone { record, recorded })
+}
+
+/// Runs one `drtest` command with an existing context.
 pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) -> Result<Exit> {
     match command {
         DrtestCommand::Run(a) => {
-            let plan = ctx
-                .drill_plans()
-                .iter()
-                .find(|p| p.name == a.plan)
-                .cloned()
-                .with_context(|| {
-                    format!(
-                        "no drill plan named {:?} in the config file ([[drills]])",
-                        a.plan
-                    )
-                })?;
-            let excluded = if a.exclude_targets.is_empty() {
-                plan.exclude_targets.clone()
-            } else {
-                a.exclude_targets.clone()
-            };
-            let (record, _) = engine::run(ctx, g, &plan, &excluded, a.keep);
-            let evidence = serde_json::to_value(&record)?;
-            // The record goes into the audit log (repository and catalog) once, whole, through
-            // every target: an excluded target is excluded from the drill's reads, not from its
-            // evidence (appending through the surviving targets only forked the log).
-            let opened = ctx.open(g);
-            if let Err(e) = &opened {
-                tracing::warn!("cannot open the repository to record the drill: {e:#}");
-            }
-            let repo = opened.ok();
-            let result = if record.passed {
-                "ok".to_string()
-            } else {
-                format!("failed: {}", record.reason)
-            };
-            let recorded = match &repo {
-                Some(repo) => ctx
-                    .rt
-                    .block_on(audit::append(repo, "drill.run", evidence.clone(), &result))
-                    .map(|e| e.seq),
-                None => Err(drvault_repo::Error::Invalid(
-                    "no target can be opened".into(),
-                )),
-            };
-            if let Err(e) = &recorded {
+            let drill = run_drill(ctx, g, &a.plan, &a.exclude_targets, a.keep)?;
+            let (record, recorded) = (&drill.record, &drill.recorded);
+            let evidence = serde_json::to_value(record)?;
+            if let Err(e) = recorded {
                 eprintln!(
                     "drtest: the drill's evidence could not be written to the audit log: {e}"
                 );
@@ -70,7 +86,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) 
             if g.json {
                 outln!("{}", serde_json::to_string_pretty(&evidence)?);
             } else if !g.quiet {
-                print_record(&record);
+                print_record(record);
             }
             Ok(match (record.passed, recorded.is_ok()) {
                 (true, true) => Exit::Ok,
@@ -111,15 +127,15 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) 
             // The agent's job history, when this host has one (the report is usually written there).
             let history = ctx.state_dir.join("jobs.sqlite");
             // Runs of this repository (and older ones, which did not record theirs).
-            let here = crate::commands::same_location(&ctx.repo_location);
+            let here = crate::context::same_location(&ctx.repo_location);
             let runs = if history.exists() {
-                let all = crate::agent::history::History::open(&ctx.state_dir)?.runs(0.0)?;
+                let all = crate::history::History::open(&ctx.state_dir)?.runs(0.0)?;
                 Some(
                     all.into_iter()
                         .filter(|r| {
                             r.repository
                                 .as_deref()
-                                .is_none_or(|l| crate::commands::same_location(l) == here)
+                                .is_none_or(|l| crate::context::same_location(l) == here)
                         })
                         .collect::<Vec<_>>(),
                 )

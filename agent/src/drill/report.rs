@@ -107,7 +107,7 @@ fn disposal(e: &drvault_repo::audit::AuditEntry) -> Option<String> {
             (!removed.is_empty()).then(|| {
                 format!(
                     "{} forgotten: {}",
-                    crate::commands::plural(removed.len() as u64, "snapshot"),
+                    crate::text::plural(removed.len() as u64, "snapshot"),
                     removed.join(", ")
                 )
             })
@@ -115,7 +115,7 @@ fn disposal(e: &drvault_repo::audit::AuditEntry) -> Option<String> {
         "data.prune" => (count("packs_deleted") > 0).then(|| {
             format!(
                 "{} deleted ({} bytes freed) of data no snapshot uses",
-                crate::commands::plural(count("packs_deleted"), "pack"),
+                crate::text::plural(count("packs_deleted"), "pack"),
                 count("bytes_freed")
             )
         }),
@@ -151,15 +151,15 @@ pub fn build(
     entries: &[drvault_repo::audit::AuditEntry],
     snapshot_times_ns: &[i64],
     audit_log: AuditStatus,
-    job_runs: Option<&[crate::agent::history::Run]>,
+    job_runs: Option<&[crate::history::Run]>,
 ) -> Report {
-    use crate::agent::history::{success_rate, RunResult};
+    use crate::history::{success_rate, RunResult};
     let in_range = |t: f64| {
         let t = (t * 1e9) as i64;
         t >= period.start.timestamp_nanos_opt().unwrap_or(0)
             && t < period.end.timestamp_nanos_opt().unwrap_or(i64::MAX)
     };
-    let runs: Vec<&crate::agent::history::Run> = job_runs
+    let runs: Vec<&crate::history::Run> = job_runs
         .unwrap_or_default()
         .iter()
         .filter(|r| in_range(r.started) && r.result != RunResult::Running)
@@ -338,7 +338,7 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(
         o,
         "{} taken in the period.",
-        crate::commands::plural(r.snapshots_in_period as u64, "snapshot")
+        crate::text::plural(r.snapshots_in_period as u64, "snapshot")
     );
     let _ = writeln!(o, "Backup success rate: {}.\n", success_text(r));
     let _ = writeln!(o, "## Integrity checks (CC7.1, PI1.4)\n");
@@ -473,7 +473,7 @@ tr.fail td:nth-child(4){{color:#b71c1c;font-weight:bold}}.charts{{display:flex;g
         rto_chart = super::chart::svg(&r.drills, "RTO per drill, as a share of its objective", "rto_seconds", "rto_objective_seconds"),
         rpo_chart = super::chart::svg(&r.drills, "RPO per drill, as a share of its objective", "rpo_seconds", "rpo_objective_seconds"),
         rows = md_rows,
-        snaps = crate::commands::plural(r.snapshots_in_period as u64, "snapshot"),
+        snaps = crate::text::plural(r.snapshots_in_period as u64, "snapshot"),
         rate = esc(&success_text(r)),
         checks = esc(&checks_summary(r)),
         check_items = r.checks.iter().map(|c| format!("<li>{} job <code>{}</code>: {} {}</li>",

@@ -7,6 +7,8 @@ use std::time::Duration;
 use drvault_keyring::{EpochState, ENVELOPE_OVERHEAD};
 
 use super::*;
+use crate::audit;
+use crate::cancel::Cancel;
 use crate::lease::{live_sessions, Lease};
 use crate::packer::PackBuilder;
 
@@ -50,6 +52,12 @@ pub struct Progress {
     pub packs_done: u64,
     pub packs_total: u64,
     pub bytes_done: u64,
+}
+
+/// The first eight characters of a key slot's id, as the audit log names slots.
+pub(crate) fn short(name: &str) -> &str {
+    let id = name.rsplit('/').next().unwrap_or(name);
+    &id[..8.min(id.len())]
 }
 
 impl Repository {
@@ -110,7 +118,20 @@ impl Repository {
     }
 
     /// Removes the key slot whose id starts with `prefix`. The last slot cannot be removed.
+    /// Recorded in the audit log (`key.remove`).
     pub async fn remove_key_slot(&self, prefix: &str) -> Result<String> {
+        let removed = self.delete_key_slot(prefix).await;
+        audit::record_outcome(
+            self,
+            "key.remove",
+            &removed,
+            |name| serde_json::json!({ "slot": short(name) }),
+        )
+        .await;
+        removed
+    }
+
+    async fn delete_key_slot(&self, prefix: &str) -> Result<String> {
         let slots = self.key_slots().await?;
         let matching: Vec<&String> = slots
             .iter()
@@ -153,7 +174,25 @@ impl Repository {
 
     /// Re-wraps the slot that `old` opens under `new` (same kind), then removes the old slot.
     /// Returns (old slot name, new slot name).
+    /// Recorded in the audit log (`key.passwd`).
     pub async fn change_passphrase(
+        &self,
+        old: &drvault_keyring::Credential,
+        new: &[u8],
+        kdf: KdfParams,
+    ) -> Result<(String, String)> {
+        let changed = self.rewrap_slot(old, new, kdf).await;
+        audit::record_outcome(
+            self,
+            "key.passwd",
+            &changed,
+            |(old, new)| serde_json::json!({ "old_slot": short(old), "new_slot": short(new) }),
+        )
+        .await;
+        changed
+    }
+
+    async fn rewrap_slot(
         &self,
         old: &drvault_keyring::Credential,
         new: &[u8],
@@ -180,7 +219,7 @@ impl Repository {
             ));
         }
         let new_name = self
-            .add_key_slot(old_slot.kind, new, kdf, &old_slot.label)
+            .create_key_slot(old_slot.kind, new, kdf, &old_slot.label)
             .await?;
         self.store.delete(&old_name).await?;
         Ok((old_name, new_name))
@@ -267,7 +306,20 @@ impl Repository {
 
     /// Starts a new data-key epoch; new data is sealed under it from the next opening of the
     /// repository on. Returns the new epoch's id.
+    /// Recorded in the audit log (`key.rotate`).
     pub async fn rotate_epoch(&self) -> Result<u32> {
+        let rotated = self.start_epoch().await;
+        audit::record_outcome(
+            self,
+            "key.rotate",
+            &rotated,
+            |e| serde_json::json!({ "new_epoch": e }),
+        )
+        .await;
+        rotated
+    }
+
+    async fn start_epoch(&self) -> Result<u32> {
         let lease = Lease::acquire(&self.store, "key rotation", LEASE_TTL).await?;
         let result = async {
             let mut kr = self.current_keyring().await?;
@@ -285,7 +337,21 @@ impl Repository {
     /// older keyring object is deleted, and a new data-key epoch starts (the old master key
     /// opened the old epochs' keys; re-encrypt and retire them next). Returns (new epoch, the
     /// number of other slots removed).
+    /// Recorded in the audit log (`key.rotate_master`).
     pub async fn rotate_master(
+        &self,
+        credential: &drvault_keyring::Credential,
+        kdf: KdfParams,
+    ) -> Result<(u32, usize)> {
+        let rotated = self.replace_master(credential, kdf).await;
+        audit::record_outcome(self, "key.rotate_master", &rotated, |(epoch, removed)| {
+            serde_json::json!({ "new_epoch": epoch, "other_slots_removed": removed })
+        })
+        .await;
+        rotated
+    }
+
+    async fn replace_master(
         &self,
         credential: &drvault_keyring::Credential,
         kdf: KdfParams,
@@ -349,19 +415,41 @@ impl Repository {
     ///
     /// Safe to interrupt at any point and run again; safe while other hosts back up (an epoch
     /// a running backup still seals under is not retired).
-    pub async fn reencrypt(&self, progress: &(dyn Fn(Progress) + Sync)) -> Result<ReencryptReport> {
-        let mut lease = Lease::acquire(&self.store, "re-encryption", LEASE_TTL).await?;
-        let result = self.reencrypt_locked(&mut lease, progress).await;
-        let released = lease.release(&self.store).await;
-        let report = result?;
-        released?;
-        Ok(report)
+    ///
+    /// Stops between two packs when `cancel` is set ([`Error::Interrupted`]). Recorded in the
+    /// audit log (`key.reencrypt`).
+    pub async fn reencrypt(
+        &self,
+        progress: &(dyn Fn(Progress) + Sync),
+        cancel: &Cancel,
+    ) -> Result<ReencryptReport> {
+        let started = std::time::Instant::now();
+        let done = async {
+            let mut lease = Lease::acquire(&self.store, "re-encryption", LEASE_TTL).await?;
+            let result = self.reencrypt_locked(&mut lease, progress, cancel).await;
+            let released = lease.release(&self.store).await;
+            let report = result?;
+            released?;
+            Ok(report)
+        }
+        .await;
+        audit::record_outcome(self, "key.reencrypt", &done, |r: &ReencryptReport| {
+            serde_json::json!({
+                "epochs": r.epochs, "retired": r.retired, "not_retired": r.not_retired,
+                "packs_rewritten": r.packs_rewritten, "bytes_rewritten": r.bytes_rewritten,
+                "snapshots_resealed": r.snapshots.len(),
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+        })
+        .await;
+        done
     }
 
     async fn reencrypt_locked(
         &self,
         lease: &mut Lease,
         progress: &(dyn Fn(Progress) + Sync),
+        cancel: &Cancel,
     ) -> Result<ReencryptReport> {
         let kr = self.current_keyring().await?;
         if kr.generation() != self.keyring.generation() {
@@ -384,7 +472,7 @@ impl Repository {
         // rotation wrote under an old epoch while the first pass ran.
         for _ in 0..2 {
             let remaining = self
-                .reencrypt_pass(lease, &old, progress, &mut report)
+                .reencrypt_pass(lease, &old, progress, &mut report, cancel)
                 .await?;
             if remaining == 0 {
                 break;
@@ -440,6 +528,7 @@ impl Repository {
         old: &BTreeSet<u32>,
         progress: &(dyn Fn(Progress) + Sync),
         report: &mut ReencryptReport,
+        cancel: &Cancel,
     ) -> Result<u64> {
         // Sessions first: a backup sealing under an old epoch passed its keyring check before the
         // rotation, so its session was durable before this reading. Its packs may be missing
@@ -535,6 +624,13 @@ impl Repository {
             });
             if done.is_multiple_of(FLUSH_EVERY as u64) {
                 self.flush_index().await?;
+            }
+            // A clean point: the packs rewritten so far are indexed before stopping, so the
+            // next run counts them as done (old objects are deleted only after a full pass).
+            if cancel.is_cancelled() {
+                drop(rewritten);
+                self.flush_index().await?;
+                return Err(Error::Interrupted);
             }
         }
         drop(rewritten);

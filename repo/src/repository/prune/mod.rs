@@ -60,6 +60,8 @@ pub struct PruneOptions {
     pub repack_threshold: f64,
     /// Report what would be marked and swept; write nothing.
     pub dry_run: bool,
+    /// Checked at the clean points: before the mark is written and before the sweep.
+    pub cancel: crate::cancel::Cancel,
 }
 
 impl Default for PruneOptions {
@@ -68,6 +70,7 @@ impl Default for PruneOptions {
             grace: Duration::from_secs(3600),
             repack_threshold: 0.2,
             dry_run: false,
+            cancel: crate::cancel::Cancel::new(),
         }
     }
 }
@@ -222,8 +225,24 @@ impl Repository {
 
     /// Removes the packs no snapshot needs: marks what is unused now, repacks packs that are
     /// mostly unused, and deletes the packs of ripe marks (see the module documentation).
-    /// Holds the maintenance lease (a dry run takes none and writes nothing).
+    /// Holds the maintenance lease (a dry run takes none and writes nothing). What it marked
+    /// and deleted is recorded in the audit log (`data.prune`): deleting data is an event
+    /// auditors ask about.
     pub async fn prune(&self, opts: &PruneOptions) -> Result<PruneReport> {
+        let r = self.prune_unrecorded(opts).await?;
+        if !r.dry_run && (r.packs_marked > 0 || r.packs_deleted > 0) {
+            let details = serde_json::json!({
+                "packs_marked": r.packs_marked, "bytes_marked": r.bytes_marked,
+                "packs_repacked": r.packs_repacked, "packs_deleted": r.packs_deleted,
+                "bytes_freed": r.bytes_freed, "marks_swept": r.marks_swept.len(),
+                "marks_pending": r.marks_pending.len(),
+            });
+            crate::audit::record(self, "data.prune", details, "ok").await;
+        }
+        Ok(r)
+    }
+
+    async fn prune_unrecorded(&self, opts: &PruneOptions) -> Result<PruneReport> {
         if !(0.0..=1.0).contains(&opts.repack_threshold) {
             return Err(Error::Invalid(format!(
                 "the repack threshold is a fraction of a pack from 0 to 1, not {}",
@@ -315,8 +334,12 @@ impl Repository {
         report.packs_repacked = plan.repacked;
         report.blobs_repacked = plan.copies.len() as u64;
         report.bytes_repacked = plan.copied_bytes;
+        // Clean points: nothing is written yet; then the copies are indexed and no mark names
+        // their originals yet (a later prune finds them again).
+        opts.cancel.check()?;
         if !dry && !plan.copies.is_empty() {
             self.copy_used_blobs(&mut lease, &plan.copies).await?;
+            opts.cancel.check()?;
         }
         let mut all_marks = marks;
         if !plan.to_mark.is_empty() {
@@ -339,6 +362,8 @@ impl Repository {
         }
 
         crate::failpoint::hit("prune.after-mark").await;
+        // A clean point: the mark is durable and the next prune sweeps it.
+        opts.cancel.check()?;
         // ---- sweep ----
         // Sessions are read after every mark considered exists, and snapshots after that: a
         // backup that ended before this point has committed its snapshot, one that starts

@@ -149,9 +149,13 @@ fn grace(secs: u64) -> PruneOptions {
 }
 
 async fn assert_clean(repo: &Repository) {
-    let r = check(Arc::new(reopen(repo).await), ReadData::All)
-        .await
-        .unwrap();
+    let r = check(
+        Arc::new(reopen(repo).await),
+        ReadData::All,
+        &crate::cancel::Cancel::new(),
+    )
+    .await
+    .unwrap();
     assert!(r.errors.is_empty() && r.warnings.is_empty(), "{r:?}");
 }
 
@@ -403,7 +407,10 @@ async fn repacked_packs_hold_one_epoch_each_so_reencryption_finds_them() {
             .collect();
         assert_eq!(epochs.len(), 1, "{name} mixes epochs");
     }
-    let report = after.reencrypt(&|_| {}).await.unwrap();
+    let report = after
+        .reencrypt(&|_| {}, &crate::cancel::Cancel::new())
+        .await
+        .unwrap();
     assert_eq!(report.retired, vec![1], "{report:?}");
     let last = reopen(&repo).await;
     assert_eq!(

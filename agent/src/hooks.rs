@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::history::RunResult;
 use crate::config::Job;
 use crate::drill::validate::{run_shell, Redactor, Validation};
+use crate::history::RunResult;
 
 /// When a hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

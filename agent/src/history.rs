@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
-use super::hooks::{HookRun, Phase};
+use crate::hooks::{HookRun, Phase};
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -91,6 +91,21 @@ pub struct Figures {
     pub bytes_read: u64,
     pub bytes_added: u64,
     pub errors: u64,
+}
+
+impl Figures {
+    /// A backup's figures, as the job history records them.
+    pub fn of_backup(out: &drvault_backup::BackupOutcome) -> Self {
+        let s = &out.snapshot.summary;
+        Figures {
+            snapshot: Some(out.id.to_hex()),
+            snapshot_time: Some(out.snapshot.time_ns as f64 / 1e9),
+            files: s.files_new + s.files_changed + s.files_unchanged,
+            bytes_read: s.bytes_read,
+            bytes_added: s.bytes_added,
+            errors: s.errors,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

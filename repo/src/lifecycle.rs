@@ -1,0 +1,124 @@
+//! What happens to snapshots after they are written: forgetting them by a retention policy
+//! or by name, and replacing their tags. Each change is recorded in the audit log here, so
+//! every front end (the `forget` and `tag` commands, the agent's forget jobs) records it.
+
+use serde::Serialize;
+
+use crate::format::{paths, Snapshot};
+use crate::retention::{apply, Candidate, Decision, Policy};
+use crate::{audit, failpoint, Id, Repository, Result};
+
+/// A retention run.
+pub struct ForgetOptions {
+    pub policy: Policy,
+    /// Remove every snapshot of a group (host and paths) when the policy keeps none of them.
+    pub allow_empty: bool,
+    /// Decide, remove nothing.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ForgetReport {
+    pub dry_run: bool,
+    /// One per snapshot considered, grouped by host and paths, newest first in each group.
+    pub decisions: Vec<Decision>,
+    /// Groups the policy keeps no snapshot of. Unless `allow_empty`, nothing was removed then:
+    /// the caller should say which groups, and how to keep at least one.
+    pub emptied: Vec<String>,
+    /// Full hex IDs of the snapshots removed (would be removed, in a dry run).
+    pub removed: Vec<String>,
+}
+
+/// The group a snapshot belongs to for retention: its host and paths.
+pub fn group_of(s: &Snapshot) -> String {
+    format!(
+        "{} {}",
+        s.host,
+        s.paths
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+}
+
+/// Applies `opts.policy` to `snapshots` (the caller's selection: a host, tags, paths) and
+/// removes what it does not keep.
+pub async fn forget_by_policy(
+    repo: &Repository,
+    snapshots: &[(Id, Snapshot)],
+    opts: &ForgetOptions,
+) -> Result<ForgetReport> {
+    let candidates: Vec<Candidate> = snapshots
+        .iter()
+        .map(|(id, s)| Candidate {
+            id: id.to_hex(),
+            time: chrono::DateTime::from_timestamp_nanos(s.time_ns),
+            group: group_of(s),
+            tags: s.tags.clone(),
+        })
+        .collect();
+    let decisions = apply(&opts.policy, &candidates);
+    let mut emptied: Vec<String> = decisions.iter().map(|d| d.group.clone()).collect();
+    emptied.dedup();
+    emptied.retain(|grp| !decisions.iter().any(|d| d.group == *grp && d.keep));
+    let removed: Vec<String> = decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id.clone())
+        .collect();
+    let refused = !emptied.is_empty() && !opts.allow_empty;
+    if !opts.dry_run && !refused && !removed.is_empty() {
+        let kept = decisions.len() - removed.len();
+        remove(repo, &removed, kept, false).await?;
+    }
+    Ok(ForgetReport {
+        dry_run: opts.dry_run,
+        decisions,
+        removed: if refused { Vec::new() } else { removed },
+        emptied,
+    })
+}
+
+/// Removes exactly the snapshots `ids`; `kept` is how many others remain (for the record).
+pub async fn forget_snapshots(repo: &Repository, ids: &[Id], kept: usize) -> Result<()> {
+    let hex: Vec<String> = ids.iter().map(|id| id.to_hex()).collect();
+    remove(repo, &hex, kept, true).await
+}
+
+/// Deletes the snapshot objects (full hex IDs) and records it in the audit log.
+async fn remove(repo: &Repository, ids: &[String], kept: usize, named: bool) -> Result<()> {
+    failpoint::hit("forget.before-delete").await;
+    for id in ids {
+        let name = format!("{}{}", paths::SNAPSHOTS, id);
+        repo.store().delete(&name).await?;
+    }
+    let details = serde_json::json!({
+        "removed": ids.iter().map(|id| id.get(..8).unwrap_or(id)).collect::<Vec<_>>(),
+        "kept": kept,
+        "named": named,
+    });
+    audit::record(repo, "snapshots.forget", details, "ok").await;
+    Ok(())
+}
+
+/// Replaces snapshot `old_id` (whose content is `snap`) by a copy with `tags`; returns the
+/// new snapshot's ID (a snapshot's ID is the hash of its bytes). The new one is written before
+/// the old one is deleted, so a crash leaves both, never neither.
+pub async fn retag(
+    repo: &Repository,
+    old_id: &Id,
+    snap: &Snapshot,
+    tags: Vec<String>,
+) -> Result<(Id, Snapshot)> {
+    let mut new = snap.clone();
+    new.tags = tags;
+    let new_id = repo.save_snapshot(&new).await?;
+    repo.store().delete(&paths::snapshot(old_id)).await?;
+    let details = serde_json::json!({
+        "old": old_id.short(), "new": new_id.short(),
+        "tags_before": snap.tags, "tags_after": new.tags,
+    });
+    audit::record(repo, "snapshots.tag", details, "ok").await;
+    Ok((new_id, new))
+}
