@@ -56,6 +56,11 @@ pub fn kind(code: Exit) -> &'static str {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// A command-line value that does not parse is a usage error (exit 2) naming its option.
+pub fn option_value<T>(option: &str, parsed: anyhow::Result<T>) -> anyhow::Result<T> {
+    parsed.map_err(|e| UsageError(format!("{option}: {e:#}")).into())
+}
+
 /// `anyhow::bail!` for usage errors.
 macro_rules! usage {
     ($($arg:tt)*) => {

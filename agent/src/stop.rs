@@ -29,3 +29,29 @@ pub fn is_interrupted(e: &anyhow::Error) -> bool {
         )
     })
 }
+
+/// Ctrl-C or SIGTERM stops the running operation at its next clean point (a backup indexes what
+/// it uploaded, a prune or re-encryption leaves what the next run continues from); a second one
+/// ends the process at once.
+pub fn on_signals(rt: &tokio::runtime::Runtime) {
+    use tokio::signal::unix::{signal, SignalKind};
+    rt.spawn(async {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        for n in 0.. {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if n > 0 {
+                std::process::exit(130);
+            }
+            eprintln!("drvault: stopping at the next clean point (again to stop at once)");
+            request();
+        }
+    });
+}

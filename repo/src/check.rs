@@ -221,6 +221,7 @@ async fn check_once(repo: Arc<Repository>, read: ReadData, cancel: &Cancel) -> R
         }
     }
     report.packs_read = to_read.len() as u64;
+    crate::failpoint::hit("check.before-data").await;
     cancel.check()?;
     let results: Vec<Vec<String>> = futures::stream::iter(to_read)
         .take_while(|_| std::future::ready(!cancel.is_cancelled()))

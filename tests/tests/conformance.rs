@@ -160,6 +160,19 @@ fn moto_passes_the_conformance_suite() {
 #[test]
 fn a_wrong_secret_is_refused_by_a_signature_checking_server() {
     let server = S3Server::seaweed("signed");
+    // The right secret is accepted by the same server: what follows is a refusal, not a
+    // server that is not there.
+    let good = Target::open_url(
+        "good",
+        &server.url("x"),
+        &server.options(),
+        &Default::default(),
+        false,
+    )
+    .unwrap();
+    runtime()
+        .block_on(good.put_new("ok", Bytes::from_static(b"x"), false))
+        .unwrap();
     let mut options = server.options();
     options.insert("aws_secret_access_key".into(), "not-the-secret".into());
     let t = Target::open_url(
@@ -171,9 +184,12 @@ fn a_wrong_secret_is_refused_by_a_signature_checking_server() {
     )
     .unwrap();
     let r = runtime().block_on(t.put_new("obj", Bytes::from_static(b"x"), false));
-    let msg = r
-        .expect_err("a forged signature must be refused")
-        .to_string();
+    let err = r.expect_err("a forged signature must be refused");
+    assert!(
+        err.is_not_permitted(),
+        "a refusal of the credentials, which no retry fixes: {err:?}"
+    );
+    let msg = err.to_string();
     assert!(
         !msg.contains("not-the-secret"),
         "the secret must not appear in errors: {msg}"

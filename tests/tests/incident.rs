@@ -810,3 +810,23 @@ fn snapshots_and_forget_take_the_host_tag_and_path_filters() {
     assert_eq!(count(&["--path", a.to_str().unwrap()]), 1);
     assert_eq!(count(&["--path", b.to_str().unwrap()]), 1);
 }
+
+#[test]
+fn option_values_that_do_not_parse_are_usage_errors() {
+    let env = Env::new();
+    env.init();
+    for (args, names) in [
+        (vec!["prune", "--grace", "5x"], "--grace"),
+        (
+            vec!["prune", "--repack-threshold", "2"],
+            "--repack-threshold",
+        ),
+        (vec!["forget", "--keep-within", "abc"], "--keep-within"),
+        (vec!["jobs", "--since", "soon"], "--since"),
+    ] {
+        let out = env.run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(names), "{args:?}: {stderr}");
+    }
+}

@@ -387,3 +387,52 @@ fn a_damaged_mark_stops_prune_and_bad_options_are_refused() {
         );
     }
 }
+
+fn sigterm(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_stops_prune_and_check_at_a_clean_point_with_exit_130() {
+    let env = Env::new();
+    let src = env.path("src");
+    let doomed = two_snapshots_first_forgotten(&env, &src);
+    let fp = env.path("fp");
+    // Prune, held after it worked out what is unused and before it marks anything.
+    let mut cmd = env.cmd();
+    cmd.args(["prune", "--grace", "0s"]);
+    let paused = drvault_tests::failpoints::start_paused(cmd, &fp, "prune.after-usage");
+    sigterm(paused.pid());
+    // The handler runs on the runtime's threads, which the paused prune leaves free.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = paused.resume();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped on request"), "{stderr}");
+    // Nothing was marked or deleted, and no lease is left held: the next prune does it all.
+    assert!(doomed.is_subset(&packs(&env)));
+    let marks = env.repo().join("prune");
+    assert!(!marks.exists() || files_below(&marks).is_empty());
+    let r = prune(&env, &["--grace", "0s"]);
+    assert_eq!(
+        r["packs_deleted"].as_u64(),
+        Some(doomed.len() as u64),
+        "{r}"
+    );
+    assert!(packs(&env).is_disjoint(&doomed));
+    // Check, held before it reads data: stopped, it reports no verdict.
+    let mut cmd = env.cmd();
+    cmd.args(["check", "--read-data"]);
+    let paused = drvault_tests::failpoints::start_paused(cmd, &fp, "check.before-data");
+    sigterm(paused.pid());
+    std::thread::sleep(Duration::from_millis(300));
+    let out = paused.resume();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("no errors"));
+    assert_clean(&env);
+}

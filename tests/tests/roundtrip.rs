@@ -291,7 +291,12 @@ fn partial_restore_and_point_in_time() {
         "--target",
         target.to_str().unwrap(),
     ]);
-    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(
+        stderr.contains("\"yesterday\" is not a time") && stderr.contains("drvault snapshots"),
+        "the message names the input and a form that works: {stderr}"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use crate::context::Context;
 use crate::exit::Exit;
 
 pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
-    stop_on_signals(ctx);
+    crate::stop::on_signals(&ctx.rt);
     if a.init && !repository_exists(ctx)? {
         let (_, recovery) = super::init::init(
             ctx,
@@ -132,29 +132,4 @@ fn repository_exists(ctx: &Context) -> Result<bool> {
         Err(drvault_repo::Error::NotFound { .. }) => Ok(false),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Ctrl-C or SIGTERM stops the backup at a clean point (what was uploaded is indexed, so the
-/// next backup continues from it); a second one ends the process at once.
-fn stop_on_signals(ctx: &Context) {
-    use tokio::signal::unix::{signal, SignalKind};
-    ctx.rt.spawn(async {
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        for n in 0.. {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-            if n > 0 {
-                std::process::exit(130);
-            }
-            eprintln!("drvault: stopping at the next clean point (again to stop at once)");
-            crate::stop::request();
-        }
-    });
 }

@@ -7,6 +7,7 @@ use crate::context::Context;
 use crate::exit::Exit;
 
 pub fn run(ctx: &Context, g: &Global, a: &CheckArgs) -> Result<Exit> {
+    crate::stop::on_signals(&ctx.rt);
     let copies = if a.all_targets || a.no_key {
         let store = ctx.store(false)?;
         let report = ctx.rt.block_on(check_copies(&store, a.read_data))?;

@@ -19,11 +19,13 @@ pub fn run(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
         weekly: a.keep_weekly,
         monthly: a.keep_monthly,
         yearly: a.keep_yearly,
-        within: a
-            .keep_within
-            .as_deref()
-            .map(crate::duration::parse)
-            .transpose()?,
+        within: crate::exit::option_value(
+            "--keep-within",
+            a.keep_within
+                .as_deref()
+                .map(crate::duration::parse)
+                .transpose(),
+        )?,
         tags: a.keep_tags.clone(),
     };
     if policy.is_empty() {

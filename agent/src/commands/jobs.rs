@@ -12,7 +12,10 @@ use crate::history::{success_rate, History, Run};
 pub fn run(g: &Global, a: &JobsArgs) -> Result<Exit> {
     let state_dir = crate::context::state_dir(g);
     let since = match &a.since {
-        Some(d) => crate::history::now() - crate::duration::parse(d)?.as_secs_f64(),
+        Some(d) => {
+            let since = crate::exit::option_value("--since", crate::duration::parse(d))?;
+            crate::history::now() - since.as_secs_f64()
+        }
         None => 0.0,
     };
     let history = History::open(&state_dir)?;

@@ -226,6 +226,7 @@ fn list(ctx: &Context, g: &Global, repo: &Repository) -> Result<()> {
 }
 
 fn reencrypt(ctx: &Context, g: &Global, repo: &Repository) -> Result<Exit> {
+    crate::stop::on_signals(&ctx.rt);
     let show = !g.quiet && !g.json && std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
     let progress = move |p: Progress| {

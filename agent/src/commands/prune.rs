@@ -1,6 +1,6 @@
 //! `drvault prune`: delete the packs no snapshot uses, in two phases (docs/FORMAT.md §18).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use drvault_repo::repository::{PruneOptions, PruneReport};
 
 use super::human;
@@ -9,14 +9,15 @@ use crate::context::Context;
 use crate::exit::Exit;
 
 pub fn run(ctx: &Context, g: &Global, a: &PruneArgs) -> Result<Exit> {
-    let grace = crate::duration::parse(&a.grace)?;
+    let grace = crate::exit::option_value("--grace", crate::duration::parse(&a.grace))?;
     if !(0.0..=1.0).contains(&a.repack_threshold) {
-        bail!(
+        crate::exit::usage!(
             "--repack-threshold takes a fraction of a pack from 0 to 1, not {}",
             a.repack_threshold
         );
     }
     let repo = ctx.open(g)?;
+    crate::stop::on_signals(&ctx.rt);
     let started = std::time::Instant::now();
     let opts = PruneOptions {
         grace,

@@ -750,3 +750,7 @@ fn reseal_pack(
     }
     Ok(pack)
 }
+
+#[cfg(test)]
+#[path = "keys_tests.rs"]
+mod tests;

@@ -1,0 +1,96 @@
+//! Key operations on a repository in memory: what they refuse, and what the audit log says of
+//! them (the operations write their own entries, whatever front end calls them).
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use super::*;
+
+async fn repository() -> Repository {
+    let store = Store::from_object_store(
+        Arc::new(object_store::memory::InMemory::new()),
+        "memory".into(),
+    );
+    let opts = InitOptions {
+        kdf: KdfParams::INSECURE_TEST,
+        ..Default::default()
+    };
+    Repository::init(store, b"pw", opts).await.unwrap()
+}
+
+async fn actions(repo: &Repository) -> Vec<(String, String)> {
+    audit::read_all(repo)
+        .await
+        .unwrap()
+        .into_values()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.action, e.result)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_prefix_matching_several_slots_is_refused_and_the_refusal_is_audited() {
+    let repo = repository().await;
+    // Slot ids are hashes: among 17 of them, two share their first hex digit.
+    let mut firsts: HashSet<char> = HashSet::new();
+    let mut shared = None;
+    for n in 0..17 {
+        let name = repo
+            .add_key_slot(
+                SlotKind::Passphrase,
+                format!("pass {n}").as_bytes(),
+                KdfParams::INSECURE_TEST,
+                "",
+            )
+            .await
+            .unwrap();
+        let first = short(&name).chars().next().unwrap();
+        if !firsts.insert(first) {
+            shared = Some(first);
+            break;
+        }
+    }
+    let prefix = shared.unwrap().to_string();
+    let slots_before = repo.key_slots().await.unwrap().len();
+    let err = repo.remove_key_slot(&prefix).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid(m) if m.contains("matches several key slots")),
+        "{err}"
+    );
+    assert_eq!(repo.key_slots().await.unwrap().len(), slots_before);
+    let log = actions(&repo).await;
+    assert!(log
+        .iter()
+        .filter(|(a, _)| a == "key.add")
+        .all(|(_, r)| r == "ok"));
+    let (action, result) = log.last().unwrap();
+    assert_eq!(action, "key.remove");
+    assert!(
+        result.starts_with("failed: ") && result.contains("several"),
+        "{result}"
+    );
+}
+
+#[tokio::test]
+async fn a_rotation_and_a_cancelled_reencryption_are_audited() {
+    let repo = repository().await;
+    let epoch = repo.rotate_epoch().await.unwrap();
+    let cancel = Cancel::new();
+    cancel.cancel();
+    // Nothing was sealed under the old epoch, so there is nothing to stop in: it completes.
+    let reopened = Repository::open(
+        repo.store().clone(),
+        &drvault_keyring::Credential::passphrase(b"pw"),
+        None,
+    )
+    .await
+    .unwrap();
+    let r = reopened.reencrypt(&|_| {}, &cancel).await.unwrap();
+    assert_eq!(r.packs_rewritten, 0);
+    let log = actions(&repo).await;
+    let names: Vec<&str> = log.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(names, ["key.rotate", "key.reencrypt"], "{log:?}");
+    assert!(epoch > 0);
+}
