@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use drvault_keyring::{Header, ObjectKind, AUDIT_EPOCH};
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::{Error, Repository, Result};
@@ -20,23 +20,7 @@ const PREFIX: &str = crate::format::paths::AUDIT;
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// 1, 2, 3, ... without gaps.
-    pub seq: u64,
-    /// RFC 3339, UTC.
-    pub time: String,
-    /// `user@host` of the process that acted.
-    pub actor: String,
-    /// What was done, e.g. `key.rotate`, `key.reencrypt`, `drill.run`.
-    pub action: String,
-    /// What it concerned (epochs, slots, figures); never key material.
-    pub details: serde_json::Value,
-    /// `ok`, or `failed: <reason>`.
-    pub result: String,
-    /// Hex BLAKE3 of the previous entry's canonical encoding ([`GENESIS`] for the first).
-    pub prev: String,
-}
+pub use crate::format::AuditEntry;
 
 /// JSON with object keys sorted at every level and no insignificant whitespace. Numbers must
 /// survive a decode and re-encode unchanged (serde_json's `float_roundtrip`), since the chain

@@ -70,9 +70,9 @@ impl Catalog {
     }
 
     fn err(&self, e: rusqlite::Error) -> Error {
-        Error::Catalog {
+        Error::CatalogDb {
             path: self.path.display().to_string(),
-            reason: e.to_string(),
+            source: e,
         }
     }
 
@@ -113,26 +113,24 @@ impl Catalog {
     /// consolidation): the blob locations stay valid, so they are kept.
     pub fn forget_indexes(&mut self, names: &[String]) -> Result<()> {
         let path = self.path.display().to_string();
-        let tx = self.conn.transaction().map_err(|e| Error::Catalog {
+        let tx = self.conn.transaction().map_err(|e| Error::CatalogDb {
             path: path.clone(),
-            reason: e.to_string(),
+            source: e,
         })?;
         for n in names {
             tx.execute("DELETE FROM index_objects WHERE name = ?1", [n])
-                .map_err(|e| Error::Catalog {
+                .map_err(|e| Error::CatalogDb {
                     path: self.path.display().to_string(),
-                    reason: e.to_string(),
+                    source: e,
                 })?;
             tx.execute("DELETE FROM index_packs WHERE object = ?1", [n])
-                .map_err(|e| Error::Catalog {
+                .map_err(|e| Error::CatalogDb {
                     path: self.path.display().to_string(),
-                    reason: e.to_string(),
+                    source: e,
                 })?;
         }
-        tx.commit().map_err(|e| Error::Catalog {
-            path,
-            reason: e.to_string(),
-        })
+        tx.commit()
+            .map_err(|e| Error::CatalogDb { path, source: e })
     }
 
     /// Forgets every cached index (used when indexes disappeared from the repository).
@@ -161,9 +159,9 @@ impl Catalog {
             .collect();
         blobs.sort_unstable_by_key(|(_, b)| b.id);
         let path = self.path.display().to_string();
-        let err = |e: rusqlite::Error| Error::Catalog {
+        let err = |e: rusqlite::Error| Error::CatalogDb {
             path: path.clone(),
-            reason: e.to_string(),
+            source: e,
         };
         let tx = self.conn.transaction().map_err(err)?;
         {
@@ -241,9 +239,9 @@ impl Catalog {
     /// Records objects that targets missed during quorum writes.
     pub fn add_owed(&mut self, owed: &[(String, String)]) -> Result<()> {
         let path = self.path.display().to_string();
-        let err = |e: rusqlite::Error| Error::Catalog {
+        let err = |e: rusqlite::Error| Error::CatalogDb {
             path: path.clone(),
-            reason: e.to_string(),
+            source: e,
         };
         let tx = self.conn.transaction().map_err(err)?;
         {
@@ -260,9 +258,9 @@ impl Catalog {
     /// Replaces what `target` owes with what a full listing found.
     pub fn replace_owed(&mut self, target: &str, objects: &[String]) -> Result<()> {
         let path = self.path.display().to_string();
-        let err = |e: rusqlite::Error| Error::Catalog {
+        let err = |e: rusqlite::Error| Error::CatalogDb {
             path: path.clone(),
-            reason: e.to_string(),
+            source: e,
         };
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute("DELETE FROM owed WHERE target = ?1", [target])

@@ -21,6 +21,53 @@ pub enum ReadData {
     Subset(f64),
 }
 
+/// What kind of problem a finding is: what a caller acts on (restore around it, repair from
+/// another target, run a backup again, ignore).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    /// An object under `data/` whose name is not a pack's (a warning).
+    StrayObject,
+    /// A pack no index names and no prune mark lists: left by an interrupted backup (a warning;
+    /// the next prune removes it).
+    UnindexedPack,
+    /// A pack the index names is not in storage.
+    MissingPack,
+    /// A pack is shorter than the index says.
+    TruncatedPack,
+    /// A pack's bytes do not match its name, or its header does not open.
+    DamagedPack,
+    /// A blob the index places in a pack is not in that pack's header (or lies outside it).
+    BlobNotInPack,
+    /// A blob does not decrypt or does not match its ID.
+    DamagedBlob,
+    /// A prune mark does not open (prune refuses to run until it is removed).
+    DamagedMark,
+    /// A snapshot object does not open.
+    DamagedSnapshot,
+    /// A tree a snapshot refers to cannot be read.
+    DamagedTree,
+    /// A file's data blob is in no index: the file cannot be restored whole.
+    MissingBlob,
+    /// The check itself failed to read something (a worker failed, storage refused).
+    Unreadable,
+}
+
+impl Problem {
+    /// Whether the problem is damage (the check fails) rather than a harmless finding.
+    pub fn is_damage(self) -> bool {
+        !matches!(self, Problem::StrayObject | Problem::UnindexedPack)
+    }
+}
+
+/// One problem, the object it concerns, and the message shown for it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finding {
+    pub problem: Problem,
+    pub object: String,
+    pub message: String,
+}
+
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct CheckReport {
     pub packs: u64,
@@ -34,6 +81,23 @@ pub struct CheckReport {
     pub errors: Vec<String>,
     /// Harmless findings, e.g. packs no index references (left by an interrupted backup).
     pub warnings: Vec<String>,
+    /// Every finding, typed: the errors and the warnings above, in the same order.
+    pub findings: Vec<Finding>,
+}
+
+impl CheckReport {
+    fn note(&mut self, problem: Problem, object: impl Into<String>, message: String) {
+        if problem.is_damage() {
+            self.errors.push(message.clone());
+        } else {
+            self.warnings.push(message.clone());
+        }
+        self.findings.push(Finding {
+            problem,
+            object: object.into(),
+            message,
+        });
+    }
 }
 
 /// How often a check is taken again when maintenance on another host explains its findings.
@@ -104,9 +168,10 @@ async fn check_once(repo: Arc<Repository>, read: ReadData, cancel: &Cancel) -> R
             Some(id) if paths::pack(&id) == l.name => {
                 pack_sizes.insert(id, l.size);
             }
-            _ => report
-                .warnings
-                .push(format!("{}: not a pack name, ignored", l.name)),
+            _ => {
+                let message = format!("{}: not a pack name, ignored", l.name);
+                report.note(Problem::StrayObject, l.name, message)
+            }
         }
     }
     report.packs = pack_sizes.len() as u64;
@@ -120,20 +185,28 @@ async fn check_once(repo: Arc<Repository>, read: ReadData, cancel: &Cancel) -> R
     }
     for (pack, blobs) in &indexed_packs {
         match pack_sizes.get(pack) {
-            None => report.errors.push(format!(
-                "{}: missing (the index lists {} blobs in it)",
+            None => report.note(
+                Problem::MissingPack,
                 paths::pack(pack),
-                blobs.len()
-            )),
+                format!(
+                    "{}: missing (the index lists {} blobs in it)",
+                    paths::pack(pack),
+                    blobs.len()
+                ),
+            ),
             Some(size) => {
                 if blobs
                     .iter()
                     .any(|b| u64::from(b.offset) + u64::from(b.length) > *size)
                 {
-                    report.errors.push(format!(
-                        "{}: truncated ({size} bytes, the index expects more)",
-                        paths::pack(pack)
-                    ));
+                    report.note(
+                        Problem::TruncatedPack,
+                        paths::pack(pack),
+                        format!(
+                            "{}: truncated ({size} bytes, the index expects more)",
+                            paths::pack(pack)
+                        ),
+                    );
                 }
             }
         }
@@ -144,9 +217,10 @@ async fn check_once(repo: Arc<Repository>, read: ReadData, cancel: &Cancel) -> R
     for name in repo.store().list_names(paths::PRUNE).await? {
         match repo.read_prune_mark(&name).await {
             Ok(m) => marked.extend(m.packs),
-            Err(e) => report.errors.push(format!(
-                "{e} (prune refuses to run until this mark is removed)"
-            )),
+            Err(e) => {
+                let message = format!("{e} (prune refuses to run until this mark is removed)");
+                report.note(Problem::DamagedMark, name, message)
+            }
         }
     }
     report.packs_marked = marked
@@ -157,10 +231,14 @@ async fn check_once(repo: Arc<Repository>, read: ReadData, cancel: &Cancel) -> R
         .keys()
         .filter(|p| !indexed_packs.contains_key(*p) && !marked.contains(*p))
     {
-        report.warnings.push(format!(
-            "{}: not referenced by any index (left by an interrupted backup?)",
-            paths::pack(pack)
-        ));
+        report.note(
+            Problem::UnindexedPack,
+            paths::pack(pack),
+            format!(
+                "{}: not referenced by any index (left by an interrupted backup?)",
+                paths::pack(pack)
+            ),
+        );
     }
 
     // Snapshots and their trees.
@@ -183,20 +261,24 @@ async fn check_once(repo: Arc<Repository>, read: ReadData, cancel: &Cancel) -> R
                                 }
                                 if n.kind == NodeKind::File {
                                     for id in n.content.iter().filter(|id| !repo.has_blob(id)) {
-                                        report.errors.push(format!(
+                                        let message = format!(
                                             "{}: data blob {id} of {:?} is in no index",
                                             l.name,
                                             String::from_utf8_lossy(&n.name)
-                                        ));
+                                        );
+                                        report.note(Problem::MissingBlob, id.to_hex(), message);
                                     }
                                 }
                             }
                         }
-                        Err(e) => report.errors.push(format!("{}: tree {t}: {e}", l.name)),
+                        Err(e) => {
+                            let message = format!("{}: tree {t}: {e}", l.name);
+                            report.note(Problem::DamagedTree, t.to_hex(), message)
+                        }
                     }
                 }
             }
-            Err(e) => report.errors.push(e.to_string()),
+            Err(e) => report.note(Problem::DamagedSnapshot, l.name, e.to_string()),
         }
     }
 
@@ -223,7 +305,7 @@ async fn check_once(repo: Arc<Repository>, read: ReadData, cancel: &Cancel) -> R
     report.packs_read = to_read.len() as u64;
     crate::failpoint::hit("check.before-data").await;
     cancel.check()?;
-    let results: Vec<Vec<String>> = futures::stream::iter(to_read)
+    let results: Vec<Vec<(Problem, String, String)>> = futures::stream::iter(to_read)
         .take_while(|_| std::future::ready(!cancel.is_cancelled()))
         .map(|pack| {
             let repo = repo.clone();
@@ -236,7 +318,9 @@ async fn check_once(repo: Arc<Repository>, read: ReadData, cancel: &Cancel) -> R
         .await;
     // A stopped check reports nothing rather than a clean bill for what it did not read.
     cancel.check()?;
-    report.errors.extend(results.into_iter().flatten());
+    for (problem, object, message) in results.into_iter().flatten() {
+        report.note(problem, object, message);
+    }
     Ok(report)
 }
 
@@ -244,35 +328,44 @@ async fn read_pack(
     repo: Arc<Repository>,
     pack: Id,
     expected: Vec<crate::format::PackEntry>,
-) -> Vec<String> {
+) -> Vec<(Problem, String, String)> {
     let name = paths::pack(&pack);
     let bytes = match repo.store().get(&name).await {
         Ok(b) => b,
-        Err(e) => return vec![e.to_string()],
+        Err(e) => return vec![(Problem::Unreadable, name, e.to_string())],
     };
     let repo2 = repo.clone();
-    let verified = tokio::task::spawn_blocking(move || -> Vec<String> {
+    let object = name.clone();
+    let verified = tokio::task::spawn_blocking(move || -> Vec<(Problem, String, String)> {
         if let Err(e) = verify_name(&name, &bytes) {
-            return vec![e.to_string()];
+            return vec![(Problem::DamagedPack, name, e.to_string())];
         }
         let header = match repo2.read_pack_header(&pack, &bytes) {
             Ok(h) => h,
-            Err(e) => return vec![e.to_string()],
+            Err(e) => return vec![(Problem::DamagedPack, name, e.to_string())],
         };
         let mut errors = Vec::new();
         let in_header: HashSet<Id> = header.iter().map(|e| e.id).collect();
         for e in &expected {
             if !in_header.contains(&e.id) {
-                errors.push(format!(
-                    "{name}: blob {} listed by the index is not in the pack header",
-                    e.id
+                errors.push((
+                    Problem::BlobNotInPack,
+                    name.clone(),
+                    format!(
+                        "{name}: blob {} listed by the index is not in the pack header",
+                        e.id
+                    ),
                 ));
             }
         }
         for e in &header {
             let (s, l) = (e.offset as usize, e.length as usize);
             let Some(sealed) = bytes.get(s..s.saturating_add(l)) else {
-                errors.push(format!("{name}: blob {} lies outside the pack", e.id));
+                errors.push((
+                    Problem::BlobNotInPack,
+                    name.clone(),
+                    format!("{name}: blob {} lies outside the pack", e.id),
+                ));
                 continue;
             };
             if let Err(err) = open_blob(repo2.keyring(), e.kind, &e.id, e.raw_length, sealed) {
@@ -280,17 +373,27 @@ async fn read_pack(
                     Error::Integrity { reason, .. } => reason,
                     other => other.to_string(),
                 };
-                errors.push(format!(
-                    "{name}: blob {} ({}) is damaged: {reason}",
-                    e.id,
-                    kind_name(e.kind)
+                errors.push((
+                    Problem::DamagedBlob,
+                    name.clone(),
+                    format!(
+                        "{name}: blob {} ({}) is damaged: {reason}",
+                        e.id,
+                        kind_name(e.kind)
+                    ),
                 ));
             }
         }
         errors
     })
     .await;
-    verified.unwrap_or_else(|e| vec![format!("check worker failed: {e}")])
+    verified.unwrap_or_else(|e| {
+        vec![(
+            Problem::Unreadable,
+            object,
+            format!("check worker failed: {e}"),
+        )]
+    })
 }
 
 fn kind_name(k: BlobKind) -> &'static str {

@@ -54,6 +54,13 @@ pub enum Error {
     /// The local catalog (a cache) failed.
     #[error("catalog {path}: {reason}")]
     Catalog { path: String, reason: String },
+    /// The local catalog's SQLite database failed; the source says how.
+    #[error("catalog {path}: {source}")]
+    CatalogDb {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
     /// A key operation failed.
     #[error(transparent)]
     Key(drvault_keyring::Error),

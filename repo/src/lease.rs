@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::host::{hostname, is_known_dead, pid_scope};
 use crate::store::Store;
@@ -34,21 +33,7 @@ const LEASE_PREFIX: &str = "locks/lease-";
 /// with this host's clock); every comparison of times from different clocks allows for it.
 pub const CLOCK_SKEW_BOUND: i64 = 300;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LeaseBody {
-    pub purpose: String,
-    pub host: String,
-    pub pid: u32,
-    /// Unix seconds.
-    pub acquired: i64,
-    pub expires: i64,
-    /// Random; tells the holder its own lease from another process's.
-    pub token: String,
-    /// Boot id and PID namespace of the holder (`host::pid_scope`): its pid is only checked by
-    /// processes that share both. Empty in leases of older drvaults.
-    #[serde(default)]
-    pub pid_scope: String,
-}
+pub use crate::format::LeaseBody;
 
 struct Held {
     seq: u64,

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::host::{hostname, is_known_dead, pid_scope};
 use crate::lease::CLOCK_SKEW_BOUND;
@@ -31,25 +30,7 @@ pub const SESSION_STALE_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Sessions of older drvaults carry no heartbeat: they count as live for this long.
 const LEGACY_STALE_AFTER: Duration = Duration::from_secs(7 * 86_400);
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SessionBody {
-    pub host: String,
-    pub pid: u32,
-    pub started: i64,
-    /// The data-key epoch this backup seals under.
-    pub epoch: u32,
-    /// The backup reads prune marks and does not refer to marked packs (drvault 0.4 on). A
-    /// session without it, from an older drvault, holds every prune sweep until it ends.
-    #[serde(default)]
-    pub honours_marks: bool,
-    /// Unix seconds of the last renewal, by the backup host's clock; 0 in sessions of
-    /// drvaults without heartbeats.
-    #[serde(default)]
-    pub heartbeat: i64,
-    /// Boot id and PID namespace of the backup (`host::pid_scope`).
-    #[serde(default)]
-    pub pid_scope: String,
-}
+pub use crate::format::SessionBody;
 
 impl SessionBody {
     /// Whether maintenance must still count this backup as running, at `now` by the reader's

@@ -3,12 +3,19 @@
 //! Binary structures are encoded with postcard 1.x (varint integers, length-prefixed sequences)
 //! and then sealed in a keyring envelope; `config` and key slots are stored in the clear.
 
+mod audit;
 mod config;
 mod index;
+mod lease;
 mod mark;
 mod pack;
+mod session;
 mod snapshot;
 mod tree;
+
+pub use audit::AuditEntry;
+pub use lease::LeaseBody;
+pub use session::SessionBody;
 
 pub use config::{Config, REPO_FORMAT_VERSION};
 pub use index::{IndexFile, IndexPack, INDEX_VERSION};

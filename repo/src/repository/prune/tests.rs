@@ -570,3 +570,44 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[tokio::test]
+async fn check_findings_are_typed_and_name_their_object() {
+    use crate::check::Problem;
+    let repo = repository().await;
+    let (ids, pack) = put_pack(&repo, BlobKind::Data, &[b"one".to_vec()]).await;
+    snapshot(&repo, "a", &[("f", ids)]).await;
+    assert_clean(&repo).await;
+    // A stray object under data/ is a warning; a lost pack is damage.
+    repo.store()
+        .put_new("data/zz/not-a-pack", Bytes::from_static(b"x"), false)
+        .await
+        .unwrap();
+    repo.store().delete(&paths::pack(&pack)).await.unwrap();
+    let r = check(
+        Arc::new(reopen(&repo).await),
+        ReadData::All,
+        &crate::cancel::Cancel::new(),
+    )
+    .await
+    .unwrap();
+    let found: Vec<(Problem, &str)> = r
+        .findings
+        .iter()
+        .map(|f| (f.problem, f.object.as_str()))
+        .collect();
+    assert!(
+        found.contains(&(Problem::StrayObject, "data/zz/not-a-pack")),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(Problem::MissingPack, paths::pack(&pack).as_str())),
+        "{found:?}"
+    );
+    assert_eq!(r.warnings.len(), 1, "{r:?}");
+    assert_eq!(r.errors.len(), r.findings.len() - 1);
+    assert!(r
+        .findings
+        .iter()
+        .all(|f| f.problem.is_damage() == r.errors.contains(&f.message)));
+}

@@ -1,0 +1,266 @@
+//! Reading and writing the repository's sealed objects: the envelope around every object,
+//! blobs (through whole tree packs cached in memory), trees, snapshots and pack headers.
+
+use super::*;
+
+/// Whole tree packs kept in memory: a walk reads thousands of small tree blobs from a handful
+/// of packs, and one read per pack beats one ranged read per tree.
+#[derive(Default)]
+pub(super) struct TreePackCache {
+    packs: std::collections::VecDeque<(Id, Bytes)>,
+    bytes: usize,
+    /// Packs no target holds intact as a whole: their trees are read one by one.
+    damaged: crate::IdSet,
+}
+
+const TREE_CACHE_BYTES: usize = 48 * 1024 * 1024;
+
+impl TreePackCache {
+    pub(super) fn get(&self, pack: &Id) -> Option<Bytes> {
+        self.packs
+            .iter()
+            .find(|(id, _)| id == pack)
+            .map(|(_, b)| b.clone())
+    }
+
+    pub(super) fn insert(&mut self, pack: Id, bytes: Bytes) {
+        if self.get(&pack).is_some() {
+            return;
+        }
+        self.bytes += bytes.len();
+        self.packs.push_back((pack, bytes));
+        while self.bytes > TREE_CACHE_BYTES && self.packs.len() > 1 {
+            if let Some((_, old)) = self.packs.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+}
+
+impl Repository {
+    // ---- sealed objects ----
+
+    pub(super) fn seal_object(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
+        let (epoch, key) = self.keyring.active_epoch()?;
+        let compressed = zstd::bulk::compress(plain, 3)
+            .ok()
+            .filter(|c| c.len() < plain.len());
+        let header = Header {
+            kind,
+            compressed: compressed.is_some(),
+            epoch,
+        };
+        let mut out = Vec::new();
+        drvault_keyring::seal(
+            &key,
+            header,
+            b"",
+            compressed.as_deref().unwrap_or(plain),
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
+    /// Verifies the object's name, opens it and decodes its plaintext.
+    pub(super) fn open_object<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        kind: ObjectKind,
+        bytes: &[u8],
+    ) -> Result<T> {
+        verify_name(name, bytes)?;
+        let header = Header::parse(bytes).map_err(|e| Error::integrity(name, e))?;
+        if header.kind != kind {
+            return Err(Error::integrity(name, "wrong object kind"));
+        }
+        let key = self.keyring.epoch_key(header.epoch)?;
+        let (_, payload) =
+            drvault_keyring::open(&key, b"", bytes).map_err(|e| Error::integrity(name, e))?;
+        let plain = if header.compressed {
+            decompress_bounded(name, &payload)?
+        } else {
+            payload
+        };
+        decode(name, &plain)
+    }
+
+    // ---- blobs and trees ----
+
+    /// Reads and verifies one blob.
+    pub async fn read_blob(&self, kind: BlobKind, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.locate(id).ok_or_else(|| Error::NotFound {
+            name: format!("blob {id} (not in any index)"),
+        })?;
+        if loc.entry.kind != kind {
+            return Err(Error::integrity(
+                format!("blob {id}"),
+                "indexed with another kind",
+            ));
+        }
+        let name = paths::pack(&loc.pack);
+        let start = u64::from(loc.entry.offset);
+        let end = start + u64::from(loc.entry.length);
+        let open = |sealed: &[u8]| {
+            open_blob(&self.keyring, kind, id, loc.entry.raw_length, sealed).map_err(|e| match e {
+                Error::Integrity { reason, .. } => {
+                    Error::integrity(format!("{name} (blob {id})"), reason)
+                }
+                other => other,
+            })
+        };
+        if kind == BlobKind::Tree {
+            match self.tree_pack(&loc.pack, &name).await {
+                Ok(pack) => {
+                    let sealed = pack.get(start as usize..end as usize).ok_or_else(|| {
+                        Error::integrity(&name, format!("blob {id} lies outside the pack"))
+                    })?;
+                    return open(sealed);
+                }
+                // No target holds the whole pack intact, yet each blob is sealed on its own:
+                // read this one alone, so one damaged byte costs one tree, not all in the pack.
+                Err(Error::Integrity { reason, .. }) => tracing::debug!(
+                    "{name}: no intact copy of the whole pack ({reason}); reading tree {id} alone"
+                ),
+                Err(e) => return Err(e),
+            }
+        }
+        // Verify inside the read so a damaged copy falls back to the next target.
+        self.store
+            .get_range_with(&name, start..end, |b| {
+                let open = &open;
+                async move { open(&b) }
+            })
+            .await
+    }
+
+    pub(super) async fn tree_pack(&self, pack: &Id, name: &str) -> Result<Bytes> {
+        let poisoned = || Error::Internal("tree cache lock poisoned".into());
+        {
+            let cache = self.tree_packs.lock().map_err(|_| poisoned())?;
+            if let Some(b) = cache.get(pack) {
+                return Ok(b);
+            }
+            if cache.damaged.contains(pack) {
+                return Err(Error::integrity(
+                    name,
+                    "damaged on every target (seen earlier)",
+                ));
+            }
+        }
+        let bytes = match self.store.get(name).await {
+            Err(e @ Error::Integrity { .. }) => {
+                self.tree_packs
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .damaged
+                    .insert(*pack);
+                return Err(e);
+            }
+            other => other?,
+        };
+        self.tree_packs
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(*pack, bytes.clone());
+        Ok(bytes)
+    }
+
+    pub async fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let bytes = self.read_blob(BlobKind::Tree, id).await?;
+        let object = format!("tree {id}");
+        let tree: Tree = decode(&object, &bytes)?;
+        tree.validate(&object)?;
+        Ok(tree)
+    }
+
+    // ---- snapshots ----
+
+    /// Writes a snapshot object. Call only after every pack and index it needs is durable.
+    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
+        let sealed = self.seal_object(ObjectKind::Snapshot, &encode(snapshot))?;
+        let id = Id::of_stored(&sealed);
+        let name = paths::snapshot(&id);
+        if let Err(e) = self.store.put_new(&name, sealed.into(), true).await {
+            if matches!(e, Error::Quorum { .. }) {
+                // Below the quorum the backup fails, so it must leave no snapshot behind.
+                if let Err(d) = self.store.delete(&name).await {
+                    tracing::warn!("could not withdraw {name} after the failed write ({d}); it is complete where it exists");
+                }
+            }
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Reads one snapshot object by its name (`snapshots/<id>`).
+    pub async fn load_snapshot(&self, name: &str) -> Result<Snapshot> {
+        let bytes = self.store.get(name).await?;
+        let snap: Snapshot = self.open_object(name, ObjectKind::Snapshot, &bytes)?;
+        if snap.version != crate::format::SNAPSHOT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                object: name.to_string(),
+                version: snap.version,
+            });
+        }
+        Ok(snap)
+    }
+
+    /// All snapshots, oldest first.
+    /// A snapshot listed but gone by the time it is read was removed meanwhile (a `forget` on
+    /// this or another host) and is left out.
+    pub async fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let listed = self.store.list(paths::SNAPSHOTS).await?;
+        let read: Vec<Option<(Id, Snapshot)>> = futures::stream::iter(listed)
+            .map(|l| async move {
+                // One planted or damaged object must not hide every other snapshot: it is
+                // skipped with a warning (check names it, repair brings back a good copy).
+                let id = match name_id(&l.name) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        tracing::warn!("{e} ({}): skipped", self.store.holders(&l.name).await);
+                        return Ok(None);
+                    }
+                };
+                match self.load_snapshot(&l.name).await {
+                    Ok(s) => Ok(Some((id, s))),
+                    Err(Error::NotFound { .. }) => {
+                        tracing::info!("{} was removed while the snapshots were read", l.name);
+                        Ok(None)
+                    }
+                    Err(e @ Error::Integrity { .. }) => {
+                        tracing::warn!(
+                            "{e} ({}): snapshot skipped (run check; repair brings back an intact copy)",
+                            self.store.holders(&l.name).await
+                        );
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        let mut out: Vec<(Id, Snapshot)> = read.into_iter().flatten().collect();
+        out.sort_by_key(|(id, s)| (s.time_ns, *id));
+        Ok(out)
+    }
+
+    /// Reads a pack's own header (used by check and index recovery).
+    pub fn read_pack_header(&self, pack: &Id, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+        let name = paths::pack(pack);
+        let len = bytes.len() as u64;
+        if bytes.len() < crate::format::PACK_TRAILER_LEN {
+            return Err(Error::integrity(&name, "shorter than its trailer"));
+        }
+        let range = crate::format::parse_pack_trailer(&name, len)(&bytes[bytes.len() - 4..])?;
+        let sealed = &bytes[range.start as usize..range.end as usize];
+        let header = Header::parse(sealed).map_err(|e| Error::integrity(&name, e))?;
+        if header.kind != ObjectKind::PackHeader {
+            return Err(Error::integrity(&name, "pack header has the wrong kind"));
+        }
+        let key = self.keyring.epoch_key(header.epoch)?;
+        let (_, plain) =
+            drvault_keyring::open(&key, b"", sealed).map_err(|e| Error::integrity(&name, e))?;
+        decode(&name, &plain)
+    }
+}
