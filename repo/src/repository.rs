@@ -2,7 +2,7 @@
 //! the accessors every operation builds on. Its other jobs are submodules over the same type:
 //! `index.rs` (the in-memory index, pack upload, index objects), `objects.rs` (sealed objects,
 //! blobs, trees, snapshots), `backup.rs` (the backup side of the session protocol), `keys.rs`
-//! (slots, epochs, rotation, re-encryption), `prune/` and `rollback.rs`.
+//! (slots, epochs, rotation), `reencrypt.rs`, `prune/` and `rollback.rs`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,10 +27,12 @@ mod index;
 mod keys;
 mod objects;
 mod prune;
+mod reencrypt;
 mod rollback;
 
-pub use keys::{EpochInfo, Progress, ReencryptReport, LEASE_TTL};
+pub use keys::{EpochInfo, LEASE_TTL};
 pub use prune::{PendingMark, PruneOptions, PruneReport, CLOCK_SKEW_MARGIN};
+pub use reencrypt::{Progress, ReencryptReport};
 
 pub use index::Location;
 use index::{MemIndex, Slot, INDEX_ENTRIES_PER_OBJECT};

@@ -77,7 +77,7 @@ async fn a_prefix_matching_several_slots_is_refused_and_the_refusal_is_audited()
 async fn a_rotation_and_a_cancelled_reencryption_are_audited() {
     let repo = repository().await;
     let epoch = repo.rotate_epoch().await.unwrap();
-    let cancel = Cancel::new();
+    let cancel = crate::cancel::Cancel::new();
     cancel.cancel();
     // Nothing was sealed under the old epoch, so there is nothing to stop in: it completes.
     let reopened = Repository::open(
