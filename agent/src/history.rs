@@ -246,7 +246,7 @@ impl History {
             .query_map(params![run], |r| {
                 Ok(HookRun {
                     phase: Phase::parse(&r.get::<_, String>(0)?).unwrap_or(Phase::After),
-                    run: crate::drill::validate::Validation {
+                    run: drvault_drill::validate::Validation {
                         command: r.get(1)?,
                         exit_code: r.get(2)?,
                         timed_out: r.get(3)?,

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::Job;
-use crate::drill::validate::{run_shell, Redactor, Validation};
 use crate::history::RunResult;
+use drvault_drill::validate::{run_shell, Redactor, Validation};
 
 /// When a hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

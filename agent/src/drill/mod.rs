@@ -2,11 +2,11 @@
 
 mod chart;
 pub mod cli;
-mod engine;
 mod report;
-pub mod validate;
 
 use anyhow::{Context as _, Result};
+use drvault_drill::validate::Redactor;
+use drvault_drill::{DrillRecord, Plan, Surroundings};
 use drvault_repo::audit;
 
 use crate::context::Context;
@@ -20,7 +20,7 @@ pub fn run(cli: DrtestCli) -> Result<Exit> {
 
 /// A drill that ran, and where its evidence went.
 pub struct DrillDone {
-    pub record: engine::DrillRecord,
+    pub record: DrillRecord,
     /// The audit log entry's sequence number, or why the evidence could not be recorded.
     pub recorded: Result<u64, drvault_repo::Error>,
 }
@@ -45,8 +45,31 @@ pub fn run_drill(
     } else {
         exclude_targets.to_vec()
     };
-    let (record, _) = engine::run(ctx, g, &plan, &excluded, keep);
-    let evidence = serde_json::to_value(&record)?;
+    let targets_used = {
+        let names = ctx.target_names();
+        if names.is_empty() {
+            // A single --repo location: name it, so the evidence says where data came from.
+            vec![ctx.repo_location.clone()]
+        } else {
+            names
+                .into_iter()
+                .filter(|t| !excluded.contains(t))
+                .collect()
+        }
+    };
+    let open_surviving = |excluded: &[String]| {
+        ctx.store_without(excluded)
+            .and_then(|store| ctx.open_with(g, store))
+            .map_err(|e| format!("{e:#}"))
+    };
+    let env = Surroundings {
+        rt: &ctx.rt,
+        open_surviving: &open_surviving,
+        targets_used,
+        scratch_root: ctx.state_dir.join("drills"),
+        redactor: secrets_to_redact(ctx, g),
+    };
+    let (record, _) = drvault_drill::run(&env, &library_plan(&plan)?, &excluded, keep);
     // The record goes into the audit log (repository and catalog) once, whole, through every
     // target: an excluded target is excluded from the drill's reads, not from its evidence
     // (appending through the surviving targets only forked the log).
@@ -54,21 +77,66 @@ pub fn run_drill(
     if let Err(e) = &opened {
         tracing::warn!("cannot open the repository to record the drill: {e:#}");
     }
-    let result = if record.passed {
-        "ok".to_string()
-    } else {
-        format!("failed: {}", record.reason)
-    };
     let recorded = match opened.ok() {
-        Some(repo) => ctx
-            .rt
-            .block_on(audit::append(&repo, "drill.run", evidence, &result))
-            .map(|e| e.seq),
+        Some(repo) => ctx.rt.block_on(drvault_drill::record(&repo, &record)),
         None => Err(drvault_repo::Error::Invalid(
             "no target can be opened".into(),
         )),
     };
     Ok(DrillDone { record, recorded })
+}
+
+/// The library's plan for a configured one (durations parsed; the configuration was validated).
+fn library_plan(p: &crate::config::DrillPlan) -> Result<Plan> {
+    let duration = |what: &str, text: &str| {
+        crate::duration::parse(text).with_context(|| format!("drill {}: {what}", p.name))
+    };
+    Ok(Plan {
+        name: p.name.clone(),
+        paths: p.paths.clone(),
+        from_job: p.job.is_some(),
+        host: p.host.clone(),
+        snapshot: p.snapshot.clone(),
+        restore_dir: p.restore_dir.clone(),
+        validate: p.validate.clone(),
+        validate_timeout: match &p.validate_timeout {
+            Some(t) => duration("validate_timeout", t)?,
+            None => std::time::Duration::from_secs(600),
+        },
+        validate_env: p.validate_env.clone(),
+        rto_objective: duration("rto_objective", &p.rto_objective)?,
+        rpo_objective: duration("rpo_objective", &p.rpo_objective)?,
+    })
+}
+
+/// The secrets drvault itself can see, none of which may reach a drill's evidence: the
+/// passphrase (from wherever it came, without prompting), every systemd credential, secret
+/// options of the configured targets, and environment variables with secret-looking names.
+fn secrets_to_redact(ctx: &Context, g: &crate::cli::Global) -> Redactor {
+    let mut r = Redactor::default();
+    if let Some(f) = &g.password_file {
+        if let Ok(bytes) = std::fs::read(f) {
+            r.add(&bytes);
+        }
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Ok(bytes) = std::fs::read(entry.path()) {
+                r.add(&bytes);
+            }
+        }
+    }
+    for (name, value) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name == "DRVAULT_PASSWORD" || crate::config::is_secret(&name) {
+            use std::os::unix::ffi::OsStrExt;
+            r.add(value.as_bytes());
+        }
+    }
+    for value in ctx.secret_options() {
+        r.add(value.as_bytes());
+    }
+    r
 }
 
 /// Runs one `drtest` command with an existing context.
@@ -213,7 +281,7 @@ fn fmt_secs(v: &serde_json::Value) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn print_record(r: &engine::DrillRecord) {
+fn print_record(r: &DrillRecord) {
     outln!(
         "drill {} (plan {}): {}",
         r.drill_id,

@@ -4,15 +4,55 @@
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use drvault_repo::Repository;
 use drvault_restore::{RestoreOptions, SnapshotSpec};
 use serde::Serialize;
 
-use super::validate::{self, Validation};
-use crate::cli::Global;
-use crate::config::DrillPlan;
-use crate::context::Context;
+use crate::validate::{self, Redactor, Validation};
+
+/// A drill plan, as the configuration's `[[drills]]` describes it (durations parsed).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    /// Backed-up paths to restore (every snapshot path when empty).
+    pub paths: Vec<String>,
+    /// The plan names a backup job (whose paths must then be in `paths`).
+    pub from_job: bool,
+    /// Only snapshots of this host.
+    pub host: Option<String>,
+    /// "latest" (or none), or an RFC 3339 time: the newest snapshot at or before it.
+    pub snapshot: Option<String>,
+    /// Where to restore (default: a scratch directory, removed after the drill).
+    pub restore_dir: Option<PathBuf>,
+    /// Commands run against the restored data, each within `validate_timeout`.
+    pub validate: Vec<String>,
+    pub validate_timeout: Duration,
+    /// Environment variables the validation commands get beyond the allowlist.
+    pub validate_env: BTreeMap<String, String>,
+    pub rto_objective: Duration,
+    pub rpo_objective: Duration,
+}
+
+/// Opens the repository through every target except the named ones; the error is shown as the
+/// drill's reason.
+pub type OpenSurviving<'a> = &'a dyn Fn(&[String]) -> Result<Arc<Repository>, String>;
+
+/// What a drill needs from the program that runs it: how to open the repository through the
+/// targets that survive, where it may write, and what must never reach the evidence.
+pub struct Surroundings<'a> {
+    pub rt: &'a tokio::runtime::Runtime,
+    pub open_surviving: OpenSurviving<'a>,
+    /// The targets the drill reads from (already without the excluded ones).
+    pub targets_used: Vec<String>,
+    /// Scratch restores go below it (`<state dir>/drills`); so do the validations' outputs.
+    pub scratch_root: PathBuf,
+    /// The secrets the program can see: removed from every command output kept as evidence.
+    pub redactor: Redactor,
+}
 
 /// Snapshots this far back count for the worst gap between successive snapshots.
 const GAP_WINDOW: Duration = Duration::from_secs(90 * 86_400);
@@ -67,12 +107,11 @@ fn now_rfc3339() -> String {
 /// Runs the drill. Never fails on the drill's own problems: those make a failed record. The
 /// repository handle it returns (when one could be opened) is where the record goes.
 pub fn run(
-    ctx: &Context,
-    g: &Global,
-    plan: &DrillPlan,
+    env: &Surroundings<'_>,
+    plan: &Plan,
     excluded: &[String],
     keep: bool,
-) -> (DrillRecord, Option<std::sync::Arc<Repository>>) {
+) -> (DrillRecord, Option<Arc<Repository>>) {
     let started_at = Instant::now();
     let started = chrono::Utc::now();
     let mut r = DrillRecord {
@@ -87,32 +126,17 @@ pub fn run(
         started: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         paths: plan.paths.clone(),
         targets_excluded: excluded.to_vec(),
-        targets_used: {
-            let names = ctx.target_names();
-            if names.is_empty() {
-                // A single --repo location: name it, so the evidence says where data came from.
-                vec![ctx.repo_location.clone()]
-            } else {
-                names
-                    .into_iter()
-                    .filter(|t| !excluded.contains(t))
-                    .collect()
-            }
-        },
-        rto_objective_seconds: crate::duration::parse(&plan.rto_objective)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0),
-        rpo_objective_seconds: crate::duration::parse(&plan.rpo_objective)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0),
+        targets_used: env.targets_used.clone(),
+        rto_objective_seconds: plan.rto_objective.as_secs_f64(),
+        rpo_objective_seconds: plan.rpo_objective.as_secs_f64(),
         software_version: env!("CARGO_PKG_VERSION").to_string(),
         ..Default::default()
     };
-    let repo = match drill(ctx, g, plan, excluded, keep, started, started_at, &mut r) {
+    let repo = match drill(env, plan, excluded, keep, started, started_at, &mut r) {
         Ok(repo) => Some(repo),
         Err((e, repo)) => {
             r.passed = false;
-            r.reason = format!("{e:#}");
+            r.reason = e;
             repo
         }
     };
@@ -120,40 +144,40 @@ pub fn run(
     (r, repo)
 }
 
-type DrillError = (anyhow::Error, Option<std::sync::Arc<Repository>>);
+/// Why a drill failed (its record's reason), and the repository when it had been opened.
+type DrillError = (String, Option<Arc<Repository>>);
 
-#[allow(clippy::too_many_arguments)]
 fn drill(
-    ctx: &Context,
-    g: &Global,
-    plan: &DrillPlan,
+    env: &Surroundings<'_>,
+    plan: &Plan,
     excluded: &[String],
     keep: bool,
     started: chrono::DateTime<chrono::Utc>,
     started_at: Instant,
     r: &mut DrillRecord,
-) -> std::result::Result<std::sync::Arc<Repository>, DrillError> {
-    if plan.job.is_some() && plan.paths.is_empty() {
+) -> std::result::Result<Arc<Repository>, DrillError> {
+    if plan.from_job && plan.paths.is_empty() {
         return Err((
-            anyhow::anyhow!("the plan's job has no paths; give the plan paths"),
+            "the plan's job has no paths; give the plan paths".to_string(),
             None,
         ));
     }
     // Open through the surviving targets only: this is the failover scenario.
     let phase = Instant::now();
-    let repo = ctx
-        .store_without(excluded)
-        .and_then(|store| ctx.open_with(g, store))
-        .context("cannot open the repository from the surviving targets")
-        .map_err(|e| (e, None))?;
+    let repo = (env.open_surviving)(excluded).map_err(|e| {
+        (
+            format!("cannot open the repository from the surviving targets: {e}"),
+            None,
+        )
+    })?;
     r.phases.open_seconds = phase.elapsed().as_secs_f64();
-    let fail = |e: anyhow::Error| (e, Some(repo.clone()));
+    let fail = |e: String| (e, Some(repo.clone()));
 
     let phase = Instant::now();
-    let snaps = ctx
+    let snaps = env
         .rt
         .block_on(repo.snapshots())
-        .map_err(|e| fail(e.into()))?;
+        .map_err(|e| fail(e.to_string()))?;
     let wanted: Vec<Vec<u8>> = plan
         .paths
         .iter()
@@ -173,10 +197,11 @@ fn drill(
         None | Some("latest") => None,
         Some(t) => Some(
             chrono::DateTime::parse_from_rfc3339(t)
-                .with_context(|| {
-                    format!("snapshot {t:?} is neither \"latest\" nor an RFC 3339 time")
-                })
-                .map_err(fail)?
+                .map_err(|e| {
+                    fail(format!(
+                        "snapshot {t:?} is neither \"latest\" nor an RFC 3339 time: {e}"
+                    ))
+                })?
                 .timestamp_nanos_opt()
                 .unwrap_or(i64::MAX),
         ),
@@ -189,8 +214,12 @@ fn drill(
     };
     let (id, snap) = drvault_restore::select_snapshot(&in_scope, &spec)
         .map(|(i, s)| (*i, s.clone()))
-        .with_context(|| format!("no snapshot of {:?} on the surviving targets", plan.paths))
-        .map_err(fail)?;
+        .map_err(|e| {
+            fail(format!(
+                "no snapshot of {:?} on the surviving targets: {e}",
+                plan.paths
+            ))
+        })?;
     let snap_time = chrono::DateTime::from_timestamp_nanos(snap.time_ns);
     r.snapshot_id = Some(id.to_hex());
     r.snapshot_time = Some(snap_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
@@ -201,19 +230,15 @@ fn drill(
 
     // Restore into the scratch directory, verifying every byte against the snapshot.
     let phase = Instant::now();
-    let scratch_root = ctx.state_dir.join("drills");
+    let scratch_root = env.scratch_root.clone();
     let target = plan
         .restore_dir
         .clone()
         .unwrap_or_else(|| scratch_root.join(&r.drill_id));
     let target = std::path::absolute(&target).unwrap_or(target);
     std::fs::create_dir_all(&target)
-        .with_context(|| format!("cannot create {}", target.display()))
-        .map_err(fail)?;
-    let includes = wanted
-        .iter()
-        .map(|w| crate::context::components(std::path::Path::new(std::ffi::OsStr::from_bytes(w))))
-        .collect();
+        .map_err(|e| fail(format!("cannot create {}: {e}", target.display())))?;
+    let includes = wanted.iter().map(|w| components(w)).collect();
     let opts = RestoreOptions {
         target: target.clone(),
         includes,
@@ -225,9 +250,9 @@ fn drill(
         dry_run: false,
         progress: None,
     };
-    let restored = drvault_restore::restore(ctx.rt.handle(), repo.clone(), (&id, &snap), &opts);
+    let restored = drvault_restore::restore(env.rt.handle(), repo.clone(), (&id, &snap), &opts);
     r.phases.restore_seconds = phase.elapsed().as_secs_f64();
-    let outcome = restored.map_err(anyhow::Error::from).and_then(|stats| {
+    let outcome = restored.map_err(|e| e.to_string()).and_then(|stats| {
         r.files = stats.files;
         r.bytes = stats.bytes;
         r.verified_files = stats.verified_files;
@@ -236,22 +261,17 @@ fn drill(
         }
         // Validation commands, each within the plan's limit.
         let phase = Instant::now();
-        let limit = plan
-            .validate_timeout
-            .as_deref()
-            .map(crate::duration::parse)
-            .transpose()?
-            .unwrap_or(Duration::from_secs(600));
-        let redactor = secrets_to_redact(ctx, g);
+        let limit = plan.validate_timeout;
+        let redactor = &env.redactor;
         let snapshot_id = id.to_hex();
-        let env = validate::Environment {
+        let vars = validate::Environment {
             restore_dir: &target,
             snapshot_id: &snapshot_id,
             drill_id: &r.drill_id,
             plan: &plan.validate_env,
         };
         for cmd in &plan.validate {
-            let v = validate::run(cmd, &env, limit, &scratch_root, &redactor);
+            let v = validate::run(cmd, &vars, limit, &scratch_root, redactor);
             let failed = (!v.passed()).then(|| {
                 if v.timed_out {
                     format!(
@@ -271,7 +291,7 @@ fn drill(
             r.validations.push(v);
             if let Some(why) = failed {
                 r.phases.validate_seconds = phase.elapsed().as_secs_f64();
-                anyhow::bail!(why);
+                return Err(why);
             }
         }
         r.phases.validate_seconds = phase.elapsed().as_secs_f64();
@@ -322,32 +342,10 @@ fn worst_gap(
     gaps.fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g))))
 }
 
-/// The secrets drvault itself can see, none of which may reach a drill's evidence: the
-/// passphrase (from wherever it came, without prompting), every systemd credential, secret
-/// options of the configured targets, and environment variables with secret-looking names.
-fn secrets_to_redact(ctx: &Context, g: &Global) -> validate::Redactor {
-    let mut r = validate::Redactor::default();
-    if let Some(f) = &g.password_file {
-        if let Ok(bytes) = std::fs::read(f) {
-            r.add(&bytes);
-        }
-    }
-    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if let Ok(bytes) = std::fs::read(entry.path()) {
-                r.add(&bytes);
-            }
-        }
-    }
-    for (name, value) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name == "DRVAULT_PASSWORD" || crate::config::is_secret(&name) {
-            use std::os::unix::ffi::OsStrExt;
-            r.add(value.as_bytes());
-        }
-    }
-    for value in ctx.secret_options() {
-        r.add(value.as_bytes());
-    }
-    r
+/// The components of a snapshot path ("/srv/db" → ["srv", "db"]).
+fn components(path: &[u8]) -> Vec<Vec<u8>> {
+    path.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b"." && *c != b"..")
+        .map(<[u8]>::to_vec)
+        .collect()
 }
