@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod config;
 mod context;
+mod cron;
 mod drill;
 mod duration;
 mod exit;

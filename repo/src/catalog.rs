@@ -36,7 +36,10 @@ CREATE TABLE IF NOT EXISTS blobs (
 ";
 
 impl Catalog {
-    /// Opens (or creates) the catalog in `dir`; a file that is not a usable catalog is replaced.
+    /// Opens (or creates) the catalog in `dir`. A file SQLite finds damaged (or not a
+    /// database) is moved aside, never deleted (it holds this host's copy of the audit log,
+    /// evidence in an investigation), and a new catalog is built from the repository; any other
+    /// failure (a busy or unreadable database) is an error and the file is left alone.
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join("catalog.sqlite");
         let err = |reason: String| Error::Catalog {
@@ -46,16 +49,33 @@ impl Catalog {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create directory: {e}")))?;
         match Self::try_open(&path) {
             Ok(c) => Ok(c),
-            Err(first) => {
-                tracing::warn!(
-                    "catalog {} is unusable ({first}); recreating it from the repository",
-                    path.display()
+            Err(first) if is_damaged(&first) => {
+                let kept = format!(
+                    "{}.damaged-{}",
+                    path.display(),
+                    chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
                 );
                 for suffix in ["", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                    let from = format!("{}{suffix}", path.display());
+                    if Path::new(&from).exists() {
+                        std::fs::rename(&from, format!("{kept}{suffix}")).map_err(|e| {
+                            err(format!("damaged ({first}), and cannot be moved aside: {e}"))
+                        })?;
+                    }
                 }
-                Self::try_open(&path).map_err(|e| err(e.to_string()))
+                tracing::warn!(
+                    "catalog {} is damaged ({first}); kept as {kept}, and rebuilt from the repository",
+                    path.display()
+                );
+                Self::try_open(&path).map_err(|e| Error::CatalogDb {
+                    path: path.display().to_string(),
+                    source: e,
+                })
             }
+            Err(first) => Err(Error::CatalogDb {
+                path: path.display().to_string(),
+                source: first,
+            }),
         }
     }
 
@@ -292,7 +312,7 @@ impl Catalog {
     // ---- the audit log's local copy ----
 
     /// Keeps a copy of an audit entry (the first copy of a sequence number stays).
-    pub fn add_audit(&mut self, entry: &crate::audit::AuditEntry) -> Result<()> {
+    pub fn add_audit(&mut self, entry: &crate::format::AuditEntry) -> Result<()> {
         let text = String::from_utf8_lossy(&entry.canonical_bytes()).into_owned();
         self.conn
             .execute(
@@ -311,7 +331,7 @@ impl Catalog {
         Vec<(
             u64,
             String,
-            std::result::Result<crate::audit::AuditEntry, String>,
+            std::result::Result<crate::format::AuditEntry, String>,
         )>,
     > {
         let mut st = self
@@ -337,5 +357,40 @@ impl Catalog {
             ));
         }
         Ok(out)
+    }
+}
+
+/// Whether SQLite says the file is damaged or not a database at all (as opposed to busy,
+/// unreadable or out of space, which a later run may get past).
+fn is_damaged(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_damaged_catalog_is_moved_aside_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = vec![0x5au8; 8192];
+        std::fs::write(dir.path().join("catalog.sqlite"), &garbage).unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        assert!(catalog.known_indexes().unwrap().is_empty());
+        let kept: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("catalog.sqlite.damaged-")
+            })
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(std::fs::read(kept[0].path()).unwrap(), garbage);
     }
 }

@@ -7,15 +7,15 @@ mod extras;
 mod fetch;
 mod fsops;
 pub mod mount;
+mod options;
 pub mod pattern;
 mod plan;
 mod select;
 mod verify;
 
 pub use error::Error;
-pub use plan::{
-    restore, DamagedFile, Overwrite, Planned, ProgressSink, RestoreOptions, RestoreStats,
-};
+pub use options::{DamagedFile, Overwrite, Planned, ProgressSink, RestoreOptions, RestoreStats};
+pub use plan::restore;
 pub use select::{select_snapshot, SnapshotSpec};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -77,7 +77,9 @@ fn kill_9_during_backup_leaves_earlier_snapshots_intact() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("first"), b"the first snapshot's file").unwrap();
     env.init();
-    env.ok(&["backup", src.to_str().unwrap()]);
+    let first: serde_json::Value =
+        serde_json::from_str(&env.ok(&["backup", "--json", src.to_str().unwrap()])).unwrap();
+    let first_id = first["id"].as_str().unwrap().to_string();
     for i in 0..12 {
         fs::write(src.join(format!("big-{i}")), noise(8 * 1024 * 1024, i)).unwrap();
     }
@@ -98,9 +100,12 @@ fn kill_9_during_backup_leaves_earlier_snapshots_intact() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // The snapshot taken before the kills is still there, whole.
     let snaps = env.snapshots_json();
-    assert!(!snaps.is_empty());
-    let first_id = snaps[0]["id"].as_str().unwrap().to_string();
+    assert!(
+        snaps.iter().any(|s| s["id"] == first_id.as_str()),
+        "{snaps:?}"
+    );
     let target = env.path("out");
     env.ok(&[
         "restore",
@@ -113,7 +118,15 @@ fn kill_9_during_backup_leaves_earlier_snapshots_intact() {
         fs::read(restored(&target, &src).join("first")).unwrap(),
         b"the first snapshot's file"
     );
-    // The next run completes.
-    env.ok(&["backup", src.to_str().unwrap()]);
+    // The next run completes, with every file (what the killed runs uploaded is reused or
+    // stored again, never lost).
+    let last: serde_json::Value =
+        serde_json::from_str(&env.ok(&["backup", "--json", src.to_str().unwrap()])).unwrap();
+    let files = ["files_new", "files_changed", "files_unchanged"]
+        .iter()
+        .map(|k| last[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(files, 13, "{last}");
+    assert_eq!(last["errors"], 0, "{last}");
     assert!(env.run(&["check", "--read-data"]).status.success());
 }

@@ -2,7 +2,6 @@
 //! jobs, serves metrics, reloads its configuration on SIGHUP and stops at a clean point on
 //! SIGTERM. docs/OPERATIONS.md describes running it.
 
-pub mod cron;
 mod metrics;
 mod notify;
 mod runner;
