@@ -234,16 +234,21 @@ impl Context {
         Ok(Arc::new(repo))
     }
 
-    /// Runs one backup through the backup library, opening the repository for it (and once
-    /// more when a rotation happened since the opening: nothing was written then). Warns of
+    /// Runs one backup through the backup library, in `opened` (a repository opened without its
+    /// index) or one it opens (and opens again when a rotation happened since the opening:
+    /// nothing was written then). Warns of
     /// the objects a target missed.
     pub fn backup(
         &self,
         g: &Global,
         req: &drvault_backup::BackupRequest,
         controls: &mut drvault_backup::Controls,
+        opened: Option<Arc<Repository>>,
     ) -> Result<drvault_backup::BackupOutcome> {
-        let repo = self.open_without_index(g)?;
+        let repo = match opened {
+            Some(repo) => repo,
+            None => self.open_without_index(g)?,
+        };
         let out = match drvault_backup::run(&self.rt, repo, req, controls) {
             Err(drvault_backup::Error::Repo(drvault_repo::Error::KeyringChanged)) => {
                 drvault_backup::run(&self.rt, self.open_without_index(g)?, req, controls)?

@@ -175,9 +175,15 @@ impl SessionGuard<'_> {
 
 impl Drop for SessionGuard<'_> {
     fn drop(&mut self) {
-        // Reached only on unwinding (`end` took the session otherwise): the session's own Drop
-        // stops the heartbeat and removes the object in the background.
-        drop(self.session.take());
+        // Reached only on unwinding (`end` took the session otherwise). On the plain thread a
+        // backup runs on, the session is ended here, so a panicking job (which the agent
+        // survives) does not hold prune for the staleness bound; inside a runtime, the
+        // session's own Drop ends it in the background.
+        if let Some(s) = self.session.take() {
+            if tokio::runtime::Handle::try_current().is_err() {
+                self.rt.block_on(s.end(self.repo.store()));
+            }
+        }
     }
 }
 
@@ -248,6 +254,13 @@ impl Prepared {
             }
         }
     }
+}
+
+/// Checks a request without touching the repository (the paths exist, the patterns parse, the
+/// stream's file name stays inside the snapshot): for a front end that wants to refuse a bad
+/// request before it creates or opens anything. [`run`] checks again.
+pub fn check_request(source: &Source) -> Result<()> {
+    prepare(source).map(|_| ())
 }
 
 fn prepare(source: &Source) -> Result<Prepared> {

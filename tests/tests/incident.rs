@@ -830,3 +830,15 @@ fn option_values_that_do_not_parse_are_usage_errors() {
         assert!(stderr.contains(names), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn backup_init_of_a_missing_path_creates_no_repository() {
+    let env = Env::new();
+    let missing = env.path("not-mounted");
+    let out = env.run(&["backup", "--init", missing.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no snapshot was made"), "{stderr}");
+    assert!(!stderr.contains("recovery key"), "{stderr}");
+    assert!(!env.repo().exists(), "a repository was created");
+}

@@ -417,6 +417,31 @@ fn sigterm_stops_prune_and_check_at_a_clean_point_with_exit_130() {
     assert!(doomed.is_subset(&packs(&env)));
     let marks = env.repo().join("prune");
     assert!(!marks.exists() || files_below(&marks).is_empty());
+    // Held after writing its mark: stopped there, the mark is durable, nothing deleted, and
+    // the audit log says what it set out to do and that it stopped.
+    let mut cmd = env.cmd();
+    cmd.args(["prune", "--grace", "0s"]);
+    let paused = drvault_tests::failpoints::start_paused(cmd, &fp, "prune.after-mark");
+    sigterm(paused.pid());
+    std::thread::sleep(Duration::from_millis(300));
+    let out = paused.resume();
+    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(files_below(&marks).len(), 1);
+    assert!(doomed.is_subset(&packs(&env)));
+    let log: Value = serde_json::from_str(&env.ok(&["--json", "audit", "log"])).unwrap();
+    let entries = log
+        .as_array()
+        .or_else(|| log["entries"].as_array())
+        .unwrap();
+    let last = entries.last().unwrap();
+    assert_eq!(last["action"], "data.prune", "{last}");
+    assert!(
+        last["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed: stopped on request"),
+        "{last}"
+    );
     let r = prune(&env, &["--grace", "0s"]);
     assert_eq!(
         r["packs_deleted"].as_u64(),

@@ -210,7 +210,7 @@ fn execute(ctx: &Context, g: &Global, job: &Job) -> Result<(RunResult, String, F
             cancel: crate::stop::token(),
             progress: None,
         };
-        let done = ctx.backup(g, &req, &mut controls)?;
+        let done = ctx.backup(g, &req, &mut controls, None)?;
         let figures = Figures::of_backup(&done);
         let s = &done.snapshot.summary;
         let mut notes = Vec::new();

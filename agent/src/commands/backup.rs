@@ -6,7 +6,10 @@ use crate::context::Context;
 use crate::exit::Exit;
 
 pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
-    crate::stop::on_signals(&ctx.rt);
+    let source = source(a)?;
+    // A path that is not there (an unmounted volume, a typo) is refused before a repository is
+    // created or the passphrase asked for.
+    drvault_backup::check_request(&source)?;
     if a.init && !repository_exists(ctx)? {
         let (_, recovery) = super::init::init(
             ctx,
@@ -20,14 +23,17 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
             eprintln!("  {}", recovery.as_str());
         }
     }
-    let req = request(ctx, g, a)?;
+    let repo = ctx.open_without_index(g)?;
+    // After the passphrase prompt: Ctrl-C at the prompt ends the process at once.
+    crate::stop::on_signals(&ctx.rt);
+    let req = request(ctx, &repo, a, source)?;
     let progress = crate::backup_progress::Progress::on_terminal()
         .map(|p| Box::new(p) as Box<dyn drvault_backup::Progress>);
     let mut controls = Controls {
         cancel: crate::stop::token(),
         progress,
     };
-    let out = ctx.backup(g, &req, &mut controls)?;
+    let out = ctx.backup(g, &req, &mut controls, Some(repo))?;
     let owed = &out.owed;
     let s = &out.snapshot.summary;
     if g.json {
@@ -72,15 +78,15 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
     })
 }
 
-/// The typed request the arguments stand for (`--parent` resolved to a snapshot ID).
-fn request(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<BackupRequest> {
+/// What the arguments say to back up.
+fn source(a: &BackupArgs) -> Result<Source> {
     let stream = a.stdin || a.stdin_from_command;
     if stream {
         if let Err(e) = drvault_backup::filename_components(&a.stdin_filename) {
             crate::exit::usage!("{e}");
         }
     }
-    let source = if stream {
+    Ok(if stream {
         Source::Stream {
             source: if a.stdin {
                 StreamSource::Stdin
@@ -98,10 +104,19 @@ fn request(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<BackupRequest> {
             excludes: a.excludes.clone(),
             one_file_system: a.one_file_system,
         }
-    };
+    })
+}
+
+/// The typed request the arguments stand for (`--parent` resolved to a snapshot ID in the
+/// repository already opened).
+fn request(
+    ctx: &Context,
+    repo: &drvault_repo::Repository,
+    a: &BackupArgs,
+    source: Source,
+) -> Result<BackupRequest> {
     let parent = match &a.parent {
         Some(spec) => {
-            let repo = ctx.open_without_index(g)?;
             let snaps = ctx.rt.block_on(repo.snapshots())?;
             let s = drvault_restore::SnapshotSpec {
                 id: Some(spec.clone()),
@@ -118,6 +133,7 @@ fn request(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<BackupRequest> {
         host: a.host.clone().unwrap_or_else(drvault_repo::host::hostname),
     })
 }
+
 /// True when the repository's `config` object can be read; false only when it is known to be
 /// absent (an unreachable target is an error, not a reason to create a repository).
 fn repository_exists(ctx: &Context) -> Result<bool> {

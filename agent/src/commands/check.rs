@@ -7,7 +7,6 @@ use crate::context::Context;
 use crate::exit::Exit;
 
 pub fn run(ctx: &Context, g: &Global, a: &CheckArgs) -> Result<Exit> {
-    crate::stop::on_signals(&ctx.rt);
     let copies = if a.all_targets || a.no_key {
         let store = ctx.store(false)?;
         let report = ctx.rt.block_on(check_copies(&store, a.read_data))?;
@@ -31,6 +30,8 @@ pub fn run(ctx: &Context, g: &Global, a: &CheckArgs) -> Result<Exit> {
     }
     // check reads the index itself, after noting the maintenance lease.
     let repo = ctx.open_without_index(g)?;
+    // After the passphrase prompt: Ctrl-C at the prompt ends the process at once.
+    crate::stop::on_signals(&ctx.rt);
     let read = match (a.read_data, a.read_data_subset) {
         (true, _) => ReadData::All,
         (false, Some(p)) => ReadData::Subset(p),

@@ -74,12 +74,10 @@ async fn a_prefix_matching_several_slots_is_refused_and_the_refusal_is_audited()
 }
 
 #[tokio::test]
-async fn a_rotation_and_a_cancelled_reencryption_are_audited() {
+async fn a_cancelled_reencryption_stops_cleanly_and_both_outcomes_are_audited() {
     let repo = repository().await;
     let epoch = repo.rotate_epoch().await.unwrap();
-    let cancel = crate::cancel::Cancel::new();
-    cancel.cancel();
-    // Nothing was sealed under the old epoch, so there is nothing to stop in: it completes.
+    assert!(epoch > 0);
     let reopened = Repository::open(
         repo.store().clone(),
         &drvault_keyring::Credential::passphrase(b"pw"),
@@ -87,10 +85,31 @@ async fn a_rotation_and_a_cancelled_reencryption_are_audited() {
     )
     .await
     .unwrap();
-    let r = reopened.reencrypt(&|_| {}, &cancel).await.unwrap();
-    assert_eq!(r.packs_rewritten, 0);
+    // Stopped before its first pass: nothing is rewritten or retired, the lease is released.
+    let cancel = crate::cancel::Cancel::new();
+    cancel.cancel();
+    let err = reopened.reencrypt(&|_| {}, &cancel).await.unwrap_err();
+    assert!(matches!(err, Error::Interrupted), "{err}");
+    assert!(crate::lease::current_lease(repo.store())
+        .await
+        .unwrap()
+        .is_none_or(|(_, l)| !l.is_held()));
+    // Run again, it finishes and retires the old epoch.
+    let r = reopened
+        .reencrypt(&|_| {}, &crate::cancel::Cancel::new())
+        .await
+        .unwrap();
+    assert_eq!(r.retired, [epoch - 1]);
     let log = actions(&repo).await;
     let names: Vec<&str> = log.iter().map(|(a, _)| a.as_str()).collect();
-    assert_eq!(names, ["key.rotate", "key.reencrypt"], "{log:?}");
-    assert!(epoch > 0);
+    assert_eq!(
+        names,
+        ["key.rotate", "key.reencrypt", "key.reencrypt"],
+        "{log:?}"
+    );
+    assert!(
+        log[1].1.starts_with("failed: stopped on request"),
+        "{log:?}"
+    );
+    assert_eq!(log[2].1, "ok");
 }

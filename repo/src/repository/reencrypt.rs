@@ -107,6 +107,8 @@ impl Repository {
         // Two passes at most: the second picks up objects a backup that started before the
         // rotation wrote under an old epoch while the first pass ran.
         for _ in 0..2 {
+            // Clean points: before a pass, and before retirement (each pass ends whole).
+            cancel.check()?;
             let remaining = self
                 .reencrypt_pass(lease, &old, progress, &mut report, cancel)
                 .await?;
@@ -117,6 +119,7 @@ impl Repository {
         // Sessions before the survey: a backup sealing under an old epoch that ends after this
         // reading is named below; one that ended before it has all its objects in storage, so
         // the survey that follows counts them.
+        cancel.check()?;
         let sessions = live_sessions(&self.store).await?;
         let epochs = self
             .object_epochs(

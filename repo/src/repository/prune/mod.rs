@@ -230,20 +230,35 @@ impl Repository {
     /// and deleted is recorded in the audit log (`data.prune`): deleting data is an event
     /// auditors ask about.
     pub async fn prune(&self, opts: &PruneOptions) -> Result<PruneReport> {
-        let r = self.prune_unrecorded(opts).await?;
-        if !r.dry_run && (r.packs_marked > 0 || r.packs_deleted > 0) {
-            let details = serde_json::json!({
+        let mut r = PruneReport {
+            dry_run: opts.dry_run,
+            ..Default::default()
+        };
+        let outcome = self.prune_unrecorded(opts, &mut r).await;
+        let details = |r: &PruneReport| {
+            serde_json::json!({
                 "packs_marked": r.packs_marked, "bytes_marked": r.bytes_marked,
                 "packs_repacked": r.packs_repacked, "packs_deleted": r.packs_deleted,
                 "bytes_freed": r.bytes_freed, "marks_swept": r.marks_swept.len(),
-                "marks_pending": r.marks_pending.len(),
-            });
-            crate::audit::record(self, "data.prune", details, "ok").await;
+                "marks_pending": r.marks_pending.len(), "mark": r.mark,
+            })
+        };
+        match &outcome {
+            Ok(()) if !r.dry_run && (r.packs_marked > 0 || r.packs_deleted > 0) => {
+                crate::audit::record(self, "data.prune", details(&r), "ok").await;
+            }
+            // A prune that stopped (a stop request, a failure) after it wrote a mark or began a
+            // sweep is recorded too, with what it set out to do: the mark is durable.
+            Err(e) if !r.dry_run && (r.mark.is_some() || !r.marks_swept.is_empty()) => {
+                crate::audit::record(self, "data.prune", details(&r), &format!("failed: {e}"))
+                    .await;
+            }
+            _ => {}
         }
-        Ok(r)
+        outcome.map(|()| r)
     }
 
-    async fn prune_unrecorded(&self, opts: &PruneOptions) -> Result<PruneReport> {
+    async fn prune_unrecorded(&self, opts: &PruneOptions, report: &mut PruneReport) -> Result<()> {
         if !(0.0..=1.0).contains(&opts.repack_threshold) {
             return Err(Error::Invalid(format!(
                 "the repack threshold is a fraction of a pack from 0 to 1, not {}",
@@ -251,7 +266,7 @@ impl Repository {
             )));
         }
         if opts.dry_run {
-            return self.prune_locked(None, opts).await;
+            return self.prune_locked(None, opts, report).await;
         }
         let mut lease = Lease::acquire(&self.store, "prune", LEASE_TTL).await?;
         let result = async {
@@ -260,7 +275,7 @@ impl Repository {
             if !self.keyring_is_current().await? {
                 return Err(Error::KeyringChanged);
             }
-            let mut report = self.prune_locked(Some(&mut lease), opts).await?;
+            self.prune_locked(Some(&mut lease), opts, report).await?;
             // What was deleted is reported (and audited) whatever becomes of the merge.
             match self.consolidate_index(&mut Some(&mut lease)).await {
                 Ok(n) => report.indexes_consolidated = n,
@@ -268,26 +283,22 @@ impl Repository {
                     "small index objects not merged ({e}); the next prune tries again"
                 ),
             }
-            Ok(report)
+            Ok(())
         }
         .await;
         let released = lease.release(&self.store).await;
-        let report = result?;
-        released?;
-        Ok(report)
+        result?;
+        released
     }
 
     async fn prune_locked(
         &self,
         mut lease: Option<&mut Lease>,
         opts: &PruneOptions,
-    ) -> Result<PruneReport> {
+        report: &mut PruneReport,
+    ) -> Result<()> {
         let dry = opts.dry_run;
         let grace = i64::try_from(opts.grace.as_secs()).unwrap_or(i64::MAX);
-        let mut report = PruneReport {
-            dry_run: dry,
-            ..Default::default()
-        };
         let started = unix_now();
         // Every mark must open: a damaged one stops prune before it changes anything.
         let marks = self.prune_marks().await?;
@@ -396,7 +407,7 @@ impl Repository {
             }
         }
         if ripe.is_empty() {
-            return Ok(report);
+            return Ok(());
         }
         if self.walk_new_snapshots(&mut lease, &mut usage).await? {
             // The index was read again: it holds the copies made above, and new packs.
@@ -424,7 +435,7 @@ impl Repository {
         report.bytes_freed = sizes(&listing, &doomed);
         report.marks_swept = ripe.iter().map(|(n, _)| n.clone()).collect();
         if dry {
-            return Ok(report);
+            return Ok(());
         }
 
         // The index without the doomed packs first, then the index objects it replaces, then
@@ -449,7 +460,7 @@ impl Repository {
         for (name, _) in &ripe {
             self.store.delete(name).await?;
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Writes the index again without the packs in `without`: every pack of the current index
