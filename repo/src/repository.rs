@@ -15,8 +15,8 @@ use crate::blob::open_blob;
 use crate::catalog::Catalog;
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::format::{
-    decode, encode, paths, BlobKind, Config, IndexFile, IndexPack, PackEntry, Snapshot, Tree,
-    INDEX_VERSION, REPO_FORMAT_VERSION,
+    decode, encode, paths, BlobKind, Config, IndexFile, IndexPack, PackEntry, RepoFile, Snapshot,
+    Tree, INDEX_VERSION, REPO_FORMAT_VERSION,
 };
 use crate::packer::FinishedPack;
 use crate::store::Store;

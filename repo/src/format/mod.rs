@@ -5,6 +5,7 @@
 
 mod audit;
 mod config;
+mod file;
 mod index;
 mod lease;
 mod mark;
@@ -14,6 +15,7 @@ mod snapshot;
 mod tree;
 
 pub use audit::AuditEntry;
+pub use file::RepoFile;
 pub use lease::LeaseBody;
 pub use session::SessionBody;
 

@@ -214,13 +214,7 @@ impl Repository {
     /// Reads, verifies and opens one index object.
     pub(super) async fn fetch_index(&self, name: String) -> Result<(String, IndexFile)> {
         let bytes = self.store.get(&name).await?;
-        let file: IndexFile = self.open_object(&name, ObjectKind::Index, &bytes)?;
-        if file.version != INDEX_VERSION {
-            return Err(Error::UnsupportedVersion {
-                object: name,
-                version: file.version,
-            });
-        }
+        let file: IndexFile = self.open_file(&name, &bytes)?;
         Ok((name, file))
     }
 
@@ -335,7 +329,7 @@ impl Repository {
                 version: INDEX_VERSION,
                 packs,
             };
-            let sealed = self.seal_object(ObjectKind::Index, &encode(&file))?;
+            let sealed = self.seal_file(&file)?;
             let id = Id::of_stored(&sealed);
             written += sealed.len() as u64;
             let name = paths::index(&id);

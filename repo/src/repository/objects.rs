@@ -40,6 +40,25 @@ impl TreePackCache {
 impl Repository {
     // ---- sealed objects ----
 
+    /// Seals a [`RepoFile`] structure for storage under `T::DIR`; returns the sealed bytes
+    /// (their BLAKE3 hash is the object's name).
+    pub(super) fn seal_file<T: RepoFile>(&self, file: &T) -> Result<Vec<u8>> {
+        self.seal_object(T::KIND, &encode(file))
+    }
+
+    /// Verifies, opens and decodes a [`RepoFile`] object, refusing a version this drvault does
+    /// not read.
+    pub(super) fn open_file<T: RepoFile>(&self, name: &str, bytes: &[u8]) -> Result<T> {
+        let file: T = self.open_object(name, T::KIND, bytes)?;
+        if file.version() != T::VERSION {
+            return Err(Error::UnsupportedVersion {
+                object: name.to_string(),
+                version: file.version(),
+            });
+        }
+        Ok(file)
+    }
+
     pub(super) fn seal_object(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
         let (epoch, key) = self.keyring.active_epoch()?;
         let compressed = zstd::bulk::compress(plain, 3)
@@ -177,7 +196,7 @@ impl Repository {
 
     /// Writes a snapshot object. Call only after every pack and index it needs is durable.
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
-        let sealed = self.seal_object(ObjectKind::Snapshot, &encode(snapshot))?;
+        let sealed = self.seal_file(snapshot)?;
         let id = Id::of_stored(&sealed);
         let name = paths::snapshot(&id);
         if let Err(e) = self.store.put_new(&name, sealed.into(), true).await {
@@ -195,14 +214,7 @@ impl Repository {
     /// Reads one snapshot object by its name (`snapshots/<id>`).
     pub async fn load_snapshot(&self, name: &str) -> Result<Snapshot> {
         let bytes = self.store.get(name).await?;
-        let snap: Snapshot = self.open_object(name, ObjectKind::Snapshot, &bytes)?;
-        if snap.version != crate::format::SNAPSHOT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                object: name.to_string(),
-                version: snap.version,
-            });
-        }
-        Ok(snap)
+        self.open_file(name, &bytes)
     }
 
     /// All snapshots, oldest first.

@@ -7,14 +7,7 @@ impl Repository {
     /// Reads one prune mark, verifying its name and opening it.
     pub async fn read_prune_mark(&self, name: &str) -> Result<PruneMark> {
         let bytes = self.store.get(name).await?;
-        let mark: PruneMark = self.open_object(name, ObjectKind::PruneMark, &bytes)?;
-        if mark.version != PRUNE_MARK_VERSION {
-            return Err(Error::UnsupportedVersion {
-                object: name.to_string(),
-                version: mark.version,
-            });
-        }
-        Ok(mark)
+        self.open_file(name, &bytes)
     }
 
     /// Every prune mark; the first one that cannot be read is an error.
@@ -40,7 +33,7 @@ impl Repository {
 
     /// Seals and stores a mark; returns its name.
     pub(super) async fn write_mark(&self, mark: &PruneMark) -> Result<String> {
-        let sealed = self.seal_object(ObjectKind::PruneMark, &encode(mark))?;
+        let sealed = self.seal_file(mark)?;
         let name = paths::prune_mark(&Id::of_stored(&sealed));
         self.store.put_new(&name, sealed.into(), true).await?;
         Ok(name)

@@ -611,3 +611,28 @@ async fn check_findings_are_typed_and_name_their_object() {
         .iter()
         .all(|f| f.problem.is_damage() == r.errors.contains(&f.message)));
 }
+
+#[tokio::test]
+async fn every_sealed_structure_refuses_a_version_it_does_not_read() {
+    let repo = repository().await;
+    let (name, _) = snapshot(&repo, "a", &[]).await;
+    let mut snap = repo.load_snapshot(&name).await.unwrap();
+    snap.version = 99;
+    let future = paths::snapshot(&repo.save_snapshot(&snap).await.unwrap());
+    let err = repo.load_snapshot(&future).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsupportedVersion { version: 99, object } if *object == future),
+        "{err}"
+    );
+    let mark = PruneMark {
+        version: 7,
+        created: 0,
+        packs: Vec::new(),
+    };
+    let mark_name = repo.write_mark(&mark).await.unwrap();
+    let err = repo.read_prune_mark(&mark_name).await.unwrap_err();
+    assert!(
+        matches!(err, Error::UnsupportedVersion { version: 7, .. }),
+        "{err}"
+    );
+}
