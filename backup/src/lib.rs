@@ -32,6 +32,7 @@ use std::time::Instant;
 pub use drvault_repo::cancel::Cancel;
 use drvault_repo::format::{Snapshot, Summary, SNAPSHOT_VERSION};
 use drvault_repo::lease::Session;
+use drvault_repo::repository::Committed;
 use drvault_repo::{Id, Repository};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio::runtime::Runtime;
@@ -94,6 +95,9 @@ pub struct BackupOutcome {
     /// Objects each target missed (the write quorum holds them), by target name; `drvault
     /// sync` copies them once the target is back.
     pub owed: BTreeMap<String, u64>,
+    /// Why the audit log did not take the commit (its sequencer was down), when it did not:
+    /// the snapshot exists without its audit anchor.
+    pub unrecorded: Option<String>,
 }
 
 /// Runs one backup on the calling thread, which must not be inside the runtime. On
@@ -147,9 +151,14 @@ pub fn run(
         }
     };
     guard.end();
-    let (id, snapshot) = stored?;
+    let committed = stored?;
     let owed = rt.block_on(repo.remember_owed());
-    Ok(BackupOutcome { id, snapshot, owed })
+    Ok(BackupOutcome {
+        id: committed.id,
+        snapshot: committed.snapshot,
+        owed,
+        unrecorded: committed.unrecorded,
+    })
 }
 
 /// Ends the backup session when the backup returns or unwinds: heartbeats stop and the
@@ -198,14 +207,15 @@ struct Work<'a> {
 }
 
 impl Work<'_> {
-    /// Writes the snapshot (the session is confirmed live first).
+    /// Writes the snapshot (the session is confirmed live first) and records its commit in
+    /// the audit log.
     fn commit(
         &self,
         paths: Vec<Vec<u8>>,
         tree: Id,
         summary: Summary,
         time_ns: i64,
-    ) -> Result<(Id, Snapshot)> {
+    ) -> Result<Committed> {
         let snapshot = Snapshot {
             version: SNAPSHOT_VERSION,
             time_ns,
@@ -217,11 +227,11 @@ impl Work<'_> {
             tree,
             summary,
             program_version: env!("CARGO_PKG_VERSION").to_string(),
+            audit: None,
         };
-        let id = self
+        Ok(self
             .rt
-            .block_on(self.repo.commit_snapshot(self.session, &snapshot))?;
-        Ok((id, snapshot))
+            .block_on(self.repo.commit_snapshot(self.session, &snapshot))?)
     }
 }
 
@@ -336,7 +346,7 @@ fn walk_and_commit(
     paths: Vec<PathBuf>,
     opts: WalkOptions,
     controls: &mut Controls,
-) -> Result<(Id, Snapshot)> {
+) -> Result<Committed> {
     let started = Instant::now();
     let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let parent_root = match work.parent {

@@ -14,9 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use drvault_repo::cancel::Cancel;
-use drvault_repo::format::{
-    validate_name, BlobKind, Node, NodeKind, Snapshot, Summary, Tree, TREE_VERSION,
-};
+use drvault_repo::format::{validate_name, BlobKind, Node, NodeKind, Summary, Tree, TREE_VERSION};
+use drvault_repo::repository::Committed;
 use drvault_repo::{Id, Repository};
 
 use crate::{Error, Pipeline, Result, Work};
@@ -93,7 +92,7 @@ pub(crate) fn run(
     components: Vec<Vec<u8>>,
     source: &StreamSource,
     cancel: Cancel,
-) -> Result<(Id, Snapshot)> {
+) -> Result<Committed> {
     let started = Instant::now();
     let time_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
     let pipeline = Pipeline::start(

@@ -13,6 +13,10 @@ use drvault_keyring::{Header, ObjectKind, AUDIT_EPOCH};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+mod anchors;
+
+pub use anchors::{AnchorReport, BrokenAnchor, MissingSnapshot};
+
 use crate::catalog::Catalog;
 use crate::{Error, Repository, Result};
 
@@ -21,6 +25,7 @@ const PREFIX: &str = crate::format::paths::AUDIT;
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 pub use crate::format::AuditEntry;
+use crate::format::AuditRef;
 
 /// JSON with object keys sorted at every level and no insignificant whitespace. Numbers must
 /// survive a decode and re-encode unchanged (serde_json's `float_roundtrip`), since the chain
@@ -46,6 +51,14 @@ impl AuditEntry {
 
     pub fn hash(&self) -> String {
         blake3::hash(&self.canonical_bytes()).to_hex().to_string()
+    }
+
+    /// What a snapshot (or any object anchoring the chain) records of this entry.
+    pub fn anchor(&self) -> AuditRef {
+        AuditRef {
+            seq: self.seq,
+            hash: *blake3::hash(&self.canonical_bytes()).as_bytes(),
+        }
     }
 }
 
@@ -128,27 +141,65 @@ pub fn sequencer(store: &crate::store::Store) -> Result<&crate::target::Target> 
         .ok_or_else(|| Error::Invalid("the repository has no targets".into()))
 }
 
-/// Appends an entry for an operation that has happened; a log that cannot take it is a
-/// warning, not the operation's failure (what it records is done either way).
-pub async fn record(repo: &Repository, action: &str, details: serde_json::Value, result: &str) {
-    if let Err(e) = append(repo, action, details, result).await {
-        tracing::warn!("{action} was not recorded in the audit log: {e}");
-    }
+/// Refuses to start an operation that must be recorded when the log cannot take an entry now
+/// (its sequencer does not answer, or another target holds entries it cannot take), so the
+/// operation is not done unrecorded. Call it before changing anything.
+pub async fn ready(repo: &Repository, action: &str) -> Result<()> {
+    let unaudited = |e: Error| Error::Unaudited {
+        action: action.to_string(),
+        reason: e.to_string(),
+        done: false,
+    };
+    let store = repo.store();
+    let sequencer = sequencer(store).map_err(unaudited)?;
+    head_on(repo, sequencer)
+        .await
+        .map_err(|e| unaudited(unordered(sequencer, e)))?;
+    refuse_if_behind(store, sequencer).await.map_err(unaudited)
 }
 
-/// Records an operation's outcome: its details when it succeeded, its failure otherwise. The
-/// details name epochs, slots and counts, never key material.
+/// Appends the entry of an operation that has happened. An entry the log cannot take is the
+/// operation's failure (`Error::Unaudited` with `done`): what must be recorded is never done
+/// silently.
+pub async fn record(
+    repo: &Repository,
+    action: &str,
+    details: serde_json::Value,
+    result: &str,
+) -> Result<AuditEntry> {
+    append(repo, action, details, result)
+        .await
+        .map_err(|e| Error::Unaudited {
+            action: action.to_string(),
+            reason: e.to_string(),
+            done: true,
+        })
+}
+
+/// Records an operation's outcome and returns it: its details when it succeeded (an entry the
+/// log cannot take turns the success into `Error::Unaudited`), its failure otherwise (recorded
+/// when the log takes it; the operation's own error is returned either way). The details name
+/// epochs, slots and counts, never key material.
 pub async fn record_outcome<T>(
     repo: &Repository,
     action: &str,
-    outcome: &Result<T>,
+    outcome: Result<T>,
     details: impl FnOnce(&T) -> serde_json::Value,
-) {
-    let (details, result) = match outcome {
-        Ok(t) => (details(t), "ok".to_string()),
-        Err(e) => (serde_json::json!({}), format!("failed: {e}")),
-    };
-    record(repo, action, details, &result).await;
+) -> Result<T> {
+    match outcome {
+        Ok(t) => {
+            record(repo, action, details(&t), "ok").await?;
+            Ok(t)
+        }
+        Err(e) => {
+            if let Err(a) =
+                append(repo, action, serde_json::json!({}), &format!("failed: {e}")).await
+            {
+                tracing::warn!("the failure of {action} was not recorded in the audit log: {a}");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Appends one entry after the newest one: written create-only to the sequencer first, then
@@ -164,7 +215,13 @@ pub async fn append(
     let sequencer = sequencer(store)?;
     catch_up(repo, sequencer).await;
     refuse_if_behind(store, sequencer).await?;
-    for _ in 0..16 {
+    for attempt in 0..32u64 {
+        if attempt > 0 {
+            // Many hosts committing at once: spread the next tries out.
+            let noise: [u8; 8] = drvault_keyring::random_bytes()?;
+            let jitter = u64::from_le_bytes(noise) % (20 * attempt.min(10));
+            tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+        }
         let head = head_on(repo, sequencer)
             .await
             .map_err(|e| unordered(sequencer, e))?;
@@ -410,13 +467,20 @@ pub struct VerifyReport {
     /// Entries whose catalog copy differs from the repository's.
     pub catalog_mismatches: Vec<(u64, String)>,
     pub catalog_entries: u64,
+    /// What the snapshots' anchors say: a cut or rewritten log, snapshots deleted outside
+    /// `forget`.
+    #[serde(flatten)]
+    pub anchors: AnchorReport,
 }
 
-/// Checks the whole chain in the repository, and the catalog's copy against it.
+/// Checks the whole chain in the repository, the snapshots' anchors against it (a cut tail,
+/// a deleted snapshot), and the catalog's copy against it.
 pub async fn verify(repo: &Repository) -> Result<VerifyReport> {
     let entries = read_all(repo).await?;
+    let snapshots = repo.snapshots().await?;
     let mut report = VerifyReport {
         entries: entries.len() as u64,
+        anchors: anchors::check(&entries, &snapshots),
         ..Default::default()
     };
     let mut prev = GENESIS.to_string();
@@ -490,7 +554,10 @@ pub async fn verify(repo: &Repository) -> Result<VerifyReport> {
 
 impl VerifyReport {
     pub fn is_intact(&self) -> bool {
-        self.first_broken.is_none() && self.catalog_mismatches.is_empty()
+        self.first_broken.is_none()
+            && self.catalog_mismatches.is_empty()
+            && self.anchors.broken_anchors.is_empty()
+            && self.anchors.missing_snapshots.is_empty()
     }
 }
 

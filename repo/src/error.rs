@@ -95,6 +95,14 @@ pub enum Error {
     /// set (SIGTERM, Ctrl-C, the agent's shutdown); what it finished is durable.
     #[error("stopped on request at a clean point; what was done is kept, and running it again continues from there")]
     Interrupted,
+    /// An operation that must be recorded in the audit log could not be: refused before it
+    /// changed anything (`done: false`), or done but its entry could not be written.
+    #[error("{}", unaudited_message(action, reason, *done))]
+    Unaudited {
+        action: String,
+        reason: String,
+        done: bool,
+    },
     /// A bug or a broken invariant inside drvault (a poisoned lock, a panicked task): not
     /// the caller's input, not worth a retry; please report it.
     #[error("internal error: {0}; this is a bug in drvault, please report it")]
@@ -102,6 +110,21 @@ pub enum Error {
     /// Invalid argument from the caller (a bad URL, a path that cannot be a repository).
     #[error("{0}")]
     Invalid(String),
+}
+
+fn unaudited_message(action: &str, reason: &str, done: bool) -> String {
+    if done {
+        format!(
+            "{action} was done, but the audit log did not take its entry ({reason}): the change \
+             stands unrecorded. Run `drvault audit verify`, fix what it names, and note the change \
+             in your own records"
+        )
+    } else {
+        format!(
+            "refusing {action}: the audit log cannot take its entry now ({reason}); nothing was \
+             changed. Fix the audit log (`drvault audit verify`, `drvault targets`) and run it again"
+        )
+    }
 }
 
 impl Error {

@@ -25,7 +25,9 @@ use crate::host::{hostname, is_known_dead, pid_scope};
 use crate::store::Store;
 use crate::{Error, Result};
 
-pub use crate::session::{live_sessions, Session, SessionBody, SESSION_STALE_AFTER};
+pub use crate::session::{
+    live_sessions, remove_ended_sessions, Session, SessionBody, SESSION_STALE_AFTER,
+};
 
 const LEASE_PREFIX: &str = "locks/lease-";
 /// How far apart the clocks of two hosts, or of a host and a target, may be. Enforced when a

@@ -70,7 +70,12 @@ pub async fn forget_by_policy(
     let refused = !emptied.is_empty() && !opts.allow_empty;
     if !opts.dry_run && !refused && !removed.is_empty() {
         let kept = decisions.len() - removed.len();
-        remove(repo, &removed, kept, false).await?;
+        let doomed: Vec<(Id, Snapshot)> = snapshots
+            .iter()
+            .filter(|(id, _)| removed.contains(&id.to_hex()))
+            .cloned()
+            .collect();
+        remove(repo, &doomed, kept, false).await?;
     }
     Ok(ForgetReport {
         dry_run: opts.dry_run,
@@ -80,25 +85,38 @@ pub async fn forget_by_policy(
     })
 }
 
-/// Removes exactly the snapshots `ids`; `kept` is how many others remain (for the record).
-pub async fn forget_snapshots(repo: &Repository, ids: &[Id], kept: usize) -> Result<()> {
-    let hex: Vec<String> = ids.iter().map(|id| id.to_hex()).collect();
-    remove(repo, &hex, kept, true).await
+/// Removes exactly the snapshots given (as read); `kept` is how many others remain (for the
+/// record).
+pub async fn forget_snapshots(
+    repo: &Repository,
+    snapshots: &[(Id, Snapshot)],
+    kept: usize,
+) -> Result<()> {
+    remove(repo, snapshots, kept, true).await
 }
 
-/// Deletes the snapshot objects (full hex IDs) and records it in the audit log.
-async fn remove(repo: &Repository, ids: &[String], kept: usize, named: bool) -> Result<()> {
+/// Deletes the snapshot objects and records it in the audit log, with the commit entries of
+/// the removed snapshots: `audit verify` then knows they were forgotten, not lost. Refused
+/// before anything is deleted when the log cannot take the entry.
+async fn remove(
+    repo: &Repository,
+    snapshots: &[(Id, Snapshot)],
+    kept: usize,
+    named: bool,
+) -> Result<()> {
+    repo.store().ensure_deletable("forget").await?;
+    audit::ready(repo, "snapshots.forget").await?;
     failpoint::hit("forget.before-delete").await;
-    for id in ids {
-        let name = format!("{}{}", paths::SNAPSHOTS, id);
-        repo.store().delete(&name).await?;
+    for (id, _) in snapshots {
+        repo.store().delete(&paths::snapshot(id)).await?;
     }
     let details = serde_json::json!({
-        "removed": ids.iter().map(|id| id.get(..8).unwrap_or(id)).collect::<Vec<_>>(),
+        "removed": snapshots.iter().map(|(id, _)| id.short()).collect::<Vec<_>>(),
+        "commits": snapshots.iter().filter_map(|(_, s)| s.audit.map(|a| a.seq)).collect::<Vec<_>>(),
         "kept": kept,
         "named": named,
     });
-    audit::record(repo, "snapshots.forget", details, "ok").await;
+    audit::record(repo, "snapshots.forget", details, "ok").await?;
     Ok(())
 }
 
@@ -111,14 +129,16 @@ pub async fn retag(
     snap: &Snapshot,
     tags: Vec<String>,
 ) -> Result<(Id, Snapshot)> {
+    audit::ready(repo, "snapshots.tag").await?;
     let mut new = snap.clone();
     new.tags = tags;
+    // The copy keeps the commit's audit anchor: it is the same backup.
     let new_id = repo.save_snapshot(&new).await?;
     repo.store().delete(&paths::snapshot(old_id)).await?;
     let details = serde_json::json!({
         "old": old_id.short(), "new": new_id.short(),
         "tags_before": snap.tags, "tags_after": new.tags,
     });
-    audit::record(repo, "snapshots.tag", details, "ok").await;
+    audit::record(repo, "snapshots.tag", details, "ok").await?;
     Ok((new_id, new))
 }

@@ -224,6 +224,7 @@ pub struct RepairReport {
 /// against its name. Running it again after an interruption finishes the job.
 /// Runs under the maintenance lease, as `sync` does.
 pub async fn repair(store: &Store) -> Result<(ReplicaReport, RepairReport)> {
+    store.ensure_deletable("repair").await?;
     let lease = crate::lease::Lease::acquire(store, "repair", crate::repository::LEASE_TTL).await?;
     let result = repair_leased(store, &lease).await;
     let released = lease.release(store).await;

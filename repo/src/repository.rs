@@ -30,6 +30,7 @@ mod prune;
 mod reencrypt;
 mod rollback;
 
+pub use backup::Committed;
 pub use keys::{EpochInfo, LEASE_TTL};
 pub use prune::{PendingMark, PruneOptions, PruneReport, CLOCK_SKEW_MARGIN};
 pub use reencrypt::{Progress, ReencryptReport};
@@ -226,7 +227,7 @@ impl Repository {
             "slots": ["passphrase", "recovery"],
             "kdf_memory_kib": kdf.m_cost_kib,
         });
-        crate::audit::record(&repo, "repository.init", details, "ok").await;
+        crate::audit::record(&repo, "repository.init", details, "ok").await?;
         Ok((repo, recovery))
     }
 
@@ -240,12 +241,12 @@ impl Repository {
         kdf: KdfParams,
         label: &str,
     ) -> Result<String> {
+        crate::audit::ready(self, "key.add").await?;
         let added = self.create_key_slot(kind, passphrase, kdf, label).await;
-        crate::audit::record_outcome(self, "key.add", &added, |name| {
+        crate::audit::record_outcome(self, "key.add", added, |name| {
             serde_json::json!({ "slot": keys::short(name), "kind": kind.as_str(), "label": label })
         })
-        .await;
-        added
+        .await
     }
 
     async fn create_key_slot(

@@ -91,6 +91,7 @@ impl Liveness {
 #[derive(Debug)]
 pub struct Session {
     name: String,
+    body: SessionBody,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     stop: Arc<tokio::sync::Notify>,
     liveness: Arc<Liveness>,
@@ -138,12 +139,13 @@ impl Session {
         let heartbeat = tokio::spawn(renew(
             store.clone(),
             name.clone(),
-            body,
+            body.clone(),
             liveness.clone(),
             stop.clone(),
         ));
         Ok(Session {
             name,
+            body,
             heartbeat: Some(heartbeat),
             stop,
             liveness,
@@ -175,7 +177,34 @@ impl Session {
         if let Some(h) = self.heartbeat.take() {
             stop_and_wait(&self.stop, h).await;
         }
-        store.delete_best_effort(&self.name).await;
+        withdraw(store, &self.name, &self.body).await;
+    }
+}
+
+/// Removes a session's object from every target that answers. A target whose credentials may
+/// not delete (an append-only host) gets the object rewritten as ended instead, so maintenance
+/// does not wait out the staleness bound for a backup that is over; a maintenance host's prune
+/// removes it later.
+async fn withdraw(store: &Store, name: &str, body: &SessionBody) {
+    let live = store.targets().iter().filter(|t| !t.is_degraded());
+    let deleted = futures::future::join_all(live.map(|t| async move { (t, t.delete(name).await) }));
+    for (t, r) in deleted.await {
+        match r {
+            Ok(()) | Err(Error::NotFound { .. }) => {}
+            Err(e) if e.is_not_permitted() => {
+                let ended = SessionBody {
+                    heartbeat: SessionBody::ENDED,
+                    ..body.clone()
+                };
+                let Ok(bytes) = serde_json::to_vec(&ended) else {
+                    return;
+                };
+                if let Err(e) = t.put_replace(name, Bytes::from(bytes)).await {
+                    tracing::info!("{name} stays until it is stale on target {}: {e}", t.name());
+                }
+            }
+            Err(e) => tracing::info!("{name} not deleted on target {}: {e}", t.name()),
+        }
     }
 }
 
@@ -195,9 +224,10 @@ impl Drop for Session {
             Ok(rt) => {
                 let (store, name, stop) =
                     (self.store.clone(), self.name.clone(), self.stop.clone());
+                let body = self.body.clone();
                 rt.spawn(async move {
                     stop_and_wait(&stop, h).await;
-                    store.delete_best_effort(&name).await
+                    withdraw(&store, &name, &body).await
                 });
             }
             Err(_) => h.abort(),
@@ -268,4 +298,30 @@ pub async fn live_sessions(store: &Store) -> Result<Vec<SessionBody>> {
         }
     }
     Ok(out)
+}
+
+/// Deletes the session objects of backups that are over: rewritten as ended by an append-only
+/// host, or stale (a crash) on every copy. For maintenance holding the lease, whose credentials
+/// may delete; returns how many it removed. A session some copy of which still looks live, or
+/// that cannot be read, stays.
+pub async fn remove_ended_sessions(store: &Store) -> Result<usize> {
+    let t = now();
+    let mut removed = 0;
+    for l in store.list("locks/").await? {
+        if !l.name.starts_with(SESSION_PREFIX) {
+            continue;
+        }
+        let (copies, failure) = store.get_each_lenient(&l.name).await;
+        let bodies: Vec<SessionBody> = copies
+            .iter()
+            .filter_map(|b| serde_json::from_slice(b).ok())
+            .collect();
+        if failure.is_some() || bodies.len() != copies.len() || bodies.iter().any(|s| s.is_live(t))
+        {
+            continue;
+        }
+        store.delete(&l.name).await?;
+        removed += 1;
+    }
+    Ok(removed)
 }

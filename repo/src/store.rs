@@ -565,6 +565,38 @@ impl Store {
         }
     }
 
+    /// Refuses at once, before anything is done, an operation that deletes objects when a
+    /// target's credentials may not delete (an append-only host: docs/OPERATIONS.md). Each
+    /// target is asked to delete an object that does not exist, which a provider that allows
+    /// deletes answers with success or "not found", and one that does not with "access denied".
+    /// Targets that are down are skipped.
+    pub async fn ensure_deletable(&self, action: &str) -> Result<()> {
+        let probe = format!(
+            "locks/delete-probe-{}",
+            hex::encode(drvault_keyring::random_bytes::<8>()?)
+        );
+        for t in &self.targets {
+            if t.is_degraded() {
+                continue;
+            }
+            match t.delete(&probe).await {
+                Err(e) if e.is_not_permitted() => {
+                    return Err(Error::NotPermitted(format!(
+                        "{action} deletes objects, and target {} refuses deletes with these \
+                         credentials (an append-only host, as intended). Run it from a \
+                         maintenance host whose credentials may delete (docs/OPERATIONS.md, \
+                         \"Append-only hosts\")",
+                        t.name()
+                    )))
+                }
+                // A target that does not answer cannot say; the operation's own complete
+                // listings decide what to do without it.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The names of the objects under `prefix` (see [`Self::list`]).
     pub async fn list_names(&self, prefix: &str) -> Result<Vec<String>> {
         Ok(self

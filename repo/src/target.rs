@@ -57,6 +57,15 @@ fn map_err(object: &str, e: object_store::Error) -> Error {
         object_store::Error::AlreadyExists { .. } => Error::AlreadyExists {
             location: object.to_string(),
         },
+        // object_store deletes through S3's DeleteObjects, whose per-key refusal comes back as
+        // a generic error carrying S3's error code: a refusal all the same.
+        other if other.to_string().contains("(code: AccessDenied)") => Error::Storage {
+            object: object.to_string(),
+            source: object_store::Error::PermissionDenied {
+                path: object.to_string(),
+                source: Box::new(other),
+            },
+        },
         other => Error::Storage {
             object: object.to_string(),
             source: other,
@@ -208,7 +217,11 @@ impl Target {
             }),
             None => op.await,
         };
+        // A refusal (HTTP 403: an append-only host's delete) comes from a target that works.
         if let Err(e @ (Error::Storage { .. } | Error::Unavailable { .. })) = &r {
+            if e.is_not_permitted() {
+                return r;
+            }
             if !self.degraded.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     "target {} is degraded for the rest of this run: {e}",

@@ -126,6 +126,7 @@ mod tests {
             tree: Id([0; 32]),
             summary: Summary::default(),
             program_version: String::new(),
+            audit: None,
         }
     }
 

@@ -28,7 +28,22 @@ pub struct S3Server {
     ports: Vec<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// With IAM enforced (moto only): the users' keys.
+    pub iam: Option<IamUsers>,
 }
+
+/// Access keys of the IAM users an enforcing moto is set up with.
+#[derive(Debug, Clone)]
+pub struct IamUsers {
+    /// May do anything in the bucket.
+    pub maintenance: (String, String),
+    /// May read, list and write, never delete (an append-only host).
+    pub host: (String, String),
+}
+
+/// The requests `iam_setup.py` makes before IAM is enforced: moto counts every request,
+/// whoever sends it, towards `INITIAL_NO_AUTH_ACTION_COUNT`.
+const IAM_SETUP_REQUESTS: u32 = 7;
 
 /// `n` free loopback ports below the kernel's ephemeral range (32768 and up by default), so
 /// that no outgoing connection of another test can take one between this check and the
@@ -64,6 +79,22 @@ impl S3Server {
         Self::start(Kind::Moto, bucket, 1)
     }
 
+    /// moto enforcing IAM policies: a maintenance user that may do anything, and a host user
+    /// whose policy allows `s3:GetObject`, `s3:PutObject` and `s3:ListBucket` only. Readiness
+    /// is a TCP connect (an HTTP probe would count as a request).
+    pub fn moto_iam(bucket: &str) -> Self {
+        let mut s = S3Server {
+            kind: Kind::Moto,
+            bucket: bucket.to_string(),
+            ports: free_ports(1),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            iam: None,
+        };
+        s.spawn_iam();
+        s
+    }
+
     fn start(kind: Kind, bucket: &str, ports: usize) -> Self {
         let mut s = S3Server {
             kind,
@@ -71,9 +102,56 @@ impl S3Server {
             ports: free_ports(ports),
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            iam: None,
         };
         s.spawn();
         s
+    }
+
+    fn spawn_iam(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        let child = Command::new(program("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &self.port().to_string()])
+            .env(
+                "INITIAL_NO_AUTH_ACTION_COUNT",
+                IAM_SETUP_REQUESTS.to_string(),
+            )
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("moto_server: run the tests through scripts/test, which installs moto[server]");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port())).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start listening");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/iam_setup.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .arg(self.endpoint())
+            .arg(&self.bucket)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "IAM setup failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        );
+        let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let pair = |user: &str| {
+            (
+                keys[user]["access_key"].as_str().unwrap().to_string(),
+                keys[user]["secret_key"].as_str().unwrap().to_string(),
+            )
+        };
+        self.iam = Some(IamUsers {
+            maintenance: pair("maintenance"),
+            host: pair("host"),
+        });
     }
 
     /// The S3 port (the first of the server's ports).
@@ -214,6 +292,19 @@ impl S3Server {
             self.url(prefix),
             self.endpoint()
         )
+    }
+
+    /// A target for direct inspection from a test, with the given access key.
+    pub fn target_as(&self, prefix: &str, (access, secret): &(String, String)) -> Target {
+        let mut options = self.options();
+        options.insert("aws_access_key_id".into(), access.clone());
+        options.insert("aws_secret_access_key".into(), secret.clone());
+        let tuning = Tuning {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            max_retries: 1,
+        };
+        Target::open_url("inspect", &self.url(prefix), &options, &tuning, false).unwrap()
     }
 
     /// A target for direct inspection from a test.

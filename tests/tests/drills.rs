@@ -206,9 +206,10 @@ fn a_drill_without_the_primary_restores_from_the_secondary_and_passes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let seg: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(seg["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(seg["entries"].as_array().unwrap().len(), 3);
     assert_eq!(seg["entries"][0]["action"], "repository.init");
-    assert_eq!(seg["entries"][1]["details"]["drill_id"], d["drill_id"]);
+    assert_eq!(seg["entries"][1]["action"], "snapshot.commit");
+    assert_eq!(seg["entries"][2]["details"]["drill_id"], d["drill_id"]);
     assert_eq!(seg["anchor_after"], seg["head"]);
     assert_eq!(seg["anchor_before"].as_str().unwrap(), "0".repeat(64));
     assert!(!site

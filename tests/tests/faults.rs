@@ -130,3 +130,23 @@ fn kill_9_during_backup_leaves_earlier_snapshots_intact() {
     assert_eq!(last["errors"], 0, "{last}");
     assert!(env.run(&["check", "--read-data"]).status.success());
 }
+
+/// Issue "Ransomware-resilient repository": an operation that must be audited went ahead with
+/// only a warning when its entry could not be written (exit 0, nothing in the log). It now
+/// fails and says the change stands unrecorded.
+#[test]
+fn an_audited_operation_fails_when_the_audit_log_cannot_take_its_entry() {
+    let env = Env::new();
+    env.init();
+    let audit = env.repo().join("audit");
+    fs::rename(&audit, env.path("audit-aside")).unwrap();
+    // A file where the log's directory was: the target takes no entry.
+    fs::write(&audit, b"").unwrap();
+    let out = env.run(&["key", "rotate"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("key.rotate was done, but the audit log did not take its entry"),
+        "{stderr}"
+    );
+}

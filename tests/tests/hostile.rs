@@ -92,6 +92,7 @@ impl Forger {
             tree: root,
             summary: Summary::default(),
             program_version: String::new(),
+            audit: None,
         };
         self.rt.block_on(self.repo.save_snapshot(&snap)).unwrap();
     }

@@ -157,3 +157,92 @@ fn a_keyring_rolled_back_by_the_provider_is_refused_by_a_host_that_saw_the_newer
     let other = env.host_cmd("fresh").arg("snapshots").output().unwrap();
     assert!(other.status.success());
 }
+
+fn verify_elsewhere(env: &Env, state: &str) -> (Option<i32>, serde_json::Value, String) {
+    // Another machine: a fresh state directory, no catalog remembering the log.
+    let out = env
+        .host_cmd(state)
+        .args(["audit", "verify", "--json"])
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap();
+    // What a person reads: the same findings, in words.
+    let text = env
+        .host_cmd(state)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert_eq!(text.status.code(), out.status.code());
+    (
+        out.status.code(),
+        report,
+        String::from_utf8_lossy(&text.stderr).into_owned(),
+    )
+}
+
+fn audit_entry(env: &Env, seq: u64) -> std::path::PathBuf {
+    env.repo().join("audit").join(format!("{seq:020}"))
+}
+
+/// Issue "Ransomware-resilient repository", the verified gap: deleting the newest audit entries
+/// left a shorter chain that verified as intact on any machine but the one whose catalog
+/// remembered them. Every snapshot now anchors the entry that recorded its commit.
+#[test]
+fn cutting_the_newest_audit_entries_is_noticed_from_a_machine_that_never_saw_them() {
+    let env = backed_up();
+    let src = env.path("src");
+    fs::write(src.join("b"), b"second").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let log: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["audit", "log", "--json"])).unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        ["repository.init", "snapshot.commit", "snapshot.commit"]
+    );
+    assert_eq!(log[1]["details"]["bytes_total"], 5);
+    assert!(log[2]["details"]["bytes_added"].as_u64().unwrap() > 0);
+    let (code, report, _) = verify_elsewhere(&env, "fresh-1");
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["anchored"], 2);
+
+    // The newest entry deleted: the chain 1..2 is intact, but the newest snapshot names 3.
+    fs::remove_file(audit_entry(&env, 3)).unwrap();
+    let (code, report, stderr) = verify_elsewhere(&env, "fresh-2");
+    assert_eq!(code, Some(drvault_tests::code::INTEGRITY), "{report}");
+    assert!(report["first_broken"].is_null(), "{report}");
+    assert_eq!(report["broken_anchors"][0]["seq"], 3, "{report}");
+    assert!(stderr.contains("cut or rewritten"), "{stderr}");
+
+    // Both commits cut, only the creation left: both snapshots say so.
+    fs::remove_file(audit_entry(&env, 2)).unwrap();
+    let (code, report, _) = verify_elsewhere(&env, "fresh-3");
+    assert_eq!(code, Some(drvault_tests::code::INTEGRITY));
+    assert_eq!(report["broken_anchors"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_snapshot_deleted_outside_forget_is_named_and_a_forgotten_one_is_not() {
+    let env = backed_up();
+    let src = env.path("src");
+    fs::write(src.join("b"), b"second").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let snaps = env.snapshots_json();
+    let (first, second) = (
+        snaps[0]["id"].as_str().unwrap().to_string(),
+        snaps[1]["id"].as_str().unwrap().to_string(),
+    );
+    env.ok(&["forget", &first]);
+    let (code, report, _) = verify_elsewhere(&env, "after-forget");
+    assert_eq!(code, Some(0), "a recorded forget is not a loss: {report}");
+
+    // The provider (or a host with delete rights) removes the other one.
+    fs::remove_file(env.repo().join("snapshots").join(&second)).unwrap();
+    let (code, report, stderr) = verify_elsewhere(&env, "after-delete");
+    assert_eq!(code, Some(drvault_tests::code::INTEGRITY), "{report}");
+    let missing = report["missing_snapshots"].as_array().unwrap();
+    assert_eq!(missing.len(), 1, "{report}");
+    assert_eq!(missing[0]["commit"], 3);
+    assert!(missing[0]["paths"][0].as_str().unwrap().ends_with("/src"));
+    assert!(stderr.contains("snapshot missing"), "{stderr}");
+}

@@ -490,17 +490,18 @@ fn key_operations_are_in_a_hash_chained_audit_log_that_detects_tampering() {
         .iter()
         .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
         .collect();
-    // The log starts with the repository's creation.
+    // The log starts with the repository's creation; the backup's commit is recorded too.
     assert_eq!(actions[0], ("repository.init", "ok"));
-    assert_eq!(actions[1], ("key.rotate", "ok"));
-    assert_eq!(actions[2], ("key.reencrypt", "ok"));
-    assert_eq!(actions[3].0, "key.remove");
+    assert_eq!(actions[1], ("snapshot.commit", "ok"));
+    assert_eq!(actions[2], ("key.rotate", "ok"));
+    assert_eq!(actions[3], ("key.reencrypt", "ok"));
+    assert_eq!(actions[4].0, "key.remove");
     assert!(
-        actions[3].1.starts_with("failed"),
+        actions[4].1.starts_with("failed"),
         "a failed operation is evidence too: {actions:?}"
     );
-    assert_eq!(log[1]["details"]["new_epoch"], 2);
-    assert_eq!(log[2]["details"]["retired"], serde_json::json!([1]));
+    assert_eq!(log[2]["details"]["new_epoch"], 2);
+    assert_eq!(log[3]["details"]["retired"], serde_json::json!([1]));
     for e in &log {
         assert!(e["actor"].as_str().unwrap().contains('@'));
         let text = e.to_string();
@@ -510,7 +511,8 @@ fn key_operations_are_in_a_hash_chained_audit_log_that_detects_tampering() {
         );
     }
     let verify: Value = serde_json::from_str(&env.ok(&["audit", "verify", "--json"])).unwrap();
-    assert_eq!(verify["entries"], 4);
+    assert_eq!(verify["entries"], 5);
+    assert_eq!(verify["anchored"], 1, "{verify}");
     assert!(
         verify["first_broken"].is_null()
             && verify["catalog_mismatches"].as_array().unwrap().is_empty()

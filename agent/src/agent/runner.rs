@@ -220,7 +220,10 @@ fn execute(ctx: &Context, g: &Global, job: &Job) -> Result<(RunResult, String, F
         for (target, n) in &done.owed {
             notes.push(format!("target {target} missed {n} objects"));
         }
-        let result = if s.errors > 0 {
+        if let Some(why) = &done.unrecorded {
+            notes.push(format!("the audit log did not record the commit ({why})"));
+        }
+        let result = if s.errors > 0 || done.unrecorded.is_some() {
             RunResult::Partial
         } else {
             RunResult::Success

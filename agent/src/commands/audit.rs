@@ -101,11 +101,30 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
                 for (seq, why) in &r.catalog_mismatches {
                     eprintln!("entry {seq}: {why}");
                 }
+                for b in &r.anchors.broken_anchors {
+                    eprintln!(
+                        "audit log cut or rewritten: snapshot {} ({}, {}) was recorded by entry \
+                         {}, but {}",
+                        b.snapshot, b.host, b.time, b.seq, b.reason
+                    );
+                }
+                for m in &r.anchors.missing_snapshots {
+                    eprintln!(
+                        "snapshot missing: entry {} recorded a snapshot of {} at {} ({}) that the \
+                         repository no longer holds or cannot read, and no `forget` removed it \
+                         (run `drvault check`; a backup killed while committing also leaves this)",
+                        m.commit,
+                        m.host,
+                        m.time,
+                        m.paths.join(", ")
+                    );
+                }
                 if r.is_intact() {
                     outln!(
-                        "audit log intact: {} entries, head {}",
+                        "audit log intact: {} entries, head {}; {} snapshots anchor it",
                         r.entries,
-                        r.head.as_deref().unwrap_or("(empty)")
+                        r.head.as_deref().unwrap_or("(empty)"),
+                        r.anchors.anchored
                     );
                 }
             }

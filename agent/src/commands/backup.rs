@@ -45,6 +45,8 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
                 "dirs": s.dirs, "other_entries": s.other_entries, "bytes_read": s.bytes_read, "bytes_total": s.bytes_total,
                 "bytes_added": s.bytes_added, "blobs_added": s.blobs_added, "errors": s.errors, "duration_ms": s.duration_ms,
                 "owed": owed,
+                "audit_entry": out.snapshot.audit.map(|a| a.seq),
+                "audit_unrecorded": out.unrecorded,
             })
         );
     } else if !g.quiet {
@@ -71,7 +73,14 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
             );
         }
     }
-    Ok(if s.errors > 0 {
+    if let Some(why) = &out.unrecorded {
+        eprintln!(
+            "snapshot {} is saved, but the audit log did not record its commit ({why}); `drvault \
+             audit verify` counts it as unanchored",
+            out.id.short()
+        );
+    }
+    Ok(if s.errors > 0 || out.unrecorded.is_some() {
         Exit::Partial
     } else {
         Exit::Ok

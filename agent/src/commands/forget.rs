@@ -123,8 +123,13 @@ fn forget_named(ctx: &Context, g: &Global, a: &ForgetArgs) -> Result<Exit> {
         }
     }
     if !a.dry_run {
+        let doomed: Vec<_> = snaps
+            .iter()
+            .filter(|(id, _)| named.contains(id))
+            .cloned()
+            .collect();
         ctx.rt
-            .block_on(forget_snapshots(&repo, &named, snaps.len() - named.len()))?;
+            .block_on(forget_snapshots(&repo, &doomed, snaps.len() - named.len()))?;
     }
     if g.json {
         outln!(

@@ -114,6 +114,12 @@ fn print(r: &PruneReport, secs: f64) {
             r.indexes_rewritten
         );
     }
+    if r.sessions_removed > 0 {
+        outln!(
+            "removed {} session objects of backups that are over",
+            r.sessions_removed
+        );
+    }
     if r.indexes_consolidated > 0 {
         outln!(
             "merged {} small index objects into full ones",

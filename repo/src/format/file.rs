@@ -20,6 +20,21 @@ pub trait RepoFile: Serialize + DeserializeOwned {
     const VERSION: u32;
     /// The version the object says it has.
     fn version(&self) -> u32;
+    /// The plaintext bytes (postcard).
+    fn encode(&self) -> Vec<u8> {
+        super::encode(self)
+    }
+    /// Decodes the plaintext, refusing a version this drvault does not read.
+    fn decode(object: &str, bytes: &[u8]) -> crate::Result<Self> {
+        let file: Self = super::decode(object, bytes)?;
+        if file.version() != Self::VERSION {
+            return Err(crate::Error::UnsupportedVersion {
+                object: object.to_string(),
+                version: file.version(),
+            });
+        }
+        Ok(file)
+    }
 }
 
 impl RepoFile for IndexFile {
@@ -37,6 +52,13 @@ impl RepoFile for Snapshot {
     const VERSION: u32 = SNAPSHOT_VERSION;
     fn version(&self) -> u32 {
         self.version
+    }
+    // Two layouts: version 1 (no audit anchor) and 2.
+    fn encode(&self) -> Vec<u8> {
+        Snapshot::encode(self)
+    }
+    fn decode(object: &str, bytes: &[u8]) -> crate::Result<Self> {
+        Snapshot::decode(object, bytes)
     }
 }
 

@@ -16,10 +16,17 @@ pub struct SessionBody {
     #[serde(default)]
     pub honours_marks: bool,
     /// Unix seconds of the last renewal, by the backup host's clock; 0 in sessions of
-    /// drvaults without heartbeats.
+    /// drvaults without heartbeats; [`SessionBody::ENDED`] in a session whose host may not
+    /// delete it (an append-only host) and rewrote it when the backup ended.
     #[serde(default)]
     pub heartbeat: i64,
     /// Boot id and PID namespace of the backup (`host::pid_scope`).
     #[serde(default)]
     pub pid_scope: String,
+}
+
+impl SessionBody {
+    /// The heartbeat of an ended session that could not be deleted: older than any staleness
+    /// bound, so every reader (drvault 0.5 on) takes it for dead.
+    pub const ENDED: i64 = 1;
 }

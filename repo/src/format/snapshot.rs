@@ -2,7 +2,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::Id;
 
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// The newest snapshot layout this drvault writes (version 2: with the audit anchor). A
+/// snapshot without an anchor is still written as version 1, byte for byte as before.
+pub const SNAPSHOT_VERSION: u32 = 2;
+
+/// The audit entry that recorded a snapshot's commit (docs/FORMAT.md sections 12 and 17): its
+/// sequence number and the BLAKE3 hash of its canonical encoding. A snapshot carrying it anchors
+/// the audit chain up to that entry: cutting or rewriting the log there is detected from the
+/// snapshot alone, on any machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRef {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+impl AuditRef {
+    pub fn hash_hex(&self) -> String {
+        self.hash.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
 
 /// A snapshot: the root of one backup. Its ID is the name of its object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +38,147 @@ pub struct Snapshot {
     pub tree: Id,
     pub summary: Summary,
     pub program_version: String,
+    /// The audit entry of its commit; absent in snapshots written before 0.7 and in those
+    /// whose commit the audit log could not take (`audit verify` says which).
+    pub audit: Option<AuditRef>,
+}
+
+/// The version 1 layout: every field but the anchor.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV1 {
+    version: u32,
+    time_ns: i64,
+    host: String,
+    username: String,
+    paths: Vec<Vec<u8>>,
+    tags: Vec<String>,
+    parent: Option<Id>,
+    tree: Id,
+    summary: Summary,
+    program_version: String,
+}
+
+impl Snapshot {
+    /// The postcard bytes: version 1 without an anchor, version 2 with one. (Any other
+    /// `version` is written as given, in the version 2 layout: what a newer drvault's snapshot
+    /// looks like to this one.)
+    pub fn encode(&self) -> Vec<u8> {
+        if !matches!(self.version, 1 | 2) {
+            return super::encode(self);
+        }
+        match self.audit {
+            None => super::encode(&SnapshotV1 {
+                version: 1,
+                time_ns: self.time_ns,
+                host: self.host.clone(),
+                username: self.username.clone(),
+                paths: self.paths.clone(),
+                tags: self.tags.clone(),
+                parent: self.parent,
+                tree: self.tree,
+                summary: self.summary.clone(),
+                program_version: self.program_version.clone(),
+            }),
+            Some(_) => super::encode(&Snapshot {
+                version: 2,
+                ..self.clone()
+            }),
+        }
+    }
+
+    /// Decodes either layout by its leading version; refuses any other version.
+    pub fn decode(object: &str, bytes: &[u8]) -> crate::Result<Snapshot> {
+        let (version, _) = postcard::take_from_bytes::<u32>(bytes)
+            .map_err(|e| crate::Error::integrity(object, format!("does not decode: {e}")))?;
+        match version {
+            1 => {
+                let v1: SnapshotV1 = super::decode(object, bytes)?;
+                Ok(Snapshot {
+                    version: 1,
+                    time_ns: v1.time_ns,
+                    host: v1.host,
+                    username: v1.username,
+                    paths: v1.paths,
+                    tags: v1.tags,
+                    parent: v1.parent,
+                    tree: v1.tree,
+                    summary: v1.summary,
+                    program_version: v1.program_version,
+                    audit: None,
+                })
+            }
+            2 => super::decode(object, bytes),
+            other => Err(crate::Error::UnsupportedVersion {
+                object: object.to_string(),
+                version: other,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sample(audit: Option<AuditRef>) -> Snapshot {
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            time_ns: 1_700_000_000_000_000_000,
+            host: "web-1".into(),
+            username: "root".into(),
+            paths: vec![b"/etc".to_vec()],
+            tags: vec!["daily".into()],
+            parent: None,
+            tree: Id([7; 32]),
+            summary: Summary::default(),
+            program_version: "0.7.0".into(),
+            audit,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_without_an_anchor_keeps_the_version_1_bytes() {
+        let s = sample(None);
+        let bytes = s.encode();
+        assert_eq!(bytes[0], 1, "version 1 leads");
+        let back = Snapshot::decode("s", &bytes).unwrap();
+        assert_eq!(back.audit, None);
+        assert_eq!(back.version, 1);
+        // Re-encoding what was read gives the same bytes (re-encryption keeps the plaintext).
+        assert_eq!(back.encode(), bytes);
+    }
+
+    #[test]
+    fn a_snapshot_with_an_anchor_is_version_2_and_round_trips() {
+        let anchor = AuditRef {
+            seq: 42,
+            hash: [9; 32],
+        };
+        let bytes = sample(Some(anchor)).encode();
+        assert_eq!(bytes[0], 2);
+        let back = Snapshot::decode("s", &bytes).unwrap();
+        assert_eq!(back.audit, Some(anchor));
+        assert_eq!(back.encode(), bytes);
+    }
+
+    #[test]
+    fn other_versions_and_truncations_are_refused() {
+        let mut bytes = sample(None).encode();
+        bytes[0] = 3;
+        assert!(matches!(
+            Snapshot::decode("s", &bytes),
+            Err(crate::Error::UnsupportedVersion { version: 3, .. })
+        ));
+        let full = sample(Some(AuditRef {
+            seq: 1,
+            hash: [1; 32],
+        }))
+        .encode();
+        for cut in 0..full.len() {
+            assert!(Snapshot::decode("s", &full[..cut]).is_err(), "{cut}");
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

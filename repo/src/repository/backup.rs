@@ -10,10 +10,10 @@
 //! provably live.
 
 use super::*;
-use crate::failpoint;
-use crate::format::Snapshot;
+use crate::format::{Snapshot, SNAPSHOT_VERSION};
 use crate::lease::Session;
 use crate::IdSet;
+use crate::{audit, failpoint};
 
 const MARKS_ACTION: &str = "start a backup that honours prune marks";
 
@@ -121,10 +121,63 @@ impl Repository {
     /// Writes the snapshot of a backup whose packs and index are durable, after confirming
     /// that its session never lapsed (a lapsed session may have been taken for dead by a
     /// prune, which may then have deleted packs this backup refers to).
-    pub async fn commit_snapshot(&self, session: &Session, snapshot: &Snapshot) -> Result<Id> {
+    ///
+    /// The commit is recorded in the audit log first (`snapshot.commit`), and the snapshot
+    /// carries that entry as its anchor (FORMAT.md section 17): a log cut after the entry, or a
+    /// snapshot deleted outside `forget`, is then detected from any machine. When the log
+    /// cannot take the entry (its sequencer is down), the snapshot is written without an
+    /// anchor and `Committed::unrecorded` says why: a backup does not depend on one target.
+    pub async fn commit_snapshot(
+        &self,
+        session: &Session,
+        snapshot: &Snapshot,
+    ) -> Result<Committed> {
         failpoint::hit("backup.before-commit").await;
         session.confirm()?;
-        self.save_snapshot(snapshot).await
+        let mut snapshot = snapshot.clone();
+        let (anchor, unrecorded) =
+            match audit::append(self, "snapshot.commit", commit_details(&snapshot), "ok").await {
+                Ok(entry) => (Some(entry.anchor()), None),
+                Err(e) => {
+                    tracing::warn!(
+                        "the audit log did not take this backup's commit ({e}); the snapshot is \
+                         written without its audit anchor"
+                    );
+                    (None, Some(e.to_string()))
+                }
+            };
+        snapshot.audit = anchor;
+        snapshot.version = if anchor.is_some() {
+            SNAPSHOT_VERSION
+        } else {
+            1
+        };
+        failpoint::hit("backup.after-commit-entry").await;
+        let saved = match session.confirm() {
+            Ok(()) => self.save_snapshot(&snapshot).await,
+            Err(e) => Err(e),
+        };
+        match saved {
+            Ok(id) => Ok(Committed {
+                id,
+                snapshot,
+                unrecorded,
+            }),
+            Err(e) => {
+                // The entry says a snapshot exists: say it does not, so verify does not look
+                // for it (a crash here leaves the entry alone: see FORMAT.md section 17).
+                if let Some(a) = anchor {
+                    let details = serde_json::json!({ "commit": a.seq });
+                    let failed = format!("failed: {e}");
+                    if let Err(w) =
+                        audit::append(self, "snapshot.abandoned", details, &failed).await
+                    {
+                        tracing::warn!("entry {} stays without its snapshot: {w}", a.seq);
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The packs listed by the prune marks that can be read. A damaged mark is skipped with a
@@ -184,4 +237,31 @@ impl Repository {
         tracing::info!("{dropped} blob locations in packs marked for deletion are not used");
         Ok(dropped)
     }
+}
+
+/// A snapshot as written by [`Repository::commit_snapshot`].
+#[derive(Debug)]
+pub struct Committed {
+    pub id: Id,
+    /// The snapshot as stored (with its audit anchor when the log took the commit).
+    pub snapshot: Snapshot,
+    /// Why the audit log did not take the commit, when it did not.
+    pub unrecorded: Option<String>,
+}
+
+/// What a `snapshot.commit` entry says: enough to name the backup without its ID (which the
+/// entry cannot hold: the snapshot's bytes include the entry's hash).
+fn commit_details(s: &Snapshot) -> serde_json::Value {
+    let time = chrono::DateTime::from_timestamp_nanos(s.time_ns)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    serde_json::json!({
+        "host": s.host,
+        "time": time,
+        "paths": s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(),
+        "tags": s.tags,
+        "tree": s.tree.short(),
+        "files": s.summary.files_new + s.summary.files_changed + s.summary.files_unchanged,
+        "bytes_total": s.summary.bytes_total,
+        "bytes_added": s.summary.bytes_added,
+    })
 }

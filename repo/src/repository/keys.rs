@@ -88,15 +88,16 @@ impl Repository {
     /// Removes the key slot whose id starts with `prefix`. The last slot cannot be removed.
     /// Recorded in the audit log (`key.remove`).
     pub async fn remove_key_slot(&self, prefix: &str) -> Result<String> {
+        self.store.ensure_deletable("key remove").await?;
+        audit::ready(self, "key.remove").await?;
         let removed = self.delete_key_slot(prefix).await;
         audit::record_outcome(
             self,
             "key.remove",
-            &removed,
+            removed,
             |name| serde_json::json!({ "slot": short(name) }),
         )
-        .await;
-        removed
+        .await
     }
 
     async fn delete_key_slot(&self, prefix: &str) -> Result<String> {
@@ -149,15 +150,16 @@ impl Repository {
         new: &[u8],
         kdf: KdfParams,
     ) -> Result<(String, String)> {
+        self.store.ensure_deletable("key passwd").await?;
+        audit::ready(self, "key.passwd").await?;
         let changed = self.rewrap_slot(old, new, kdf).await;
         audit::record_outcome(
             self,
             "key.passwd",
-            &changed,
+            changed,
             |(old, new)| serde_json::json!({ "old_slot": short(old), "new_slot": short(new) }),
         )
-        .await;
-        changed
+        .await
     }
 
     async fn rewrap_slot(
@@ -276,15 +278,15 @@ impl Repository {
     /// repository on. Returns the new epoch's id.
     /// Recorded in the audit log (`key.rotate`).
     pub async fn rotate_epoch(&self) -> Result<u32> {
+        audit::ready(self, "key.rotate").await?;
         let rotated = self.start_epoch().await;
         audit::record_outcome(
             self,
             "key.rotate",
-            &rotated,
+            rotated,
             |e| serde_json::json!({ "new_epoch": e }),
         )
-        .await;
-        rotated
+        .await
     }
 
     async fn start_epoch(&self) -> Result<u32> {
@@ -311,12 +313,13 @@ impl Repository {
         credential: &drvault_keyring::Credential,
         kdf: KdfParams,
     ) -> Result<(u32, usize)> {
+        self.store.ensure_deletable("key rotate --master").await?;
+        audit::ready(self, "key.rotate_master").await?;
         let rotated = self.replace_master(credential, kdf).await;
-        audit::record_outcome(self, "key.rotate_master", &rotated, |(epoch, removed)| {
+        audit::record_outcome(self, "key.rotate_master", rotated, |(epoch, removed)| {
             serde_json::json!({ "new_epoch": epoch, "other_slots_removed": removed })
         })
-        .await;
-        rotated
+        .await
     }
 
     async fn replace_master(

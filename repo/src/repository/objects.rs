@@ -43,20 +43,13 @@ impl Repository {
     /// Seals a [`RepoFile`] structure for storage under `T::DIR`; returns the sealed bytes
     /// (their BLAKE3 hash is the object's name).
     pub(super) fn seal_file<T: RepoFile>(&self, file: &T) -> Result<Vec<u8>> {
-        self.seal_object(T::KIND, &encode(file))
+        self.seal_object(T::KIND, &file.encode())
     }
 
     /// Verifies, opens and decodes a [`RepoFile`] object, refusing a version this drvault does
     /// not read.
     pub(super) fn open_file<T: RepoFile>(&self, name: &str, bytes: &[u8]) -> Result<T> {
-        let file: T = self.open_object(name, T::KIND, bytes)?;
-        if file.version() != T::VERSION {
-            return Err(Error::UnsupportedVersion {
-                object: name.to_string(),
-                version: file.version(),
-            });
-        }
-        Ok(file)
+        T::decode(name, &self.open_plain(name, T::KIND, bytes)?)
     }
 
     pub(super) fn seal_object(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
@@ -80,13 +73,8 @@ impl Repository {
         Ok(out)
     }
 
-    /// Verifies the object's name, opens it and decodes its plaintext.
-    pub(super) fn open_object<T: serde::de::DeserializeOwned>(
-        &self,
-        name: &str,
-        kind: ObjectKind,
-        bytes: &[u8],
-    ) -> Result<T> {
+    /// Verifies the object's name and kind and opens it: its plaintext.
+    fn open_plain(&self, name: &str, kind: ObjectKind, bytes: &[u8]) -> Result<Vec<u8>> {
         verify_name(name, bytes)?;
         let header = Header::parse(bytes).map_err(|e| Error::integrity(name, e))?;
         if header.kind != kind {
@@ -95,12 +83,11 @@ impl Repository {
         let key = self.keyring.epoch_key(header.epoch)?;
         let (_, payload) =
             drvault_keyring::open(&key, b"", bytes).map_err(|e| Error::integrity(name, e))?;
-        let plain = if header.compressed {
-            decompress_bounded(name, &payload)?
+        if header.compressed {
+            decompress_bounded(name, &payload)
         } else {
-            payload
-        };
-        decode(name, &plain)
+            Ok(payload)
+        }
     }
 
     // ---- blobs and trees ----

@@ -60,6 +60,8 @@ impl Repository {
         cancel: &Cancel,
     ) -> Result<ReencryptReport> {
         let started = std::time::Instant::now();
+        self.store.ensure_deletable("key reencrypt").await?;
+        audit::ready(self, "key.reencrypt").await?;
         let done = async {
             let mut lease = Lease::acquire(&self.store, "re-encryption", LEASE_TTL).await?;
             let result = self.reencrypt_locked(&mut lease, progress, cancel).await;
@@ -69,7 +71,7 @@ impl Repository {
             Ok(report)
         }
         .await;
-        audit::record_outcome(self, "key.reencrypt", &done, |r: &ReencryptReport| {
+        audit::record_outcome(self, "key.reencrypt", done, |r: &ReencryptReport| {
             serde_json::json!({
                 "epochs": r.epochs, "retired": r.retired, "not_retired": r.not_retired,
                 "packs_rewritten": r.packs_rewritten, "bytes_rewritten": r.bytes_rewritten,
@@ -77,8 +79,7 @@ impl Repository {
                 "seconds": started.elapsed().as_secs_f64(),
             })
         })
-        .await;
-        done
+        .await
     }
 
     pub(super) async fn reencrypt_locked(

@@ -224,6 +224,7 @@ mod tests {
             tree: Id::of_stored(&[tree]),
             summary: Default::default(),
             program_version: String::new(),
+            audit: None,
         }
     }
 

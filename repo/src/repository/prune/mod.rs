@@ -120,6 +120,8 @@ pub struct PruneReport {
     pub indexes_rewritten: u64,
     /// Small index objects merged into full ones (after the sweep).
     pub indexes_consolidated: u64,
+    /// Session objects of backups that are over (ended on append-only hosts, or crashed).
+    pub sessions_removed: usize,
     /// Marks whose packs were deleted (and which were then deleted themselves).
     pub marks_swept: Vec<String>,
     /// Marks left for a later prune.
@@ -234,6 +236,10 @@ impl Repository {
             dry_run: opts.dry_run,
             ..Default::default()
         };
+        if !opts.dry_run {
+            self.store.ensure_deletable("prune").await?;
+            crate::audit::ready(self, "data.prune").await?;
+        }
         let outcome = self.prune_unrecorded(opts, &mut r).await;
         let details = |r: &PruneReport| {
             serde_json::json!({
@@ -245,13 +251,16 @@ impl Repository {
         };
         match &outcome {
             Ok(()) if !r.dry_run && (r.packs_marked > 0 || r.packs_deleted > 0) => {
-                crate::audit::record(self, "data.prune", details(&r), "ok").await;
+                crate::audit::record(self, "data.prune", details(&r), "ok").await?;
             }
             // A prune that stopped (a stop request, a failure) after it wrote a mark or began a
             // sweep is recorded too, with what it set out to do: the mark is durable.
             Err(e) if !r.dry_run && (r.mark.is_some() || !r.marks_swept.is_empty()) => {
-                crate::audit::record(self, "data.prune", details(&r), &format!("failed: {e}"))
-                    .await;
+                let failed = format!("failed: {e}");
+                if let Err(a) = crate::audit::record(self, "data.prune", details(&r), &failed).await
+                {
+                    tracing::warn!("{a}");
+                }
             }
             _ => {}
         }
@@ -276,6 +285,10 @@ impl Repository {
                 return Err(Error::KeyringChanged);
             }
             self.prune_locked(Some(&mut lease), opts, report).await?;
+            match crate::lease::remove_ended_sessions(&self.store).await {
+                Ok(n) => report.sessions_removed = n,
+                Err(e) => tracing::info!("ended backup sessions not removed ({e}); next time"),
+            }
             // What was deleted is reported (and audited) whatever becomes of the merge.
             match self.consolidate_index(&mut Some(&mut lease)).await {
                 Ok(n) => report.indexes_consolidated = n,

@@ -90,6 +90,7 @@ async fn snapshot(repo: &Repository, tag: &str, files: &[(&str, Vec<Id>)]) -> (S
         tree: t[0],
         summary: Summary::default(),
         program_version: "test".into(),
+        audit: None,
     };
     let name = paths::snapshot(&repo.save_snapshot(&snap).await.unwrap());
     (name, pack)
