@@ -528,6 +528,10 @@ pub struct CheckArgs {
     /// bytes): for a verifier that must not hold decryption keys. Implies --all-targets.
     #[arg(long, conflicts_with = "read_data_subset")]
     pub no_key: bool,
+    /// Also require every object on the locked targets to be locked until at least this time
+    /// (RFC 3339, a date, or e.g. "30d" from now).
+    #[arg(long, value_name = "TIME")]
+    pub locked_until: Option<String>,
 }
 
 /// A percentage from 0 to 100, with or without a trailing "%".

@@ -122,6 +122,34 @@ pub struct TargetConfig {
     /// object_store configuration keys, passed through unchanged.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Object lock (S3): `"compliance"` or `"governance"`, with `object_lock_retention`.
+    pub object_lock_mode: Option<String>,
+    /// How long every object written stays locked, e.g. `"30d"`.
+    pub object_lock_retention: Option<String>,
+}
+
+impl TargetConfig {
+    /// The target's object lock, checked against the rule in `drvault_repo::lock`.
+    pub fn lock(&self) -> Result<Option<drvault_repo::lock::LockPolicy>> {
+        use drvault_repo::lock::{LockMode, LockPolicy};
+        match (&self.object_lock_mode, &self.object_lock_retention) {
+            (None, None) => Ok(None),
+            (Some(mode), Some(retention)) => {
+                let mode =
+                    LockMode::parse(mode).with_context(|| format!("target {}", self.name))?;
+                let retention = crate::duration::parse(retention)
+                    .with_context(|| format!("target {}: object_lock_retention", self.name))?;
+                Ok(Some(
+                    LockPolicy::new(mode, retention)
+                        .with_context(|| format!("target {}", self.name))?,
+                ))
+            }
+            _ => bail!(
+                "target {}: give both object_lock_mode and object_lock_retention, or neither",
+                self.name
+            ),
+        }
+    }
 }
 
 /// Option keys whose values are credentials: object_store's keys and their aliases
@@ -385,6 +413,7 @@ impl Config {
             if t.name.is_empty() || !names.insert(t.name.as_str()) {
                 bail!("target names must be non-empty and unique ({:?})", t.name);
             }
+            t.lock()?;
         }
         if let Some(q) = self.repository.write_quorum {
             if q == 0 || q > self.targets.len() {

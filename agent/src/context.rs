@@ -54,7 +54,7 @@ fn open_target(
     tuning: &drvault_repo::remote::Tuning,
     create: bool,
 ) -> Result<Target> {
-    match Target::open_url(&t.name, &t.url, &t.options, tuning, create) {
+    match Target::open_url_locked(&t.name, &t.url, &t.options, tuning, create, t.lock()?) {
         Err(drvault_repo::Error::NoRepository { .. }) => {
             Ok(Target::open_missing_local(&t.name, &t.url)?)
         }

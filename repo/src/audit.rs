@@ -21,6 +21,7 @@ use crate::catalog::Catalog;
 use crate::{Error, Repository, Result};
 
 const PREFIX: &str = crate::format::paths::AUDIT;
+const VERIFY_ACTION: &str = "compare the snapshots with the audit log";
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -129,6 +130,55 @@ pub async fn read_all(repo: &Repository) -> Result<BTreeMap<u64, Result<AuditEnt
         .await
 }
 
+/// The sequence numbers `target` holds, at least those from `from` on: a listing that starts
+/// at `from` (what this host's catalog last saw), or the whole log when nothing is there (the
+/// log was cut below it, or `from` is 0). Keeps an append's cost bounded as the log grows.
+async fn seqs_from(target: &crate::target::Target, from: u64) -> Result<Vec<u64>> {
+    let parse = |names: Vec<crate::target::Listed>| -> Vec<u64> {
+        let mut seqs: Vec<u64> = names
+            .into_iter()
+            .filter_map(|l| l.name.strip_prefix(PREFIX)?.parse::<u64>().ok())
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    };
+    if from > 1 {
+        let tail = parse(target.list_after(PREFIX, &object_name(from - 1)).await?);
+        if !tail.is_empty() {
+            return Ok(tail);
+        }
+    }
+    Ok(parse(target.list(PREFIX).await?))
+}
+
+/// The sequence numbers above `after` that `target` holds (all of them when `after` is 0).
+async fn seqs_after(target: &crate::target::Target, after: u64) -> Result<Vec<u64>> {
+    let names = if after == 0 {
+        target.list(PREFIX).await?
+    } else {
+        target.list_after(PREFIX, &object_name(after)).await?
+    };
+    let mut seqs: Vec<u64> = names
+        .into_iter()
+        .filter_map(|l| l.name.strip_prefix(PREFIX)?.parse::<u64>().ok())
+        .filter(|seq| *seq > after)
+        .collect();
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// Where this host's listings of the log start: the newest entry its catalog holds.
+async fn listing_hint(repo: &Repository) -> u64 {
+    let Some(dir) = repo.catalog_dir() else {
+        return 0;
+    };
+    tokio::task::spawn_blocking(move || Catalog::open(&dir)?.audit_head_seq())
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or(0)
+}
+
 /// The target that orders the log: the first by name. An entry exists once this target holds
 /// it; the others get copies. Two writers (two hosts, or one that can reach only some targets)
 /// therefore never commit two different entries under one sequence number: the second finds
@@ -152,10 +202,14 @@ pub async fn ready(repo: &Repository, action: &str) -> Result<()> {
     };
     let store = repo.store();
     let sequencer = sequencer(store).map_err(unaudited)?;
-    head_on(repo, sequencer)
+    let hint = listing_hint(repo).await;
+    let head = head_on(repo, sequencer, hint)
         .await
         .map_err(|e| unaudited(unordered(sequencer, e)))?;
-    refuse_if_behind(store, sequencer).await.map_err(unaudited)
+    let own = head.map_or(0, |(seq, _)| seq);
+    refuse_if_behind(store, sequencer, own)
+        .await
+        .map_err(unaudited)
 }
 
 /// Appends the entry of an operation that has happened. An entry the log cannot take is the
@@ -213,8 +267,15 @@ pub async fn append(
 ) -> Result<AuditEntry> {
     let store = repo.store();
     let sequencer = sequencer(store)?;
-    catch_up(repo, sequencer).await;
-    refuse_if_behind(store, sequencer).await?;
+    let hint = listing_hint(repo).await;
+    catch_up(repo, sequencer, hint).await;
+    let own = seqs_from(sequencer, hint)
+        .await
+        .map_err(|e| unordered(sequencer, e))?
+        .last()
+        .copied()
+        .unwrap_or(0);
+    refuse_if_behind(store, sequencer, own).await?;
     for attempt in 0..32u64 {
         if attempt > 0 {
             // Many hosts committing at once: spread the next tries out.
@@ -222,7 +283,7 @@ pub async fn append(
             let jitter = u64::from_le_bytes(noise) % (20 * attempt.min(10));
             tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
         }
-        let head = head_on(repo, sequencer)
+        let head = head_on(repo, sequencer, hint)
             .await
             .map_err(|e| unordered(sequencer, e))?;
         let entry = AuditEntry {
@@ -238,8 +299,13 @@ pub async fn append(
         let sealed = Bytes::from(seal(repo, &name, &entry)?);
         match sequencer.put_new(&name, sealed.clone(), false).await {
             Ok(()) => {}
-            // Another writer took this number first: read the new head and try the next.
-            Err(Error::AlreadyExists { .. }) => continue,
+            // Another writer took this number first (read the new head and try the next), or
+            // a retried put of ours found its own first attempt: the bytes say which (the
+            // nonce makes every sealing unique).
+            Err(Error::AlreadyExists { .. }) => match sequencer.get(&name).await {
+                Ok(stored) if stored == sealed => {}
+                _ => continue,
+            },
             Err(e) => return Err(unordered(sequencer, e)),
         }
         crate::failpoint::hit("audit.after-sequencer").await;
@@ -257,11 +323,11 @@ pub async fn append(
 /// they were written, or they were written before it ordered the log), so the next entry
 /// follows them instead of forking from an older head. Only entries that open under the audit
 /// key are copied; failures leave the append to go on from the sequencer's own head.
-async fn catch_up(repo: &Repository, sequencer: &crate::target::Target) {
-    let Ok(own) = sequencer.list(PREFIX).await else {
+async fn catch_up(repo: &Repository, sequencer: &crate::target::Target, hint: u64) {
+    let Ok(own) = seqs_from(sequencer, hint).await else {
         return;
     };
-    let own: std::collections::BTreeSet<String> = own.into_iter().map(|l| l.name).collect();
+    let own_head = own.last().copied().unwrap_or(0);
     let mut others: Vec<&crate::target::Target> = repo
         .store()
         .targets()
@@ -269,19 +335,13 @@ async fn catch_up(repo: &Repository, sequencer: &crate::target::Target) {
         .filter(|t| t.name() != sequencer.name())
         .collect();
     others.sort_by(|a, b| a.name().cmp(b.name()));
-    let own_head = own
-        .iter()
-        .filter_map(|n| n.strip_prefix(PREFIX)?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
     for t in others {
-        let Ok(listed) = t.list(PREFIX).await else {
+        let Ok(beyond) = seqs_after(t, own_head).await else {
             continue;
         };
-        let mut beyond: Vec<(u64, String)> = listed
+        let mut beyond: Vec<(u64, String)> = beyond
             .into_iter()
-            .filter_map(|l| Some((l.name.strip_prefix(PREFIX)?.parse::<u64>().ok()?, l.name)))
-            .filter(|(seq, name)| *seq > own_head && !own.contains(name))
+            .map(|seq| (seq, object_name(seq)))
             .collect();
         beyond.sort();
         for (_, name) in beyond {
@@ -309,28 +369,15 @@ async fn catch_up(repo: &Repository, sequencer: &crate::target::Target) {
 async fn refuse_if_behind(
     store: &crate::store::Store,
     sequencer: &crate::target::Target,
+    own: u64,
 ) -> Result<()> {
-    let newest = |names: Vec<crate::target::Listed>| {
-        names
-            .into_iter()
-            .filter_map(|l| l.name.strip_prefix(PREFIX)?.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0)
-    };
-    let own = newest(
-        sequencer
-            .list(PREFIX)
-            .await
-            .map_err(|e| unordered(sequencer, e))?,
-    );
     for t in store
         .targets()
         .iter()
         .filter(|t| t.name() != sequencer.name())
     {
-        if let Ok(listed) = t.list(PREFIX).await {
-            let theirs = newest(listed);
-            if theirs > own {
+        if let Ok(beyond) = seqs_after(t, own).await {
+            if let Some(theirs) = beyond.last() {
                 return Err(Error::Integrity {
                     object: format!("{PREFIX} on target {}", t.name()),
                     reason: format!(
@@ -416,18 +463,9 @@ async fn copy_to_catalog(repo: &Repository, entry: &AuditEntry) {
 async fn head_on(
     repo: &Repository,
     target: &crate::target::Target,
+    hint: u64,
 ) -> Result<Option<(u64, String)>> {
-    let mut seqs: Vec<u64> = target
-        .list(PREFIX)
-        .await?
-        .into_iter()
-        .filter_map(|l| {
-            l.name
-                .strip_prefix(PREFIX)
-                .and_then(|s| s.parse::<u64>().ok())
-        })
-        .collect();
-    seqs.sort_unstable();
+    let seqs = seqs_from(target, hint).await?;
     let Some(&newest) = seqs.last() else {
         return Ok(None);
     };
@@ -449,6 +487,10 @@ async fn head_on(
             Err(Error::Integrity { .. }) => continue,
             Err(e) => return Err(e),
         }
+    }
+    if hint > 1 && seqs.first().is_some_and(|first| *first > 1) {
+        // Nothing from the hint on opens: look at the whole log.
+        return Box::pin(head_on(repo, target, 0)).await;
     }
     tracing::warn!(
         "no audit entry on target {} opens; the next one starts a new chain after {newest}",
@@ -476,11 +518,45 @@ pub struct VerifyReport {
 /// Checks the whole chain in the repository, the snapshots' anchors against it (a cut tail,
 /// a deleted snapshot), and the catalog's copy against it.
 pub async fn verify(repo: &Repository) -> Result<VerifyReport> {
-    let entries = read_all(repo).await?;
-    let snapshots = repo.snapshots().await?;
+    // Sessions, then snapshots, then the log: a backup committing meanwhile shows as a pending
+    // commit (its session is live), never as a snapshot whose entry is missing. What still
+    // looks missing is read once more from the start (a backup or a forget that ran between
+    // the reads has finished by then).
+    let mut pass = 0;
+    let (entries, anchors) = loop {
+        pass += 1;
+        let live: std::collections::BTreeSet<String> =
+            match crate::session::live_sessions_named(repo.store()).await {
+                Ok(l) => l.into_iter().map(|(name, _)| name).collect(),
+                Err(e) => {
+                    tracing::info!("backup sessions not read ({e}); none counts as running");
+                    Default::default()
+                }
+            };
+        let complete = async {
+            let store = repo.store();
+            store
+                .list_complete(crate::format::paths::SNAPSHOTS, VERIFY_ACTION)
+                .await?;
+            store.list_complete(PREFIX, VERIFY_ACTION).await
+        }
+        .await;
+        let snapshots = repo.snapshots().await?;
+        let entries = read_all(repo).await?;
+        let anchors = match &complete {
+            Ok(_) => anchors::check(&entries, &snapshots, &live, chrono::Utc::now()),
+            Err(e) => AnchorReport {
+                anchors_skipped: Some(e.to_string()),
+                ..Default::default()
+            },
+        };
+        if anchors.missing_snapshots.is_empty() || pass == 2 {
+            break (entries, anchors);
+        }
+    };
     let mut report = VerifyReport {
         entries: entries.len() as u64,
-        anchors: anchors::check(&entries, &snapshots),
+        anchors,
         ..Default::default()
     };
     let mut prev = GENESIS.to_string();

@@ -323,6 +323,17 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// The highest sequence number copied here (0 when none): where a listing of the log may
+    /// start (`audit::append`).
+    pub fn audit_head_seq(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+
     /// Every copied entry: (seq, the hash recorded with it, the entry as stored).
     #[allow(clippy::type_complexity)]
     pub fn audit_entries(

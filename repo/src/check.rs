@@ -51,6 +51,12 @@ pub enum Problem {
     MissingBlob,
     /// The check itself failed to read something (a worker failed, storage refused).
     Unreadable,
+    /// On a versioned, locked target, an object's current version is damaged or deleted and an
+    /// older version is intact (read instead; `repair` makes it current again).
+    HiddenVersion,
+    /// On a locked target, an object is locked for less than `check --locked-until` asks (or
+    /// not at all).
+    NotLocked,
 }
 
 impl Problem {
@@ -86,6 +92,13 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// Adds findings made outside [`check`] (e.g. [`lock_findings`]).
+    pub fn add(&mut self, findings: Vec<Finding>) {
+        for f in findings {
+            self.note(f.problem, f.object, f.message);
+        }
+    }
+
     fn note(&mut self, problem: Problem, object: impl Into<String>, message: String) {
         if problem.is_damage() {
             self.errors.push(message.clone());
@@ -120,7 +133,19 @@ pub async fn check(repo: Arc<Repository>, read: ReadData, cancel: &Cancel) -> Re
         // change of hands, not missed.
         let before = crate::lease::current_lease(repo.store()).await?;
         repo.reload_index().await?;
-        let report = check_once(repo.clone(), read, cancel).await?;
+        repo.store().clear_hidden();
+        let mut report = check_once(repo.clone(), read, cancel).await?;
+        for (target, name, version) in repo.store().hidden() {
+            report.note(
+                Problem::HiddenVersion,
+                name.clone(),
+                format!(
+                    "{name} on target {target}: the current version is damaged or deleted; the \
+                     older version {version} is intact and was read instead (someone overwrote \
+                     or deleted it). Run `drvault repair` to make the intact version current"
+                ),
+            );
+        }
         if report.errors.is_empty() {
             return Ok(report);
         }
@@ -401,4 +426,49 @@ fn kind_name(k: BlobKind) -> &'static str {
         BlobKind::Data => "data",
         BlobKind::Tree => "tree",
     }
+}
+
+/// Every kept object on every locked target must be locked until at least `at_least`
+/// (`check --locked-until`): one finding per object that is not. A repository without locked
+/// targets is a finding too: nothing is locked.
+pub async fn lock_findings(
+    store: &crate::store::Store,
+    at_least: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Finding>> {
+    let mut out = Vec::new();
+    let locked: Vec<_> = store
+        .targets()
+        .iter()
+        .filter(|t| t.lock().is_some())
+        .collect();
+    if locked.is_empty() {
+        out.push(Finding {
+            problem: Problem::NotLocked,
+            object: String::new(),
+            message: "no target has object lock configured (object_lock_mode and \
+                      object_lock_retention in its [[targets]] entry)"
+                .into(),
+        });
+    }
+    for t in locked {
+        let Some(lock) = t.lock() else { continue };
+        let survey = crate::lock::survey(t, lock, at_least).await?;
+        for (name, until) in survey.short {
+            let message = match until {
+                Some(u) => format!(
+                    "{name} on target {} is locked only until {} (asked: {})",
+                    t.name(),
+                    crate::lock::s3_time(u),
+                    crate::lock::s3_time(at_least)
+                ),
+                None => format!("{name} on target {} is not locked", t.name()),
+            };
+            out.push(Finding {
+                problem: Problem::NotLocked,
+                object: name,
+                message,
+            });
+        }
+    }
+    Ok(out)
 }

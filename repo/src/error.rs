@@ -159,6 +159,19 @@ impl Error {
         )
     }
 
+    /// True for a refusal of this request by a provider that accepted the credentials (HTTP
+    /// 403): the policy forbids it, other requests may be allowed.
+    pub fn is_refused(&self) -> bool {
+        matches!(
+            self,
+            Error::NotPermitted(_)
+                | Error::Storage {
+                    source: object_store::Error::PermissionDenied { .. },
+                    ..
+                }
+        )
+    }
+
     /// A blocking task that panicked or was cancelled: a bug, not the caller's input.
     pub(crate) fn task(e: tokio::task::JoinError) -> Self {
         Error::Internal(format!("a worker task failed: {e}"))

@@ -17,6 +17,7 @@ pub mod host;
 mod id;
 pub mod lease;
 pub mod lifecycle;
+pub mod lock;
 pub mod packer;
 pub mod printable;
 pub mod remote;

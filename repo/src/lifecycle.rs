@@ -104,20 +104,43 @@ async fn remove(
     kept: usize,
     named: bool,
 ) -> Result<()> {
-    repo.store().ensure_deletable("forget").await?;
+    repo.store()
+        .ensure_deletable("forget", &[paths::SNAPSHOTS])
+        .await?;
     audit::ready(repo, "snapshots.forget").await?;
     failpoint::hit("forget.before-delete").await;
-    for (id, _) in snapshots {
-        repo.store().delete(&paths::snapshot(id)).await?;
+    let mut removed: Vec<&(Id, Snapshot)> = Vec::new();
+    let mut failed = None;
+    for s in snapshots {
+        match repo.store().delete(&paths::snapshot(&s.0)).await {
+            Ok(()) => removed.push(s),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
     }
+    // What was removed is recorded, also when a delete failed part-way: `audit verify` must
+    // not take those snapshots for deleted outside drvault.
     let details = serde_json::json!({
-        "removed": snapshots.iter().map(|(id, _)| id.short()).collect::<Vec<_>>(),
-        "commits": snapshots.iter().filter_map(|(_, s)| s.audit.map(|a| a.seq)).collect::<Vec<_>>(),
-        "kept": kept,
+        "removed": removed.iter().map(|(id, _)| id.short()).collect::<Vec<_>>(),
+        "commits": removed.iter().filter_map(|(_, s)| s.audit.map(|a| a.seq)).collect::<Vec<_>>(),
+        "kept": kept + snapshots.len() - removed.len(),
         "named": named,
     });
-    audit::record(repo, "snapshots.forget", details, "ok").await?;
-    Ok(())
+    match failed {
+        None => {
+            audit::record(repo, "snapshots.forget", details, "ok").await?;
+            Ok(())
+        }
+        Some(e) => {
+            let result = format!("failed: {e}");
+            if let Err(a) = audit::record(repo, "snapshots.forget", details, &result).await {
+                tracing::warn!("{a}");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Replaces snapshot `old_id` (whose content is `snap`) by a copy with `tags`; returns the
@@ -129,6 +152,9 @@ pub async fn retag(
     snap: &Snapshot,
     tags: Vec<String>,
 ) -> Result<(Id, Snapshot)> {
+    repo.store()
+        .ensure_deletable("tag", &[paths::SNAPSHOTS])
+        .await?;
     audit::ready(repo, "snapshots.tag").await?;
     let mut new = snap.clone();
     new.tags = tags;

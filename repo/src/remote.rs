@@ -15,8 +15,12 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::prefix::PrefixStore;
-use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreScheme, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientConfigKey, ClientOptions, ObjectStore, ObjectStoreScheme, RetryConfig,
+};
+use reqwest::header::{HeaderMap, HeaderValue};
 
+use crate::lock::LockPolicy;
 use crate::{Error, Result};
 
 /// Time limits and retries for remote targets.
@@ -99,7 +103,7 @@ fn bad_key(url: &str, key: &str, e: object_store::Error) -> Error {
 }
 
 /// The value of a setting from a target's options or, failing that, the environment.
-fn setting(options: &BTreeMap<String, String>, keys: &[&str]) -> Option<String> {
+pub(crate) fn setting(options: &BTreeMap<String, String>, keys: &[&str]) -> Option<String> {
     keys.iter()
         .find_map(|k| options.get(*k).cloned())
         .or_else(|| {
@@ -123,6 +127,38 @@ fn refuse_plain_http(url: &str, options: &BTreeMap<String, String>) -> Result<()
     }
 }
 
+/// An S3 client whose every request carries the lock: S3 applies the `x-amz-object-lock-*`
+/// headers to what a request creates (PutObject, CreateMultipartUpload, CopyObject). The date
+/// is fixed when the target is opened, which every command and agent job does anew; the
+/// retention is then at least `policy.retention` minus the job's run time. S3 requires a
+/// checksum with these headers: SHA-256. Client settings from the environment are replaced
+/// here, so plain HTTP is taken from the options or `$AWS_ALLOW_HTTP` explicitly.
+fn locked(
+    b: AmazonS3Builder,
+    options: &BTreeMap<String, String>,
+    policy: &LockPolicy,
+) -> Result<AmazonS3Builder> {
+    let mut headers = HeaderMap::new();
+    let until = crate::lock::s3_time(policy.until(chrono::Utc::now()));
+    for (k, v) in [
+        ("x-amz-object-lock-mode", policy.mode.as_s3().to_string()),
+        ("x-amz-object-lock-retain-until-date", until),
+        // With the SHA-256 checksum object_store sends: what S3 asks of a locked upload.
+        ("x-amz-sdk-checksum-algorithm", "SHA256".to_string()),
+    ] {
+        let value = HeaderValue::from_str(&v)
+            .map_err(|e| Error::Internal(format!("lock header {k}: {e}")))?;
+        headers.insert(k, value);
+    }
+    let allow_http = setting(options, &["aws_allow_http", "allow_http"])
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let client = ClientOptions::new()
+        .with_default_headers(headers)
+        .with_allow_http(allow_http);
+    Ok(b.with_client_options(client)
+        .with_config(AmazonS3ConfigKey::Checksum, "sha256"))
+}
+
 /// Opens the object store behind a remote URL such as `s3://bucket/prefix`. `options` are
 /// object_store configuration keys; credentials not given there come from the environment
 /// (and the cloud's other standard sources).
@@ -130,6 +166,7 @@ pub fn open(
     url: &str,
     options: &BTreeMap<String, String>,
     tuning: &Tuning,
+    lock: Option<&LockPolicy>,
 ) -> Result<Arc<dyn ObjectStore>> {
     let parsed = url::Url::parse(url)
         .map_err(|e| Error::Invalid(format!("target URL {url} is not valid: {e}")))?;
@@ -141,6 +178,9 @@ pub fn open(
         ObjectStoreScheme::AmazonS3 => {
             refuse_plain_http(url, options)?;
             let mut b = AmazonS3Builder::from_env().with_url(url).with_retry(tuning.retry());
+            if let Some(policy) = lock {
+                b = locked(b, options, policy)?;
+            }
             for (k, v) in tuning.client_settings() {
                 b = b.with_config(AmazonS3ConfigKey::Client(k), v);
             }
@@ -150,7 +190,7 @@ pub fn open(
             }
             b.build().map(|s| Arc::new(s) as _)
         }
-        ObjectStoreScheme::GoogleCloudStorage => {
+        ObjectStoreScheme::GoogleCloudStorage if lock.is_none() => {
             let mut b = GoogleCloudStorageBuilder::from_env().with_url(url).with_retry(tuning.retry());
             for (k, v) in tuning.client_settings() {
                 b = b.with_config(GoogleConfigKey::Client(k), v);
@@ -161,7 +201,7 @@ pub fn open(
             }
             b.build().map(|s| Arc::new(s) as _)
         }
-        ObjectStoreScheme::MicrosoftAzure => {
+        ObjectStoreScheme::MicrosoftAzure if lock.is_none() => {
             let mut b = MicrosoftAzureBuilder::from_env().with_url(url).with_retry(tuning.retry());
             for (k, v) in tuning.client_settings() {
                 b = b.with_config(AzureConfigKey::Client(k), v);
@@ -171,6 +211,12 @@ pub fn open(
                 b = b.with_config(key, v);
             }
             b.build().map(|s| Arc::new(s) as _)
+        }
+        _ if lock.is_some() => {
+            return Err(Error::Invalid(format!(
+                "target {url}: object lock is supported on s3:// targets only (GCS retention and \
+                 Azure immutability policies are not yet)"
+            )))
         }
         other => {
             return Err(Error::Invalid(format!(

@@ -224,7 +224,7 @@ pub struct RepairReport {
 /// against its name. Running it again after an interruption finishes the job.
 /// Runs under the maintenance lease, as `sync` does.
 pub async fn repair(store: &Store) -> Result<(ReplicaReport, RepairReport)> {
-    store.ensure_deletable("repair").await?;
+    store.ensure_deletable("repair", &["locks/"]).await?;
     let lease = crate::lease::Lease::acquire(store, "repair", crate::repository::LEASE_TTL).await?;
     let result = repair_leased(store, &lease).await;
     let released = lease.release(store).await;
@@ -310,7 +310,24 @@ async fn heal_one(
             && !c.corrupt.iter().any(|n| n == name);
         intact.then(|| &targets[i])
     });
-    copy_verified(sources, name, &targets[to], replace)
-        .await
-        .map(|_| ())
+    let copied = copy_verified(sources, name, &targets[to], replace).await;
+    match (copied, targets[to].lock()) {
+        (Ok(_), _) => Ok(()),
+        // No other target has it intact: a locked target's own history may.
+        (Err(e), Some(lock)) => match lock
+            .intact_version(name, |b| content_matches_name(name, b))
+            .await?
+        {
+            Some((version, bytes)) => {
+                targets[to].put_replace(name, bytes).await?;
+                tracing::info!(
+                    "{name} on {}: version {version} made current",
+                    targets[to].name()
+                );
+                Ok(())
+            }
+            None => Err(e),
+        },
+        (Err(e), None) => Err(e),
+    }
 }

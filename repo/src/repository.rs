@@ -15,8 +15,8 @@ use crate::blob::open_blob;
 use crate::catalog::Catalog;
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::format::{
-    decode, encode, paths, BlobKind, Config, IndexFile, IndexPack, PackEntry, RepoFile, Snapshot,
-    Tree, INDEX_VERSION, REPO_FORMAT_VERSION,
+    decode, paths, BlobKind, Config, IndexFile, IndexPack, PackEntry, RepoFile, Snapshot, Tree,
+    INDEX_VERSION, REPO_FORMAT_VERSION,
 };
 use crate::packer::FinishedPack;
 use crate::store::Store;
@@ -227,7 +227,11 @@ impl Repository {
             "slots": ["passphrase", "recovery"],
             "kdf_memory_kib": kdf.m_cost_kib,
         });
-        crate::audit::record(&repo, "repository.init", details, "ok").await?;
+        // The repository and its recovery key exist now: a log that cannot take the entry must
+        // not cost the user the key (it is shown only once), so this one is a warning.
+        if let Err(e) = crate::audit::record(&repo, "repository.init", details, "ok").await {
+            tracing::warn!("{e}");
+        }
         Ok((repo, recovery))
     }
 

@@ -128,7 +128,7 @@ impl Session {
             Err(e) => Err(e),
         };
         if let Err(e) = written {
-            store.delete_best_effort(&name).await;
+            withdraw(store, &name, &body).await;
             return Err(e);
         }
         let liveness = Arc::new(Liveness {
@@ -267,6 +267,15 @@ async fn renew(
 /// Live backup sessions, from a listing of every target (a session only a silent target holds
 /// would otherwise look absent, and maintenance would act as if no backup ran).
 pub async fn live_sessions(store: &Store) -> Result<Vec<SessionBody>> {
+    Ok(live_sessions_named(store)
+        .await?
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect())
+}
+
+/// [`live_sessions`] with each session's object name.
+pub async fn live_sessions_named(store: &Store) -> Result<Vec<(String, SessionBody)>> {
     let mut out = Vec::new();
     let listed = store
         .list_complete("locks/", "judge which backups are running")
@@ -290,7 +299,7 @@ pub async fn live_sessions(store: &Store) -> Result<Vec<SessionBody>> {
             })
             .max_by_key(|s| s.heartbeat);
         match (newest.filter(|s| s.is_live(t)), failure) {
-            (Some(s), _) => out.push(s),
+            (Some(s), _) => out.push((l.name, s)),
             // A copy that could not be read may be the live one.
             (None, Some(e)) => return Err(e),
             // Stale, or ended between the listing and the reads.

@@ -23,6 +23,8 @@ pub struct Store {
     write_quorum: usize,
     /// (target name, object name) pairs a quorum write left missing on a target.
     owed: Mutex<Vec<(String, String)>>,
+    /// See [`Store::hidden`].
+    hidden: Mutex<Vec<(String, String, String)>>,
 }
 
 impl Clone for Store {
@@ -31,7 +33,20 @@ impl Clone for Store {
             targets: self.targets.clone(),
             write_quorum: self.write_quorum,
             owed: Mutex::new(self.owed()),
+            hidden: Mutex::new(self.hidden()),
         }
+    }
+}
+
+/// A failure a locked target's history may get around: the object is gone or damaged
+/// everywhere (not a target that does not answer).
+fn is_damage(e: &Error) -> bool {
+    match e {
+        Error::NotFound { .. } | Error::Integrity { .. } => true,
+        Error::NoTarget { reasons, .. } => {
+            reasons.contains("not found") || reasons.contains("integrity")
+        }
+        _ => false,
     }
 }
 
@@ -142,6 +157,7 @@ impl Store {
             targets,
             write_quorum,
             owed: Mutex::default(),
+            hidden: Mutex::default(),
         })
     }
 
@@ -151,6 +167,7 @@ impl Store {
             targets: vec![Target::from_object_store("default", inner, location)],
             write_quorum: 1,
             owed: Mutex::default(),
+            hidden: Mutex::default(),
         }
     }
 
@@ -248,20 +265,85 @@ impl Store {
         }
     }
 
-    /// Reads a whole object from the first target that has an intact copy.
+    /// Reads a whole object from the first target that has an intact copy; when none has,
+    /// from the history of a locked target (see [`Self::hidden`]).
     pub async fn get(&self, name: &str) -> Result<Bytes> {
-        self.first_served(name, |t| async move {
-            let b = t.get(name).await?;
-            if content_matches_name(name, &b) {
-                Ok(b)
-            } else {
-                Err(Error::Integrity {
-                    object: name.to_string(),
-                    reason: "content does not match its name".into(),
-                })
+        let current = self
+            .first_served(name, |t| async move {
+                let b = t.get(name).await?;
+                if content_matches_name(name, &b) {
+                    Ok(b)
+                } else {
+                    Err(Error::Integrity {
+                        object: name.to_string(),
+                        reason: "content does not match its name".into(),
+                    })
+                }
+            })
+            .await;
+        match current {
+            Err(e) if is_damage(&e) && self.targets.iter().any(|t| t.lock().is_some()) => {
+                match self
+                    .read_history(name, |b| content_matches_name(name, b))
+                    .await
+                {
+                    Some(b) => Ok(b),
+                    None => Err(e),
+                }
             }
-        })
-        .await
+            other => other,
+        }
+    }
+
+    /// The newest intact version of `name` on a locked target, noted in [`Self::hidden`].
+    async fn read_history(&self, name: &str, accept: impl Fn(&[u8]) -> bool) -> Option<Bytes> {
+        // Only an object named by its hash can be told intact: `config`, audit entries and
+        // bookkeeping are never taken from history (a released lease would come back).
+        let last = name.rsplit('/').next().unwrap_or(name);
+        Id::from_hex(last)?;
+        for t in self.read_order() {
+            let Some(lock) = t.lock() else { continue };
+            match lock.intact_version(name, &accept).await {
+                Ok(Some((version, bytes))) => {
+                    tracing::warn!(
+                        "{name} on target {}: the current version is damaged or deleted; read \
+                         the intact version {version} (run `drvault repair`)",
+                        t.name()
+                    );
+                    if let Ok(mut h) = self.hidden.lock() {
+                        if !h.iter().any(|(_, n, _)| n == name) {
+                            h.push((t.name().to_string(), name.to_string(), version));
+                        }
+                    }
+                    return Some(bytes);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::info!("versions of {name} on target {}: {e}", t.name()),
+            }
+        }
+        None
+    }
+
+    /// Forgets what [`Self::hidden`] noted (a check starting a pass of its own).
+    pub fn clear_hidden(&self) {
+        if let Ok(mut h) = self.hidden.lock() {
+            h.clear();
+        }
+    }
+
+    /// The target and version an earlier read of `name` found intact in the history.
+    fn known_hidden(&self, name: &str) -> Option<(&Target, String)> {
+        let hidden = self.hidden.lock().ok()?;
+        let (target, _, version) = hidden.iter().find(|(_, n, _)| n == name)?;
+        let t = self.targets.iter().find(|t| t.name() == target)?;
+        Some((t, version.clone()))
+    }
+
+    /// (target, object, version) of the objects read from a locked target's history in this
+    /// process because their current version was damaged or deleted: what `check` names and
+    /// `repair` restores.
+    pub fn hidden(&self) -> Vec<(String, String, String)> {
+        self.hidden.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
     /// Every target's copy of `name` (bookkeeping objects whose copies may differ: a session's
@@ -310,11 +392,37 @@ impl Store {
         Fut: Future<Output = Result<T>>,
     {
         let use_bytes = &use_bytes;
-        self.first_served(name, |t| {
-            let range = range.clone();
-            async move { use_bytes(t.get_range(name, range).await?).await }
-        })
-        .await
+        let current = self
+            .first_served(name, |t| {
+                let range = range.clone();
+                async move { use_bytes(t.get_range(name, range).await?).await }
+            })
+            .await;
+        match current {
+            Err(e) if is_damage(&e) && self.targets.iter().any(|t| t.lock().is_some()) => {
+                // Packs are read by ranges: once a version was found intact, its ranges.
+                if let Some((t, version)) = self.known_hidden(name) {
+                    if let Some(lock) = t.lock() {
+                        let bytes = lock.api.get_version(name, &version, Some(range)).await?;
+                        return use_bytes(bytes).await;
+                    }
+                }
+                match self
+                    .read_history(name, |b| content_matches_name(name, b))
+                    .await
+                {
+                    Some(b) => {
+                        let (start, end) = (range.start as usize, range.end as usize);
+                        match b.get(start..end) {
+                            Some(_) => use_bytes(b.slice(start..end)).await,
+                            None => Err(e),
+                        }
+                    }
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     /// The object's size on the first target that has it.
@@ -565,33 +673,30 @@ impl Store {
         }
     }
 
-    /// Refuses at once, before anything is done, an operation that deletes objects when a
-    /// target's credentials may not delete (an append-only host: docs/OPERATIONS.md). Each
-    /// target is asked to delete an object that does not exist, which a provider that allows
-    /// deletes answers with success or "not found", and one that does not with "access denied".
-    /// Targets that are down are skipped.
-    pub async fn ensure_deletable(&self, action: &str) -> Result<()> {
-        let probe = format!(
-            "locks/delete-probe-{}",
-            hex::encode(drvault_keyring::random_bytes::<8>()?)
-        );
-        for t in &self.targets {
-            if t.is_degraded() {
-                continue;
-            }
-            match t.delete(&probe).await {
-                Err(e) if e.is_not_permitted() => {
-                    return Err(Error::NotPermitted(format!(
-                        "{action} deletes objects, and target {} refuses deletes with these \
-                         credentials (an append-only host, as intended). Run it from a \
-                         maintenance host whose credentials may delete (docs/OPERATIONS.md, \
-                         \"Append-only hosts\")",
-                        t.name()
-                    )))
+    /// Refuses at once, before anything is done, an operation that deletes objects under
+    /// `prefixes` when a target's credentials may not delete there (an append-only host:
+    /// docs/OPERATIONS.md). Each target is asked to delete an object that does not exist under
+    /// each prefix, which a provider that allows it answers with success or "not found", and
+    /// one that does not with "access denied" (HTTP 403). Targets that are down are skipped.
+    pub async fn ensure_deletable(&self, action: &str, prefixes: &[&str]) -> Result<()> {
+        let probe = hex::encode(drvault_keyring::random_bytes::<8>()?);
+        for t in self.targets.iter().filter(|t| !t.is_degraded()) {
+            for prefix in prefixes {
+                let name = format!("{prefix}delete-probe-{probe}");
+                match t.delete(&name).await {
+                    Err(e) if e.is_refused() => {
+                        return Err(Error::NotPermitted(format!(
+                            "{action} deletes objects under {prefix}, and target {} refuses that \
+                             with these credentials (an append-only host, as intended). Run it \
+                             from a maintenance host whose credentials may delete \
+                             (docs/OPERATIONS.md, \"Append-only hosts\")",
+                            t.name()
+                        )))
+                    }
+                    // A target that does not answer cannot say; the operation's own complete
+                    // listings decide what to do without it.
+                    _ => {}
                 }
-                // A target that does not answer cannot say; the operation's own complete
-                // listings decide what to do without it.
-                _ => {}
             }
         }
         Ok(())

@@ -29,6 +29,12 @@ pub struct TargetStatus {
     pub bytes: u64,
     /// Objects other targets hold that this one lacks.
     pub owes: u64,
+    /// Object lock: mode and retention (`compliance 30d`), when configured.
+    pub lock: Option<String>,
+    /// The earliest end of any kept object's lock (RFC 3339), and how many kept objects are
+    /// not locked at all, on a locked target.
+    pub lock_shortest: Option<String>,
+    pub unlocked: u64,
 }
 
 /// What each target holds: (status per target, object names per target).
@@ -52,7 +58,25 @@ pub async fn survey(store: &Store) -> (Vec<TargetStatus>, Vec<Option<BTreeSet<St
             objects: 0,
             bytes: 0,
             owes: 0,
+            lock: t.lock().map(|l| {
+                format!(
+                    "{} {}d",
+                    l.policy.mode.as_s3().to_ascii_lowercase(),
+                    l.policy.retention.as_secs() / 86_400
+                )
+            }),
+            lock_shortest: None,
+            unlocked: 0,
         };
+        if let (Some(lock), true) = (t.lock(), r.is_ok()) {
+            match crate::lock::survey(t, lock, chrono::Utc::now()).await {
+                Ok(s) => {
+                    st.lock_shortest = s.shortest.map(|(_, u)| crate::lock::s3_time(u));
+                    st.unlocked = s.short.iter().filter(|(_, u)| u.is_none()).count() as u64;
+                }
+                Err(e) => st.error = Some(format!("object lock: {e}")),
+            }
+        }
         match r {
             Ok(list) => {
                 st.objects = list.len() as u64;

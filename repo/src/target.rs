@@ -16,6 +16,8 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use crate::lock::s3api::S3Api;
+use crate::lock::{Lock, LockPolicy};
 use crate::remote::{self, Tuning};
 use crate::{Error, Result};
 
@@ -30,6 +32,8 @@ pub struct Target {
     /// Set when an operation failed for want of the target (not for a missing object): later
     /// writes in this process skip it and reads try it last. Shared by clones.
     degraded: Arc<AtomicBool>,
+    /// Object lock (S3 targets configured with it).
+    lock: Option<Arc<Lock>>,
 }
 
 static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -57,20 +61,22 @@ fn map_err(object: &str, e: object_store::Error) -> Error {
         object_store::Error::AlreadyExists { .. } => Error::AlreadyExists {
             location: object.to_string(),
         },
-        // object_store deletes through S3's DeleteObjects, whose per-key refusal comes back as
-        // a generic error carrying S3's error code: a refusal all the same.
-        other if other.to_string().contains("(code: AccessDenied)") => Error::Storage {
-            object: object.to_string(),
-            source: object_store::Error::PermissionDenied {
-                path: object.to_string(),
-                source: Box::new(other),
-            },
-        },
         other => Error::Storage {
             object: object.to_string(),
             source: other,
         },
     }
+}
+
+fn listed(metas: Vec<object_store::ObjectMeta>) -> Vec<Listed> {
+    metas
+        .into_iter()
+        .map(|m| Listed {
+            name: m.location.to_string(),
+            size: m.size,
+            last_modified: m.last_modified.timestamp(),
+        })
+        .collect()
 }
 
 impl Target {
@@ -113,6 +119,7 @@ impl Target {
             local: true,
             deadline: None,
             degraded: Arc::default(),
+            lock: None,
         })
     }
 
@@ -136,6 +143,7 @@ impl Target {
             local: true,
             deadline: None,
             degraded: Arc::default(),
+            lock: None,
         })
     }
 
@@ -149,7 +157,25 @@ impl Target {
         tuning: &Tuning,
         create: bool,
     ) -> Result<Self> {
+        Self::open_url_locked(name, url, options, tuning, create, None)
+    }
+
+    /// [`Self::open_url`] for a target with object lock (S3 only, docs/OPERATIONS.md).
+    pub fn open_url_locked(
+        name: &str,
+        url: &str,
+        options: &BTreeMap<String, String>,
+        tuning: &Tuning,
+        create: bool,
+        lock: Option<LockPolicy>,
+    ) -> Result<Self> {
         if !remote::is_remote(url) {
+            if lock.is_some() {
+                return Err(Error::Invalid(format!(
+                    "target {name}: object lock is for s3:// targets; a local directory cannot \
+                     enforce it"
+                )));
+            }
             if !options.is_empty() {
                 return Err(Error::Invalid(format!(
                     "target {name}: a local target takes no options"
@@ -157,10 +183,19 @@ impl Target {
             }
             return Self::open(name, url, create);
         }
-        let inner = remote::open(url, options, tuning)?;
+        let inner = remote::open(url, options, tuning, lock.as_ref())?;
         let mut t = Self::from_object_store(name, inner, url.to_string());
         t.deadline = Some(tuning.operation_deadline());
+        if let Some(policy) = lock {
+            let api = S3Api::new(url, options, tuning)?;
+            t.lock = Some(Arc::new(Lock { policy, api }));
+        }
         Ok(t)
+    }
+
+    /// The target's object lock, when it has one.
+    pub fn lock(&self) -> Option<&Lock> {
+        self.lock.as_deref()
     }
 
     /// One cheap request (the `config` object's metadata) under a short deadline: a target that
@@ -186,6 +221,7 @@ impl Target {
             local: false,
             deadline: None,
             degraded: Arc::default(),
+            lock: None,
         }
     }
 
@@ -217,9 +253,10 @@ impl Target {
             }),
             None => op.await,
         };
-        // A refusal (HTTP 403: an append-only host's delete) comes from a target that works.
+        // A refusal (HTTP 403: an append-only host's delete) comes from a target that works;
+        // credentials it does not accept at all (401) are the target failing.
         if let Err(e @ (Error::Storage { .. } | Error::Unavailable { .. })) = &r {
-            if e.is_not_permitted() {
+            if e.is_refused() {
                 return r;
             }
             if !self.degraded.swap(true, Ordering::Relaxed) {
@@ -355,6 +392,22 @@ impl Target {
     }
 
     /// Lists the objects under a prefix such as `snapshots/`.
+    /// The objects under `prefix` whose names sort after `after` (a listing that starts there).
+    pub async fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<Listed>> {
+        let trimmed = prefix.trim_end_matches('/');
+        let (p, offset) = (Path::from(trimmed), Path::from(after));
+        let metas: Vec<_> = self
+            .guard(prefix, async {
+                self.inner
+                    .list_with_offset(Some(&p), &offset)
+                    .try_collect()
+                    .await
+                    .map_err(|e| map_err(prefix, e))
+            })
+            .await?;
+        Ok(listed(metas))
+    }
+
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let trimmed = prefix.trim_end_matches('/');
         let p = Path::from(trimmed);
@@ -367,14 +420,7 @@ impl Target {
                     .map_err(|e| map_err(prefix, e))
             })
             .await?;
-        Ok(metas
-            .into_iter()
-            .map(|m| Listed {
-                name: m.location.to_string(),
-                size: m.size,
-                last_modified: m.last_modified.timestamp(),
-            })
-            .collect())
+        Ok(listed(metas))
     }
 
     pub async fn delete(&self, name: &str) -> Result<()> {
@@ -382,7 +428,18 @@ impl Target {
             self.inner
                 .delete(&Path::from(name))
                 .await
-                .map_err(|e| map_err(name, e))
+                .map_err(|e| match e {
+                    // object_store deletes through S3's DeleteObjects, whose per-key refusal
+                    // comes back as a generic error carrying S3's code: a refusal all the same.
+                    e if e.to_string().contains("(code: AccessDenied)") => Error::Storage {
+                        object: name.to_string(),
+                        source: object_store::Error::PermissionDenied {
+                            path: name.to_string(),
+                            source: Box::new(e),
+                        },
+                    },
+                    e => map_err(name, e),
+                })
         })
         .await
     }

@@ -83,6 +83,15 @@ impl S3Server {
     /// whose policy allows `s3:GetObject`, `s3:PutObject` and `s3:ListBucket` only. Readiness
     /// is a TCP connect (an HTTP probe would count as a request).
     pub fn moto_iam(bucket: &str) -> Self {
+        Self::moto_iam_with(bucket, false)
+    }
+
+    /// [`Self::moto_iam`] with object lock (and so versioning) enabled on the bucket.
+    pub fn moto_iam_locked(bucket: &str) -> Self {
+        Self::moto_iam_with(bucket, true)
+    }
+
+    fn moto_iam_with(bucket: &str, locked: bool) -> Self {
         let mut s = S3Server {
             kind: Kind::Moto,
             bucket: bucket.to_string(),
@@ -91,7 +100,7 @@ impl S3Server {
             child: None,
             iam: None,
         };
-        s.spawn_iam();
+        s.spawn_iam(locked);
         s
     }
 
@@ -108,7 +117,7 @@ impl S3Server {
         s
     }
 
-    fn spawn_iam(&mut self) {
+    fn spawn_iam(&mut self, locked: bool) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
         let child = Command::new(program("moto_server"))
             .args(["-H", "127.0.0.1", "-p", &self.port().to_string()])
@@ -133,6 +142,7 @@ impl S3Server {
             .arg(script)
             .arg(self.endpoint())
             .arg(&self.bucket)
+            .args(locked.then_some("lock"))
             .output()
             .unwrap();
         assert!(

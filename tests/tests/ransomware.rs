@@ -27,7 +27,7 @@ impl Site {
     fn new() -> Self {
         let site = Site {
             dir: tempfile::tempdir().unwrap(),
-            server: S3Server::moto_iam("drvault-locked"),
+            server: S3Server::moto_iam("drvault-append"),
         };
         fs::write(
             site.path("drvault.toml"),
@@ -35,6 +35,55 @@ impl Site {
         )
         .unwrap();
         site
+    }
+
+    /// A bucket with object lock: every object drvault writes is locked for 30 days.
+    fn locked() -> Self {
+        Self::locked_with("compliance", "30d")
+    }
+
+    fn locked_with(mode: &str, retention: &str) -> Self {
+        let site = Site {
+            dir: tempfile::tempdir().unwrap(),
+            server: S3Server::moto_iam_locked("drvault-locked"),
+        };
+        let target = site.server.target_toml("s3", "prod").replace(
+            "options =",
+            &format!(
+                "object_lock_mode = \"{mode}\"\nobject_lock_retention = \"{retention}\"\noptions ="
+            ),
+        );
+        fs::write(site.path("drvault.toml"), target).unwrap();
+        site
+    }
+
+    /// Runs a boto3 script with the maintenance user's key (`s3`, `bucket` and `datetime`
+    /// are defined); returns its standard output.
+    fn boto(&self, script: &str) -> String {
+        let (access, secret) = &self.server.iam.as_ref().unwrap().maintenance;
+        let preamble = format!(
+            "import boto3, datetime\nbucket = {:?}\ns3 = boto3.client('s3', endpoint_url={:?}, \
+             region_name='us-east-1', aws_access_key_id={access:?}, aws_secret_access_key={secret:?})\n",
+            self.server.bucket,
+            self.server.endpoint()
+        );
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(format!("{preamble}{script}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "boto3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The bucket as the attacker with a host's storage credentials sees it.
+    fn as_attacker(&self) -> drvault_repo::target::Target {
+        self.server
+            .target_as("prod", &self.server.iam.as_ref().unwrap().host)
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -169,4 +218,180 @@ fn an_append_only_host_backs_up_and_is_refused_maintenance_with_exit_21() {
     assert_eq!(pruned["sessions_removed"], 2, "{pruned}");
     assert!(site.sessions().is_empty());
     site.ok(As::Maintenance, &["check", "--read-data"]);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The issue's attacker: root on a host, with its passphrase and its storage credentials,
+/// against a locked, versioned bucket that enforces IAM. Deleting is refused, overwriting only
+/// hides the good versions; the maintenance host restores byte for byte, `check` names what was
+/// overwritten and `repair` heals it.
+#[test]
+fn an_attacker_with_a_hosts_credentials_cannot_destroy_a_locked_repository() {
+    let site = Site::locked();
+    site.ok(As::Maintenance, &["init", "--kdf-memory-kib", "64"]);
+    let src = site.path("src");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    fs::write(src.join("data"), noise(400_000, 21)).unwrap();
+    fs::write(src.join("etc/config"), b"listen 443").unwrap();
+    let src_arg = src.to_str().unwrap();
+    let backup: Value =
+        serde_json::from_str(&site.ok(As::Host, &["--json", "backup", src_arg])).unwrap();
+    let id = backup["id"].as_str().unwrap().to_string();
+
+    // Every object carries the retention; `targets` says so.
+    let targets: Value =
+        serde_json::from_str(&site.ok(As::Maintenance, &["--json", "targets"])).unwrap();
+    assert_eq!(targets[0]["lock"], "compliance 30d", "{targets}");
+    assert_eq!(targets[0]["unlocked"], 0, "{targets}");
+    site.ok(As::Maintenance, &["check", "--locked-until", "29d"]);
+
+    // The attacker deletes everything: refused. Then overwrites every object with garbage.
+    let attacker = site.as_attacker();
+    let rt = runtime();
+    let names: Vec<String> = rt
+        .block_on(attacker.list(""))
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .filter(|n| !n.starts_with("locks/"))
+        .collect();
+    assert!(names.len() >= 8, "{names:?}");
+    for n in &names {
+        let refused = rt.block_on(attacker.delete(n)).unwrap_err();
+        assert!(refused.is_refused(), "{n}: {refused}");
+    }
+    // drvault's own destructive commands are refused on the host as well.
+    let out = site.run(As::Host, &["forget", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(code::NOT_PERMITTED),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let overwritten: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            ["data/", "index/", "snapshots/", "keyring/"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    for n in &overwritten {
+        rt.block_on(attacker.put_replace(n, bytes::Bytes::from_static(b"encrypted by ransomware")))
+            .unwrap();
+    }
+    // The maintenance host restores the latest snapshot byte for byte from the intact versions.
+    site.ok(
+        As::Maintenance,
+        &[
+            "restore",
+            "latest",
+            "--verify",
+            "--target",
+            site.path("back").to_str().unwrap(),
+        ],
+    );
+    let restored = drvault_tests::restored(&site.path("back"), &src);
+    assert_eq!(fs::read(restored.join("data")).unwrap(), noise(400_000, 21));
+    assert_eq!(
+        fs::read(restored.join("etc/config")).unwrap(),
+        b"listen 443"
+    );
+
+    // check names every overwritten object it read, and the unlocked garbage on top.
+    let out = site.run(As::Maintenance, &["--json", "check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(code::INTEGRITY));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hidden: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["problem"] == "hidden_version")
+        .map(|f| f["object"].as_str().unwrap())
+        .collect();
+    for n in overwritten
+        .iter()
+        .filter(|n| n.starts_with("data/") || n.starts_with("snapshots/"))
+    {
+        assert!(hidden.contains(&n.as_str()), "{n} not named: {report}");
+    }
+    let out = site.run(As::Maintenance, &["check", "--locked-until", "1d"]);
+    assert_eq!(
+        out.status.code(),
+        Some(code::INTEGRITY),
+        "the garbage is not locked"
+    );
+
+    // repair makes the intact versions current again (locked, as everything drvault writes).
+    site.ok(As::Maintenance, &["repair"]);
+    site.ok(As::Maintenance, &["check", "--read-data"]);
+    site.ok(As::Maintenance, &["check", "--locked-until", "29d"]);
+    let out = site.ok(As::Maintenance, &["audit", "verify"]);
+    assert!(out.contains("intact"), "{out}");
+}
+
+/// Prune renews every locked version before its lock runs out, the good version under an
+/// attacker's overwrite included, and leaves the attacker's unlocked versions alone; a locked
+/// version cannot be deleted even with credentials that may delete.
+#[test]
+fn prune_renews_every_locked_version_and_locked_versions_cannot_be_deleted() {
+    let site = Site::locked_with("governance", "2d");
+    site.ok(As::Maintenance, &["init", "--kdf-memory-kib", "64"]);
+    let src = site.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("data"), noise(200_000, 5)).unwrap();
+    site.ok(As::Host, &["backup", src.to_str().unwrap()]);
+
+    // One pack's lock is shortened to an hour (governance mode lets a privileged user do it),
+    // and an attacker puts unlocked garbage on top of it.
+    let shortened = site.boto(
+        "key = [o['Key'] for o in s3.list_objects_v2(Bucket=bucket)['Contents'] if '/data/' in o['Key']][0]\n\
+         v = s3.list_object_versions(Bucket=bucket, Prefix=key)['Versions'][0]['VersionId']\n\
+         soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)\n\
+         s3.put_object_retention(Bucket=bucket, Key=key, VersionId=v, BypassGovernanceRetention=True,\n\
+             Retention={'Mode': 'GOVERNANCE', 'RetainUntilDate': soon})\n\
+         s3.put_object(Bucket=bucket, Key=key, Body=b'garbage')\n\
+         print(key, v)",
+    );
+    let (key, version) = shortened.trim().split_once(' ').unwrap();
+
+    let pruned: Value =
+        serde_json::from_str(&site.ok(As::Maintenance, &["--json", "prune"])).unwrap();
+    assert_eq!(pruned["locks_renewed"], 1, "{pruned}");
+    assert_eq!(pruned["unlocked_versions"], 1, "{pruned}");
+    let until = site.boto(&format!(
+        "h = s3.head_object(Bucket=bucket, Key={key:?}, VersionId={version:?})\n\
+         left = h['ObjectLockRetainUntilDate'] - datetime.datetime.now(datetime.timezone.utc)\n\
+         print(int(left.total_seconds()))"
+    ));
+    let left: i64 = until.trim().parse().unwrap();
+    assert!(
+        left > 47 * 3600,
+        "renewed to a full retention: {left} s left"
+    );
+
+    // Credentials that may delete still cannot delete a locked version.
+    let refused = site.boto(&format!(
+        "try:\n    s3.delete_object(Bucket=bucket, Key={key:?}, VersionId={version:?})\n    print('deleted')\n\
+         except Exception as e:\n    print('refused', e)"
+    ));
+    assert!(refused.starts_with("refused"), "{refused}");
+    // And the good version still restores.
+    site.ok(
+        As::Maintenance,
+        &[
+            "restore",
+            "latest",
+            "--verify",
+            "--target",
+            site.path("back").to_str().unwrap(),
+        ],
+    );
 }

@@ -119,6 +119,16 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
                         m.paths.join(", ")
                     );
                 }
+                if let Some(why) = &r.anchors.anchors_skipped {
+                    eprintln!("snapshots not compared with the log: {why}");
+                }
+                if r.anchors.pending_commits > 0 {
+                    eprintln!(
+                        "{} backup commits are younger than a backup session and have no snapshot \
+                         yet; a later verify judges them",
+                        r.anchors.pending_commits
+                    );
+                }
                 if r.is_intact() {
                     outln!(
                         "audit log intact: {} entries, head {}; {} snapshots anchor it",

@@ -37,7 +37,21 @@ pub fn run(ctx: &Context, g: &Global, a: &CheckArgs) -> Result<Exit> {
         (false, Some(p)) => ReadData::Subset(p),
         _ => ReadData::None,
     };
-    let report = ctx.rt.block_on(check(repo, read, &crate::stop::token()))?;
+    let locked_until = match &a.locked_until {
+        Some(t) => Some(crate::exit::option_value(
+            "--locked-until",
+            locked_until(t),
+        )?),
+        None => None,
+    };
+    let store = repo.store().clone();
+    let mut report = ctx.rt.block_on(check(repo, read, &crate::stop::token()))?;
+    if let Some(at_least) = locked_until {
+        report.add(
+            ctx.rt
+                .block_on(drvault_repo::check::lock_findings(&store, at_least))?,
+        );
+    }
     if g.json && copies.is_some() {
         outln!(
             "{}",
@@ -133,4 +147,12 @@ fn print_copies(r: &ReplicaReport) {
             " (lists and sizes)"
         }
     );
+}
+
+/// `--locked-until`: a time, a date, or a duration from now ("30d").
+fn locked_until(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(d) = crate::duration::parse(text) {
+        return Ok(chrono::Utc::now() + chrono::Duration::from_std(d)?);
+    }
+    crate::timefmt::parse(text, crate::timefmt::DateMeans::StartOfDay)
 }

@@ -34,7 +34,11 @@ pub fn run(ctx: &Context, g: &Global, a: &PruneArgs) -> Result<Exit> {
     } else if !g.quiet {
         print(&r, secs);
     }
-    Ok(Exit::Ok)
+    Ok(if r.lock_failures.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Partial
+    })
 }
 
 fn plural(n: u64, one: &str) -> String {
@@ -113,6 +117,16 @@ fn print(r: &PruneReport, secs: f64) {
             plural(r.marks_swept.len() as u64, "mark"),
             r.indexes_rewritten
         );
+    }
+    if r.locks_renewed > 0 || r.unlocked_versions > 0 {
+        outln!(
+            "renewed the lock of {} object versions; {} versions without a lock were left alone",
+            r.locks_renewed,
+            r.unlocked_versions
+        );
+    }
+    for f in &r.lock_failures {
+        eprintln!("locks not renewed on {f}: run prune again before half the retention is gone");
     }
     if r.sessions_removed > 0 {
         outln!(

@@ -40,9 +40,25 @@ pub fn run(ctx: &Context, g: &Global) -> Result<Exit> {
                     .map(|e| format!("  ({e})"))
                     .unwrap_or_default()
             );
+            if let Some(lock) = &s.lock {
+                outln!(
+                    "{:<12} object lock {lock}; the first lock ends {}{}",
+                    "",
+                    s.lock_shortest
+                        .as_deref()
+                        .unwrap_or("(no object is locked)"),
+                    if s.unlocked > 0 {
+                        format!("; {} objects are not locked", s.unlocked)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
         }
     }
-    let degraded = statuses.iter().any(|s| !s.reachable || s.owes > 0);
+    let degraded = statuses
+        .iter()
+        .any(|s| !s.reachable || s.owes > 0 || s.unlocked > 0);
     Ok(if degraded { Exit::Partial } else { Exit::Ok })
 }
 

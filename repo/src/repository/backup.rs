@@ -135,17 +135,23 @@ impl Repository {
         failpoint::hit("backup.before-commit").await;
         session.confirm()?;
         let mut snapshot = snapshot.clone();
-        let (anchor, unrecorded) =
-            match audit::append(self, "snapshot.commit", commit_details(&snapshot), "ok").await {
-                Ok(entry) => (Some(entry.anchor()), None),
-                Err(e) => {
-                    tracing::warn!(
-                        "the audit log did not take this backup's commit ({e}); the snapshot is \
+        let (anchor, unrecorded) = match audit::append(
+            self,
+            "snapshot.commit",
+            commit_details(&snapshot, session),
+            "ok",
+        )
+        .await
+        {
+            Ok(entry) => (Some(entry.anchor()), None),
+            Err(e) => {
+                tracing::warn!(
+                    "the audit log did not take this backup's commit ({e}); the snapshot is \
                          written without its audit anchor"
-                    );
-                    (None, Some(e.to_string()))
-                }
-            };
+                );
+                (None, Some(e.to_string()))
+            }
+        };
         snapshot.audit = anchor;
         snapshot.version = if anchor.is_some() {
             SNAPSHOT_VERSION
@@ -251,7 +257,7 @@ pub struct Committed {
 
 /// What a `snapshot.commit` entry says: enough to name the backup without its ID (which the
 /// entry cannot hold: the snapshot's bytes include the entry's hash).
-fn commit_details(s: &Snapshot) -> serde_json::Value {
+fn commit_details(s: &Snapshot, session: &Session) -> serde_json::Value {
     let time = chrono::DateTime::from_timestamp_nanos(s.time_ns)
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     serde_json::json!({
@@ -263,5 +269,6 @@ fn commit_details(s: &Snapshot) -> serde_json::Value {
         "files": s.summary.files_new + s.summary.files_changed + s.summary.files_unchanged,
         "bytes_total": s.summary.bytes_total,
         "bytes_added": s.summary.bytes_added,
+        "session": session.name(),
     })
 }

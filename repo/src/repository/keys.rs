@@ -88,7 +88,9 @@ impl Repository {
     /// Removes the key slot whose id starts with `prefix`. The last slot cannot be removed.
     /// Recorded in the audit log (`key.remove`).
     pub async fn remove_key_slot(&self, prefix: &str) -> Result<String> {
-        self.store.ensure_deletable("key remove").await?;
+        self.store
+            .ensure_deletable("key remove", &[paths::KEYS])
+            .await?;
         audit::ready(self, "key.remove").await?;
         let removed = self.delete_key_slot(prefix).await;
         audit::record_outcome(
@@ -150,7 +152,9 @@ impl Repository {
         new: &[u8],
         kdf: KdfParams,
     ) -> Result<(String, String)> {
-        self.store.ensure_deletable("key passwd").await?;
+        self.store
+            .ensure_deletable("key passwd", &[paths::KEYS])
+            .await?;
         audit::ready(self, "key.passwd").await?;
         let changed = self.rewrap_slot(old, new, kdf).await;
         audit::record_outcome(
@@ -313,7 +317,9 @@ impl Repository {
         credential: &drvault_keyring::Credential,
         kdf: KdfParams,
     ) -> Result<(u32, usize)> {
-        self.store.ensure_deletable("key rotate --master").await?;
+        self.store
+            .ensure_deletable("key rotate --master", &[paths::KEYS, paths::KEYRING])
+            .await?;
         audit::ready(self, "key.rotate_master").await?;
         let rotated = self.replace_master(credential, kdf).await;
         audit::record_outcome(self, "key.rotate_master", rotated, |(epoch, removed)| {

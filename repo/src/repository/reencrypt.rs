@@ -60,7 +60,12 @@ impl Repository {
         cancel: &Cancel,
     ) -> Result<ReencryptReport> {
         let started = std::time::Instant::now();
-        self.store.ensure_deletable("key reencrypt").await?;
+        self.store
+            .ensure_deletable(
+                "key reencrypt",
+                &[paths::DATA, paths::INDEX, paths::SNAPSHOTS, paths::KEYRING],
+            )
+            .await?;
         audit::ready(self, "key.reencrypt").await?;
         let done = async {
             let mut lease = Lease::acquire(&self.store, "re-encryption", LEASE_TTL).await?;
@@ -328,12 +333,13 @@ impl Repository {
             .filter(|n| !under_old(n) && epochs.contains_key(*n))
         {
             let s = self.load_snapshot(name).await?;
-            current.insert(*blake3::hash(&encode(&s)).as_bytes());
+            current.insert(*blake3::hash(&s.encode()).as_bytes());
         }
         for name in snaps.iter().filter(|n| under_old(n)) {
             lease.keep_alive(&self.store).await?;
             let snap = self.load_snapshot(name).await?;
-            let plain = encode(&snap);
+            // The snapshot's own codec: a version 1 snapshot keeps its version 1 bytes.
+            let plain = snap.encode();
             if current.insert(*blake3::hash(&plain).as_bytes()) {
                 let sealed = self.seal_object(ObjectKind::Snapshot, &plain)?;
                 let new_name = paths::snapshot(&Id::of_stored(&sealed));

@@ -122,6 +122,12 @@ pub struct PruneReport {
     pub indexes_consolidated: u64,
     /// Session objects of backups that are over (ended on append-only hosts, or crashed).
     pub sessions_removed: usize,
+    /// Object versions on locked targets whose retention was renewed (docs/OPERATIONS.md).
+    pub locks_renewed: u64,
+    /// Versions on locked targets without a lock (someone else's writes), left alone.
+    pub unlocked_versions: u64,
+    /// Locked targets whose locks could not be renewed, and why.
+    pub lock_failures: Vec<String>,
     /// Marks whose packs were deleted (and which were then deleted themselves).
     pub marks_swept: Vec<String>,
     /// Marks left for a later prune.
@@ -237,7 +243,12 @@ impl Repository {
             ..Default::default()
         };
         if !opts.dry_run {
-            self.store.ensure_deletable("prune").await?;
+            self.store
+                .ensure_deletable(
+                    "prune",
+                    &[paths::DATA, paths::INDEX, paths::PRUNE, "locks/"],
+                )
+                .await?;
             crate::audit::ready(self, "data.prune").await?;
         }
         let outcome = self.prune_unrecorded(opts, &mut r).await;
@@ -284,11 +295,15 @@ impl Repository {
             if !self.keyring_is_current().await? {
                 return Err(Error::KeyringChanged);
             }
+            // Locks first: whatever stops the prune below (a damaged mark, an unreadable
+            // snapshot) must not stop the renewals that keep the repository locked.
+            self.renew_locks(&lease, report).await;
             self.prune_locked(Some(&mut lease), opts, report).await?;
             match crate::lease::remove_ended_sessions(&self.store).await {
                 Ok(n) => report.sessions_removed = n,
                 Err(e) => tracing::info!("ended backup sessions not removed ({e}); next time"),
             }
+
             // What was deleted is reported (and audited) whatever becomes of the merge.
             match self.consolidate_index(&mut Some(&mut lease)).await {
                 Ok(n) => report.indexes_consolidated = n,
@@ -302,6 +317,30 @@ impl Repository {
         let released = lease.release(&self.store).await;
         result?;
         released
+    }
+
+    /// Renews the locks on every locked target (docs/OPERATIONS.md, "Object lock"); a
+    /// failure is reported, not the prune's.
+    async fn renew_locks(&self, lease: &Lease, report: &mut PruneReport) {
+        for t in self.store.targets() {
+            let Some(lock) = t.lock() else { continue };
+            let renewed = match lease.keep_alive(&self.store).await {
+                Ok(()) => crate::lock::renew(t, lock).await,
+                Err(e) => Err(e),
+            };
+            match renewed {
+                Ok(r) => {
+                    report.locks_renewed += r.renewed;
+                    report.unlocked_versions += r.unlocked;
+                }
+                Err(e) => {
+                    tracing::warn!("locks on target {} not renewed: {e}", t.name());
+                    report
+                        .lock_failures
+                        .push(format!("target {}: {e}", t.name()));
+                }
+            }
+        }
     }
 
     async fn prune_locked(

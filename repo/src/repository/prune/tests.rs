@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::*;
 use crate::blob::BlobSealer;
 use crate::check::{check, ReadData};
+use crate::format::encode;
 use crate::format::{Node, NodeKind, Summary, TREE_VERSION};
 use crate::lease::{Session, SESSION_STALE_AFTER};
 
