@@ -25,6 +25,9 @@ pub struct Store {
     owed: Mutex<Vec<(String, String)>>,
     /// See [`Store::hidden`].
     hidden: Mutex<Vec<(String, String, String)>>,
+    /// Objects whose history held no intact version in this process: not searched again (a
+    /// restore reads a damaged pack once per blob).
+    no_history: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Clone for Store {
@@ -34,6 +37,7 @@ impl Clone for Store {
             write_quorum: self.write_quorum,
             owed: Mutex::new(self.owed()),
             hidden: Mutex::new(self.hidden()),
+            no_history: Mutex::default(),
         }
     }
 }
@@ -158,6 +162,7 @@ impl Store {
             write_quorum,
             owed: Mutex::default(),
             hidden: Mutex::default(),
+            no_history: Mutex::default(),
         })
     }
 
@@ -168,6 +173,7 @@ impl Store {
             write_quorum: 1,
             owed: Mutex::default(),
             hidden: Mutex::default(),
+            no_history: Mutex::default(),
         }
     }
 
@@ -301,6 +307,10 @@ impl Store {
         // bookkeeping are never taken from history (a released lease would come back).
         let last = name.rsplit('/').next().unwrap_or(name);
         Id::from_hex(last)?;
+        if self.no_history.lock().ok()?.contains(name) {
+            return None;
+        }
+        let mut failed = false;
         for t in self.read_order() {
             let Some(lock) = t.lock() else { continue };
             match lock.intact_version(name, &accept).await {
@@ -318,7 +328,15 @@ impl Store {
                     return Some(bytes);
                 }
                 Ok(None) => {}
-                Err(e) => tracing::info!("versions of {name} on target {}: {e}", t.name()),
+                Err(e) => {
+                    tracing::info!("versions of {name} on target {}: {e}", t.name());
+                    failed = true;
+                }
+            }
+        }
+        if !failed {
+            if let Ok(mut missed) = self.no_history.lock() {
+                missed.insert(name.to_string());
             }
         }
         None
@@ -328,6 +346,9 @@ impl Store {
     pub fn clear_hidden(&self) {
         if let Ok(mut h) = self.hidden.lock() {
             h.clear();
+        }
+        if let Ok(mut m) = self.no_history.lock() {
+            m.clear();
         }
     }
 
