@@ -341,6 +341,7 @@ impl Config {
     fn validate_all(&self) -> Result<()> {
         self.validate()?;
         self.jobs()?;
+        self.validate_lock_renewal()?;
         self.agent.metrics_address()?;
         self.tuning()?;
         self.keys.policy()?;
@@ -402,6 +403,44 @@ impl Config {
     }
 
     /// The `[[jobs]]`, validated.
+    /// The object lock rule (docs/DECISIONS.md, "Object lock"): prune renews locks, so the
+    /// agent's prune jobs must run at least every quarter of the shortest retention. Without
+    /// prune jobs here, prune runs elsewhere (cron, a maintenance host) and is not checked.
+    fn validate_lock_renewal(&self) -> Result<()> {
+        let Some(shortest) = self
+            .targets
+            .iter()
+            .filter_map(|t| t.lock().ok().flatten())
+            .min_by_key(|p| p.retention)
+        else {
+            return Ok(());
+        };
+        let every = shortest.renewal_interval();
+        let limit = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+        let now = chrono::Local::now();
+        for job in self.jobs()? {
+            if job.config.kind != jobs::JobKind::Prune {
+                continue;
+            }
+            let gap = job
+                .schedule
+                .longest_gap(&now, chrono::Duration::days(400), 20_000);
+            if gap.is_none_or(|g| g > limit) {
+                bail!(
+                    "job {:?} prunes at most every {}, but the object lock of {} days needs a \
+                     prune at least every {} (a quarter of the retention: prune renews the locks, \
+                     and one failed run must do no harm); schedule it more often or lengthen \
+                     object_lock_retention",
+                    job.config.name,
+                    gap.map_or("never".to_string(), |g| format!("{} h", g.num_hours())),
+                    shortest.retention.as_secs() / 86_400,
+                    format_args!("{} h", every.as_secs() / 3600)
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn jobs(&self) -> Result<Vec<Job>> {
         let plans: Vec<String> = self.drills.iter().map(|d| d.name.clone()).collect();
         jobs::validate_jobs(&self.jobs, &plans)
@@ -495,6 +534,35 @@ pub fn locate(explicit: Option<&Path>, is_root: bool) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    fn config(text: &str) -> anyhow::Result<super::Config> {
+        let c: super::Config = toml::from_str(text)?;
+        c.validate_all()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn a_lock_needs_prune_jobs_every_quarter_retention() {
+        let target =
+            "[[targets]]\nname = \"s3\"\nurl = \"s3://b/p\"\nobject_lock_mode = \"compliance\"\n";
+        let job = |schedule: &str| {
+            format!("[[jobs]]\nname = \"prune\"\nkind = \"prune\"\nschedule = \"{schedule}\"\n")
+        };
+        // 30 days: a weekly prune is enough, a monthly one is not.
+        let thirty = format!("{target}object_lock_retention = \"30d\"\n");
+        config(&format!("{thirty}{}", job("0 0 3 * * sun"))).expect("weekly is enough");
+        let err =
+            config(&format!("{thirty}{}", job("0 0 3 1 * *"))).expect_err("monthly is not enough");
+        assert!(
+            format!("{err:#}").contains("at least every 180 h"),
+            "{err:#}"
+        );
+        // Too short or too long a retention, or half the settings, are refused outright.
+        for bad in ["1d", "20000d"] {
+            assert!(config(&format!("{target}object_lock_retention = \"{bad}\"\n")).is_err());
+        }
+        assert!(config(target).is_err());
+    }
+
     #[test]
     fn object_store_credential_aliases_count_as_secrets() {
         for key in [

@@ -4,8 +4,14 @@
 //!
 //! Fields: [second] minute hour day-of-month month day-of-week. Each is `*`, a value, a range
 //! `a-b`, a step `*/n`, `a-b/n` or `a/n`, or a comma list of those; months and weekdays also
-//! take English names (`jan`, `mon`), and weekday 7 is Sunday like 0. As in cron, when both
-//! day fields are restricted a day matches if either does.
+//! take English names (`jan`, `mon`), and weekday 7 is Sunday like 0. As in Vixie cron, when
+//! both day fields are restricted a day matches if either does, and a field that starts with
+//! `*` (`*`, `*/2`) does not count as restricted.
+//!
+//! Daylight-saving changes, as Vixie cron handles them: a schedule at a fixed time (minute and
+//! hour not starting with `*`) that falls in the hour skipped in spring runs right after the
+//! change, and in the hour repeated in autumn runs once; schedules with `*` in the minute or
+//! hour run by the wall clock.
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike};
@@ -20,6 +26,8 @@ pub struct Schedule {
     weekdays: u64,
     days_restricted: bool,
     weekdays_restricted: bool,
+    /// Minute and hour are fixed (neither starts with `*`): a run at a fixed wall-clock time.
+    fixed_time: bool,
 }
 
 const MONTHS: [&str; 12] = [
@@ -171,8 +179,9 @@ impl std::str::FromStr for Schedule {
             days,
             months,
             weekdays,
-            days_restricted: fields[3] != "*",
-            weekdays_restricted: fields[5] != "*",
+            days_restricted: !fields[3].starts_with('*'),
+            weekdays_restricted: !fields[5].starts_with('*'),
+            fixed_time: !fields[1].starts_with('*') && !fields[2].starts_with('*'),
         })
     }
 }
@@ -192,7 +201,8 @@ impl Schedule {
     }
 
     /// The first time strictly after `after` that the schedule names, in `after`'s time zone.
-    /// A local time skipped by a daylight-saving change is not run; a repeated one runs once.
+    /// A fixed time skipped by a daylight-saving change runs at the first instant after the
+    /// change; a fixed time repeated by one runs once (see the module documentation).
     /// `None` only for a schedule that never fires (such as 31 February).
     pub fn next_after<Tz: TimeZone>(&self, after: &DateTime<Tz>) -> Option<DateTime<Tz>> {
         let tz = after.timezone();
@@ -229,13 +239,35 @@ impl Schedule {
                 continue;
             }
             match tz.from_local_datetime(&t) {
-                chrono::LocalResult::Single(dt) => return Some(dt),
-                chrono::LocalResult::Ambiguous(first, second) => {
-                    if first > *after {
-                        return Some(first);
-                    }
+                chrono::LocalResult::Single(dt) if dt > *after => return Some(dt),
+                chrono::LocalResult::Single(_) => {}
+                chrono::LocalResult::Ambiguous(first, _) if first > *after => return Some(first),
+                // The repeated hour's second pass: a fixed time has run already.
+                chrono::LocalResult::Ambiguous(_, second) if !self.fixed_time => {
                     if second > *after {
                         return Some(second);
+                    }
+                }
+                chrono::LocalResult::Ambiguous(..) => {}
+                chrono::LocalResult::None if self.fixed_time => {
+                    // Skipped by the clock moving forward: run when the clock resumes.
+                    let mut resume = t;
+                    for _ in 0..(4 * 60) {
+                        resume += Duration::minutes(1);
+                        let resumed = match tz.from_local_datetime(&resume) {
+                            chrono::LocalResult::Single(dt) => Some(dt),
+                            chrono::LocalResult::Ambiguous(first, _) => Some(first),
+                            chrono::LocalResult::None => None,
+                        };
+                        if let Some(dt) = resumed {
+                            // The first instant of the new time, to the minute.
+                            let start = dt.clone() - Duration::seconds(i64::from(dt.second()));
+                            let at = if start > *after { start } else { dt };
+                            if at > *after {
+                                return Some(at);
+                            }
+                            break;
+                        }
                     }
                 }
                 chrono::LocalResult::None => {}
@@ -243,6 +275,30 @@ impl Schedule {
             t += Duration::seconds(1);
         }
         None
+    }
+}
+
+impl Schedule {
+    /// The longest time between two runs over the next `horizon` from `from` (the first run
+    /// counts from `from`), looking at no more than `max_runs` runs: `None` when it never fires.
+    pub fn longest_gap<Tz: TimeZone>(
+        &self,
+        from: &DateTime<Tz>,
+        horizon: Duration,
+        max_runs: usize,
+    ) -> Option<Duration> {
+        let end = from.clone() + horizon;
+        let mut last = from.clone();
+        let mut longest = Duration::zero();
+        for _ in 0..max_runs {
+            let next = self.next_after(&last)?;
+            longest = longest.max(next.clone() - last.clone());
+            if next > end {
+                break;
+            }
+            last = next;
+        }
+        Some(longest)
     }
 }
 
@@ -341,6 +397,132 @@ mod tests {
             next("0 0 0 29 2 *", "2026-03-01T00:00:00Z"),
             "2028-02-29T00:00:00"
         );
+    }
+
+    #[test]
+    fn a_step_in_a_day_field_does_not_restrict_it_as_in_vixie_cron() {
+        // "*/2" days and Fridays: Vixie cron treats "*/2" as unrestricted, so both must match
+        // (an odd day that is a Friday), not either.
+        assert_eq!(
+            next("0 0 0 */2 * fri", "2026-11-27T00:00:00Z"),
+            "2026-12-11T00:00:00"
+        );
+    }
+
+    /// A zone one hour ahead of UTC that moves its clocks forward at 2026-03-29 01:00 UTC
+    /// (02:00 becomes 03:00) and back at 2026-10-25 01:00 UTC (03:00 becomes 02:00): central
+    /// Europe's rule for 2026.
+    #[derive(Debug, Clone, Copy)]
+    struct Cet;
+
+    fn cet_offset(utc: &NaiveDateTime) -> chrono::FixedOffset {
+        let spring = NaiveDate::from_ymd_opt(2026, 3, 29)
+            .and_then(|d| d.and_hms_opt(1, 0, 0))
+            .expect("date");
+        let autumn = NaiveDate::from_ymd_opt(2026, 10, 25)
+            .and_then(|d| d.and_hms_opt(1, 0, 0))
+            .expect("date");
+        let hours = if *utc >= spring && *utc < autumn {
+            2
+        } else {
+            1
+        };
+        chrono::FixedOffset::east_opt(hours * 3600).expect("offset")
+    }
+
+    impl TimeZone for Cet {
+        type Offset = chrono::FixedOffset;
+        fn from_offset(_: &chrono::FixedOffset) -> Self {
+            Cet
+        }
+        fn offset_from_local_date(
+            &self,
+            _: &NaiveDate,
+        ) -> chrono::LocalResult<chrono::FixedOffset> {
+            chrono::LocalResult::None
+        }
+        fn offset_from_local_datetime(
+            &self,
+            local: &NaiveDateTime,
+        ) -> chrono::LocalResult<chrono::FixedOffset> {
+            let fits: Vec<chrono::FixedOffset> = [1, 2]
+                .iter()
+                .filter_map(|h| chrono::FixedOffset::east_opt(h * 3600))
+                .filter(|o| {
+                    cet_offset(&(*local - Duration::seconds(i64::from(o.local_minus_utc())))) == *o
+                })
+                .collect();
+            match fits.as_slice() {
+                [one] => chrono::LocalResult::Single(*one),
+                // The earlier instant has the larger offset.
+                [a, b] if a.local_minus_utc() > b.local_minus_utc() => {
+                    chrono::LocalResult::Ambiguous(*a, *b)
+                }
+                [a, b] => chrono::LocalResult::Ambiguous(*b, *a),
+                _ => chrono::LocalResult::None,
+            }
+        }
+        fn offset_from_utc_date(&self, _: &NaiveDate) -> chrono::FixedOffset {
+            chrono::FixedOffset::east_opt(3600).expect("offset")
+        }
+        fn offset_from_utc_datetime(&self, utc: &NaiveDateTime) -> chrono::FixedOffset {
+            cet_offset(utc)
+        }
+    }
+
+    fn next_cet(schedule: &str, after_utc: &str) -> String {
+        let s: Schedule = schedule.parse().expect("valid schedule");
+        let after = at(after_utc).with_timezone(&Cet);
+        s.next_after(&after)
+            .expect("fires")
+            .with_timezone(&Utc)
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    }
+
+    #[test]
+    fn a_fixed_time_skipped_in_spring_runs_when_the_clock_resumes() {
+        // 02:30 does not exist on 29 March: the daily run happens at 03:00 CEST (01:00 UTC).
+        assert_eq!(
+            next_cet("0 30 2 * * *", "2026-03-28T23:00:00Z"),
+            "2026-03-29T01:00:00Z"
+        );
+        // And the day after at 02:30 CEST again.
+        assert_eq!(
+            next_cet("0 30 2 * * *", "2026-03-29T01:00:00Z"),
+            "2026-03-30T00:30:00Z"
+        );
+        // A schedule by the wall clock simply goes on in the new time.
+        assert_eq!(
+            next_cet("0 */15 * * * *", "2026-03-29T00:50:00Z"),
+            "2026-03-29T01:00:00Z"
+        );
+    }
+
+    #[test]
+    fn a_fixed_time_repeated_in_autumn_runs_once() {
+        // 02:30 happens twice on 25 October: first at 02:30 CEST (00:30 UTC) ...
+        assert_eq!(
+            next_cet("0 30 2 * * *", "2026-10-24T23:00:00Z"),
+            "2026-10-25T00:30:00Z"
+        );
+        // ... and not again at 02:30 CET (01:30 UTC), even asked from between the two.
+        assert_eq!(
+            next_cet("0 30 2 * * *", "2026-10-25T01:10:00Z"),
+            "2026-10-26T01:30:00Z"
+        );
+    }
+
+    #[test]
+    fn the_longest_gap_between_runs_is_measured() {
+        let s: Schedule = "0 0 3 * * sun".parse().expect("parses");
+        let from = at("2026-12-03T00:00:00Z");
+        assert_eq!(
+            s.longest_gap(&from, Duration::days(60), 100),
+            Some(Duration::days(7))
+        );
+        let never: Schedule = "0 0 0 31 2 *".parse().expect("parses");
+        assert_eq!(never.longest_gap(&from, Duration::days(60), 100), None);
     }
 
     #[test]

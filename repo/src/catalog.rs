@@ -17,7 +17,6 @@ pub struct Catalog {
 }
 
 const SCHEMA: &str = "
-PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS index_objects (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS index_packs (
@@ -80,8 +79,28 @@ impl Catalog {
     }
 
     fn try_open(path: &Path) -> rusqlite::Result<Self> {
+        // Setting the journal mode needs the database to itself and does not wait for a busy
+        // one: set it only once (it persists), and retry an open that finds the file busy
+        // (an agent's jobs and a command open it at the same moments).
+        let mut tries = 0;
+        loop {
+            match Self::try_open_once(path) {
+                Err(e) if is_busy(&e) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_open_once(path: &Path) -> rusqlite::Result<Self> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.execute_batch("PRAGMA journal_mode = WAL;")?;
+        }
         conn.execute_batch(SCHEMA)?;
         Ok(Catalog {
             conn,
@@ -369,6 +388,14 @@ impl Catalog {
         }
         Ok(out)
     }
+}
+
+/// Whether SQLite says another connection holds the file (try again shortly).
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Whether SQLite says the file is damaged or not a database at all (as opposed to busy,

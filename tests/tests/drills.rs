@@ -354,9 +354,17 @@ fn the_report_lists_the_drills_and_renders_in_a_real_browser() {
     assert_eq!(r["drills"].as_array().unwrap().len(), 2);
     assert_eq!(r["drills_passed"], 1);
     assert_eq!(r["audit_log"]["intact"], true);
+    // Local targets have no object lock, and the report says what that means.
+    let immutability = r["immutability"].as_array().unwrap();
+    assert_eq!(immutability.len(), 2, "{r}");
+    assert!(immutability.iter().all(|t| t["lock"].is_null()));
     let md = String::from_utf8(site.drtest(&["report", "--period", &year]).stdout).unwrap();
     assert!(
         md.contains("| quarterly | PASS |") && md.contains("| tight | FAIL |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("## Immutability") && md.contains("no object lock"),
         "{md}"
     );
     // A period without drills has none.

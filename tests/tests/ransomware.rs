@@ -90,6 +90,25 @@ impl Site {
         self.dir.path().join(rel)
     }
 
+    /// `drtest` as the maintenance host.
+    fn drtest(&self, args: &[&str]) -> Output {
+        let (access, secret) = &self.server.iam.as_ref().unwrap().maintenance;
+        Command::new(drvault_tests::drtest_bin())
+            .arg("--config")
+            .arg(self.path("drvault.toml"))
+            .arg("--state-dir")
+            .arg(self.path("state-maintenance"))
+            .args(args)
+            .env("DRVAULT_PASSWORD", PASSWORD)
+            .env("AWS_ACCESS_KEY_ID", access)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env_remove("DRVAULT_REPO")
+            .env_remove("DRVAULT_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap()
+    }
+
     fn run(&self, who: As, args: &[&str]) -> Output {
         let iam = self.server.iam.as_ref().unwrap();
         let (access, secret) = match who {
@@ -250,6 +269,21 @@ fn an_attacker_with_a_hosts_credentials_cannot_destroy_a_locked_repository() {
     assert_eq!(targets[0]["lock"], "compliance 30d", "{targets}");
     assert_eq!(targets[0]["unlocked"], 0, "{targets}");
     site.ok(As::Maintenance, &["check", "--locked-until", "29d"]);
+    // The auditors' report has the same in its "Immutability" section.
+    let snaps: Value =
+        serde_json::from_str(&site.ok(As::Maintenance, &["snapshots", "--json"])).unwrap();
+    let year = snaps[0]["time"].as_str().unwrap()[..4].to_string();
+    let report = site.drtest(&["report", "--period", &year, "--format", "json"]);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let report: Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(
+        report["immutability"][0]["lock"], "compliance 30d",
+        "{report}"
+    );
 
     // The attacker deletes everything: refused. Then overwrites every object with garbage.
     let attacker = site.as_attacker();

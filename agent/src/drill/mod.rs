@@ -184,8 +184,30 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) 
                             .catalog_mismatches
                             .first()
                             .map(|(seq, why)| format!("entry {seq}: {why}"))
+                    })
+                    .or_else(|| {
+                        verified.anchors.broken_anchors.first().map(|b| {
+                            format!(
+                                "cut or rewritten: snapshot {} names entry {}: {}",
+                                b.snapshot, b.seq, b.reason
+                            )
+                        })
+                    })
+                    .or_else(|| {
+                        verified.anchors.missing_snapshots.first().map(|m| {
+                            format!(
+                                "snapshot recorded by entry {} ({}, {}) is missing",
+                                m.commit, m.host, m.time
+                            )
+                        })
                     }),
             };
+            // Each target's object lock, as `targets` surveys it.
+            let (statuses, _) = ctx.rt.block_on(drvault_repo::sync::survey(repo.store()));
+            let immutability: Vec<serde_json::Value> = statuses
+                .iter()
+                .map(|s| serde_json::to_value(s).unwrap_or_default())
+                .collect();
             let times: Vec<i64> = ctx
                 .rt
                 .block_on(repo.snapshots())?
@@ -217,6 +239,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) 
                 &times,
                 status,
                 runs.as_deref(),
+                immutability,
             );
             // The global --json means JSON, whatever --format says.
             let format = if g.json {

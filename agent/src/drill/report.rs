@@ -79,6 +79,9 @@ pub struct Report {
     /// Whether a job history was found (it lives on the agent's host).
     pub job_history: bool,
     pub audit_log: AuditStatus,
+    /// Per target: its object lock (`lock`, `lock_shortest`, `unlocked`) as `targets` reports
+    /// it, or none.
+    pub immutability: Vec<Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,6 +155,7 @@ pub fn build(
     snapshot_times_ns: &[i64],
     audit_log: AuditStatus,
     job_runs: Option<&[crate::history::Run]>,
+    immutability: Vec<Value>,
 ) -> Report {
     use crate::history::{success_rate, RunResult};
     let in_range = |t: f64| {
@@ -227,7 +231,35 @@ pub fn build(
         repository,
         period,
         audit_log,
+        immutability,
     }
+}
+
+/// One line per target for the "Immutability" section.
+fn immutability_lines(r: &Report) -> Vec<String> {
+    r.immutability
+        .iter()
+        .map(|t| {
+            let name = t["name"].as_str().unwrap_or("?");
+            match t["lock"].as_str() {
+                Some(lock) => {
+                    format!(
+                    "{name}: object lock {lock}; the first lock ends {}; {} objects not locked{}",
+                    t["lock_shortest"].as_str().unwrap_or("(no object is locked)"),
+                    t["unlocked"].as_u64().unwrap_or(0),
+                    t["error"]
+                        .as_str()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                )
+                }
+                None => format!(
+                    "{name}: no object lock (whoever holds this target's delete rights can \
+                     destroy its copies)"
+                ),
+            }
+        })
+        .collect()
 }
 
 fn success_text(r: &Report) -> String {
@@ -387,6 +419,10 @@ pub fn markdown(r: &Report) -> String {
             d["what"].as_str().unwrap_or("")
         );
     }
+    let _ = writeln!(o, "\n## Immutability (A1.2, CC6.1)\n");
+    for line in immutability_lines(r) {
+        let _ = writeln!(o, "- {line}");
+    }
     let _ = writeln!(o, "\n## Audit log integrity (CC7.2, PI1.5)\n");
     let _ = writeln!(
         o,
@@ -460,6 +496,7 @@ tr.fail td:nth-child(4){{color:#b71c1c;font-weight:bold}}.charts{{display:flex;g
 <h2>Integrity checks <small>(CC7.1, PI1.4)</small></h2><p>{checks}</p><ul>{check_items}</ul>\
 <h2>Key management <small>(CC6.1, C1.1)</small></h2><ul>{keys}</ul>\
 <h2>Secure disposal <small>(C1.2)</small></h2><ul id=\"disposal\">{disposal}</ul>\
+<h2>Immutability <small>(A1.2, CC6.1)</small></h2><ul id=\"immutability\">{immutability}</ul>\
 <h2>Audit log integrity <small>(CC7.2, PI1.5)</small></h2><p>{intact}: {entries} entries, head <code>{head}</code>.</p>\
 </body></html>\n",
         period = esc(&r.period.name),
@@ -487,6 +524,10 @@ tr.fail td:nth-child(4){{color:#b71c1c;font-weight:bold}}.charts{{display:flex;g
                 esc(d["time"].as_str().unwrap_or("")), d["seq"], esc(d["action"].as_str().unwrap_or("")),
                 esc(d["actor"].as_str().unwrap_or("")), esc(d["what"].as_str().unwrap_or("")))).collect()
         },
+        immutability = immutability_lines(r)
+            .iter()
+            .map(|l| format!("<li>{}</li>", esc(l)))
+            .collect::<String>(),
         intact = if r.audit_log.intact { "Intact" } else { "BROKEN" },
         entries = r.audit_log.entries,
         head = esc(r.audit_log.head.as_deref().unwrap_or("-")),
