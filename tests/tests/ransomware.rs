@@ -92,34 +92,17 @@ impl Site {
 
     /// `drtest` as the maintenance host.
     fn drtest(&self, args: &[&str]) -> Output {
-        let (access, secret) = &self.server.iam.as_ref().unwrap().maintenance;
-        Command::new(drvault_tests::drtest_bin())
-            .arg("--config")
-            .arg(self.path("drvault.toml"))
-            .arg("--state-dir")
-            .arg(self.path("state-maintenance"))
-            .args(args)
-            .env("DRVAULT_PASSWORD", PASSWORD)
-            .env("AWS_ACCESS_KEY_ID", access)
-            .env("AWS_SECRET_ACCESS_KEY", secret)
-            .env_remove("DRVAULT_REPO")
-            .env_remove("DRVAULT_CONFIG")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .output()
-            .unwrap()
+        self.command(drvault_tests::drtest_bin(), As::Maintenance, args)
     }
 
-    fn run(&self, who: As, args: &[&str]) -> Output {
+    /// `program` with this site's configuration, `who`'s state directory and storage key.
+    fn command(&self, program: PathBuf, who: As, args: &[&str]) -> Output {
         let iam = self.server.iam.as_ref().unwrap();
-        let (access, secret) = match who {
-            As::Host => &iam.host,
-            As::Maintenance => &iam.maintenance,
+        let ((access, secret), state) = match who {
+            As::Host => (&iam.host, "state-host"),
+            As::Maintenance => (&iam.maintenance, "state-maintenance"),
         };
-        let state = match who {
-            As::Host => "state-host",
-            As::Maintenance => "state-maintenance",
-        };
-        let out = Command::new(drvault_bin())
+        let out = Command::new(program)
             .arg("--config")
             .arg(self.path("drvault.toml"))
             .arg("--state-dir")
@@ -139,6 +122,10 @@ impl Site {
             "a secret leaked: {stderr}"
         );
         out
+    }
+
+    fn run(&self, who: As, args: &[&str]) -> Output {
+        self.command(drvault_bin(), who, args)
     }
 
     fn ok(&self, who: As, args: &[&str]) -> String {
