@@ -314,10 +314,7 @@ async fn heal_one(
     match (copied, targets[to].lock()) {
         (Ok(_), _) => Ok(()),
         // No other target has it intact: a locked target's own history may.
-        (Err(e), Some(lock)) => match lock
-            .intact_version(name, |b| content_matches_name(name, b))
-            .await?
-        {
+        (Err(e), Some(lock)) => match lock.intact_version(name).await? {
             Some((version, bytes)) => {
                 targets[to].put_replace(name, bytes).await?;
                 tracing::info!(

@@ -288,32 +288,22 @@ impl Store {
             })
             .await;
         match current {
-            Err(e) if is_damage(&e) && self.targets.iter().any(|t| t.lock().is_some()) => {
-                match self
-                    .read_history(name, |b| content_matches_name(name, b))
-                    .await
-                {
-                    Some(b) => Ok(b),
-                    None => Err(e),
-                }
-            }
+            Err(e) if is_damage(&e) => self.read_history(name).await.ok_or(e),
             other => other,
         }
     }
 
     /// The newest intact version of `name` on a locked target, noted in [`Self::hidden`].
-    async fn read_history(&self, name: &str, accept: impl Fn(&[u8]) -> bool) -> Option<Bytes> {
-        // Only an object named by its hash can be told intact: `config`, audit entries and
-        // bookkeeping are never taken from history (a released lease would come back).
-        let last = name.rsplit('/').next().unwrap_or(name);
-        Id::from_hex(last)?;
-        if self.no_history.lock().ok()?.contains(name) {
+    async fn read_history(&self, name: &str) -> Option<Bytes> {
+        if !self.targets.iter().any(|t| t.lock().is_some())
+            || self.no_history.lock().ok()?.contains(name)
+        {
             return None;
         }
         let mut failed = false;
         for t in self.read_order() {
             let Some(lock) = t.lock() else { continue };
-            match lock.intact_version(name, &accept).await {
+            match lock.intact_version(name).await {
                 Ok(Some((version, bytes))) => {
                     tracing::warn!(
                         "{name} on target {}: the current version is damaged or deleted; read \
@@ -420,7 +410,7 @@ impl Store {
             })
             .await;
         match current {
-            Err(e) if is_damage(&e) && self.targets.iter().any(|t| t.lock().is_some()) => {
+            Err(e) if is_damage(&e) => {
                 // Packs are read by ranges: once a version was found intact, its ranges.
                 if let Some((t, version)) = self.known_hidden(name) {
                     if let Some(lock) = t.lock() {
@@ -428,10 +418,7 @@ impl Store {
                         return use_bytes(bytes).await;
                     }
                 }
-                match self
-                    .read_history(name, |b| content_matches_name(name, b))
-                    .await
-                {
+                match self.read_history(name).await {
                     Some(b) => {
                         let (start, end) = (range.start as usize, range.end as usize);
                         match b.get(start..end) {

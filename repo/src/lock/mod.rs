@@ -114,20 +114,17 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// The newest version of `name` (current one included) whose bytes `accept` takes, with
+    /// The newest version of `name` (current one included) whose bytes hash to its name, with
     /// its version id: on a versioned, locked bucket an overwrite or a delete by someone else
-    /// only hides the good version. `None` when no version is accepted.
-    pub async fn intact_version(
-        &self,
-        name: &str,
-        accept: impl Fn(&[u8]) -> bool,
-    ) -> Result<Option<(String, bytes::Bytes)>> {
-        // Only an object named by its hash can be told intact: `config`, audit entries and
-        // bookkeeping are never taken from history.
+    /// only hides the good version. `None` when no version is intact, and for every object not
+    /// named by its hash (`config`, audit entries, bookkeeping): nothing could tell a good old
+    /// version from a stale one, and a released lease would come back.
+    pub async fn intact_version(&self, name: &str) -> Result<Option<(String, bytes::Bytes)>> {
         let last = name.rsplit('/').next().unwrap_or(name);
-        if crate::Id::from_hex(last).is_none() {
+        let Some(id) = crate::Id::from_hex(last) else {
             return Ok(None);
-        }
+        };
+        let accept = |b: &[u8]| crate::Id::of_stored(b) == id;
         for v in self.api.versions(name).await? {
             if v.delete_marker {
                 continue;
@@ -247,7 +244,7 @@ pub struct Renewal {
 /// good one must stay locked (it is what reads fall back to and `repair` restores), and an
 /// object hidden by a delete marker keeps its versions. Versions without a lock are not ours
 /// and are left alone. Maintenance runs this under its lease.
-pub async fn renew(_target: &crate::target::Target, lock: &Lock) -> Result<Renewal> {
+pub async fn renew(lock: &Lock) -> Result<Renewal> {
     use futures::{StreamExt, TryStreamExt};
     let now = chrono::Utc::now();
     let until = lock.policy.until(now);

@@ -325,7 +325,7 @@ impl Repository {
         for t in self.store.targets() {
             let Some(lock) = t.lock() else { continue };
             let renewed = match lease.keep_alive(&self.store).await {
-                Ok(()) => crate::lock::renew(t, lock).await,
+                Ok(()) => crate::lock::renew(lock).await,
                 Err(e) => Err(e),
             };
             match renewed {
