@@ -11,6 +11,11 @@
 //! ```
 //! The associated data is the 7 header bytes followed by a caller-given context (a blob's ID),
 //! so a ciphertext cannot be moved to another kind, epoch or blob.
+//!
+//! Format version 2 is the same envelope sealed to an epoch's X25519 public key by a writer that
+//! holds no secret key (a host key): 32 bytes of the writer's ephemeral public key follow the
+//! 7 header bytes, the nonce follows them, and the associated data is all 39 header bytes and
+//! the context. The AES key is derived from the X25519 shared secret ([`crate::sealing`]).
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -18,7 +23,11 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use crate::{random_bytes, Error, Key, Result};
 
 pub const FORMAT_VERSION: u8 = 1;
+/// An envelope sealed to a public key (the module documentation).
+pub const SEALED_TO_PUBLIC_VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 19;
+/// The header of a version 2 envelope: 7 bytes, the ephemeral public key, the nonce.
+pub const PUBLIC_HEADER_LEN: usize = 7 + 32 + 12;
 const TAG_LEN: usize = 16;
 /// Bytes an envelope adds to its payload.
 pub const ENVELOPE_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
@@ -36,6 +45,10 @@ pub enum ObjectKind {
     SlotWrap = 7,
     AuditEntry = 8,
     PruneMark = 9,
+    /// The host keyring (FORMAT.md section 6): what host key slots open.
+    HostKeyring = 10,
+    /// An index object sealed under its epoch's index key, which host keys hold too.
+    SharedIndex = 11,
 }
 
 impl ObjectKind {
@@ -50,6 +63,8 @@ impl ObjectKind {
             7 => ObjectKind::SlotWrap,
             8 => ObjectKind::AuditEntry,
             9 => ObjectKind::PruneMark,
+            10 => ObjectKind::HostKeyring,
+            11 => ObjectKind::SharedIndex,
             other => {
                 return Err(Error::Malformed {
                     what: "envelope",
@@ -71,14 +86,17 @@ pub struct Header {
 impl Header {
     /// Parses the header of a sealed object without opening it.
     pub fn parse(sealed: &[u8]) -> Result<Self> {
-        if sealed.len() < ENVELOPE_OVERHEAD {
+        let least = match sealed.first() {
+            Some(&FORMAT_VERSION) => ENVELOPE_OVERHEAD,
+            Some(&SEALED_TO_PUBLIC_VERSION) => PUBLIC_HEADER_LEN + TAG_LEN,
+            Some(&v) => return Err(Error::UnsupportedVersion(v)),
+            None => 1,
+        };
+        if sealed.len() < least {
             return Err(Error::Malformed {
                 what: "envelope",
                 reason: format!("{} bytes is shorter than the envelope", sealed.len()),
             });
-        }
-        if sealed[0] != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion(sealed[0]));
         }
         let flags = sealed[2];
         if flags & !1 != 0 {
@@ -94,10 +112,10 @@ impl Header {
         })
     }
 
-    fn bytes(&self) -> [u8; 7] {
+    pub(crate) fn bytes_of_version(&self, version: u8) -> [u8; 7] {
         let e = self.epoch.to_le_bytes();
         [
-            FORMAT_VERSION,
+            version,
             self.kind as u8,
             u8::from(self.compressed),
             e[0],
@@ -106,9 +124,21 @@ impl Header {
             e[3],
         ]
     }
+
+    fn bytes(&self) -> [u8; 7] {
+        self.bytes_of_version(FORMAT_VERSION)
+    }
 }
 
-fn aad(header: &[u8], context: &[u8]) -> Vec<u8> {
+/// The ephemeral public key of a version 2 envelope (`None` for version 1).
+pub fn ephemeral_key(sealed: &[u8]) -> Option<[u8; 32]> {
+    if sealed.first() != Some(&SEALED_TO_PUBLIC_VERSION) {
+        return None;
+    }
+    sealed.get(7..39)?.try_into().ok()
+}
+
+pub(crate) fn aad(header: &[u8], context: &[u8]) -> Vec<u8> {
     let mut aad = Vec::with_capacity(header.len() + context.len());
     aad.extend_from_slice(header);
     aad.extend_from_slice(context);
@@ -142,16 +172,23 @@ pub fn seal(
     Ok(())
 }
 
-/// Opens an envelope sealed by [`seal`] with the same key and context; returns header and plaintext.
+/// Opens an envelope sealed by [`seal`] with the same key and context; returns header and
+/// plaintext. A version 2 envelope opens with the key derived for its ephemeral public key
+/// ([`crate::sealing::opening_key`]).
 pub fn open(key: &Key, context: &[u8], sealed: &[u8]) -> Result<(Header, Vec<u8>)> {
     let header = Header::parse(sealed)?;
+    let head_len = if sealed[0] == SEALED_TO_PUBLIC_VERSION {
+        PUBLIC_HEADER_LEN
+    } else {
+        HEADER_LEN
+    };
     let cipher = Aes256Gcm::new(key.expose().into());
     let pt = cipher
         .decrypt(
-            Nonce::from_slice(&sealed[7..HEADER_LEN]),
+            Nonce::from_slice(&sealed[head_len - 12..head_len]),
             Payload {
-                msg: &sealed[HEADER_LEN..],
-                aad: &aad(&sealed[..7], context),
+                msg: &sealed[head_len..],
+                aad: &aad(&sealed[..head_len - 12], context),
             },
         )
         .map_err(|_| Error::Authentication)?;

@@ -20,6 +20,9 @@ pub enum Error {
     /// Argon2 rejected its parameters.
     #[error("key derivation failed: {0}")]
     Kdf(String),
+    /// A host key (put-only) was asked to open what only full key holders read.
+    #[error("a host key cannot open {0}: host keys back up only; run this with a passphrase, key file or recovery key of the repository")]
+    HostKey(&'static str),
     /// The operating system's random number generator failed.
     #[error("random number generator failed: {0}")]
     Random(String),

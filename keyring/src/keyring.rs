@@ -14,9 +14,11 @@ use crate::{Error, Key, Result};
 pub const MASTER_EPOCH: u32 = u32::MAX;
 /// The epoch number written in audit-log entries, sealed under the audit key.
 pub const AUDIT_EPOCH: u32 = u32::MAX - 1;
-/// Version 1: no config binding. Version 2: the body ends with `config_hash`.
+/// Version 1: no config binding. Version 2: the body ends with `config_hash`. Version 3: then
+/// the host secrets (the repository takes host keys, FORMAT.md section 6).
 const KEYRING_VERSION_UNBOUND: u8 = 1;
-const KEYRING_VERSION: u8 = 2;
+const KEYRING_VERSION_BOUND: u8 = 2;
+const KEYRING_VERSION: u8 = 3;
 const KEYRING_CONTEXT: &[u8] = b"drvault keyring";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +73,32 @@ struct Body {
     /// keyrings written before version 2, until the next key operation binds them.
     #[zeroize(skip)]
     config_hash: Option<[u8; 32]>,
+    /// Present once the repository takes host keys (version 3).
+    hosts: Option<HostSecrets>,
+}
+
+/// What only full key holders have, for host keys: the key that seals the host keyring, the
+/// seed of each host slot's authentication key, and the audit log's X25519 secret (from
+/// version 3 on, audit entries are sealed to its public key, so hosts can append but not read).
+#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub(crate) struct HostSecrets {
+    pub(crate) host_key: [u8; 32],
+    pub(crate) auth_seed: [u8; 32],
+    pub(crate) audit_secret: [u8; 32],
+}
+
+/// A version 2 body: version 3 without the host secrets. (Version 1 bodies were written in
+/// this layout too, with `config_hash` always `None`.)
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct BodyV2 {
+    version: u8,
+    generation: u64,
+    id_key: [u8; 32],
+    chunker_seed: [u8; 32],
+    #[zeroize(skip)]
+    epochs: Vec<Epoch>,
+    #[zeroize(skip)]
+    config_hash: Option<[u8; 32]>,
 }
 
 /// A version 1 body: the same fields without `config_hash`.
@@ -109,6 +137,7 @@ impl Keyring {
             id_key: *Key::generate()?.expose(),
             chunker_seed: *Key::generate()?.expose(),
             config_hash: None,
+            hosts: None,
             epochs: vec![Epoch {
                 id: 1,
                 created: now,
@@ -255,19 +284,99 @@ impl Keyring {
         self.body.config_hash = Some(hash);
     }
 
+    /// Makes this keyring take host keys: creates the host secrets (once). Returns false when
+    /// it already did.
+    pub fn enable_hosts(&mut self) -> Result<bool> {
+        if self.body.hosts.is_some() {
+            return Ok(false);
+        }
+        self.body.hosts = Some(HostSecrets {
+            host_key: *Key::generate()?.expose(),
+            auth_seed: *Key::generate()?.expose(),
+            audit_secret: *Key::generate()?.expose(),
+        });
+        self.body.generation += 1;
+        Ok(true)
+    }
+
+    /// True once the repository takes host keys.
+    pub fn takes_hosts(&self) -> bool {
+        self.body.hosts.is_some()
+    }
+
+    pub(crate) fn host_secrets(&self) -> Option<&HostSecrets> {
+        self.body.hosts.as_ref()
+    }
+
+    /// Replaces the key that seals the host keyring (with the master key: every host slot is
+    /// then written again or removed).
+    pub fn replace_host_key(&mut self) -> Result<()> {
+        if let Some(h) = self.body.hosts.as_mut() {
+            h.host_key = *Key::generate()?.expose();
+            self.body.generation += 1;
+        }
+        Ok(())
+    }
+
+    /// The index key of `epoch` (derived from its data key): what index objects of a
+    /// repository that takes host keys are sealed under.
+    pub fn index_key(&self, epoch: u32) -> Result<Key> {
+        let data = self.epoch_key(epoch)?;
+        Ok(Key::from_bytes(blake3::derive_key(
+            crate::hosts::INDEX_KEY_CONTEXT,
+            data.expose(),
+        )))
+    }
+
+    /// The X25519 public key hosts seal `epoch`'s objects to.
+    pub fn epoch_public(&self, epoch: u32) -> Result<[u8; 32]> {
+        Ok(crate::sealing::public_of(self.epoch_key(epoch)?.expose()))
+    }
+
+    /// The key that opens a version 2 envelope of `epoch` (or of the audit log) sealed with
+    /// the ephemeral public key `ephemeral`.
+    pub fn opening_key(&self, epoch: u32, ephemeral: &[u8; 32]) -> Result<Key> {
+        if epoch == AUDIT_EPOCH {
+            let hosts = self.body.hosts.as_ref().ok_or(Error::UnknownEpoch(epoch))?;
+            return crate::sealing::opening_key(&hosts.audit_secret, ephemeral);
+        }
+        crate::sealing::opening_key(self.epoch_key(epoch)?.expose(), ephemeral)
+    }
+
     /// Seals the keyring body under the master key.
     pub fn seal(&self) -> Result<Vec<u8>> {
         let mut body = self.body.clone();
-        body.version = if body.config_hash.is_some() {
-            KEYRING_VERSION
-        } else {
-            KEYRING_VERSION_UNBOUND
+        let malformed = |e: postcard::Error| Error::Malformed {
+            what: "keyring",
+            reason: e.to_string(),
         };
-        let plain =
-            zeroize::Zeroizing::new(postcard::to_stdvec(&body).map_err(|e| Error::Malformed {
-                what: "keyring",
-                reason: e.to_string(),
-            })?);
+        let plain = zeroize::Zeroizing::new(match (&body.config_hash, &body.hosts) {
+            (Some(_), Some(_)) => {
+                body.version = KEYRING_VERSION;
+                postcard::to_stdvec(&body).map_err(malformed)?
+            }
+            (_, None) => {
+                let v2 = BodyV2 {
+                    version: if body.config_hash.is_some() {
+                        KEYRING_VERSION_BOUND
+                    } else {
+                        KEYRING_VERSION_UNBOUND
+                    },
+                    generation: body.generation,
+                    id_key: body.id_key,
+                    chunker_seed: body.chunker_seed,
+                    epochs: body.epochs.clone(),
+                    config_hash: body.config_hash,
+                };
+                postcard::to_stdvec(&v2).map_err(malformed)?
+            }
+            (None, Some(_)) => {
+                return Err(Error::Malformed {
+                    what: "keyring",
+                    reason: "host secrets without a config binding".into(),
+                })
+            }
+        });
         let mut out = Vec::new();
         let header = Header {
             kind: ObjectKind::Keyring,
@@ -303,13 +412,32 @@ fn decode_body(plain: &[u8]) -> Result<Body> {
     let body = match plain.first() {
         Some(&KEYRING_VERSION) => {
             let body: Body = postcard::from_bytes(plain).map_err(malformed)?;
-            if body.config_hash.is_none() {
+            if body.config_hash.is_none() || body.hosts.is_none() {
+                return Err(Error::Malformed {
+                    what: "keyring",
+                    reason: "a version 3 keyring without its config hash or host secrets".into(),
+                });
+            }
+            body
+        }
+        Some(&KEYRING_VERSION_BOUND) => {
+            let old: BodyV2 = postcard::from_bytes(plain).map_err(malformed)?;
+            let old = &old;
+            if old.config_hash.is_none() {
                 return Err(Error::Malformed {
                     what: "keyring",
                     reason: "a version 2 keyring without its config hash".into(),
                 });
             }
-            body
+            Body {
+                version: old.version,
+                generation: old.generation,
+                id_key: old.id_key,
+                chunker_seed: old.chunker_seed,
+                epochs: old.epochs.clone(),
+                config_hash: old.config_hash,
+                hosts: None,
+            }
         }
         Some(&KEYRING_VERSION_UNBOUND) => {
             let old: BodyV1 = postcard::from_bytes(plain).map_err(malformed)?;
@@ -320,6 +448,7 @@ fn decode_body(plain: &[u8]) -> Result<Body> {
                 chunker_seed: old.chunker_seed,
                 epochs: old.epochs,
                 config_hash: None,
+                hosts: None,
             }
         }
         Some(&v) => return Err(Error::UnsupportedVersion(v)),

@@ -20,6 +20,9 @@ pub enum SlotKind {
     Passphrase,
     KeyFile,
     Recovery,
+    /// A host's put-only key: wraps the host key and the host's authentication key, not the
+    /// master key. The label is the host name.
+    Host,
 }
 
 impl SlotKind {
@@ -28,6 +31,7 @@ impl SlotKind {
             SlotKind::Passphrase => "passphrase",
             SlotKind::KeyFile => "keyfile",
             SlotKind::Recovery => "recovery",
+            SlotKind::Host => "host",
         }
     }
 }
@@ -160,6 +164,55 @@ impl KeySlot {
         label: &str,
         master: &Key,
     ) -> Result<Self> {
+        if kind == SlotKind::Host {
+            return Err(Error::Malformed {
+                what: "key slot",
+                reason: "a host slot wraps the host key: KeySlot::create_host".into(),
+            });
+        }
+        Self::wrap(kind, created, kdf, passphrase, label, master.expose())
+    }
+
+    /// A host slot for `host`: wraps the host key and the host's authentication key.
+    pub fn create_host(
+        created: i64,
+        kdf: KdfParams,
+        passphrase: &[u8],
+        host: &str,
+        keyring: &crate::Keyring,
+    ) -> Result<Self> {
+        if host.is_empty() {
+            return Err(Error::Malformed {
+                what: "key slot",
+                reason: "a host slot needs the host's name".into(),
+            });
+        }
+        let host_key = keyring.host_key().ok_or(Error::Malformed {
+            what: "keyring",
+            reason: "the repository takes no host keys yet".into(),
+        })?;
+        let auth = keyring.host_auth_key(host)?;
+        let mut both = Zeroizing::new([0u8; 64]);
+        both[..32].copy_from_slice(host_key.expose());
+        both[32..].copy_from_slice(auth.expose());
+        Self::wrap(
+            SlotKind::Host,
+            created,
+            kdf,
+            passphrase,
+            host,
+            both.as_ref(),
+        )
+    }
+
+    fn wrap(
+        kind: SlotKind,
+        created: i64,
+        kdf: KdfParams,
+        passphrase: &[u8],
+        label: &str,
+        secret: &[u8],
+    ) -> Result<Self> {
         if label.len() > MAX_LABEL || label.chars().any(char::is_control) {
             return Err(Error::Malformed {
                 what: "key slot label",
@@ -183,7 +236,7 @@ impl KeySlot {
             label: label.to_string(),
             wrapped: Vec::new(),
         };
-        seal(&kek, header, &slot.context(), master.expose(), &mut wrapped)?;
+        seal(&kek, header, &slot.context(), secret, &mut wrapped)?;
         Ok(KeySlot { wrapped, ..slot })
     }
 
@@ -200,7 +253,7 @@ impl KeySlot {
     /// form, or a key file's every byte (version 1 key-file slots took the first line).
     pub fn input<'a>(&self, c: &'a Credential) -> Cow<'a, [u8]> {
         match self.kind {
-            SlotKind::Passphrase => Cow::Borrowed(c.line()),
+            SlotKind::Passphrase | SlotKind::Host => Cow::Borrowed(c.line()),
             SlotKind::Recovery => match normalize_recovery_key(c.line()) {
                 Some(k) => Cow::Owned(k.to_vec()),
                 None => Cow::Borrowed(c.line()),
@@ -240,8 +293,26 @@ impl KeySlot {
         }
     }
 
-    /// Unwraps the master key; a failure to authenticate means the passphrase is wrong.
-    pub fn unwrap_master(&self, passphrase: &[u8]) -> Result<Key> {
+    /// Unwraps a host slot: (host key, the host's authentication key).
+    pub fn unwrap_host_with(&self, c: &Credential) -> Result<(Key, Key)> {
+        if self.kind != SlotKind::Host {
+            return Err(Error::Malformed {
+                what: "key slot",
+                reason: "not a host slot".into(),
+            });
+        }
+        let plain = self.unwrap_secret(c.line(), 64)?;
+        let mut a = [0u8; 32];
+        let mut b = [0u8; 32];
+        a.copy_from_slice(&plain[..32]);
+        b.copy_from_slice(&plain[32..]);
+        let keys = (Key::from_bytes(a), Key::from_bytes(b));
+        zeroize::Zeroize::zeroize(&mut a);
+        zeroize::Zeroize::zeroize(&mut b);
+        Ok(keys)
+    }
+
+    fn unwrap_secret(&self, passphrase: &[u8], len: usize) -> Result<Zeroizing<Vec<u8>>> {
         let kek = self.kdf.derive(passphrase, &self.salt)?;
         let (header, plain) = open(&kek, &self.context(), &self.wrapped).map_err(|e| match e {
             Error::Authentication => Error::WrongPassphrase,
@@ -249,12 +320,21 @@ impl KeySlot {
         })?;
         // Wiped on every path, the error ones included.
         let plain = zeroize::Zeroizing::new(plain);
-        if header.kind != ObjectKind::SlotWrap || plain.len() != 32 {
+        if header.kind != ObjectKind::SlotWrap || plain.len() != len {
             return Err(Error::Malformed {
                 what: "key slot",
                 reason: "wrapped key has the wrong shape".into(),
             });
         }
+        Ok(plain)
+    }
+
+    /// Unwraps the master key; a failure to authenticate means the passphrase is wrong.
+    pub fn unwrap_master(&self, passphrase: &[u8]) -> Result<Key> {
+        if self.kind == SlotKind::Host {
+            return Err(Error::HostKey("the master key"));
+        }
+        let plain = self.unwrap_secret(passphrase, 32)?;
         let mut bytes = [0u8; 32];
         bytes.copy_from_slice(&plain);
         let key = Key::from_bytes(bytes);
