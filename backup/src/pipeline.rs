@@ -209,7 +209,7 @@ impl Pipeline {
                 if b.is_empty() {
                     continue;
                 }
-                b.finish(self.repo.keyring())?
+                b.finish(self.repo.keys())?
             };
             pack_tx
                 .blocking_send(pack)
@@ -236,7 +236,7 @@ fn seal_worker(
     packers: Arc<Mutex<Packers>>,
     pack_tx: tokio::sync::mpsc::Sender<FinishedPack>,
 ) -> Result<()> {
-    let mut sealer = BlobSealer::new(repo.keyring(), repo.config().compression_level)?;
+    let mut sealer = BlobSealer::new(repo.keys(), repo.config().compression_level)?;
     for job in rx {
         let sealed = sealer.seal(job.kind, &job.id, &job.data)?;
         let full = {
@@ -254,7 +254,7 @@ fn seal_worker(
             }
         };
         if let Some(mut builder) = full {
-            let pack = builder.finish(repo.keyring())?;
+            let pack = builder.finish(repo.keys())?;
             pack_tx
                 .blocking_send(pack)
                 .map_err(|_| internal("the uploader stopped without an error"))?;

@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use drvault_benches::corpus_like;
-use drvault_keyring::{Header, Key, Keyring, ObjectKind};
+use drvault_keyring::{Header, Key, Keyring, Keys, ObjectKind, SealingKey};
 use drvault_repo::blob::BlobSealer;
 use drvault_repo::chunker::{Chunker, ChunkerParams};
 use drvault_repo::format::BlobKind;
@@ -53,9 +53,22 @@ fn stages(c: &mut Criterion) {
             out.len()
         })
     });
+    // Sealed to an epoch's public key, as a host key does (one X25519 per sealing key).
+    let public = Keyring::generate(0).unwrap().epoch_public(1).unwrap();
+    let to_public = SealingKey::new(1, &public).unwrap();
+    g.bench_function("seal to a public key (host key), 1 MiB", |b| {
+        b.iter(|| {
+            out.clear();
+            to_public
+                .seal(ObjectKind::DataBlob, false, &[0; 32], &data, &mut out)
+                .unwrap();
+            out.len()
+        })
+    });
     let kr = Keyring::generate(0).unwrap();
+    let keys = Keys::full(kr.clone());
     // The repository default level.
-    let mut sealer = BlobSealer::new(&kr, 2).unwrap();
+    let mut sealer = BlobSealer::new(&keys, 2).unwrap();
     let chunks: Vec<&[u8]> = data.chunks(1024 * 1024).collect();
     g.bench_function("blob (hash + zstd 2 + seal, 1 MiB chunks)", |b| {
         b.iter(|| {

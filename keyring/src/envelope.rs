@@ -49,6 +49,20 @@ pub enum ObjectKind {
     HostKeyring = 10,
     /// An index object sealed under its epoch's index key, which host keys hold too.
     SharedIndex = 11,
+    /// A prune mark sealed under its epoch's index key (backups on hosts read the marks).
+    SharedPruneMark = 12,
+}
+
+impl ObjectKind {
+    /// The kind an object of this kind is stored as in a repository that takes host keys,
+    /// when hosts must read it (index objects and prune marks).
+    pub fn shared(self) -> Option<ObjectKind> {
+        match self {
+            ObjectKind::Index => Some(ObjectKind::SharedIndex),
+            ObjectKind::PruneMark => Some(ObjectKind::SharedPruneMark),
+            _ => None,
+        }
+    }
 }
 
 impl ObjectKind {
@@ -65,6 +79,7 @@ impl ObjectKind {
             9 => ObjectKind::PruneMark,
             10 => ObjectKind::HostKeyring,
             11 => ObjectKind::SharedIndex,
+            12 => ObjectKind::SharedPruneMark,
             other => {
                 return Err(Error::Malformed {
                     what: "envelope",

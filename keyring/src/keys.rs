@@ -19,6 +19,7 @@ enum Access {
     Host {
         ring: HostKeyring,
         host: String,
+        host_key: Key,
         auth: Key,
     },
 }
@@ -89,10 +90,16 @@ impl Keys {
         }
     }
 
-    /// A host's keys: its host keyring, its host name and its slot's authentication key.
-    pub fn host(ring: HostKeyring, host: String, auth: Key) -> Self {
+    /// A host's keys: its host keyring, its host name, the host key that opened the host
+    /// keyring (to read a newer one) and its slot's authentication key.
+    pub fn host(ring: HostKeyring, host: String, host_key: Key, auth: Key) -> Self {
         Keys {
-            access: Access::Host { ring, host, auth },
+            access: Access::Host {
+                ring,
+                host,
+                host_key,
+                auth,
+            },
             opening: Mutex::default(),
         }
     }
@@ -102,6 +109,14 @@ impl Keys {
         match &self.access {
             Access::Full(kr) => Some(kr),
             Access::Host { .. } => None,
+        }
+    }
+
+    /// The key that opens the host keyring, when these are a host's keys.
+    pub fn host_key(&self) -> Option<&Key> {
+        match &self.access {
+            Access::Full(_) => None,
+            Access::Host { host_key, .. } => Some(host_key),
         }
     }
 
@@ -172,25 +187,28 @@ impl Keys {
         }
     }
 
-    /// How index objects are sealed, and their kind: under the epoch's index key (kind
-    /// `SharedIndex`) when the repository takes host keys, under its data key before.
-    pub fn index_sealer(&self) -> Result<(ObjectKind, Sealer)> {
-        match &self.access {
-            Access::Full(kr) if !kr.takes_hosts() => {
-                let (epoch, key) = kr.active_epoch()?;
-                Ok((ObjectKind::Index, Sealer::Symmetric { epoch, key }))
-            }
+    /// How an object of `kind` is sealed, and the kind it is stored as: index objects and
+    /// prune marks under the epoch's index key (as `Shared*` kinds) when the repository takes
+    /// host keys, audit entries as [`Keys::audit_sealer`], everything else as
+    /// [`Keys::data_sealer`].
+    pub fn sealer_for(&self, kind: ObjectKind) -> Result<(ObjectKind, Sealer)> {
+        if kind == ObjectKind::AuditEntry {
+            return Ok((kind, self.audit_sealer()?));
+        }
+        let Some(shared) = kind.shared().filter(|_| self.takes_hosts()) else {
+            return Ok((kind, self.data_sealer()?));
+        };
+        let (epoch, key) = match &self.access {
             Access::Full(kr) => {
                 let epoch = kr.active_epoch()?.0;
-                let key = kr.index_key(epoch)?;
-                Ok((ObjectKind::SharedIndex, Sealer::Symmetric { epoch, key }))
+                (epoch, kr.index_key(epoch)?)
             }
             Access::Host { ring, .. } => {
                 let epoch = ring.active_epoch()?.0;
-                let key = ring.index_key(epoch)?;
-                Ok((ObjectKind::SharedIndex, Sealer::Symmetric { epoch, key }))
+                (epoch, ring.index_key(epoch)?)
             }
-        }
+        };
+        Ok((shared, Sealer::Symmetric { epoch, key }))
     }
 
     /// How audit entries are sealed: to the audit log's public key when the repository takes
@@ -235,7 +253,9 @@ impl Keys {
         let kr = match &self.access {
             Access::Host { ring, .. } => {
                 return match header.kind {
-                    ObjectKind::SharedIndex if !public => ring.index_key(header.epoch),
+                    ObjectKind::SharedIndex | ObjectKind::SharedPruneMark if !public => {
+                        ring.index_key(header.epoch)
+                    }
                     other => Err(Error::HostKey(kind_name(other))),
                 }
             }
@@ -262,7 +282,7 @@ impl Keys {
             return Ok(key);
         }
         match header.kind {
-            ObjectKind::SharedIndex => kr.index_key(header.epoch),
+            ObjectKind::SharedIndex | ObjectKind::SharedPruneMark => kr.index_key(header.epoch),
             ObjectKind::AuditEntry if header.epoch == AUDIT_EPOCH => Ok(kr.audit_key()),
             _ => kr.epoch_key(header.epoch),
         }
@@ -280,7 +300,9 @@ fn kind_name(kind: ObjectKind) -> &'static str {
         ObjectKind::Keyring | ObjectKind::HostKeyring | ObjectKind::SlotWrap => "key material",
         ObjectKind::PackHeader => "a pack header",
         ObjectKind::AuditEntry => "the audit log",
-        ObjectKind::PruneMark => "a prune mark",
+        ObjectKind::PruneMark | ObjectKind::SharedPruneMark => {
+            "a prune mark from before the repository took host keys"
+        }
     }
 }
 
@@ -317,7 +339,7 @@ mod tests {
         let ring = HostKeyring::open(&host_key, &sealed).expect("open");
         assert_eq!(ring.id_key(), kr.id_key());
         assert_eq!(ring.generation(), kr.generation());
-        Keys::host(ring, host.to_string(), auth)
+        Keys::host(ring, host.to_string(), host_key, auth)
     }
 
     #[test]
@@ -342,7 +364,7 @@ mod tests {
         assert!(matches!(host.open(b"id", &data), Err(Error::HostKey(_))));
         // Index objects: both read both.
         for writer in [&host, &full] {
-            let (kind, s) = writer.index_sealer().expect("index sealer");
+            let (kind, s) = writer.sealer_for(ObjectKind::Index).expect("index sealer");
             assert_eq!(kind, ObjectKind::SharedIndex);
             let mut idx = Vec::new();
             s.seal(kind, false, b"", b"entries", &mut idx)
@@ -381,7 +403,8 @@ mod tests {
         let host = host_keys(&kr, "web");
         let full = Keys::full(kr);
         let mut idx = Vec::new();
-        let (kind, s) = full.index_sealer().expect("sealer");
+        let (kind, s) = full.sealer_for(ObjectKind::PruneMark).expect("sealer");
+        assert_eq!(kind, ObjectKind::SharedPruneMark);
         s.seal(kind, false, b"", b"x", &mut idx).expect("seal");
         assert!(host.open(b"", &idx).is_ok());
         assert_eq!(s.epoch(), new);

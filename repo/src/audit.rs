@@ -1,6 +1,9 @@
 //! The hash-chained audit log (docs/FORMAT.md §17): every key operation, and later every
 //! drill, appends one entry. Each entry holds the BLAKE3 hash of the previous entry's canonical
-//! encoding, so editing, removing or reordering any entry breaks the chain from there on.
+//! encoding, so editing, removing or reordering any entry breaks the chain from there on. In a
+//! repository that takes host keys, entries are sealed to the audit log's public key (hosts
+//! append but cannot read) and link to the BLAKE3 hash of the previous entry's stored bytes,
+//! which a host can compute without opening it.
 //!
 //! Entries live in the repository (`audit/<seq>`, encrypted under the audit key, replicated to
 //! every target like any object), so the evidence survives the loss of the host, and in the
@@ -68,16 +71,12 @@ fn object_name(seq: u64) -> String {
 }
 
 fn seal(repo: &Repository, name: &str, entry: &AuditEntry) -> Result<Vec<u8>> {
-    let header = Header {
-        kind: ObjectKind::AuditEntry,
-        compressed: false,
-        epoch: AUDIT_EPOCH,
-    };
+    let (kind, sealer) = repo.keys().sealer_for(ObjectKind::AuditEntry)?;
     let mut out = Vec::new();
     // The object name is the context: an entry cannot be moved to another position.
-    drvault_keyring::seal(
-        &repo.keyring().audit_key(),
-        header,
+    sealer.seal(
+        kind,
+        false,
         name.as_bytes(),
         &entry.canonical_bytes(),
         &mut out,
@@ -85,19 +84,63 @@ fn seal(repo: &Repository, name: &str, entry: &AuditEntry) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-fn open(repo: &Repository, name: &str, bytes: &[u8]) -> Result<AuditEntry> {
+/// Checks the clear header of an entry: what a host, which cannot open entries, can check.
+fn header_of_entry(name: &str, bytes: &[u8]) -> Result<()> {
     let header = Header::parse(bytes).map_err(|e| Error::integrity(name, e))?;
     if header.kind != ObjectKind::AuditEntry || header.epoch != AUDIT_EPOCH {
         return Err(Error::integrity(name, "not an audit entry"));
     }
-    let (_, plain) = drvault_keyring::open(&repo.keyring().audit_key(), name.as_bytes(), bytes)
+    Ok(())
+}
+
+fn open(repo: &Repository, name: &str, bytes: &[u8]) -> Result<AuditEntry> {
+    header_of_entry(name, bytes)?;
+    repo.keyring()?;
+    let (_, plain) = repo
+        .keys()
+        .open(name.as_bytes(), bytes)
         .map_err(|e| Error::integrity(name, e))?;
     serde_json::from_slice(&plain).map_err(|e| Error::integrity(name, e))
+}
+
+/// True when the entry opens (full keys) or, for a host that cannot open entries, when its
+/// header is an audit entry's.
+fn opens_or_plausible(repo: &Repository, name: &str, bytes: &[u8]) -> bool {
+    if repo.keys().keyring().is_none() {
+        return header_of_entry(name, bytes).is_ok();
+    }
+    open(repo, name, bytes).is_ok()
+}
+
+/// How an entry links to the one before it: by the previous entry's canonical hash, or (entries
+/// sealed to the audit log's public key) by the hash of its stored bytes.
+fn links_to_stored(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&drvault_keyring::SEALED_TO_PUBLIC_VERSION)
+}
+
+fn stored_hash(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+/// One entry as stored: the entry, the hash of its stored bytes, and how it links back.
+struct Stored {
+    entry: AuditEntry,
+    stored_hash: String,
+    links_to_stored: bool,
 }
 
 /// The entries in the repository, by sequence number; an entry that fails to open is an error
 /// for that entry, not for the whole log.
 pub async fn read_all(repo: &Repository) -> Result<BTreeMap<u64, Result<AuditEntry>>> {
+    Ok(read_stored(repo)
+        .await?
+        .into_iter()
+        .map(|(seq, s)| (seq, s.map(|s| s.entry)))
+        .collect())
+}
+
+async fn read_stored(repo: &Repository) -> Result<BTreeMap<u64, Result<Stored>>> {
+    repo.keyring()?;
     let names: Vec<(u64, String)> = repo
         .store()
         .list(PREFIX)
@@ -122,7 +165,13 @@ pub async fn read_all(repo: &Repository) -> Result<BTreeMap<u64, Result<AuditEnt
                 Some(b) => Ok(b),
                 None => repo.store().get(&name).await,
             };
-            let entry = bytes.and_then(|b| open(repo, &name, &b));
+            let entry = bytes.and_then(|b| {
+                Ok(Stored {
+                    entry: open(repo, &name, &b)?,
+                    stored_hash: stored_hash(&b),
+                    links_to_stored: links_to_stored(&b),
+                })
+            });
             Ok::<_, Error>((seq, entry))
         })
         .buffer_unordered(16)
@@ -346,7 +395,7 @@ async fn catch_up(repo: &Repository, sequencer: &crate::target::Target, hint: u6
         beyond.sort();
         for (_, name) in beyond {
             let Ok(bytes) = t.get(&name).await else { break };
-            if open(repo, &name, &bytes).is_err() {
+            if !opens_or_plausible(repo, &name, &bytes) {
                 break;
             }
             match sequencer.put_new(&name, bytes.clone(), false).await {
@@ -469,9 +518,18 @@ async fn head_on(
     let Some(&newest) = seqs.last() else {
         return Ok(None);
     };
+    // Where entries link to stored bytes, the new one links to the newest entry's bytes; only
+    // full keys can also see that it opens.
+    let by_stored = repo.keys().takes_hosts();
     for &seq in seqs.iter().rev() {
         let name = object_name(seq);
         let bytes = target.get(&name).await?;
+        if by_stored {
+            if opens_or_plausible(repo, &name, &bytes) {
+                return Ok(Some((newest, stored_hash(&bytes))));
+            }
+            continue;
+        }
         match open(repo, &name, &bytes) {
             Ok(e) => {
                 if seq != newest {
@@ -542,9 +600,19 @@ pub async fn verify(repo: &Repository) -> Result<VerifyReport> {
         }
         .await;
         let snapshots = repo.snapshots().await?;
-        let entries = read_all(repo).await?;
+        let entries = read_stored(repo).await?;
+        let opened: BTreeMap<u64, Result<AuditEntry>> = entries
+            .iter()
+            .map(|(seq, s)| {
+                let e = match s {
+                    Ok(s) => Ok(s.entry.clone()),
+                    Err(e) => Err(Error::integrity(object_name(*seq), e)),
+                };
+                (*seq, e)
+            })
+            .collect();
         let anchors = match &complete {
-            Ok(_) => anchors::check(&entries, &snapshots, &live, chrono::Utc::now()),
+            Ok(_) => anchors::check(&opened, &snapshots, &live, chrono::Utc::now()),
             Err(e) => AnchorReport {
                 anchors_skipped: Some(e.to_string()),
                 ..Default::default()
@@ -559,18 +627,22 @@ pub async fn verify(repo: &Repository) -> Result<VerifyReport> {
         anchors,
         ..Default::default()
     };
-    let mut prev = GENESIS.to_string();
+    // The previous entry's canonical hash and the hash of its stored bytes.
+    let mut prev = (GENESIS.to_string(), GENESIS.to_string());
     let mut hashes = BTreeMap::new();
-    for (expected, (seq, entry)) in (1u64..).zip(entries.iter()) {
+    for (expected, (seq, stored)) in (1u64..).zip(entries.iter()) {
         let problem = if *seq != expected {
             Some(format!(
                 "entry {expected} is missing (the next one is {seq})"
             ))
         } else {
-            match entry {
+            match stored {
                 Err(e) => Some(format!("cannot be opened: {e}")),
-                Ok(e) if e.seq != *seq => Some(format!("claims to be entry {}", e.seq)),
-                Ok(e) if e.prev != prev => {
+                Ok(s) if s.entry.seq != *seq => Some(format!("claims to be entry {}", s.entry.seq)),
+                Ok(s) if s.links_to_stored && s.entry.prev != prev.1 => {
+                    Some("its link to the previous entry's stored bytes does not match".into())
+                }
+                Ok(s) if !s.links_to_stored && s.entry.prev != prev.0 => {
                     Some("its link to the previous entry does not match".into())
                 }
                 Ok(_) => None,
@@ -580,11 +652,15 @@ pub async fn verify(repo: &Repository) -> Result<VerifyReport> {
             report.first_broken = Some((expected.min(*seq), why));
             break;
         }
-        if let Ok(e) = entry {
-            prev = e.hash();
-            hashes.insert(*seq, prev.clone());
+        if let Ok(s) = stored {
+            prev = (s.entry.hash(), s.stored_hash.clone());
+            hashes.insert(*seq, prev.0.clone());
         }
     }
+    let entries: BTreeMap<u64, Result<AuditEntry>> = entries
+        .into_iter()
+        .map(|(seq, s)| (seq, s.map(|s| s.entry)))
+        .collect();
     report.head = hashes.values().last().cloned();
     if let Some(dir) = repo.catalog_dir() {
         // The catalog gets a copy of every verified entry it lacks (a new host, a lost catalog).

@@ -1,27 +1,22 @@
 //! Blobs: a chunk of file data or a tree, compressed when it shrinks, sealed with its ID bound.
 
-use drvault_keyring::{Header, Key, Keyring};
+use drvault_keyring::{Header, Keys, Sealer};
 
 use crate::format::BlobKind;
 use crate::{Error, Id, Result};
 
 /// Seals blobs under the active epoch; one per worker thread (it owns a zstd context).
 pub struct BlobSealer {
-    epoch: u32,
-    key: Key,
+    sealer: Sealer,
     compressor: zstd::bulk::Compressor<'static>,
 }
 
 impl BlobSealer {
-    pub fn new(keyring: &Keyring, level: i32) -> Result<Self> {
-        let (epoch, key) = keyring.active_epoch()?;
+    pub fn new(keys: &Keys, level: i32) -> Result<Self> {
+        let sealer = keys.data_sealer()?;
         let compressor = zstd::bulk::Compressor::new(level)
             .map_err(|e| Error::Invalid(format!("zstd level {level}: {e}")))?;
-        Ok(BlobSealer {
-            epoch,
-            key,
-            compressor,
-        })
+        Ok(BlobSealer { sealer, compressor })
     }
 
     /// Returns the sealed envelope of `plain`, whose ID is `id`.
@@ -31,21 +26,22 @@ impl BlobSealer {
             .compress(plain)
             .ok()
             .filter(|c| c.len() < plain.len());
-        let header = Header {
-            kind: kind.object_kind(),
-            compressed: compressed.is_some(),
-            epoch: self.epoch,
-        };
         let payload = compressed.as_deref().unwrap_or(plain);
-        let mut out = Vec::with_capacity(payload.len() + drvault_keyring::ENVELOPE_OVERHEAD);
-        drvault_keyring::seal(&self.key, header, &id.0, payload, &mut out)?;
+        let mut out = Vec::with_capacity(payload.len() + drvault_keyring::PUBLIC_HEADER_LEN + 16);
+        self.sealer.seal(
+            kind.object_kind(),
+            compressed.is_some(),
+            &id.0,
+            payload,
+            &mut out,
+        )?;
         Ok(out)
     }
 }
 
 /// Opens a sealed blob and verifies that its plaintext hashes to `id` under the ID key.
 pub fn open_blob(
-    keyring: &Keyring,
+    keys: &Keys,
     kind: BlobKind,
     id: &Id,
     raw_length: u32,
@@ -70,9 +66,13 @@ pub fn open_blob(
             "blob kind does not match the index",
         ));
     }
-    let key = keyring.epoch_key(header.epoch)?;
-    let (_, payload) =
-        drvault_keyring::open(&key, &id.0, sealed).map_err(|e| Error::integrity(&object, e))?;
+    let (_, payload) = keys.open(&id.0, sealed).map_err(|e| match e {
+        // A key this process does not hold (retired epoch, host key) is not damage.
+        e @ (drvault_keyring::Error::UnknownEpoch(_) | drvault_keyring::Error::HostKey(_)) => {
+            Error::from(e)
+        }
+        e => Error::integrity(&object, e),
+    })?;
     let plain = if header.compressed {
         // Bound the output by the indexed size so a hostile blob cannot balloon memory.
         decompress(&payload, raw_length as usize).map_err(|e| Error::integrity(&object, e))?
@@ -85,7 +85,7 @@ pub fn open_blob(
             format!("{} bytes where the index says {raw_length}", plain.len()),
         ));
     }
-    if Id::of_plaintext(keyring.id_key(), &plain) != *id {
+    if Id::of_plaintext(keys.id_key(), &plain) != *id {
         return Err(Error::integrity(
             &object,
             "plaintext does not hash to the blob ID",
@@ -121,9 +121,9 @@ mod tests {
 
     #[test]
     fn an_index_entry_claiming_a_huge_data_blob_is_refused_before_allocation() {
-        let keyring = Keyring::generate(0).unwrap();
+        let keys = Keys::full(drvault_keyring::Keyring::generate(0).unwrap());
         let id = Id([7; 32]);
-        let e = open_blob(&keyring, BlobKind::Data, &id, u32::MAX, b"whatever").unwrap_err();
+        let e = open_blob(&keys, BlobKind::Data, &id, u32::MAX, b"whatever").unwrap_err();
         assert!(
             matches!(&e, Error::Integrity { reason, .. } if reason.contains("more than any chunk")),
             "{e}"

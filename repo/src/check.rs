@@ -393,7 +393,7 @@ async fn read_pack(
                 ));
                 continue;
             };
-            if let Err(err) = open_blob(repo2.keyring(), e.kind, &e.id, e.raw_length, sealed) {
+            if let Err(err) = open_blob(repo2.keys(), e.kind, &e.id, e.raw_length, sealed) {
                 let reason = match err {
                     Error::Integrity { reason, .. } => reason,
                     other => other.to_string(),

@@ -192,6 +192,7 @@ impl From<drvault_keyring::Error> for Error {
     fn from(e: drvault_keyring::Error) -> Self {
         match e {
             drvault_keyring::Error::WrongPassphrase => Error::WrongPassphrase,
+            e @ drvault_keyring::Error::HostKey(_) => Error::NotPermitted(e.to_string()),
             other => Error::Key(other),
         }
     }

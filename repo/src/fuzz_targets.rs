@@ -5,19 +5,24 @@
 
 use std::sync::OnceLock;
 
-use drvault_keyring::{Key, KeySlot, Keyring};
+use drvault_keyring::{Key, KeySlot, Keyring, Keys};
 
 use crate::format::{
     decode, parse_pack_trailer, BlobKind, Config, IndexFile, PackEntry, PruneMark, Snapshot, Tree,
 };
 use crate::Id;
 
-fn keyring() -> &'static Keyring {
-    static KEYRING: OnceLock<Option<Keyring>> = OnceLock::new();
-    KEYRING
-        .get_or_init(|| Keyring::generate(0).ok())
-        .as_ref()
-        .expect("a keyring can be generated")
+/// Full keys of a repository that takes host keys: opens both envelope versions.
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Option<Keys>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut kr = Keyring::generate(0).ok()?;
+        kr.bind_config([0; 32]);
+        kr.enable_hosts().ok()?;
+        Some(Keys::full(kr))
+    })
+    .as_ref()
+    .expect("a keyring can be generated")
 }
 
 /// The sealed envelope: header parsing, then authentication under a key.
@@ -25,12 +30,13 @@ pub fn envelope(data: &[u8]) {
     let _ = drvault_keyring::Header::parse(data);
     let key = Key::from_bytes([7; 32]);
     let _ = drvault_keyring::open(&key, b"", data);
+    let _ = keys().open(b"", data);
 }
 
 /// A blob as stored in a pack: envelope, then decompression bounded by its raw length.
 pub fn blob(data: &[u8]) {
     let raw = data.first().map_or(0, |&b| u32::from(b) << 8);
-    let _ = crate::blob::open_blob(keyring(), BlobKind::Data, &Id([0; 32]), raw, data);
+    let _ = crate::blob::open_blob(keys(), BlobKind::Data, &Id([0; 32]), raw, data);
 }
 
 pub fn key_slot(data: &[u8]) {

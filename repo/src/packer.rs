@@ -4,7 +4,7 @@
 //! blob envelope 0 | blob envelope 1 | ... | sealed header (postcard Vec<PackEntry>) | u32 LE header length
 //! ```
 
-use drvault_keyring::{Header, Keyring, ObjectKind};
+use drvault_keyring::{Keys, ObjectKind};
 
 use crate::format::{encode, BlobKind, PackEntry};
 use crate::{Id, Result};
@@ -53,17 +53,17 @@ impl PackBuilder {
     }
 
     /// Seals the header, appends the trailer and names the pack by the hash of its bytes.
-    pub fn finish(&mut self, keyring: &Keyring) -> Result<FinishedPack> {
+    pub fn finish(&mut self, keys: &Keys) -> Result<FinishedPack> {
         let mut bytes = std::mem::take(&mut self.bytes);
         let entries = std::mem::take(&mut self.entries);
-        let (epoch, key) = keyring.active_epoch()?;
         let start = bytes.len();
-        let header = Header {
-            kind: ObjectKind::PackHeader,
-            compressed: false,
-            epoch,
-        };
-        drvault_keyring::seal(&key, header, b"", &encode(&entries), &mut bytes)?;
+        keys.data_sealer()?.seal(
+            ObjectKind::PackHeader,
+            false,
+            b"",
+            &encode(&entries),
+            &mut bytes,
+        )?;
         let header_len = (bytes.len() - start) as u32;
         bytes.extend_from_slice(&header_len.to_le_bytes());
         Ok(FinishedPack {

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use drvault_keyring::{Credential, Header, KdfParams, KeySlot, Keyring, ObjectKind, SlotKind};
+use drvault_keyring::{
+    Credential, Header, HostKeyring, KdfParams, KeySlot, Keyring, Keys, ObjectKind, SlotKind,
+};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::blob::open_blob;
@@ -23,6 +25,7 @@ use crate::store::Store;
 use crate::{Error, Id, IdMap, IdSet, Result};
 
 mod backup;
+mod hosts;
 mod index;
 mod keys;
 mod objects;
@@ -31,6 +34,7 @@ mod reencrypt;
 mod rollback;
 
 pub use backup::Committed;
+pub use hosts::MigrateReport;
 pub use keys::{EpochInfo, LEASE_TTL};
 pub use prune::{PendingMark, PruneOptions, PruneReport, CLOCK_SKEW_MARGIN};
 pub use reencrypt::{Progress, ReencryptReport};
@@ -48,6 +52,9 @@ pub struct InitOptions {
     pub chunker: ChunkerParams,
     pub pack_size: u32,
     pub compression_level: i32,
+    /// Take host keys from the start (format version 2). False makes a version 1 repository,
+    /// as drvault before 0.7 did (for tests of the upgrade).
+    pub host_keys: bool,
 }
 
 impl Default for InitOptions {
@@ -58,6 +65,7 @@ impl Default for InitOptions {
             chunker: ChunkerParams::default(),
             pack_size: 16 * 1024 * 1024,
             compression_level: 2,
+            host_keys: true,
         }
     }
 }
@@ -65,7 +73,8 @@ impl Default for InitOptions {
 pub struct Repository {
     store: Store,
     config: Config,
-    keyring: Arc<Keyring>,
+    /// Every key, or a host's put-only keys (`Keys`).
+    keys: Arc<Keys>,
     index: RwLock<MemIndex>,
     /// Entries of packs uploaded by this process and not yet written to an index object.
     pending: Mutex<Vec<IndexPack>>,
@@ -78,6 +87,16 @@ pub struct Repository {
     backup_liveness: Mutex<Option<Arc<crate::session::Liveness>>>,
     /// The key slot that opened the repository (its object name).
     opened_slot: Option<String>,
+}
+
+/// What a key slot unwrapped.
+enum Unlocked {
+    Master(drvault_keyring::Key),
+    Host {
+        host: String,
+        host_key: drvault_keyring::Key,
+        auth: drvault_keyring::Key,
+    },
 }
 
 fn unix_now() -> i64 {
@@ -100,6 +119,9 @@ impl Repository {
         };
         let mut keyring = Keyring::generate(now)?;
         keyring.bind_config(config.binding());
+        if opts.host_keys {
+            keyring.enable_hosts()?;
+        }
         let kdf = opts.kdf;
         let master = keyring.master().clone();
         let pass = zeroize::Zeroizing::new(passphrase.to_vec());
@@ -122,6 +144,15 @@ impl Repository {
         let slot_bytes = slot.encode();
         let slot_name = paths::key(&Id::of_stored(&slot_bytes));
         store.put_new(&slot_name, slot_bytes.into(), true).await?;
+        if let Some(sealed) = keyring.seal_host_keyring()? {
+            store
+                .put_new(
+                    &paths::keyring(&Id::of_stored(&sealed)),
+                    sealed.into(),
+                    true,
+                )
+                .await?;
+        }
         let sealed = keyring.seal()?;
         store
             .put_new(
@@ -133,7 +164,7 @@ impl Repository {
         Ok(Repository {
             store,
             config,
-            keyring: Arc::new(keyring),
+            keys: Arc::new(Keys::full(keyring)),
             index: RwLock::default(),
             pending: Mutex::default(),
             state_dir: None,
@@ -170,15 +201,28 @@ impl Repository {
         let config = Config::decode(&config_bytes)?;
         let state_root = state_dir;
         let state_dir = state_root.as_ref().map(|d| d.join(&config.id));
-        let (opened_slot, master) = Self::unlock(&store, credential, state_dir.as_deref()).await?;
-        let keyring = Self::load_keyring(&store, master).await?;
+        let (opened_slot, unlocked) =
+            Self::unlock(&store, credential, state_dir.as_deref()).await?;
+        let keys = match unlocked {
+            Unlocked::Master(master) => Keys::full(Self::load_keyring(&store, master).await?),
+            Unlocked::Host {
+                host,
+                host_key,
+                auth,
+            } => Keys::host(
+                Self::load_host_keyring(&store, &host_key).await?,
+                host,
+                host_key,
+                auth,
+            ),
+        };
         if let Some(root) = &state_root {
-            rollback::check_and_remember(root, &keyring)?;
+            rollback::check_and_remember(root, &keys)?;
         }
         // The config is clear text anyone with write access could edit (chunk sizes that
         // reveal file structure, another id): the keyring, which only key holders can write,
         // holds its hash. Keyrings from before the binding get it at their next key operation.
-        if let Some(bound) = keyring.config_hash() {
+        if let Some(bound) = keys.config_hash() {
             if *bound != config.binding() {
                 return Err(Error::integrity(
                     paths::CONFIG,
@@ -190,7 +234,7 @@ impl Repository {
         let repo = Repository {
             store,
             config,
-            keyring: Arc::new(keyring),
+            keys: Arc::new(keys),
             index: RwLock::default(),
             pending: Mutex::default(),
             state_dir,
@@ -263,7 +307,7 @@ impl Repository {
         if passphrase.is_empty() {
             return Err(Error::Invalid("refusing an empty passphrase".into()));
         }
-        let master = self.keyring.master().clone();
+        let master = self.keyring()?.master().clone();
         let pass = zeroize::Zeroizing::new(passphrase.to_vec());
         let now = unix_now();
         let label = label.to_string();
@@ -340,7 +384,7 @@ impl Repository {
         store: &Store,
         credential: &Credential,
         state_dir: Option<&std::path::Path>,
-    ) -> Result<(String, drvault_keyring::Key)> {
+    ) -> Result<(String, Unlocked)> {
         let listed = store.list(paths::KEYS).await?;
         if listed.is_empty() {
             return Err(Error::integrity("keys/", "the repository has no key slots"));
@@ -388,8 +432,18 @@ impl Repository {
         // Argon2 is deliberately slow CPU work: keep it off the async workers.
         let (name, master) = tokio::task::spawn_blocking(move || {
             for (name, slot) in &slots {
-                match slot.unwrap_with(&credential) {
-                    Ok(master) => return Ok((name.clone(), master)),
+                let unwrapped = if slot.kind == SlotKind::Host {
+                    slot.unwrap_host_with(&credential)
+                        .map(|(host_key, auth)| Unlocked::Host {
+                            host: slot.label.clone(),
+                            host_key,
+                            auth,
+                        })
+                } else {
+                    slot.unwrap_with(&credential).map(Unlocked::Master)
+                };
+                match unwrapped {
+                    Ok(unlocked) => return Ok((name.clone(), unlocked)),
                     Err(drvault_keyring::Error::WrongPassphrase) => continue,
                     Err(e) => {
                         tracing::warn!("{name}: key slot skipped: {e}");
@@ -414,6 +468,68 @@ impl Repository {
 
     async fn load_keyring(store: &Store, master: drvault_keyring::Key) -> Result<Keyring> {
         let mut best: Option<Keyring> = None;
+        for (name, bytes) in Self::keyring_objects(store, ObjectKind::Keyring).await? {
+            // A keyring sealed under another master key (left by an interrupted master-key
+            // rotation, or planted) is not this master key's; another object is.
+            let kr = match Keyring::open(master.clone(), &bytes) {
+                Ok(kr) => kr,
+                Err(drvault_keyring::Error::Authentication) => {
+                    tracing::info!("{name} is sealed under another master key; skipped");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "{name}: keyring object skipped ({}): {e}",
+                        store.holders(&name).await
+                    );
+                    continue;
+                }
+            };
+            if best
+                .as_ref()
+                .is_none_or(|b| kr.generation() > b.generation())
+            {
+                best = Some(kr);
+            }
+        }
+        best.ok_or_else(|| Error::integrity("keyring/", "the repository has no keyring object"))
+    }
+
+    /// The newest host keyring the host key opens.
+    async fn load_host_keyring(
+        store: &Store,
+        host_key: &drvault_keyring::Key,
+    ) -> Result<HostKeyring> {
+        let mut best: Option<HostKeyring> = None;
+        for (name, bytes) in Self::keyring_objects(store, ObjectKind::HostKeyring).await? {
+            match HostKeyring::open(host_key, &bytes) {
+                Ok(ring) => {
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| ring.generation() > b.generation())
+                    {
+                        best = Some(ring);
+                    }
+                }
+                // Sealed under an earlier host key (a master-key rotation replaced it).
+                Err(drvault_keyring::Error::Authentication) => {
+                    tracing::info!("{name} is sealed under another host key; skipped")
+                }
+                Err(e) => tracing::warn!("{name}: host keyring skipped: {e}"),
+            }
+        }
+        best.ok_or_else(|| {
+            Error::NotPermitted(
+                "this host key no longer opens the repository: no host keyring opens with it                  (the master key was replaced, which removes every host key; add a new one with                  `drvault key add --kind host`)"
+                    .into(),
+            )
+        })
+    }
+
+    /// The objects under `keyring/` of `kind` (the full keyring or the host keyring) whose name
+    /// is their hash; others are skipped with a warning.
+    async fn keyring_objects(store: &Store, kind: ObjectKind) -> Result<Vec<(String, Bytes)>> {
+        let mut out = Vec::new();
         for l in store.list(paths::KEYRING).await? {
             let bytes = match store.get(&l.name).await {
                 Ok(b) => b,
@@ -433,31 +549,11 @@ impl Repository {
                 );
                 continue;
             }
-            // A keyring sealed under another master key (left by an interrupted master-key
-            // rotation, or planted) is not this master key's; another object is.
-            let kr = match Keyring::open(master.clone(), &bytes) {
-                Ok(kr) => kr,
-                Err(drvault_keyring::Error::Authentication) => {
-                    tracing::info!("{} is sealed under another master key; skipped", l.name);
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "{}: keyring object skipped ({}): {e}",
-                        l.name,
-                        store.holders(&l.name).await
-                    );
-                    continue;
-                }
-            };
-            if best
-                .as_ref()
-                .is_none_or(|b| kr.generation() > b.generation())
-            {
-                best = Some(kr);
+            if Header::parse(&bytes).is_ok_and(|h| h.kind == kind) {
+                out.push((l.name, bytes));
             }
         }
-        best.ok_or_else(|| Error::integrity("keyring/", "the repository has no keyring object"))
+        Ok(out)
     }
 
     pub fn store(&self) -> &Store {
@@ -468,16 +564,32 @@ impl Repository {
         &self.config
     }
 
-    pub fn keyring(&self) -> &Arc<Keyring> {
-        &self.keyring
+    /// The keys this process opened the repository with.
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+
+    /// The full keyring; refused (not permitted) when a host key opened the repository.
+    pub fn keyring(&self) -> Result<&Keyring> {
+        self.keys.keyring().ok_or_else(|| {
+            Error::NotPermitted(format!(
+                "this repository was opened with host {}'s key, which backs up only; key                  operations, restores, listings and data checks need a passphrase, key file or                  recovery key (run them from a maintenance host)",
+                self.keys.host_name().unwrap_or("?")
+            ))
+        })
+    }
+
+    /// The host whose put-only key opened the repository, if one did.
+    pub fn opened_by_host(&self) -> Option<&str> {
+        self.keys.host_name()
     }
 
     pub fn chunker(&self) -> Chunker {
-        Chunker::new(self.keyring.chunker_seed(), self.config.chunker)
+        Chunker::new(self.keys.chunker_seed(), self.config.chunker)
     }
 
     pub fn blob_id(&self, plain: &[u8]) -> Id {
-        Id::of_plaintext(self.keyring.id_key(), plain)
+        Id::of_plaintext(self.keys.id_key(), plain)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Property tests: chunking, blob sealing and packs round-trip for arbitrary input.
 #![allow(clippy::unwrap_used)]
 
-use drvault_keyring::Keyring;
+use drvault_keyring::{Keyring, Keys};
 use drvault_repo::blob::{open_blob, BlobSealer};
 use drvault_repo::chunker::{Chunker, ChunkerParams};
 use drvault_repo::format::BlobKind;
@@ -41,7 +41,7 @@ proptest! {
 
     #[test]
     fn blobs_and_packs_round_trip(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..5000), 1..12)) {
-        let kr = Keyring::generate(0).unwrap();
+        let kr = Keys::full(Keyring::generate(0).unwrap());
         let mut sealer = BlobSealer::new(&kr, 3).unwrap();
         let mut pack = PackBuilder::new(1 << 20);
         let mut expected = Vec::new();
@@ -67,7 +67,7 @@ proptest! {
 
     #[test]
     fn damaged_blobs_never_panic(data in proptest::collection::vec(any::<u8>(), 1..3000), flip in any::<usize>(), cut in any::<usize>()) {
-        let kr = Keyring::generate(0).unwrap();
+        let kr = Keys::full(Keyring::generate(0).unwrap());
         let mut sealer = BlobSealer::new(&kr, 3).unwrap();
         let id = Id::of_plaintext(kr.id_key(), &data);
         let mut sealed = sealer.seal(BlobKind::Data, &id, &data).unwrap();

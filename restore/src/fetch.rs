@@ -283,7 +283,7 @@ fn open_all(
                     reason: format!("blob {} lies outside the bytes read", e.id),
                 }
             })?;
-            open_blob(repo.keyring(), BlobKind::Data, &e.id, e.raw_length, sealed).map_err(|err| {
+            open_blob(repo.keys(), BlobKind::Data, &e.id, e.raw_length, sealed).map_err(|err| {
                 match err {
                     drvault_repo::Error::Integrity { reason, .. } => {
                         drvault_repo::Error::Integrity {

@@ -58,11 +58,11 @@ impl Forger {
 
     fn blob(&self, kind: BlobKind, plain: &[u8]) -> Id {
         let id = self.repo.blob_id(plain);
-        let mut sealer = BlobSealer::new(self.repo.keyring(), 3).unwrap();
+        let mut sealer = BlobSealer::new(self.repo.keys(), 3).unwrap();
         let sealed = sealer.seal(kind, &id, plain).unwrap();
         let mut pack = PackBuilder::new(1 << 20);
         pack.add(kind, id, plain.len() as u32, &sealed);
-        let pack = pack.finish(self.repo.keyring()).unwrap();
+        let pack = pack.finish(self.repo.keys()).unwrap();
         self.rt.block_on(self.repo.upload_pack(pack)).unwrap();
         id
     }

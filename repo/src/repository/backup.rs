@@ -49,8 +49,7 @@ impl Repository {
             );
         }
         let session =
-            Session::start_with(&self.store, self.keyring.active_epoch()?.0, sees_every_mark)
-                .await?;
+            Session::start_with(&self.store, self.keys.active_epoch_id()?, sees_every_mark).await?;
         failpoint::hit("backup.session-started").await;
         if !sees_every_mark {
             // This session holds every sweep that reads the sessions from now on, but not one

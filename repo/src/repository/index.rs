@@ -204,11 +204,23 @@ impl Repository {
         &self,
         names: Vec<String>,
     ) -> Result<Vec<(String, IndexFile)>> {
-        futures::stream::iter(names)
-            .map(|name| self.fetch_index(name))
+        let fetched: Vec<Option<(String, IndexFile)>> = futures::stream::iter(names)
+            .map(|name| async move {
+                match self.fetch_index(name.clone()).await {
+                    // A host key reads only index objects sealed under an index key: one from
+                    // before the repository took host keys (`drvault migrate` rewrites them) is
+                    // left out, and this host stores again what only it lists.
+                    Err(Error::NotPermitted(why)) if self.keys.host_name().is_some() => {
+                        tracing::warn!("{name} skipped: {why}");
+                        Ok(None)
+                    }
+                    other => other.map(Some),
+                }
+            })
             .buffer_unordered(8)
             .try_collect()
-            .await
+            .await?;
+        Ok(fetched.into_iter().flatten().collect())
     }
 
     /// Reads, verifies and opens one index object.

@@ -31,18 +31,19 @@ pub(crate) fn short(name: &str) -> &str {
 impl Repository {
     /// The newest keyring in storage (another process may have changed it since this one opened).
     pub(super) async fn current_keyring(&self) -> Result<Keyring> {
-        let current = Self::load_keyring(&self.store, self.keyring.master().clone()).await?;
+        let opened = self.keyring()?;
+        let current = Self::load_keyring(&self.store, opened.master().clone()).await?;
         // A key operation built on an older keyring than the one this process opened (the
         // provider withholding the newest) would bring back retired epochs: refuse it.
-        if current.generation() < self.keyring.generation()
-            || (self.keyring.config_hash().is_some() && current.config_hash().is_none())
+        if current.generation() < opened.generation()
+            || (opened.config_hash().is_some() && current.config_hash().is_none())
         {
             return Err(Error::integrity(
                 paths::KEYRING,
                 format!(
                     "the repository now offers keyring generation {}, older than generation {}                      this process opened: a target withholds the newest keyring (run `drvault                      check --all-targets`)",
                     current.generation(),
-                    self.keyring.generation()
+                    opened.generation()
                 ),
             ));
         }
@@ -56,29 +57,52 @@ impl Repository {
 
     /// False when another process changed the keyring (a rotation) since this one opened it.
     pub async fn keyring_is_current(&self) -> Result<bool> {
-        Ok(self.current_keyring().await?.generation() == self.keyring.generation())
+        if self.keys.keyring().is_none() {
+            // A host: its host keyring is rebuilt with every keyring generation.
+            let current = self.current_host_keyring().await?;
+            return Ok(current.generation() == self.keys.generation());
+        }
+        Ok(self.current_keyring().await?.generation() == self.keys.generation())
     }
 
-    /// Seals and stores a keyring; returns its object name.
-    pub(super) async fn save_keyring(&self, kr: &Keyring) -> Result<String> {
+    /// The newest host keyring in storage, for a process a host key opened.
+    async fn current_host_keyring(&self) -> Result<drvault_keyring::HostKeyring> {
+        let host_key = self
+            .keys
+            .host_key()
+            .ok_or_else(|| Error::Internal("a host keyring without a host key".into()))?;
+        Self::load_host_keyring(&self.store, host_key).await
+    }
+
+    /// Seals and stores a keyring and, once the repository takes host keys, the host keyring
+    /// of the same generation (written first: a host never sees a keyring generation without
+    /// its host keyring). Returns their object names.
+    pub(super) async fn save_keyring(&self, kr: &Keyring) -> Result<Vec<String>> {
         // Every key operation binds the config: older keyrings gain the binding here.
         let mut kr = kr.clone();
         kr.bind_config(self.config.binding());
+        let mut names = Vec::new();
+        if let Some(sealed) = kr.seal_host_keyring()? {
+            let name = paths::keyring(&Id::of_stored(&sealed));
+            self.store.put_new(&name, sealed.into(), true).await?;
+            names.push(name);
+        }
         let sealed = kr.seal()?;
         let name = paths::keyring(&Id::of_stored(&sealed));
         self.store.put_new(&name, sealed.into(), true).await?;
-        Ok(name)
+        names.push(name);
+        Ok(names)
     }
 
-    /// Deletes every keyring object but `keep`. After a retirement or a new master key the
-    /// older objects still hold the retired keys or open with the old master key.
-    pub(super) async fn delete_other_keyrings(&self, keep: &str) -> Result<()> {
+    /// Deletes every keyring object but those in `keep`. After a retirement or a new master key
+    /// the older objects still hold the retired keys or open with the old master key.
+    pub(super) async fn delete_other_keyrings(&self, keep: &[String]) -> Result<()> {
         for l in self
             .store
             .list_complete(paths::KEYRING, "delete superseded keyring objects")
             .await?
         {
-            if l.name != keep {
+            if !keep.contains(&l.name) {
                 self.store.delete(&l.name).await?;
             }
         }
@@ -355,6 +379,8 @@ impl Repository {
             };
             let mut kr = self.current_keyring().await?;
             kr.replace_master()?;
+            // Host slots go with every other slot; the host key they wrapped goes too.
+            kr.replace_host_key()?;
             let epoch = kr.rotate(unix_now())?;
             // Order matters for a crash: the new keyring first (the old slots cannot open it and
             // readers skip it), then the new slot, then the removals.

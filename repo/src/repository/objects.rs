@@ -52,20 +52,18 @@ impl Repository {
         T::decode(name, &self.open_plain(name, T::KIND, bytes)?)
     }
 
+    /// Seals an object of `kind`: as the keys decide (index objects and prune marks under the
+    /// epoch's index key once the repository takes host keys; a host seals to the epoch's
+    /// public key).
     pub(super) fn seal_object(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
-        let (epoch, key) = self.keyring.active_epoch()?;
+        let (kind, sealer) = self.keys.sealer_for(kind)?;
         let compressed = zstd::bulk::compress(plain, 3)
             .ok()
             .filter(|c| c.len() < plain.len());
-        let header = Header {
-            kind,
-            compressed: compressed.is_some(),
-            epoch,
-        };
         let mut out = Vec::new();
-        drvault_keyring::seal(
-            &key,
-            header,
+        sealer.seal(
+            kind,
+            compressed.is_some(),
             b"",
             compressed.as_deref().unwrap_or(plain),
             &mut out,
@@ -77,12 +75,10 @@ impl Repository {
     fn open_plain(&self, name: &str, kind: ObjectKind, bytes: &[u8]) -> Result<Vec<u8>> {
         verify_name(name, bytes)?;
         let header = Header::parse(bytes).map_err(|e| Error::integrity(name, e))?;
-        if header.kind != kind {
+        if header.kind != kind && Some(header.kind) != kind.shared() {
             return Err(Error::integrity(name, "wrong object kind"));
         }
-        let key = self.keyring.epoch_key(header.epoch)?;
-        let (_, payload) =
-            drvault_keyring::open(&key, b"", bytes).map_err(|e| Error::integrity(name, e))?;
+        let (_, payload) = self.keys.open(b"", bytes).map_err(|e| key_error(name, e))?;
         if header.compressed {
             decompress_bounded(name, &payload)
         } else {
@@ -107,7 +103,7 @@ impl Repository {
         let start = u64::from(loc.entry.offset);
         let end = start + u64::from(loc.entry.length);
         let open = |sealed: &[u8]| {
-            open_blob(&self.keyring, kind, id, loc.entry.raw_length, sealed).map_err(|e| match e {
+            open_blob(&self.keys, kind, id, loc.entry.raw_length, sealed).map_err(|e| match e {
                 Error::Integrity { reason, .. } => {
                     Error::integrity(format!("{name} (blob {id})"), reason)
                 }
@@ -257,9 +253,21 @@ impl Repository {
         if header.kind != ObjectKind::PackHeader {
             return Err(Error::integrity(&name, "pack header has the wrong kind"));
         }
-        let key = self.keyring.epoch_key(header.epoch)?;
-        let (_, plain) =
-            drvault_keyring::open(&key, b"", sealed).map_err(|e| Error::integrity(&name, e))?;
+        let (_, plain) = self
+            .keys
+            .open(b"", sealed)
+            .map_err(|e| key_error(&name, e))?;
         decode(&name, &plain)
+    }
+}
+
+/// A failure to open a sealed object: a key this process does not hold (a retired epoch, a
+/// host key) says so; anything else is damage to the object.
+pub(super) fn key_error(name: &str, e: drvault_keyring::Error) -> Error {
+    match e {
+        e @ (drvault_keyring::Error::UnknownEpoch(_) | drvault_keyring::Error::HostKey(_)) => {
+            Error::from(e)
+        }
+        e => Error::integrity(name, e),
     }
 }

@@ -94,7 +94,7 @@ impl Repository {
         cancel: &Cancel,
     ) -> Result<ReencryptReport> {
         let kr = self.current_keyring().await?;
-        if kr.generation() != self.keyring.generation() {
+        if kr.generation() != self.keys.generation() {
             return Err(Error::KeyringChanged);
         }
         let old: BTreeSet<u32> = kr
@@ -240,7 +240,7 @@ impl Repository {
                 if entries.iter().all(|e| safe.contains(&e.id)) {
                     return Ok::<_, Error>(None);
                 }
-                let keyring = self.keyring.clone();
+                let keyring = self.keys.clone();
                 let size = self.config.pack_size as usize;
                 let pack = tokio::task::spawn_blocking(move || {
                     reseal_pack(&keyring, &bytes, &entries, size)
@@ -361,12 +361,12 @@ impl Repository {
 /// Opens every blob of a pack and seals its payload again under the active epoch (the
 /// compressed payload is kept as it is), then verifies every new blob before returning.
 fn reseal_pack(
-    keyring: &Keyring,
+    keyring: &Keys,
     bytes: &[u8],
     entries: &[PackEntry],
     pack_size: usize,
 ) -> Result<FinishedPack> {
-    let (epoch, key) = keyring.active_epoch()?;
+    let sealer = keyring.data_sealer()?;
     let mut builder = PackBuilder::new(pack_size);
     let mut out = Vec::new();
     for e in entries {
@@ -375,18 +375,11 @@ fn reseal_pack(
         let sealed = bytes
             .get(range)
             .ok_or_else(|| Error::integrity(&object, "lies outside its pack"))?;
-        let header = Header::parse(sealed).map_err(|err| Error::integrity(&object, err))?;
-        let old_key = keyring.epoch_key(header.epoch)?;
-        let (_, payload) = drvault_keyring::open(&old_key, &e.id.0, sealed)
-            .map_err(|err| Error::integrity(&object, err))?;
+        let (header, payload) = keyring
+            .open(&e.id.0, sealed)
+            .map_err(|err| super::objects::key_error(&object, err))?;
         out.clear();
-        drvault_keyring::seal(
-            &key,
-            Header { epoch, ..header },
-            &e.id.0,
-            &payload,
-            &mut out,
-        )?;
+        sealer.seal(header.kind, header.compressed, &e.id.0, &payload, &mut out)?;
         builder.add(e.kind, e.id, e.raw_length, &out);
     }
     let pack = builder.finish(keyring)?;

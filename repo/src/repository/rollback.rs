@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use drvault_keyring::Keyring;
+use drvault_keyring::Keys;
 
 use crate::{Error, Id, Result};
 
@@ -23,7 +23,7 @@ struct Seen {
 }
 
 impl Seen {
-    fn of(keyring: &Keyring) -> Self {
+    fn of(keyring: &Keys) -> Self {
         Seen {
             generation: keyring.generation(),
             bound: keyring.config_hash().is_some(),
@@ -48,7 +48,7 @@ impl Seen {
 }
 
 /// The file that remembers `keyring`'s repository under the state directory `state_root`.
-fn memory_file(state_root: &Path, keyring: &Keyring) -> PathBuf {
+fn memory_file(state_root: &Path, keyring: &Keys) -> PathBuf {
     let name = Id::of_plaintext(keyring.id_key(), b"drvault keyring memory v1");
     state_root.join("keyrings").join(name.to_hex())
 }
@@ -56,7 +56,7 @@ fn memory_file(state_root: &Path, keyring: &Keyring) -> PathBuf {
 /// Refuses a keyring older than (or, once one was bound, not bound like) the newest this host
 /// opened, then remembers it when it is newer. A memory that cannot be read or written is not
 /// an error: it is a cache, and losing it only loses the protection it adds.
-pub(super) fn check_and_remember(state_root: &Path, keyring: &Keyring) -> Result<()> {
+pub(super) fn check_and_remember(state_root: &Path, keyring: &Keys) -> Result<()> {
     let file = memory_file(state_root, keyring);
     let now = Seen::of(keyring);
     let before = std::fs::read_to_string(&file)
@@ -110,18 +110,20 @@ mod tests {
     fn an_older_or_unbound_keyring_is_refused_once_a_newer_one_was_seen() {
         let dir = std::env::temp_dir().join(format!("drvault-rollback-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        use drvault_keyring::Keyring;
+        let full = |k: &Keyring| Keys::full(k.clone());
         let old = Keyring::generate(0).expect("keyring");
         let mut new = old.clone();
         new.rotate(1).expect("rotate");
         assert!(new.generation() > old.generation());
-        check_and_remember(&dir, &old).expect("first open");
-        check_and_remember(&dir, &new).expect("newer");
-        let err = check_and_remember(&dir, &old).expect_err("rolled back");
+        check_and_remember(&dir, &full(&old)).expect("first open");
+        check_and_remember(&dir, &full(&new)).expect("newer");
+        let err = check_and_remember(&dir, &full(&old)).expect_err("rolled back");
         assert!(err.to_string().contains("withholds"), "{err}");
         let mut bound = new.clone();
         bound.bind_config([7; 32]);
-        check_and_remember(&dir, &bound).expect("bound, same generation");
-        check_and_remember(&dir, &new).expect_err("unbound after bound");
+        check_and_remember(&dir, &full(&bound)).expect("bound, same generation");
+        check_and_remember(&dir, &full(&new)).expect_err("unbound after bound");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -34,7 +34,7 @@ impl Repository {
         while let Some(r) = packs.next().await {
             let (pack, bytes, entries) = r?;
             keep_alive(&self.store, lease).await?;
-            let keyring = self.keyring.clone();
+            let keyring = self.keys.clone();
             let mut taken = std::mem::replace(&mut builders, Builders::new(0));
             let (back, finished) = tokio::task::spawn_blocking(move || {
                 let finished = taken.copy(&keyring, &pack, &bytes, &entries)?;
@@ -54,7 +54,7 @@ impl Repository {
         drop(packs);
         for mut b in builders.open {
             if !b.1.is_empty() {
-                self.upload_copy(b.1.finish(&self.keyring)?).await?;
+                self.upload_copy(b.1.finish(&self.keys)?).await?;
             }
         }
         self.flush_index().await?;
@@ -99,7 +99,7 @@ impl Builders {
     /// its kind and epoch. Returns the packs that filled up.
     fn copy(
         &mut self,
-        keyring: &Keyring,
+        keyring: &Keys,
         pack: &Id,
         bytes: &[u8],
         entries: &[PackEntry],

@@ -36,7 +36,7 @@ async fn reopen(repo: &Repository) -> Repository {
 
 /// Stores `blobs` in one new pack of `kind` and indexes it; returns the ids and the pack.
 async fn put_pack(repo: &Repository, kind: BlobKind, blobs: &[Vec<u8>]) -> (Vec<Id>, Id) {
-    let mut sealer = BlobSealer::new(repo.keyring(), 1).unwrap();
+    let mut sealer = BlobSealer::new(repo.keys(), 1).unwrap();
     let mut b = PackBuilder::new(1 << 30);
     let mut ids = Vec::new();
     for plain in blobs {
@@ -45,7 +45,7 @@ async fn put_pack(repo: &Repository, kind: BlobKind, blobs: &[Vec<u8>]) -> (Vec<
         b.add(kind, id, plain.len() as u32, &sealed);
         ids.push(id);
     }
-    let pack = b.finish(repo.keyring()).unwrap();
+    let pack = b.finish(repo.keys()).unwrap();
     let pid = pack.id;
     repo.upload_pack(pack).await.unwrap();
     repo.flush_index().await.unwrap();

@@ -1,0 +1,173 @@
+//! Host keys (docs/FORMAT.md section 6, "Host keys"): making a repository take them (format
+//! version 2: the keyring gains the host secrets; index objects and prune marks move under
+//! index keys that hosts hold) and adding a host's put-only key slot.
+
+use super::*;
+use crate::audit;
+use crate::lease::Lease;
+
+/// What `migrate` did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MigrateReport {
+    /// False when the repository already took host keys (the run only finished the rewrite).
+    pub keyring_upgraded: bool,
+    pub indexes_rewritten: u64,
+    pub marks_rewritten: u64,
+}
+
+const MIGRATE_ACTION: &str = "migrate the repository to format version 2";
+
+impl Repository {
+    /// True when the repository takes host keys (format version 2).
+    pub fn takes_host_keys(&self) -> bool {
+        self.keys.takes_hosts()
+    }
+
+    /// Upgrades the repository in place to take host keys, resumably: first the keyring (host
+    /// secrets, and the host keyring beside it), then every index object and prune mark still
+    /// sealed under a data key is sealed again under its epoch's index key (new ones are
+    /// already). Running it again finishes an interrupted run; on a repository that needs
+    /// nothing it changes nothing. Recorded in the audit log (`repository.migrate`).
+    pub async fn migrate(&self) -> Result<MigrateReport> {
+        self.keyring()?;
+        self.store
+            .ensure_deletable("migrate", &[paths::INDEX, paths::PRUNE])
+            .await?;
+        audit::ready(self, "repository.migrate").await?;
+        let migrated = self.migrate_inner().await;
+        audit::record_outcome(self, "repository.migrate", migrated, |r| {
+            serde_json::json!({
+                "format": 2,
+                "keyring_upgraded": r.keyring_upgraded,
+                "indexes_rewritten": r.indexes_rewritten,
+                "marks_rewritten": r.marks_rewritten,
+            })
+        })
+        .await
+    }
+
+    async fn migrate_inner(&self) -> Result<MigrateReport> {
+        let lease = Lease::acquire(&self.store, "migration", LEASE_TTL).await?;
+        let result = async {
+            let mut report = MigrateReport::default();
+            let mut kr = self.current_keyring().await?;
+            if kr.enable_hosts()? {
+                self.save_keyring(&kr).await?;
+                report.keyring_upgraded = true;
+            }
+            // This process seals with the upgraded keyring from here on.
+            let upgraded = Repository {
+                store: self.store.clone(),
+                config: self.config.clone(),
+                keys: Arc::new(Keys::full(kr)),
+                index: RwLock::default(),
+                pending: Mutex::default(),
+                state_dir: None,
+                tree_packs: Mutex::default(),
+                catalog: Mutex::default(),
+                backup_liveness: Mutex::default(),
+                opened_slot: self.opened_slot.clone(),
+            };
+            for name in self
+                .store
+                .list_names_complete(paths::INDEX, MIGRATE_ACTION)
+                .await?
+            {
+                lease.keep_alive(&self.store).await?;
+                if upgraded.reseal_shared::<IndexFile>(&name).await? {
+                    report.indexes_rewritten += 1;
+                }
+            }
+            for name in self
+                .store
+                .list_names_complete(paths::PRUNE, MIGRATE_ACTION)
+                .await?
+            {
+                lease.keep_alive(&self.store).await?;
+                if upgraded
+                    .reseal_shared::<crate::format::PruneMark>(&name)
+                    .await?
+                {
+                    report.marks_rewritten += 1;
+                }
+            }
+            Ok(report)
+        }
+        .await;
+        lease.release(&self.store).await?;
+        result
+    }
+
+    /// Seals one object of a shareable kind again under the index key when it is still sealed
+    /// under a data key: the new object first, then the old one goes. True when it did.
+    async fn reseal_shared<T: RepoFile>(&self, name: &str) -> Result<bool> {
+        let bytes = match self.store.get(name).await {
+            Ok(b) => b,
+            // Replaced meanwhile (a prune consolidating indexes, a mark removed).
+            Err(Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let header = Header::parse(&bytes).map_err(|e| Error::integrity(name, e))?;
+        if Some(header.kind) == T::KIND.shared() {
+            return Ok(false);
+        }
+        let file: T = self.open_file(name, &bytes)?;
+        let sealed = self.seal_file(&file)?;
+        let new_name = format!("{}{}", T::DIR, Id::of_stored(&sealed));
+        self.store.put_new(&new_name, sealed.into(), true).await?;
+        self.store.delete(name).await?;
+        Ok(true)
+    }
+
+    /// Adds a put-only key slot for host `host` (its label): it backs up and deduplicates
+    /// against the whole repository but opens nothing stored. Upgrades the repository first
+    /// when it does not take host keys yet. Returns the slot's object name.
+    /// Recorded in the audit log (`key.add`, kind `host`).
+    pub async fn add_host_key(
+        &self,
+        host: &str,
+        passphrase: &[u8],
+        kdf: KdfParams,
+    ) -> Result<String> {
+        self.keyring()?;
+        if host.is_empty()
+            || host.len() > drvault_keyring::MAX_LABEL
+            || host.chars().any(char::is_control)
+        {
+            return Err(Error::Invalid(format!(
+                "the host name {host:?} must be 1 to {} bytes without control characters",
+                drvault_keyring::MAX_LABEL
+            )));
+        }
+        if passphrase.is_empty() {
+            return Err(Error::Invalid("refusing an empty passphrase".into()));
+        }
+        if !self.current_keyring().await?.takes_hosts() {
+            self.migrate().await?;
+        }
+        audit::ready(self, "key.add").await?;
+        let added = async {
+            let kr = self.current_keyring().await?;
+            let pass = zeroize::Zeroizing::new(passphrase.to_vec());
+            let now = unix_now();
+            let host = host.to_string();
+            let slot = tokio::task::spawn_blocking(move || {
+                KeySlot::create_host(now, kdf, &pass, &host, &kr)
+            })
+            .await
+            .map_err(Error::task)??;
+            let bytes = slot.encode();
+            let name = paths::key(&Id::of_stored(&bytes));
+            self.store.put_new(&name, bytes.into(), true).await?;
+            Ok(name)
+        }
+        .await;
+        audit::record_outcome(
+            self,
+            "key.add",
+            added,
+            |name| serde_json::json!({ "slot": keys::short(name), "kind": "host", "label": host }),
+        )
+        .await
+    }
+}
