@@ -142,6 +142,9 @@ pub enum Command {
     /// Read every copy on every target, replace damaged copies from intact ones, and copy
     /// missing ones; needs no passphrase.
     Repair,
+    /// Upgrade the repository to format version 2 (host keys), in place and resumably; a
+    /// repository that needs nothing is left as it is.
+    Migrate,
 }
 
 #[derive(Debug, Args)]
@@ -287,8 +290,12 @@ pub struct KeyAddArgs {
     #[arg(long, value_name = "FILE")]
     pub new_password_file: Option<PathBuf>,
     /// Who or what holds the new key (shown by `key list`) [default: user@host; "recovery"].
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", conflicts_with = "host")]
     pub label: Option<String>,
+    /// For --kind host: the host the key belongs to, as its snapshots name it [default: this
+    /// machine's host name].
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -299,6 +306,9 @@ pub enum KeyKindArg {
     Keyfile,
     /// A generated recovery key, shown once (as `init` does).
     Recovery,
+    /// A host's put-only key (a passphrase): it backs up, deduplicating against the whole
+    /// repository, but opens nothing stored — no snapshot, file, tree or audit entry.
+    Host,
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +316,10 @@ pub struct InitArgs {
     /// Argon2id memory in KiB for the passphrase slot (default 65536; lower only for tests).
     #[arg(long, hide = true)]
     pub kdf_memory_kib: Option<u32>,
+    /// Repository format version: 2 (host keys; the default) or 1 (as drvault before 0.7
+    /// wrote, for tests of `migrate`).
+    #[arg(long, hide = true, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub format_version: u32,
     /// zstd compression level for new data (2: 50% faster than 3 for 2% larger output here).
     #[arg(long, default_value_t = 2)]
     pub compression_level: i32,
@@ -501,6 +515,11 @@ pub struct RestoreArgs {
     /// Change nothing; print what would be restored, replaced, kept and deleted.
     #[arg(long)]
     pub dry_run: bool,
+    /// Restore a snapshot even when its writer is not what it claims (a host key's snapshot
+    /// naming another host, or without a valid proof; `snapshots` marks them with "!").
+    /// Without it, "latest" and --at pass over such snapshots and an ID naming one is refused.
+    #[arg(long)]
+    pub trust_host: bool,
     #[command(flatten)]
     pub filter: SnapshotFilter,
 }

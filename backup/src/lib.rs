@@ -117,6 +117,9 @@ pub fn run(
     let prepared = prepare(&req.source)?;
     let parent = match req.parent {
         Parent::Snapshot(id) => Some(id),
+        // A host key reads no snapshot: every file is read and chunked again (deduplication
+        // against the index still stores nothing twice).
+        Parent::Latest if repo.opened_by_host().is_some() => None,
         Parent::Latest => {
             let snaps = rt.block_on(repo.snapshots())?;
             let want = prepared.snapshot_paths();
@@ -228,6 +231,8 @@ impl Work<'_> {
             summary,
             program_version: env!("CARGO_PKG_VERSION").to_string(),
             audit: None,
+            writer: None,
+            untrusted: None,
         };
         Ok(self
             .rt

@@ -99,6 +99,28 @@ pub struct Header {
 }
 
 impl Header {
+    /// Parses the first 7 bytes of a sealed object (version, kind, flags, epoch): what the
+    /// start of an object read alone says, without the length checks of [`Header::parse`].
+    pub fn parse_prefix(prefix: &[u8]) -> Result<Self> {
+        let Some(head) = prefix.get(..7) else {
+            return Err(Error::Malformed {
+                what: "envelope",
+                reason: format!("{} bytes is shorter than a header", prefix.len()),
+            });
+        };
+        if !matches!(head[0], FORMAT_VERSION | SEALED_TO_PUBLIC_VERSION) {
+            return Err(Error::UnsupportedVersion(head[0]));
+        }
+        let mut padded = head.to_vec();
+        let least = if head[0] == FORMAT_VERSION {
+            ENVELOPE_OVERHEAD
+        } else {
+            PUBLIC_HEADER_LEN + TAG_LEN
+        };
+        padded.resize(least, 0);
+        Self::parse(&padded)
+    }
+
     /// Parses the header of a sealed object without opening it.
     pub fn parse(sealed: &[u8]) -> Result<Self> {
         let least = match sealed.first() {

@@ -127,6 +127,8 @@ const MAINTENANCE_WAIT: std::time::Duration = std::time::Duration::from_secs(600
 /// Stops between two packs once `cancel` is set ([`Error::Interrupted`]): a check changes
 /// nothing, so any point is clean.
 pub async fn check(repo: Arc<Repository>, read: ReadData, cancel: &Cancel) -> Result<CheckReport> {
+    // A host key opens no snapshot, tree or pack header: nothing here could be checked.
+    repo.keyring()?;
     let mut rechecks = 0;
     loop {
         // The lease before the index: maintenance that ends between the two is seen as a

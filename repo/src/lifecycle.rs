@@ -158,6 +158,11 @@ pub async fn retag(
     audit::ready(repo, "snapshots.tag").await?;
     let mut new = snap.clone();
     new.tags = tags;
+    // A host key's proof covers the tags: a verified one is dropped (the full keys writing the
+    // copy vouch for it from now on), a doubtful one is kept, so the copy stays doubtful.
+    if snap.untrusted.is_none() {
+        new.writer = None;
+    }
     // The copy keeps the commit's audit anchor: it is the same backup.
     let new_id = repo.save_snapshot(&new).await?;
     repo.store().delete(&paths::snapshot(old_id)).await?;

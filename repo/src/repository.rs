@@ -520,7 +520,9 @@ impl Repository {
         }
         best.ok_or_else(|| {
             Error::NotPermitted(
-                "this host key no longer opens the repository: no host keyring opens with it                  (the master key was replaced, which removes every host key; add a new one with                  `drvault key add --kind host`)"
+                "this host key no longer opens the repository: no host keyring opens with it \
+                (the master key was replaced, which removes every host key; add a new one with \
+                `drvault key add --kind host`)"
                     .into(),
             )
         })
@@ -573,7 +575,9 @@ impl Repository {
     pub fn keyring(&self) -> Result<&Keyring> {
         self.keys.keyring().ok_or_else(|| {
             Error::NotPermitted(format!(
-                "this repository was opened with host {}'s key, which backs up only; key                  operations, restores, listings and data checks need a passphrase, key file or                  recovery key (run them from a maintenance host)",
+                "this repository was opened with host {}'s key, which backs up only; key \
+                operations, restores, listings and data checks need a passphrase, key file or \
+                recovery key (run them from a maintenance host)",
                 self.keys.host_name().unwrap_or("?")
             ))
         })

@@ -127,6 +127,8 @@ mod tests {
             summary: Summary::default(),
             program_version: String::new(),
             audit: None,
+            writer: None,
+            untrusted: None,
         }
     }
 

@@ -93,6 +93,8 @@ impl Forger {
             summary: Summary::default(),
             program_version: String::new(),
             audit: None,
+            writer: None,
+            untrusted: None,
         };
         self.rt.block_on(self.repo.save_snapshot(&snap)).unwrap();
     }

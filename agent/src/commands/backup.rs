@@ -16,6 +16,7 @@ pub fn run(ctx: &Context, g: &Global, a: &BackupArgs) -> Result<Exit> {
             g,
             None,
             drvault_repo::repository::InitOptions::default().compression_level,
+            true,
         )?;
         if !g.json && !g.quiet {
             eprintln!("created repository at {}", ctx.repo_location);
@@ -139,7 +140,12 @@ fn request(
         source,
         tags: a.tags.clone(),
         parent,
-        host: a.host.clone().unwrap_or_else(drvault_repo::host::hostname),
+        // A host key backs up as its own host unless told otherwise (another name is written,
+        // and `snapshots` flags it: the proof names the key's host).
+        host: a.host.clone().unwrap_or_else(|| {
+            repo.opened_by_host()
+                .map_or_else(drvault_repo::host::hostname, str::to_string)
+        }),
     })
 }
 

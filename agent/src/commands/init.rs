@@ -9,7 +9,13 @@ use crate::context::Context;
 use crate::exit::Exit;
 
 pub fn run(ctx: &Context, g: &Global, a: &InitArgs) -> Result<Exit> {
-    let (id, recovery) = init(ctx, g, a.kdf_memory_kib, a.compression_level)?;
+    let (id, recovery) = init(
+        ctx,
+        g,
+        a.kdf_memory_kib,
+        a.compression_level,
+        a.format_version >= 2,
+    )?;
     if g.json {
         outln!(
             "{}",
@@ -59,6 +65,7 @@ pub fn init(
     g: &Global,
     kdf_memory_kib: Option<u32>,
     level: i32,
+    host_keys: bool,
 ) -> Result<(String, Zeroizing<String>)> {
     let store = ctx.store(true)?;
     let pass = crate::password::read(g.password_file.as_deref(), true)?;
@@ -69,6 +76,7 @@ pub fn init(
     let mut opts = InitOptions {
         compression_level: level,
         label: default_label(),
+        host_keys,
         ..Default::default()
     };
     if let Some(m) = kdf_memory_kib {

@@ -28,7 +28,13 @@ fn shown(t: i64) -> String {
 pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
     let repo = ctx.open(g)?;
     match cmd {
+        KeyCommand::Add(a) if matches!(a.kind, KeyKindArg::Host) => {
+            return add_host(ctx, g, &repo, a)
+        }
         KeyCommand::Add(a) => {
+            if a.host.is_some() {
+                usage!("--host names the host of a host key: add --kind host");
+            }
             // A recovery key is generated, as `init` does; a key file is every byte of it.
             let mut recovery = None;
             let (kind, pass) = match a.kind {
@@ -42,6 +48,7 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
                     };
                     (SlotKind::KeyFile, crate::password::read_key_file(f)?)
                 }
+                KeyKindArg::Host => unreachable!("handled above"),
                 KeyKindArg::Recovery => {
                     if a.new_password_file.is_some() {
                         usage!(
@@ -274,4 +281,53 @@ fn reencrypt(ctx: &Context, g: &Global, repo: &Repository) -> Result<Exit> {
     } else {
         Exit::Partial
     })
+}
+
+/// `key add --kind host`: a put-only key for one host (upgrading the repository first when it
+/// does not take host keys yet).
+fn add_host(
+    ctx: &Context,
+    g: &Global,
+    repo: &Repository,
+    a: &crate::cli::KeyAddArgs,
+) -> Result<Exit> {
+    let host = a
+        .host
+        .clone()
+        .unwrap_or_else(|| drvault_repo::host::hostname());
+    let pass = crate::password::read_new(a.new_password_file.as_deref())?;
+    let name = ctx
+        .rt
+        .block_on(repo.add_host_key(&host, &pass, KdfParams::SERVER))?;
+    let id = name.rsplit('/').next().unwrap_or(&name);
+    report(
+        g,
+        serde_json::json!({ "id": id, "kind": "host", "label": host }),
+        &format!(
+            "added host slot {} for host {host}: it backs up but opens nothing stored",
+            short(&name)
+        ),
+    );
+    Ok(Exit::Ok)
+}
+
+/// `drvault migrate`: format version 2, in place and resumably.
+pub fn migrate(ctx: &Context, g: &Global) -> Result<Exit> {
+    let repo = ctx.open(g)?;
+    let r = ctx.rt.block_on(repo.migrate())?;
+    let text = if r.keyring_upgraded {
+        format!(
+            "the repository now takes host keys (format version 2); {} index objects and {} \
+             prune marks sealed again under index keys",
+            r.indexes_rewritten, r.marks_rewritten
+        )
+    } else {
+        format!(
+            "the repository already took host keys (format version 2); {} index objects and {} \
+             prune marks sealed again under index keys",
+            r.indexes_rewritten, r.marks_rewritten
+        )
+    };
+    report(g, serde_json::to_value(&r)?, &text);
+    Ok(Exit::Ok)
 }

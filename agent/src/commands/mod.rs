@@ -68,6 +68,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &Command) -> Res
         Command::Targets => targets::run(ctx, g),
         Command::Sync => targets::sync(ctx, g),
         Command::Repair => targets::repair(ctx, g),
+        Command::Migrate => key::migrate(ctx, g),
         Command::Audit(a) => audit::run(ctx, g, a),
         Command::Forget(a) => forget::run(ctx, g, a),
         Command::Prune(a) => prune::run(ctx, g, a),

@@ -30,6 +30,8 @@ pub fn run(ctx: &Context, g: &Global, a: &crate::cli::SnapshotsArgs) -> Result<E
                     "parent": s.parent.map(|p| p.to_hex()),
                     "tree": s.tree.to_hex(),
                     "summary": s.summary,
+                    "written_by_host_key": s.writer.as_ref().map(|w| w.host.clone()),
+                    "untrusted": s.untrusted,
                 })
             })
             .collect();
@@ -43,12 +45,18 @@ pub fn run(ctx: &Context, g: &Global, a: &crate::cli::SnapshotsArgs) -> Result<E
         "host",
         "tags"
     );
+    let mut doubtful = Vec::new();
     for (id, s) in &snaps {
         let t = crate::timefmt::shown(s.time_ns);
         let paths: Vec<String> = s.paths.iter().map(|p| printable(p)).collect();
+        let mut shown_id = id.short();
+        if let Some(why) = &s.untrusted {
+            shown_id.push('!');
+            doubtful.push(format!("{}: {why}", id.short()));
+        }
         outln!(
             "{:<10} {:<26} {:<16} {:<16} {}",
-            id.short(),
+            shown_id,
             t,
             s.host,
             s.tags.join(","),
@@ -56,5 +64,12 @@ pub fn run(ctx: &Context, g: &Global, a: &crate::cli::SnapshotsArgs) -> Result<E
         );
     }
     outln!("{}", super::plural(snaps.len() as u64, "snapshot"));
+    if !doubtful.is_empty() {
+        outln!(
+            "! not to be trusted: forged or written with another host's key (restore refuses them without --trust-host):\n  {}",
+            doubtful.join("\n  ")
+        );
+        return Ok(Exit::Integrity);
+    }
     Ok(Exit::Ok)
 }

@@ -202,6 +202,8 @@ mod tests {
             summary: Summary::default(),
             program_version: String::new(),
             audit: anchor,
+            writer: None,
+            untrusted: None,
         }
     }
 

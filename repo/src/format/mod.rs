@@ -23,7 +23,9 @@ pub use config::{Config, REPO_FORMAT_VERSION};
 pub use index::{IndexFile, IndexPack, INDEX_VERSION};
 pub use mark::{PruneMark, PRUNE_MARK_VERSION};
 pub use pack::{parse_pack_trailer, PackEntry, PACK_TRAILER_LEN};
-pub use snapshot::{AuditRef, Snapshot, Summary, SNAPSHOT_VERSION};
+pub use snapshot::{
+    AuditRef, HostProof, Snapshot, Summary, SNAPSHOT_VERSION, SNAPSHOT_VERSION_HOST,
+};
 pub use tree::{validate_name, Node, NodeKind, Tree, TREE_VERSION};
 
 use crate::{Error, Result};

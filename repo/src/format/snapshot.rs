@@ -2,9 +2,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::Id;
 
-/// The newest snapshot layout this drvault writes (version 2: with the audit anchor). A
-/// snapshot without an anchor is still written as version 1, byte for byte as before.
+/// The snapshot layout with the audit anchor (version 2). A snapshot without an anchor is still
+/// written as version 1, byte for byte as before; one written with a host key is version 3
+/// (with the host proof).
 pub const SNAPSHOT_VERSION: u32 = 2;
+/// The layout with the host proof of a snapshot written with a host key.
+pub const SNAPSHOT_VERSION_HOST: u32 = 3;
+
+/// Which host key wrote a snapshot (version 3): the host its slot belongs to, and a keyed
+/// BLAKE3 of the snapshot's version 1 or 2 encoding under that host's authentication key, which
+/// only that host's slots and the full keys hold (docs/FORMAT.md section 12).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostProof {
+    pub host: String,
+    pub mac: [u8; 32],
+}
 
 /// The audit entry that recorded a snapshot's commit (docs/FORMAT.md sections 12 and 17): its
 /// sequence number and the BLAKE3 hash of its canonical encoding. A snapshot carrying it anchors
@@ -41,6 +53,28 @@ pub struct Snapshot {
     /// The audit entry of its commit; absent in snapshots written before 0.7 and in those
     /// whose commit the audit log could not take (`audit verify` says which).
     pub audit: Option<AuditRef>,
+    /// Present when a host key wrote it (version 3).
+    pub writer: Option<HostProof>,
+    /// Never stored: set by the reader when the snapshot's writer is not what it claims (a
+    /// host key's snapshot without a valid proof, or claiming another host).
+    #[serde(skip)]
+    pub untrusted: Option<String>,
+}
+
+/// The version 2 layout: every field but the host proof.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV2 {
+    version: u32,
+    time_ns: i64,
+    host: String,
+    username: String,
+    paths: Vec<Vec<u8>>,
+    tags: Vec<String>,
+    parent: Option<Id>,
+    tree: Id,
+    summary: Summary,
+    program_version: String,
+    audit: Option<AuditRef>,
 }
 
 /// The version 1 layout: every field but the anchor.
@@ -59,12 +93,20 @@ struct SnapshotV1 {
 }
 
 impl Snapshot {
-    /// The postcard bytes: version 1 without an anchor, version 2 with one. (Any other
-    /// `version` is written as given, in the version 2 layout: what a newer drvault's snapshot
-    /// looks like to this one.)
+    /// The postcard bytes: version 3 with a host proof, else version 1 without an anchor and
+    /// version 2 with one. (Any other `version` is written as given, in the version 3 layout:
+    /// what a newer drvault's snapshot looks like to this one.)
     pub fn encode(&self) -> Vec<u8> {
-        if !matches!(self.version, 1 | 2) {
-            return super::encode(self);
+        if !matches!(self.version, 1..=3) || self.writer.is_some() {
+            let version = if matches!(self.version, 1..=3) {
+                SNAPSHOT_VERSION_HOST
+            } else {
+                self.version
+            };
+            return super::encode(&Snapshot {
+                version,
+                ..self.clone()
+            });
         }
         match self.audit {
             None => super::encode(&SnapshotV1 {
@@ -79,11 +121,37 @@ impl Snapshot {
                 summary: self.summary.clone(),
                 program_version: self.program_version.clone(),
             }),
-            Some(_) => super::encode(&Snapshot {
+            Some(_) => super::encode(&SnapshotV2 {
                 version: 2,
-                ..self.clone()
+                time_ns: self.time_ns,
+                host: self.host.clone(),
+                username: self.username.clone(),
+                paths: self.paths.clone(),
+                tags: self.tags.clone(),
+                parent: self.parent,
+                tree: self.tree,
+                summary: self.summary.clone(),
+                program_version: self.program_version.clone(),
+                audit: self.audit,
             }),
         }
+    }
+
+    /// What the host proof authenticates: the snapshot's bytes without the proof.
+    pub fn proof_input(&self) -> Vec<u8> {
+        let mut plain = Snapshot {
+            writer: None,
+            untrusted: None,
+            ..self.clone()
+        };
+        if plain.version == SNAPSHOT_VERSION_HOST {
+            plain.version = if plain.audit.is_some() {
+                SNAPSHOT_VERSION
+            } else {
+                1
+            };
+        }
+        plain.encode()
     }
 
     /// Decodes either layout by its leading version; refuses any other version.
@@ -105,9 +173,38 @@ impl Snapshot {
                     summary: v1.summary,
                     program_version: v1.program_version,
                     audit: None,
+                    writer: None,
+                    untrusted: None,
                 })
             }
-            2 => super::decode(object, bytes),
+            2 => {
+                let v2: SnapshotV2 = super::decode(object, bytes)?;
+                Ok(Snapshot {
+                    version: 2,
+                    time_ns: v2.time_ns,
+                    host: v2.host,
+                    username: v2.username,
+                    paths: v2.paths,
+                    tags: v2.tags,
+                    parent: v2.parent,
+                    tree: v2.tree,
+                    summary: v2.summary,
+                    program_version: v2.program_version,
+                    audit: v2.audit,
+                    writer: None,
+                    untrusted: None,
+                })
+            }
+            3 => {
+                let s: Snapshot = super::decode(object, bytes)?;
+                if s.writer.is_none() {
+                    return Err(crate::Error::integrity(
+                        object,
+                        "a version 3 snapshot without its host proof",
+                    ));
+                }
+                Ok(s)
+            }
             other => Err(crate::Error::UnsupportedVersion {
                 object: object.to_string(),
                 version: other,
@@ -134,6 +231,32 @@ mod tests {
             summary: Summary::default(),
             program_version: "0.7.0".into(),
             audit,
+            writer: None,
+            untrusted: None,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_with_a_host_proof_is_version_3_and_the_proof_covers_the_rest() {
+        let mut s = sample(Some(AuditRef {
+            seq: 3,
+            hash: [4; 32],
+        }));
+        let before = s.encode();
+        s.writer = Some(HostProof {
+            host: "web-1".into(),
+            mac: [5; 32],
+        });
+        let bytes = s.encode();
+        assert_eq!(bytes[0], 3);
+        let back = Snapshot::decode("s", &bytes).unwrap();
+        assert_eq!(back.writer, s.writer);
+        assert_eq!(back.version, 3);
+        assert_eq!(back.encode(), bytes);
+        // The proof covers exactly the version 2 bytes of the same snapshot.
+        assert_eq!(back.proof_input(), before);
+        for cut in 0..bytes.len() {
+            assert!(Snapshot::decode("s", &bytes[..cut]).is_err(), "{cut}");
         }
     }
 
@@ -165,10 +288,10 @@ mod tests {
     #[test]
     fn other_versions_and_truncations_are_refused() {
         let mut bytes = sample(None).encode();
-        bytes[0] = 3;
+        bytes[0] = 4;
         assert!(matches!(
             Snapshot::decode("s", &bytes),
-            Err(crate::Error::UnsupportedVersion { version: 3, .. })
+            Err(crate::Error::UnsupportedVersion { version: 4, .. })
         ));
         let full = sample(Some(AuditRef {
             seq: 1,

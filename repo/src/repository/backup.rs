@@ -157,6 +157,15 @@ impl Repository {
         } else {
             1
         };
+        snapshot.writer = None;
+        if let Some(host) = self.keys.host_name() {
+            // Written with a host key: the proof says which host's slot wrote it.
+            let auth = self.keys.host_auth_key(host)?;
+            snapshot.writer = Some(crate::format::HostProof {
+                host: host.to_string(),
+                mac: host_proof_mac(&auth, &snapshot),
+            });
+        }
         failpoint::hit("backup.after-commit-entry").await;
         let saved = match session.confirm() {
             Ok(()) => self.save_snapshot(&snapshot).await,
@@ -270,4 +279,12 @@ fn commit_details(s: &Snapshot, session: &Session) -> serde_json::Value {
         "bytes_added": s.summary.bytes_added,
         "session": session.name(),
     })
+}
+
+/// The host proof of `snapshot` under a host's authentication key (FORMAT.md section 12).
+pub(crate) fn host_proof_mac(auth: &drvault_keyring::Key, snapshot: &Snapshot) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(auth.expose());
+    h.update(b"drvault 2026 snapshot host proof");
+    h.update(&snapshot.proof_input());
+    *h.finalize().as_bytes()
 }

@@ -41,7 +41,9 @@ impl Repository {
             return Err(Error::integrity(
                 paths::KEYRING,
                 format!(
-                    "the repository now offers keyring generation {}, older than generation {}                      this process opened: a target withholds the newest keyring (run `drvault                      check --all-targets`)",
+                    "the repository now offers keyring generation {}, older than generation {} \
+                this process opened: a target withholds the newest keyring (run `drvault \
+                check --all-targets`)",
                     current.generation(),
                     opened.generation()
                 ),
@@ -112,6 +114,7 @@ impl Repository {
     /// Removes the key slot whose id starts with `prefix`. The last slot cannot be removed.
     /// Recorded in the audit log (`key.remove`).
     pub async fn remove_key_slot(&self, prefix: &str) -> Result<String> {
+        self.keyring()?;
         self.store
             .ensure_deletable("key remove", &[paths::KEYS])
             .await?;
@@ -176,6 +179,7 @@ impl Repository {
         new: &[u8],
         kdf: KdfParams,
     ) -> Result<(String, String)> {
+        self.keyring()?;
         self.store
             .ensure_deletable("key passwd", &[paths::KEYS])
             .await?;
@@ -245,7 +249,7 @@ impl Repository {
                     .store
                     .get_range(&name, 0..ENVELOPE_OVERHEAD as u64)
                     .await?;
-                let epoch = Header::parse(&head)
+                let epoch = Header::parse_prefix(&head)
                     .map_err(|e| Error::integrity(&name, e))?
                     .epoch;
                 Ok::<_, Error>((name, epoch))
@@ -257,6 +261,7 @@ impl Repository {
 
     /// Every data-key epoch with the number of objects still sealed under it.
     pub async fn epochs(&self) -> Result<Vec<EpochInfo>> {
+        self.keyring()?;
         let kr = self.current_keyring().await?;
         let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
         for epoch in self
@@ -281,6 +286,7 @@ impl Repository {
     /// The active epoch: (id, created, blobs sealed under it, read from the index and the packs'
     /// headers). What an automatic rotation policy decides on.
     pub async fn active_epoch_usage(&self) -> Result<(u32, i64, u64)> {
+        self.keyring()?;
         let kr = self.current_keyring().await?;
         let (id, _) = kr.active_epoch()?;
         let created = kr
@@ -306,6 +312,7 @@ impl Repository {
     /// repository on. Returns the new epoch's id.
     /// Recorded in the audit log (`key.rotate`).
     pub async fn rotate_epoch(&self) -> Result<u32> {
+        self.keyring()?;
         audit::ready(self, "key.rotate").await?;
         let rotated = self.start_epoch().await;
         audit::record_outcome(
@@ -341,6 +348,7 @@ impl Repository {
         credential: &drvault_keyring::Credential,
         kdf: KdfParams,
     ) -> Result<(u32, usize)> {
+        self.keyring()?;
         self.store
             .ensure_deletable("key rotate --master", &[paths::KEYS, paths::KEYRING])
             .await?;

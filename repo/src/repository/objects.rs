@@ -194,10 +194,44 @@ impl Repository {
         Ok(id)
     }
 
-    /// Reads one snapshot object by its name (`snapshots/<id>`).
+    /// Reads one snapshot object by its name (`snapshots/<id>`), and says in
+    /// `Snapshot::untrusted` when its writer is not what it claims.
     pub async fn load_snapshot(&self, name: &str) -> Result<Snapshot> {
         let bytes = self.store.get(name).await?;
-        self.open_file(name, &bytes)
+        let mut snapshot: Snapshot = self.open_file(name, &bytes)?;
+        snapshot.untrusted = self.writer_doubt(&bytes, &snapshot);
+        Ok(snapshot)
+    }
+
+    /// Why a snapshot's writer is not to be trusted, if it is not. Only a host key seals to a
+    /// public key (full keys seal under the data key), and a host key's snapshot must carry a
+    /// proof under that host's authentication key, for the host the snapshot names.
+    fn writer_doubt(&self, sealed: &[u8], snapshot: &Snapshot) -> Option<String> {
+        let by_host_key = sealed.first() == Some(&drvault_keyring::SEALED_TO_PUBLIC_VERSION);
+        let proof = match (&snapshot.writer, by_host_key) {
+            (None, false) => return None,
+            (None, true) => {
+                return Some("written with a host key, without the proof of which host".into())
+            }
+            (Some(p), _) => p,
+        };
+        let valid = self
+            .keys
+            .host_auth_key(&proof.host)
+            .is_ok_and(|auth| backup::host_proof_mac(&auth, snapshot) == proof.mac);
+        if !valid {
+            return Some(format!(
+                "its proof of being written by host {}'s key does not verify",
+                proof.host
+            ));
+        }
+        if proof.host != snapshot.host {
+            return Some(format!(
+                "it claims host {} but was written with host {}'s key",
+                snapshot.host, proof.host
+            ));
+        }
+        None
     }
 
     /// All snapshots, oldest first.

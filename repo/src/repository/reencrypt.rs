@@ -59,6 +59,7 @@ impl Repository {
         progress: &(dyn Fn(Progress) + Sync),
         cancel: &Cancel,
     ) -> Result<ReencryptReport> {
+        self.keyring()?;
         let started = std::time::Instant::now();
         self.store
             .ensure_deletable(

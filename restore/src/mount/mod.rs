@@ -225,6 +225,8 @@ mod tests {
             summary: Default::default(),
             program_version: String::new(),
             audit: None,
+            writer: None,
+            untrusted: None,
         }
     }
 

@@ -92,6 +92,8 @@ async fn snapshot(repo: &Repository, tag: &str, files: &[(&str, Vec<Id>)]) -> (S
         summary: Summary::default(),
         program_version: "test".into(),
         audit: None,
+        writer: None,
+        untrusted: None,
     };
     let name = paths::snapshot(&repo.save_snapshot(&snap).await.unwrap());
     (name, pack)
