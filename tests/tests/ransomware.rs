@@ -19,8 +19,16 @@ struct Site {
 
 #[derive(Clone, Copy)]
 enum As {
+    /// A host with the storage credentials that cannot delete and the repository passphrase.
     Host,
+    /// A host with those credentials and its put-only host key (`key add --kind host`).
+    HostKey(&'static str),
     Maintenance,
+}
+
+/// The passphrase of host `name`'s host key.
+fn host_passphrase(name: &str) -> String {
+    format!("host key of {name}")
 }
 
 impl Site {
@@ -98,17 +106,22 @@ impl Site {
     /// `program` with this site's configuration, `who`'s state directory and storage key.
     fn command(&self, program: PathBuf, who: As, args: &[&str]) -> Output {
         let iam = self.server.iam.as_ref().unwrap();
-        let ((access, secret), state) = match who {
-            As::Host => (&iam.host, "state-host"),
-            As::Maintenance => (&iam.maintenance, "state-maintenance"),
+        let ((access, secret), state, password) = match who {
+            As::Host => (&iam.host, "state-host".to_string(), PASSWORD.to_string()),
+            As::HostKey(name) => (&iam.host, format!("state-{name}"), host_passphrase(name)),
+            As::Maintenance => (
+                &iam.maintenance,
+                "state-maintenance".to_string(),
+                PASSWORD.to_string(),
+            ),
         };
         let out = Command::new(program)
             .arg("--config")
             .arg(self.path("drvault.toml"))
             .arg("--state-dir")
-            .arg(self.path(state))
+            .arg(self.path(&state))
             .args(args)
-            .env("DRVAULT_PASSWORD", PASSWORD)
+            .env("DRVAULT_PASSWORD", &password)
             .env("AWS_ACCESS_KEY_ID", access)
             .env("AWS_SECRET_ACCESS_KEY", secret)
             .env_remove("DRVAULT_REPO")
@@ -117,11 +130,38 @@ impl Site {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !stderr.contains(secret.as_str()),
-            "a secret leaked: {stderr}"
-        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        for leaked in [secret.as_str(), password.as_str()] {
+            assert!(
+                !stderr.contains(leaked) && !stdout.contains(leaked),
+                "a secret leaked: {stderr}"
+            );
+        }
         out
+    }
+
+    /// Adds a host key for `name` (as the maintenance host, which holds the passphrase).
+    fn add_host_key(&self, name: &'static str) {
+        let file = self.path(&format!("{name}.key"));
+        fs::write(&file, host_passphrase(name)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        let added: Value = serde_json::from_str(&self.ok(
+            As::Maintenance,
+            &[
+                "--json",
+                "key",
+                "add",
+                "--kind",
+                "host",
+                "--host",
+                name,
+                "--new-password-file",
+                file.to_str().unwrap(),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(added["kind"], "host", "{added}");
     }
 
     fn run(&self, who: As, args: &[&str]) -> Output {
@@ -233,22 +273,66 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The attacker: root on a host, with its passphrase and its storage credentials,
+/// The attacker: root on a host, with its host key and its storage credentials,
 /// against a locked, versioned bucket that enforces IAM. Deleting is refused, overwriting only
-/// hides the good versions; the maintenance host restores byte for byte, `check` names what was
-/// overwritten and `repair` heals it.
+/// hides the good versions, and the host key reads nothing; the maintenance host restores every
+/// host's latest snapshot byte for byte, `check` names what was overwritten and `repair` heals
+/// it.
 #[test]
 fn an_attacker_with_a_hosts_credentials_cannot_destroy_a_locked_repository() {
     let site = Site::locked();
     site.ok(As::Maintenance, &["init", "--kdf-memory-kib", "64"]);
+    site.add_host_key("web1");
+    site.add_host_key("db1");
     let src = site.path("src");
     fs::create_dir_all(src.join("etc")).unwrap();
     fs::write(src.join("data"), noise(400_000, 21)).unwrap();
     fs::write(src.join("etc/config"), b"listen 443").unwrap();
     let src_arg = src.to_str().unwrap();
+    let db_src = site.path("db");
+    fs::create_dir_all(&db_src).unwrap();
+    fs::write(db_src.join("dump.sql"), noise(150_000, 22)).unwrap();
+    site.ok(As::HostKey("db1"), &["backup", db_src.to_str().unwrap()]);
     let backup: Value =
-        serde_json::from_str(&site.ok(As::Host, &["--json", "backup", src_arg])).unwrap();
+        serde_json::from_str(&site.ok(As::HostKey("web1"), &["--json", "backup", src_arg]))
+            .unwrap();
     let id = backup["id"].as_str().unwrap().to_string();
+
+    // The host key reads nothing stored: no snapshot list, no restore, no listing, no check,
+    // no key operation (exit 21, and nothing is written into the restore target).
+    for args in [
+        vec!["snapshots"],
+        vec![
+            "restore",
+            "latest",
+            "--target",
+            site.path("stolen").to_str().unwrap(),
+        ],
+        vec![
+            "restore",
+            id.as_str(),
+            "--target",
+            site.path("stolen").to_str().unwrap(),
+        ],
+        vec!["ls", id.as_str()],
+        vec!["check", "--read-data"],
+        vec!["key", "list"],
+        vec!["key", "rotate"],
+        vec!["audit", "verify"],
+    ] {
+        let out = site.run(As::HostKey("web1"), &args);
+        assert_eq!(
+            out.status.code(),
+            Some(code::NOT_PERMITTED),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        !site.path("stolen").exists()
+            || drvault_tests::files_below(&site.path("stolen")).is_empty(),
+        "the host key restored something"
+    );
 
     // Every object carries the retention; `targets` says so.
     let targets: Value =
@@ -288,7 +372,7 @@ fn an_attacker_with_a_hosts_credentials_cannot_destroy_a_locked_repository() {
         assert!(refused.is_refused(), "{n}: {refused}");
     }
     // drvault's own destructive commands are refused on the host as well.
-    let out = site.run(As::Host, &["forget", &id]);
+    let out = site.run(As::HostKey("web1"), &["forget", &id]);
     assert_eq!(
         out.status.code(),
         Some(code::NOT_PERMITTED),
@@ -324,6 +408,24 @@ fn an_attacker_with_a_hosts_credentials_cannot_destroy_a_locked_repository() {
     assert_eq!(
         fs::read(restored.join("etc/config")).unwrap(),
         b"listen 443"
+    );
+    // Every host's latest snapshot: db1's too.
+    site.ok(
+        As::Maintenance,
+        &[
+            "restore",
+            "latest",
+            "--host",
+            "db1",
+            "--verify",
+            "--target",
+            site.path("back-db").to_str().unwrap(),
+        ],
+    );
+    let restored = drvault_tests::restored(&site.path("back-db"), &db_src);
+    assert_eq!(
+        fs::read(restored.join("dump.sql")).unwrap(),
+        noise(150_000, 22)
     );
 
     // check names every overwritten object it read, and the unlocked garbage on top.

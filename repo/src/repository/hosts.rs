@@ -55,6 +55,7 @@ impl Repository {
                 self.save_keyring(&kr).await?;
                 report.keyring_upgraded = true;
             }
+            crate::failpoint::hit("migrate.after-keyring").await;
             // This process seals with the upgraded keyring from here on.
             let upgraded = Repository {
                 store: self.store.clone(),
