@@ -551,8 +551,21 @@ impl Repository {
                 );
                 continue;
             }
-            if Header::parse(&bytes).is_ok_and(|h| h.kind == kind) {
-                out.push((l.name, bytes));
+            match Header::parse(&bytes) {
+                Ok(h) if h.kind == kind => out.push((l.name, bytes)),
+                // The other kind (keyring or host keyring): not this reader's.
+                Ok(h) if matches!(h.kind, ObjectKind::Keyring | ObjectKind::HostKeyring) => {}
+                Ok(h) => tracing::warn!(
+                    "keyring object skipped ({}): {}: an envelope of kind {:?}",
+                    store.holders(&l.name).await,
+                    l.name,
+                    h.kind
+                ),
+                Err(e) => tracing::warn!(
+                    "keyring object skipped ({}): {}: {e}",
+                    store.holders(&l.name).await,
+                    l.name
+                ),
             }
         }
         Ok(out)
