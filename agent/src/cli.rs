@@ -296,6 +296,9 @@ pub struct KeyAddArgs {
     /// machine's host name].
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
+    /// Argon2id memory in KiB for the new slot (default 65536; lower only for tests).
+    #[arg(long, hide = true)]
+    pub kdf_memory_kib: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -126,7 +126,9 @@ pub fn run(
             snaps
                 .iter()
                 .rev()
-                .find(|(_, s)| s.host == req.host && s.paths == want)
+                // A doubtful snapshot (a host key's, naming this host) is never a parent: its
+                // tree would lend unchanged files content nobody vouches for.
+                .find(|(_, s)| s.host == req.host && s.paths == want && s.untrusted.is_none())
                 .map(|(id, _)| *id)
         }
     };

@@ -20,6 +20,10 @@ pub enum Error {
     /// Argon2 rejected its parameters.
     #[error("key derivation failed: {0}")]
     Kdf(String),
+    /// Authenticated under a shared key but not signed by the full keys: written by someone
+    /// who holds only what every host holds.
+    #[error("{0} is not signed by the repository's full keys: forged by a host key or planted")]
+    Forged(&'static str),
     /// A host key (put-only) was asked to open what only full key holders read.
     #[error("a host key cannot open {0}: host keys back up only; run this with a passphrase, key file or recovery key of the repository")]
     HostKey(&'static str),

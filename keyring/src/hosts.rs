@@ -17,6 +17,17 @@ pub(crate) const INDEX_KEY_CONTEXT: &str = "drvault 2026 epoch index key";
 const AUTH_KEY_CONTEXT: &str = "drvault 2026 host slot authentication";
 const HOST_KEYRING_CONTEXT: &[u8] = b"drvault host keyring";
 const HOST_KEYRING_VERSION: u8 = 1;
+const SIGNING_CONTEXT: &str = "drvault 2026 host keyring signing";
+const SIGNATURE_LEN: usize = 64;
+
+/// The Ed25519 key that signs host keyrings: hosts share the host key that seals them, so
+/// without a signature any host could write one (its own "epoch public key" included).
+fn signing_key(auth_seed: &[u8; 32]) -> ed25519_dalek::SigningKey {
+    let mut seed = blake3::derive_key(SIGNING_CONTEXT, auth_seed);
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    zeroize::Zeroize::zeroize(&mut seed);
+    key
+}
 
 /// One epoch as a host sees it.
 #[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -91,11 +102,14 @@ impl Keyring {
             epochs,
             audit_public: crate::sealing::public_of(&secrets.audit_secret),
         };
-        let plain =
+        let mut plain =
             zeroize::Zeroizing::new(postcard::to_stdvec(&body).map_err(|e| Error::Malformed {
                 what: "host keyring",
                 reason: e.to_string(),
             })?);
+        let signature =
+            ed25519_dalek::Signer::sign(&signing_key(&secrets.auth_seed), &signed_message(&plain));
+        plain.extend_from_slice(&signature.to_bytes());
         let header = Header {
             kind: ObjectKind::HostKeyring,
             compressed: false,
@@ -117,6 +131,12 @@ impl Keyring {
         self.host_secrets().map(|s| Key::from_bytes(s.host_key))
     }
 
+    /// The Ed25519 public key that verifies host keyrings (host slots carry it).
+    pub fn host_keyring_verifier(&self) -> Option<[u8; 32]> {
+        self.host_secrets()
+            .map(|s| signing_key(&s.auth_seed).verifying_key().to_bytes())
+    }
+
     /// The authentication key of host `host`'s slots: what proves a snapshot came from a slot
     /// of that host. Only full key holders derive it for any host.
     pub fn host_auth_key(&self, host: &str) -> Result<Key> {
@@ -130,6 +150,28 @@ impl Keyring {
         Ok(Key::from_bytes(*h.finalize().as_bytes()))
     }
 
+    /// The key that authenticates prune marks (`None` until the repository takes host keys,
+    /// whose marks are sealed under index keys that hosts hold).
+    pub fn prune_mark_key(&self) -> Option<Key> {
+        self.host_secrets().map(|s| {
+            Key::from_bytes(blake3::derive_key(
+                "drvault 2026 prune mark authentication",
+                &s.audit_secret,
+            ))
+        })
+    }
+
+    /// The key that authenticates audit entries written by full keys (`None` until the
+    /// repository takes host keys).
+    pub fn audit_auth_key(&self) -> Option<Key> {
+        self.host_secrets().map(|s| {
+            Key::from_bytes(blake3::derive_key(
+                "drvault 2026 audit entry authentication",
+                &s.audit_secret,
+            ))
+        })
+    }
+
     /// The audit log's X25519 public key (`None` until the repository takes host keys).
     pub fn audit_public(&self) -> Option<[u8; 32]> {
         self.host_secrets()
@@ -137,9 +179,18 @@ impl Keyring {
     }
 }
 
+/// What the signature covers: a context, then the body's bytes.
+fn signed_message(body: &[u8]) -> Vec<u8> {
+    let mut m = HOST_KEYRING_CONTEXT.to_vec();
+    m.extend_from_slice(body);
+    m
+}
+
 impl HostKeyring {
-    /// Opens a sealed host keyring with the host key a host slot unwrapped.
-    pub fn open(host_key: &Key, sealed: &[u8]) -> Result<Self> {
+    /// Opens a sealed host keyring with the host key a host slot unwrapped, and verifies its
+    /// signature with the verifying key the slot carries: a host keyring another host wrote
+    /// (with the host key every host shares) does not verify.
+    pub fn open(host_key: &Key, verifier: &[u8; 32], sealed: &[u8]) -> Result<Self> {
         let (header, plain) = open(host_key, HOST_KEYRING_CONTEXT, sealed)?;
         let plain = zeroize::Zeroizing::new(plain);
         if header.kind != ObjectKind::HostKeyring {
@@ -148,7 +199,26 @@ impl HostKeyring {
                 reason: "wrong object kind".into(),
             });
         }
-        Self::decode(&plain)
+        let Some(at) = plain.len().checked_sub(SIGNATURE_LEN) else {
+            return Err(Error::Malformed {
+                what: "host keyring",
+                reason: "shorter than its signature".into(),
+            });
+        };
+        let verifier =
+            ed25519_dalek::VerifyingKey::from_bytes(verifier).map_err(|_| Error::Malformed {
+                what: "host slot",
+                reason: "its keyring verifying key is not a valid Ed25519 key".into(),
+            })?;
+        let mut signature = [0u8; SIGNATURE_LEN];
+        signature.copy_from_slice(&plain[at..]);
+        verifier
+            .verify_strict(
+                &signed_message(&plain[..at]),
+                &ed25519_dalek::Signature::from_bytes(&signature),
+            )
+            .map_err(|_| Error::Forged("host keyring"))?;
+        Self::decode(&plain[..at])
     }
 
     fn decode(plain: &[u8]) -> Result<Self> {

@@ -308,11 +308,13 @@ impl Keyring {
         self.body.hosts.as_ref()
     }
 
-    /// Replaces the key that seals the host keyring (with the master key: every host slot is
-    /// then written again or removed).
+    /// Replaces the key that seals the host keyring and the seed of the hosts' authentication
+    /// and keyring-signing keys (with the master key: every host slot is removed, and a stolen
+    /// host key, authentication key or old host keyring is worthless from then on).
     pub fn replace_host_key(&mut self) -> Result<()> {
         if let Some(h) = self.body.hosts.as_mut() {
             h.host_key = *Key::generate()?.expose();
+            h.auth_seed = *Key::generate()?.expose();
             self.body.generation += 1;
         }
         Ok(())

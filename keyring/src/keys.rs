@@ -19,8 +19,7 @@ enum Access {
     Host {
         ring: HostKeyring,
         host: String,
-        host_key: Key,
-        auth: Key,
+        slot: crate::HostSlotKeys,
     },
 }
 
@@ -90,16 +89,11 @@ impl Keys {
         }
     }
 
-    /// A host's keys: its host keyring, its host name, the host key that opened the host
-    /// keyring (to read a newer one) and its slot's authentication key.
-    pub fn host(ring: HostKeyring, host: String, host_key: Key, auth: Key) -> Self {
+    /// A host's keys: its host keyring, its host name and what its slot unwrapped (the host
+    /// key and verifier, to read a newer host keyring; its authentication key).
+    pub fn host(ring: HostKeyring, host: String, slot: crate::HostSlotKeys) -> Self {
         Keys {
-            access: Access::Host {
-                ring,
-                host,
-                host_key,
-                auth,
-            },
+            access: Access::Host { ring, host, slot },
             opening: Mutex::default(),
         }
     }
@@ -112,11 +106,12 @@ impl Keys {
         }
     }
 
-    /// The key that opens the host keyring, when these are a host's keys.
-    pub fn host_key(&self) -> Option<&Key> {
+    /// What the host slot unwrapped (to open a newer host keyring), when these are a host's
+    /// keys.
+    pub fn host_slot(&self) -> Option<&crate::HostSlotKeys> {
         match &self.access {
             Access::Full(_) => None,
-            Access::Host { host_key, .. } => Some(host_key),
+            Access::Host { slot, .. } => Some(slot),
         }
     }
 
@@ -235,8 +230,8 @@ impl Keys {
         match &self.access {
             Access::Full(kr) => kr.host_auth_key(host),
             Access::Host {
-                host: own, auth, ..
-            } if own == host => Ok(auth.clone()),
+                host: own, slot, ..
+            } if own == host => Ok(slot.auth.clone()),
             Access::Host { .. } => Err(Error::HostKey("another host's authentication key")),
         }
     }
@@ -262,6 +257,22 @@ impl Keys {
             Access::Full(kr) => kr,
         };
         if public {
+            // Only what hosts write comes sealed to a public key: blobs, snapshots, pack
+            // headers, and (under the audit epoch) audit entries.
+            let allowed = match header.kind {
+                ObjectKind::AuditEntry => header.epoch == AUDIT_EPOCH,
+                ObjectKind::DataBlob
+                | ObjectKind::TreeBlob
+                | ObjectKind::Snapshot
+                | ObjectKind::PackHeader => header.epoch != AUDIT_EPOCH,
+                _ => false,
+            };
+            if !allowed {
+                return Err(Error::Malformed {
+                    what: "envelope",
+                    reason: format!("{:?} is never sealed to a public key", header.kind),
+                });
+            }
             let eph = ephemeral_key(sealed).ok_or(Error::Authentication)?;
             let cache_key = (eph, header.epoch);
             if let Some(k) = self
@@ -332,14 +343,15 @@ mod tests {
             back.unwrap_master(b"host pass"),
             Err(Error::HostKey(_))
         ));
-        let (host_key, auth) = back
+        let slot_keys = back
             .unwrap_host_with(&crate::Credential::passphrase(b"host pass"))
             .expect("unwrap");
         let sealed = kr.seal_host_keyring().expect("seal").expect("takes hosts");
-        let ring = HostKeyring::open(&host_key, &sealed).expect("open");
+        let ring =
+            HostKeyring::open(&slot_keys.host_key, &slot_keys.verifier, &sealed).expect("open");
         assert_eq!(ring.id_key(), kr.id_key());
         assert_eq!(ring.generation(), kr.generation());
-        Keys::host(ring, host.to_string(), host_key, auth)
+        Keys::host(ring, host.to_string(), slot_keys)
     }
 
     #[test]
@@ -426,7 +438,38 @@ mod tests {
         assert_eq!(again.audit_public(), with.audit_public());
         // A host keyring does not open with the master key, nor the keyring with the host key.
         let host_ring = with.seal_host_keyring().expect("seal").expect("some");
-        assert!(HostKeyring::open(with.master(), &host_ring).is_err());
+        let verifier = with.host_keyring_verifier().expect("verifier");
+        assert!(HostKeyring::open(with.master(), &verifier, &host_ring).is_err());
+        // A host keyring sealed under the shared host key but signed by anyone else (a host
+        // writing its own epoch public key) is refused as forged.
+        let host_key = with.host_key().expect("host key");
+        let (_, body) = crate::open(&host_key, b"drvault host keyring", &host_ring).expect("open");
+        let mut forged_body = body[..body.len() - 64].to_vec();
+        forged_body.extend_from_slice(&[0u8; 64]);
+        let mut forged = Vec::new();
+        crate::seal(
+            &host_key,
+            crate::Header {
+                kind: ObjectKind::HostKeyring,
+                compressed: false,
+                epoch: crate::MASTER_EPOCH,
+            },
+            b"drvault host keyring",
+            &forged_body,
+            &mut forged,
+        )
+        .expect("seal");
+        assert!(matches!(
+            HostKeyring::open(&host_key, &verifier, &forged),
+            Err(Error::Forged(_))
+        ));
+        assert!(HostKeyring::open(&host_key, &verifier, &host_ring).is_ok());
+        // A new master key replaces the seed: the old verifier no longer verifies.
+        let mut rotated = with.clone();
+        rotated.replace_host_key().expect("replace");
+        let new_ring = rotated.seal_host_keyring().expect("seal").expect("some");
+        let new_key = rotated.host_key().expect("key");
+        assert!(HostKeyring::open(&new_key, &verifier, &new_ring).is_err());
         assert!(Keyring::open(with.host_key().expect("key"), &v3).is_err());
     }
 }

@@ -34,7 +34,8 @@ pub use keys::{Keys, Sealer};
 pub use sealing::SealingKey;
 pub use secret::{random_bytes, Key};
 pub use slot::{
-    generate_recovery_key, normalize_recovery_key, Credential, KeySlot, SlotKind, MAX_LABEL,
+    generate_recovery_key, normalize_recovery_key, Credential, HostSlotKeys, KeySlot, SlotKind,
+    MAX_LABEL,
 };
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -63,6 +63,16 @@ struct KeySlotV1 {
     wrapped: Vec<u8>,
 }
 
+/// What a host slot unwraps.
+pub struct HostSlotKeys {
+    /// Opens the host keyring.
+    pub host_key: Key,
+    /// The host's authentication key (its snapshots' proofs).
+    pub auth: Key,
+    /// The Ed25519 key that verifies host keyrings.
+    pub verifier: [u8; 32],
+}
+
 /// What a user supplied to open the repository: a passphrase (the first line when it came
 /// from a file) and, when it came from a file, the file's every byte. Each slot takes the form
 /// its kind needs ([`KeySlot::input`]).
@@ -192,17 +202,15 @@ impl KeySlot {
             reason: "the repository takes no host keys yet".into(),
         })?;
         let auth = keyring.host_auth_key(host)?;
-        let mut both = Zeroizing::new([0u8; 64]);
-        both[..32].copy_from_slice(host_key.expose());
-        both[32..].copy_from_slice(auth.expose());
-        Self::wrap(
-            SlotKind::Host,
-            created,
-            kdf,
-            passphrase,
-            host,
-            both.as_ref(),
-        )
+        let verifier = keyring.host_keyring_verifier().ok_or(Error::Malformed {
+            what: "keyring",
+            reason: "the repository takes no host keys yet".into(),
+        })?;
+        let mut all = Zeroizing::new([0u8; 96]);
+        all[..32].copy_from_slice(host_key.expose());
+        all[32..64].copy_from_slice(auth.expose());
+        all[64..].copy_from_slice(&verifier);
+        Self::wrap(SlotKind::Host, created, kdf, passphrase, host, all.as_ref())
     }
 
     fn wrap(
@@ -293,20 +301,27 @@ impl KeySlot {
         }
     }
 
-    /// Unwraps a host slot: (host key, the host's authentication key).
-    pub fn unwrap_host_with(&self, c: &Credential) -> Result<(Key, Key)> {
+    /// Unwraps a host slot: the host key, the host's authentication key and the key that
+    /// verifies host keyrings.
+    pub fn unwrap_host_with(&self, c: &Credential) -> Result<HostSlotKeys> {
         if self.kind != SlotKind::Host {
             return Err(Error::Malformed {
                 what: "key slot",
                 reason: "not a host slot".into(),
             });
         }
-        let plain = self.unwrap_secret(c.line(), 64)?;
+        let plain = self.unwrap_secret(c.line(), 96)?;
         let mut a = [0u8; 32];
         let mut b = [0u8; 32];
+        let mut verifier = [0u8; 32];
         a.copy_from_slice(&plain[..32]);
-        b.copy_from_slice(&plain[32..]);
-        let keys = (Key::from_bytes(a), Key::from_bytes(b));
+        b.copy_from_slice(&plain[32..64]);
+        verifier.copy_from_slice(&plain[64..]);
+        let keys = HostSlotKeys {
+            host_key: Key::from_bytes(a),
+            auth: Key::from_bytes(b),
+            verifier,
+        };
         zeroize::Zeroize::zeroize(&mut a);
         zeroize::Zeroize::zeroize(&mut b);
         Ok(keys)

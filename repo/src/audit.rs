@@ -57,6 +57,26 @@ impl AuditEntry {
         blake3::hash(&self.canonical_bytes()).to_hex().to_string()
     }
 
+    /// The authentication full keys give an entry (over its canonical bytes without it).
+    fn authentication(&self, key: &drvault_keyring::Key) -> blake3::Hash {
+        let bare = AuditEntry {
+            auth: None,
+            ..self.clone()
+        };
+        blake3::keyed_hash(key.expose(), &bare.canonical_bytes())
+    }
+
+    /// True when full keys wrote the entry: always in a repository without host keys (`key`
+    /// `None`: no one else can write entries), else when its authentication verifies.
+    pub fn is_authentic(&self, key: Option<&drvault_keyring::Key>) -> bool {
+        let Some(key) = key else { return true };
+        self.auth
+            .as_deref()
+            .and_then(|a| blake3::Hash::from_hex(a).ok())
+            // blake3::Hash compares in constant time.
+            .is_some_and(|h| h == self.authentication(key))
+    }
+
     /// What a snapshot (or any object anchoring the chain) records of this entry.
     pub fn anchor(&self) -> AuditRef {
         AuditRef {
@@ -343,7 +363,12 @@ pub async fn append(
             details: canonical(&details),
             result: result.to_string(),
             prev: head.map_or_else(|| GENESIS.to_string(), |(_, prev)| prev),
+            auth: None,
         };
+        let mut entry = entry;
+        if let Some(key) = repo.keys().keyring().and_then(|kr| kr.audit_auth_key()) {
+            entry.auth = Some(entry.authentication(&key).to_hex().to_string());
+        }
         let name = object_name(entry.seq);
         let sealed = Bytes::from(seal(repo, &name, &entry)?);
         match sequencer.put_new(&name, sealed.clone(), false).await {
@@ -373,6 +398,11 @@ pub async fn append(
 /// follows them instead of forking from an older head. Only entries that open under the audit
 /// key are copied; failures leave the append to go on from the sequencer's own head.
 async fn catch_up(repo: &Repository, sequencer: &crate::target::Target, hint: u64) {
+    // A host key cannot open entries, so it cannot tell another target's entries from planted
+    // ones: it copies nothing (the next append by full keys catches up).
+    if repo.keys().keyring().is_none() {
+        return;
+    }
     let Ok(own) = seqs_from(sequencer, hint).await else {
         return;
     };
@@ -601,11 +631,33 @@ pub async fn verify(repo: &Repository) -> Result<VerifyReport> {
         .await;
         let snapshots = repo.snapshots().await?;
         let entries = read_stored(repo).await?;
+        let auth_key = repo.keys().keyring().and_then(|kr| kr.audit_auth_key());
+        // Entries before the first one sealed to the audit public key were written before the
+        // repository took host keys: only full keys could write them.
+        let first_public = entries
+            .iter()
+            .find(|(_, s)| s.as_ref().is_ok_and(|s| s.links_to_stored))
+            .map_or(u64::MAX, |(seq, _)| *seq);
         let opened: BTreeMap<u64, Result<AuditEntry>> = entries
             .iter()
             .map(|(seq, s)| {
                 let e = match s {
-                    Ok(s) => Ok(s.entry.clone()),
+                    Ok(s) => {
+                        let mut e = s.entry.clone();
+                        // A forget withdraws commits only when full keys wrote it: a host key
+                        // could otherwise excuse the snapshots it deletes.
+                        if e.action == "snapshots.forget"
+                            && *seq > first_public
+                            && !e.is_authentic(auth_key.as_ref())
+                        {
+                            tracing::warn!(
+                                "audit entry {seq} records a forget that full keys did not write; \
+                                 the commits it lists count as not withdrawn"
+                            );
+                            e.details = serde_json::json!({});
+                        }
+                        Ok(e)
+                    }
                     Err(e) => Err(Error::integrity(object_name(*seq), e)),
                 };
                 (*seq, e)
@@ -739,6 +791,7 @@ mod tests {
                 details: canonical(&serde_json::json!({ "z": x, "a": [x, { "y": x, "b": 1 }] })),
                 result: "ok".into(),
                 prev: GENESIS.into(),
+                auth: None,
             };
             let back: AuditEntry = serde_json::from_slice(&e.canonical_bytes()).unwrap();
             assert_eq!(back.hash(), e.hash(), "{x}");

@@ -43,12 +43,28 @@ pub fn group_of(s: &Snapshot) -> String {
 }
 
 /// Applies `opts.policy` to `snapshots` (the caller's selection: a host, tags, paths) and
-/// removes what it does not keep.
+/// removes what it does not keep. Snapshots not to be trusted (`Snapshot::untrusted`: a host
+/// key's snapshot without a valid proof of its host) take no part: a forgery dated in the future
+/// must not count as a host's newest and push its real snapshots out. They are removed only by
+/// ID.
 pub async fn forget_by_policy(
     repo: &Repository,
     snapshots: &[(Id, Snapshot)],
     opts: &ForgetOptions,
 ) -> Result<ForgetReport> {
+    for (id, s) in snapshots.iter().filter(|(_, s)| s.untrusted.is_some()) {
+        tracing::warn!(
+            "snapshot {} is left out of the retention policy: {}",
+            id.short(),
+            s.untrusted.as_deref().unwrap_or_default()
+        );
+    }
+    let snapshots: Vec<(Id, Snapshot)> = snapshots
+        .iter()
+        .filter(|(_, s)| s.untrusted.is_none())
+        .cloned()
+        .collect();
+    let snapshots = snapshots.as_slice();
     let candidates: Vec<Candidate> = snapshots
         .iter()
         .map(|(id, s)| Candidate {
@@ -156,13 +172,20 @@ pub async fn retag(
         .ensure_deletable("tag", &[paths::SNAPSHOTS])
         .await?;
     audit::ready(repo, "snapshots.tag").await?;
+    // Retagging with full keys would seal a doubtful snapshot under the data key and so launder
+    // it into one the full keys vouch for.
+    if let Some(why) = &snap.untrusted {
+        return Err(crate::Error::NotPermitted(format!(
+            "snapshot {} is not to be trusted ({why}); it cannot be retagged (forget it by ID, or \
+             restore it with --trust-host)",
+            old_id.short()
+        )));
+    }
     let mut new = snap.clone();
     new.tags = tags;
-    // A host key's proof covers the tags: a verified one is dropped (the full keys writing the
-    // copy vouch for it from now on), a doubtful one is kept, so the copy stays doubtful.
-    if snap.untrusted.is_none() {
-        new.writer = None;
-    }
+    // A host key's proof covers the tags: it is dropped, and the full keys writing the copy
+    // vouch for it from now on (it was verified above).
+    new.writer = None;
     // The copy keeps the commit's audit anchor: it is the same backup.
     let new_id = repo.save_snapshot(&new).await?;
     repo.store().delete(&paths::snapshot(old_id)).await?;

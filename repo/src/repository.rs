@@ -94,8 +94,7 @@ enum Unlocked {
     Master(drvault_keyring::Key),
     Host {
         host: String,
-        host_key: drvault_keyring::Key,
-        auth: drvault_keyring::Key,
+        slot: drvault_keyring::HostSlotKeys,
     },
 }
 
@@ -205,16 +204,9 @@ impl Repository {
             Self::unlock(&store, credential, state_dir.as_deref()).await?;
         let keys = match unlocked {
             Unlocked::Master(master) => Keys::full(Self::load_keyring(&store, master).await?),
-            Unlocked::Host {
-                host,
-                host_key,
-                auth,
-            } => Keys::host(
-                Self::load_host_keyring(&store, &host_key).await?,
-                host,
-                host_key,
-                auth,
-            ),
+            Unlocked::Host { host, slot } => {
+                Keys::host(Self::load_host_keyring(&store, &slot).await?, host, slot)
+            }
         };
         if let Some(root) = &state_root {
             rollback::check_and_remember(root, &keys)?;
@@ -434,10 +426,9 @@ impl Repository {
             for (name, slot) in &slots {
                 let unwrapped = if slot.kind == SlotKind::Host {
                     slot.unwrap_host_with(&credential)
-                        .map(|(host_key, auth)| Unlocked::Host {
+                        .map(|keys| Unlocked::Host {
                             host: slot.label.clone(),
-                            host_key,
-                            auth,
+                            slot: keys,
                         })
                 } else {
                     slot.unwrap_with(&credential).map(Unlocked::Master)
@@ -498,11 +489,11 @@ impl Repository {
     /// The newest host keyring the host key opens.
     async fn load_host_keyring(
         store: &Store,
-        host_key: &drvault_keyring::Key,
+        slot: &drvault_keyring::HostSlotKeys,
     ) -> Result<HostKeyring> {
         let mut best: Option<HostKeyring> = None;
         for (name, bytes) in Self::keyring_objects(store, ObjectKind::HostKeyring).await? {
-            match HostKeyring::open(host_key, &bytes) {
+            match HostKeyring::open(&slot.host_key, &slot.verifier, &bytes) {
                 Ok(ring) => {
                     if best
                         .as_ref()

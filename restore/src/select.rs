@@ -16,6 +16,9 @@ pub struct SnapshotSpec {
     /// Only snapshots whose backed-up paths include every one of these (compared by component:
     /// "/etc/" and "/etc" are the same path).
     pub paths: Vec<Vec<u8>>,
+    /// Also snapshots whose writer is not what they claim (`Snapshot::untrusted`): without it
+    /// "latest" and `at_ns` pass over them and an ID naming one is refused.
+    pub trust_host: bool,
 }
 
 impl SnapshotSpec {
@@ -55,9 +58,26 @@ pub fn select_snapshot<'a>(
         .filter(|(_, s)| spec.admits(s))
         .filter(|(_, s)| spec.at_ns.is_none_or(|at| s.time_ns <= at));
     match id {
-        None | Some("latest") => candidates
-            .max_by_key(|(id, s)| (s.time_ns, *id))
-            .ok_or_else(|| Error::NoSnapshot(describe(snaps, spec))),
+        None | Some("latest") => {
+            let mut passed_over = Vec::new();
+            let chosen = candidates
+                .filter(|(id, s)| {
+                    let doubtful = s.untrusted.is_some() && !spec.trust_host;
+                    if doubtful {
+                        passed_over.push(id.short());
+                    }
+                    !doubtful
+                })
+                .max_by_key(|(id, s)| (s.time_ns, *id))
+                .ok_or_else(|| Error::NoSnapshot(describe(snaps, spec)));
+            if !passed_over.is_empty() {
+                tracing::warn!(
+                    "passed over snapshots not to be trusted ({}); --trust-host takes them",
+                    passed_over.join(", ")
+                );
+            }
+            chosen
+        }
         Some(prefix) => {
             let prefix = prefix.to_ascii_lowercase();
             let mut found = candidates.filter(|(id, _)| id.to_hex().starts_with(&prefix));
@@ -66,6 +86,13 @@ pub fn select_snapshot<'a>(
                 .ok_or_else(|| Error::NoSnapshot(describe(snaps, spec)))?;
             if found.next().is_some() {
                 return Err(Error::Ambiguous(prefix));
+            }
+            if let (Some(why), false) = (&first.1.untrusted, spec.trust_host) {
+                return Err(Error::Repo(drvault_repo::Error::NotPermitted(format!(
+                    "snapshot {} is not to be trusted: {why}; take it with --trust-host if you \
+                     know where it came from",
+                    first.0.short()
+                ))));
             }
             Ok(first)
         }

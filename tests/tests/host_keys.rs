@@ -33,6 +33,8 @@ fn add_host_key(env: &Env, host: &str) -> Value {
         host,
         "--new-password-file",
         &file,
+        "--kdf-memory-kib",
+        "64",
     ]))
     .unwrap()
 }
@@ -262,4 +264,112 @@ fn a_version_1_repository_is_upgraded_in_place_resumably() {
     env.ok(&["check", "--read-data"]);
     let verified = env.ok(&["audit", "verify"]);
     assert!(verified.contains("intact"), "{verified}");
+}
+
+/// The review's finding: every host holds the index key prune marks were sealed under, so a
+/// host could plant a backdated mark and have the next prune delete packs a snapshot uses.
+/// Marks now carry an authentication only full keys make: prune refuses to run, naming it, and
+/// deletes nothing.
+#[test]
+fn a_prune_mark_planted_with_a_host_key_deletes_nothing() {
+    use drvault_keyring::{Credential, ObjectKind};
+    use drvault_repo::format::{PruneMark, RepoFile};
+    use drvault_repo::{store::Store, Id, Repository};
+
+    let env = Env::new();
+    env.init();
+    add_host_key(&env, "web1");
+    let src = source(&env, 5);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let packs: Vec<Id> = drvault_tests::files_below(&env.repo().join("data"))
+        .iter()
+        .map(|p| Id::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap())
+        .collect();
+    assert!(!packs.is_empty());
+
+    // The host seals a mark listing every pack, a year old.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = Store::open(env.repo().to_str().unwrap(), false).unwrap();
+    let repo = rt
+        .block_on(Repository::open(
+            store,
+            &Credential::passphrase(HOST_PASSPHRASE.as_bytes()),
+            None,
+        ))
+        .unwrap();
+    assert_eq!(repo.opened_by_host(), Some("web1"));
+    let mark = PruneMark {
+        version: drvault_repo::format::PRUNE_MARK_VERSION,
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            - 365 * 86_400,
+        packs: packs.clone(),
+    };
+    let (kind, sealer) = repo.keys().sealer_for(ObjectKind::PruneMark).unwrap();
+    assert_eq!(kind, ObjectKind::SharedPruneMark, "hosts can seal marks");
+    let mut sealed = Vec::new();
+    sealer
+        .seal(kind, false, b"", &RepoFile::encode(&mark), &mut sealed)
+        .unwrap();
+    let name = Id::of_stored(&sealed).to_hex();
+    fs::create_dir_all(env.repo().join("prune")).unwrap();
+    fs::write(env.repo().join("prune").join(&name), &sealed).unwrap();
+
+    let out = env.run(&["prune", "--grace", "0s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code::INTEGRITY), "{stderr}");
+    assert!(
+        stderr.contains(&name) && stderr.contains("full keys"),
+        "{stderr}"
+    );
+    for p in &packs {
+        let hex = p.to_hex();
+        assert!(
+            env.repo().join("data").join(&hex[..2]).join(&hex).exists(),
+            "pack {hex} was deleted"
+        );
+    }
+    fs::remove_file(env.repo().join("prune").join(&name)).unwrap();
+    env.restore_and_compare("latest", &src, "back");
+    env.ok(&["check", "--read-data"]);
+}
+
+/// A host key's forgery naming another host takes no part in retention: `--keep-last 1` keeps
+/// the real snapshot of that host, not the newer forgery.
+#[test]
+fn a_forged_snapshot_does_not_push_a_hosts_real_snapshots_out_of_retention() {
+    let env = Env::new();
+    env.init();
+    add_host_key(&env, "web1");
+    let src = source(&env, 6);
+    let src_arg = src.to_str().unwrap();
+    let real: Value =
+        serde_json::from_str(&env.ok(&["--json", "backup", "--host", "db1", src_arg])).unwrap();
+    host_ok(&env, "web1", &["backup", "--host", "db1", src_arg]);
+    env.ok(&["forget", "--host", "db1", "--keep-last", "1"]);
+    let ids: Vec<String> = serde_json::from_str::<Value>(
+        &String::from_utf8(env.run(&["--json", "snapshots"]).stdout).unwrap(),
+    )
+    .unwrap()
+    .as_array()
+    .unwrap()
+    .iter()
+    .map(|s| s["id"].as_str().unwrap().to_string())
+    .collect();
+    assert!(
+        ids.contains(&real["id"].as_str().unwrap().to_string()),
+        "{ids:?}"
+    );
+    // Nor can the forgery be retagged into one the full keys vouch for.
+    let forged = ids
+        .iter()
+        .find(|i| **i != real["id"].as_str().unwrap())
+        .unwrap();
+    let out = env.run(&["tag", forged, "--add", "ok"]);
+    assert_eq!(out.status.code(), Some(code::NOT_PERMITTED));
 }

@@ -158,6 +158,8 @@ impl Site {
                 name,
                 "--new-password-file",
                 file.to_str().unwrap(),
+                "--kdf-memory-kib",
+                "64",
             ],
         ))
         .unwrap();

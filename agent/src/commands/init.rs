@@ -8,6 +8,19 @@ use crate::cli::{Global, InitArgs};
 use crate::context::Context;
 use crate::exit::Exit;
 
+/// Argon2id parameters with `m` KiB of memory (the hidden `--kdf-memory-kib` of tests).
+pub fn kdf_with_memory(m: u32) -> KdfParams {
+    KdfParams {
+        m_cost_kib: m.max(8),
+        t_cost: if m < 1024 {
+            1
+        } else {
+            KdfParams::SERVER.t_cost
+        },
+        p_cost: 1,
+    }
+}
+
 pub fn run(ctx: &Context, g: &Global, a: &InitArgs) -> Result<Exit> {
     let (id, recovery) = init(
         ctx,
@@ -80,15 +93,7 @@ pub fn init(
         ..Default::default()
     };
     if let Some(m) = kdf_memory_kib {
-        opts.kdf = KdfParams {
-            m_cost_kib: m.max(8),
-            t_cost: if m < 1024 {
-                1
-            } else {
-                KdfParams::SERVER.t_cost
-            },
-            p_cost: 1,
-        };
+        opts.kdf = kdf_with_memory(m);
     }
     let (repo, recovery) =
         ctx.rt

@@ -66,9 +66,12 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
                 (None, SlotKind::Recovery) => "recovery".to_string(),
                 (None, _) => super::init::default_label(),
             };
-            let name =
-                ctx.rt
-                    .block_on(repo.add_key_slot(kind, &pass, KdfParams::SERVER, &label))?;
+            let kdf = a
+                .kdf_memory_kib
+                .map_or(KdfParams::SERVER, super::init::kdf_with_memory);
+            let name = ctx
+                .rt
+                .block_on(repo.add_key_slot(kind, &pass, kdf, &label))?;
             let id = name.rsplit('/').next().unwrap_or(&name);
             if g.json {
                 let mut v = serde_json::json!({ "id": id, "kind": kind.as_str(), "label": label });
@@ -296,9 +299,14 @@ fn add_host(
         .clone()
         .unwrap_or_else(|| drvault_repo::host::hostname());
     let pass = crate::password::read_new(a.new_password_file.as_deref())?;
-    let name = ctx
-        .rt
-        .block_on(repo.add_host_key(&host, &pass, KdfParams::SERVER))?;
+    let name = ctx.rt.block_on(
+        repo.add_host_key(
+            &host,
+            &pass,
+            a.kdf_memory_kib
+                .map_or(KdfParams::SERVER, super::init::kdf_with_memory),
+        ),
+    )?;
     let id = name.rsplit('/').next().unwrap_or(&name);
     report(
         g,

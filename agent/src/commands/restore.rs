@@ -20,6 +20,7 @@ pub fn spec(id: Option<String>, at_ns: Option<i64>, f: &SnapshotFilter) -> Snaps
             .iter()
             .map(|p| p.as_os_str().as_bytes().to_vec())
             .collect(),
+        trust_host: false,
     }
 }
 
@@ -67,28 +68,10 @@ pub fn run(ctx: &Context, g: &Global, a: &RestoreArgs) -> Result<Exit> {
         }
     }
     let repo = ctx.open(g)?;
-    let mut snaps = ctx.rt.block_on(repo.snapshots())?;
-    let spec = spec(a.snapshot.clone(), at_ns, &a.filter);
-    let chosen = drvault_restore::select_snapshot(&snaps, &spec)?;
-    if let (Some(why), false) = (&chosen.1.untrusted, a.trust_host) {
-        let named = a.snapshot.as_deref().is_some_and(|s| s != "latest");
-        if named {
-            return Err(drvault_repo::Error::NotPermitted(format!(
-                "snapshot {} is not to be trusted: {why}; restore it with --trust-host if you \
-                know where it came from",
-                chosen.0.short()
-            ))
-            .into());
-        }
-        // "latest" and --at pass over it: a host key must not make its forgery the newest.
-        if !g.quiet && !g.json {
-            eprintln!(
-                "passing over snapshot {} ({why}); --trust-host restores it",
-                chosen.0.short()
-            );
-        }
-        snaps.retain(|(_, s)| s.untrusted.is_none());
-    }
+    let snaps = ctx.rt.block_on(repo.snapshots())?;
+    let mut spec = spec(a.snapshot.clone(), at_ns, &a.filter);
+    // "latest" and --at pass over doubtful snapshots; one named by ID needs --trust-host.
+    spec.trust_host = a.trust_host;
     let (id, snap) = drvault_restore::select_snapshot(&snaps, &spec)?;
     if !g.quiet && !g.json {
         eprintln!(

@@ -52,14 +52,15 @@ pub fn run(ctx: &Context, g: &Global, a: &crate::cli::SnapshotsArgs) -> Result<E
         let mut shown_id = id.short();
         if let Some(why) = &s.untrusted {
             shown_id.push('!');
-            doubtful.push(format!("{}: {why}", id.short()));
+            doubtful.push(format!("{}: {}", id.short(), printable(why.as_bytes())));
         }
         outln!(
             "{:<10} {:<26} {:<16} {:<16} {}",
             shown_id,
             t,
-            s.host,
-            s.tags.join(","),
+            // What a host key wrote is shown, never interpreted (no terminal escapes).
+            printable(s.host.as_bytes()),
+            printable(s.tags.join(",").as_bytes()),
             paths.join(" ")
         );
     }

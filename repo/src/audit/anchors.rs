@@ -186,6 +186,7 @@ mod tests {
             details,
             result: "ok".into(),
             prev: super::super::GENESIS.into(),
+            auth: None,
         }
     }
 

@@ -20,4 +20,9 @@ pub struct AuditEntry {
     pub result: String,
     /// Hex BLAKE3 of the previous entry's canonical encoding (`crate::audit::GENESIS` for the first).
     pub prev: String,
+    /// Written by full keys in a repository that takes host keys: hex keyed BLAKE3 of the entry
+    /// without this field, under a key hosts do not hold. Only such entries may withdraw
+    /// commits (`snapshots.forget`): a host key appends entries too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }

@@ -69,30 +69,33 @@ impl Repository {
 
     /// The newest host keyring in storage, for a process a host key opened.
     async fn current_host_keyring(&self) -> Result<drvault_keyring::HostKeyring> {
-        let host_key = self
+        let slot = self
             .keys
-            .host_key()
+            .host_slot()
             .ok_or_else(|| Error::Internal("a host keyring without a host key".into()))?;
-        Self::load_host_keyring(&self.store, host_key).await
+        Self::load_host_keyring(&self.store, slot).await
     }
 
     /// Seals and stores a keyring and, once the repository takes host keys, the host keyring
-    /// of the same generation (written first: a host never sees a keyring generation without
-    /// its host keyring). Returns their object names.
+    /// of the same generation, in that order: a crash between the two leaves hosts on the
+    /// previous host keyring, whose epochs the new keyring still holds (the other order could
+    /// leave hosts sealing to an epoch no stored keyring has the secret of). The next key
+    /// operation writes the host keyring again. Returns their object names.
     pub(super) async fn save_keyring(&self, kr: &Keyring) -> Result<Vec<String>> {
         // Every key operation binds the config: older keyrings gain the binding here.
         let mut kr = kr.clone();
         kr.bind_config(self.config.binding());
         let mut names = Vec::new();
+        let sealed = kr.seal()?;
+        let name = paths::keyring(&Id::of_stored(&sealed));
+        self.store.put_new(&name, sealed.into(), true).await?;
+        names.push(name);
+        crate::failpoint::hit("keyring.before-host-keyring").await;
         if let Some(sealed) = kr.seal_host_keyring()? {
             let name = paths::keyring(&Id::of_stored(&sealed));
             self.store.put_new(&name, sealed.into(), true).await?;
             names.push(name);
         }
-        let sealed = kr.seal()?;
-        let name = paths::keyring(&Id::of_stored(&sealed));
-        self.store.put_new(&name, sealed.into(), true).await?;
-        names.push(name);
         Ok(names)
     }
 

@@ -71,8 +71,18 @@ impl Repository {
         Ok(out)
     }
 
+    /// Seals an object to the active epoch's public key, as a host key would (full keys only).
+    pub(super) fn seal_as_host(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
+        let kr = self.keyring()?;
+        let epoch = kr.active_epoch()?.0;
+        let sealer = drvault_keyring::SealingKey::new(epoch, &kr.epoch_public(epoch)?)?;
+        let mut out = Vec::new();
+        sealer.seal(kind, false, b"", plain, &mut out)?;
+        Ok(out)
+    }
+
     /// Verifies the object's name and kind and opens it: its plaintext.
-    fn open_plain(&self, name: &str, kind: ObjectKind, bytes: &[u8]) -> Result<Vec<u8>> {
+    pub(super) fn open_plain(&self, name: &str, kind: ObjectKind, bytes: &[u8]) -> Result<Vec<u8>> {
         verify_name(name, bytes)?;
         let header = Header::parse(bytes).map_err(|e| Error::integrity(name, e))?;
         if header.kind != kind && Some(header.kind) != kind.shared() {
@@ -99,6 +109,12 @@ impl Repository {
                 "indexed with another kind",
             ));
         }
+        self.read_located(&loc).await
+    }
+
+    /// Reads and verifies the blob at one location (its kind, ID and size as the index says).
+    pub(super) async fn read_located(&self, loc: &Location) -> Result<Vec<u8>> {
+        let (kind, id) = (loc.entry.kind, &loc.entry.id);
         let name = paths::pack(&loc.pack);
         let start = u64::from(loc.entry.offset);
         let end = start + u64::from(loc.entry.length);
@@ -215,10 +231,11 @@ impl Repository {
             }
             (Some(p), _) => p,
         };
-        let valid = self
-            .keys
-            .host_auth_key(&proof.host)
-            .is_ok_and(|auth| backup::host_proof_mac(&auth, snapshot) == proof.mac);
+        let valid = self.keys.host_auth_key(&proof.host).is_ok_and(|auth| {
+            // blake3::Hash compares in constant time.
+            blake3::Hash::from(backup::host_proof_mac(&auth, snapshot))
+                == blake3::Hash::from(proof.mac)
+        });
         if !valid {
             return Some(format!(
                 "its proof of being written by host {}'s key does not verify",

@@ -342,7 +342,13 @@ impl Repository {
             // The snapshot's own codec: a version 1 snapshot keeps its version 1 bytes.
             let plain = snap.encode();
             if current.insert(*blake3::hash(&plain).as_bytes()) {
-                let sealed = self.seal_object(ObjectKind::Snapshot, &plain)?;
+                let sealed = if snap.untrusted.is_some() {
+                    // Sealed to the public key again, as a host key seals: under the data key
+                    // the full keys would vouch for it (a doubtful snapshot stays doubtful).
+                    self.seal_as_host(ObjectKind::Snapshot, &plain)?
+                } else {
+                    self.seal_object(ObjectKind::Snapshot, &plain)?
+                };
                 let new_name = paths::snapshot(&Id::of_stored(&sealed));
                 self.store.put_new(&new_name, sealed.into(), true).await?;
                 self.load_snapshot(&new_name).await?;

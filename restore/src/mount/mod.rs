@@ -161,7 +161,10 @@ fn layout(snapshots: &[(Id, Snapshot)]) -> Vec<Inode> {
                 children: None,
             };
             let ino = push(inodes, entry, system_time(s.time_ns));
-            last = Some((name.clone(), s.time_ns));
+            // `latest` is never a doubtful snapshot (a host key's naming another host).
+            if s.untrusted.is_none() {
+                last = Some((name.clone(), s.time_ns));
+            }
             children.push((name.into_bytes(), ino));
         }
         if let Some((name, time)) = last {

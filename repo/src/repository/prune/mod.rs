@@ -238,6 +238,8 @@ impl Repository {
     /// and deleted is recorded in the audit log (`data.prune`): deleting data is an event
     /// auditors ask about.
     pub async fn prune(&self, opts: &PruneOptions) -> Result<PruneReport> {
+        // A host key opens no snapshot: it could decide nothing, and must not take the lease.
+        self.keyring()?;
         let mut r = PruneReport {
             dry_run: opts.dry_run,
             ..Default::default()
@@ -471,7 +473,8 @@ impl Repository {
             .flat_map(|(_, m)| m.packs.iter().copied())
             .filter(|p| !unripe.contains(p))
             .collect();
-        let kept = self.sole_copies(&usage, &covered, &listing, &sweep)?;
+        let (mut kept, witnesses) = self.sole_copies(&usage, &covered, &listing, &sweep)?;
+        kept.extend(self.unverified_witnesses(witnesses).await?);
         for p in &kept {
             sweep.remove(p);
             tracing::warn!(

@@ -97,31 +97,79 @@ impl Repository {
     }
 
     /// The packs of `sweep` holding a used blob that no other existing pack holds (a blob
-    /// copied in this run, `covered`, has a copy elsewhere).
+    /// copied in this run, `covered`, has a copy elsewhere), and for every other used blob of
+    /// the sweep, the copy outside it that its deletion relies on (`witnesses`: blob, that
+    /// copy, the swept packs holding the blob).
     pub(super) fn sole_copies(
         &self,
         usage: &Usage,
         covered: &Bits,
         listing: &PackListing,
         sweep: &IdSet,
-    ) -> Result<IdSet> {
+    ) -> Result<(IdSet, Vec<Witness>)> {
         let idx = self.index_read()?;
         let in_sweep: Vec<bool> = idx.packs.iter().map(|p| sweep.contains(p)).collect();
         let exists: Vec<bool> = idx.packs.iter().map(|p| listing.contains_key(p)).collect();
         let mut kept = IdSet::default();
+        let mut witnesses = Vec::new();
         idx.for_each_blob(|start, entries| {
             if !usage.used.get(start) || covered.get(start) {
                 return;
             }
             let n = |s: &Slot| s.pack as usize;
             let swept = entries.iter().any(|(_, s)| in_sweep[n(s)]);
-            let elsewhere = entries.iter().any(|(_, s)| !in_sweep[n(s)] && exists[n(s)]);
-            if swept && !elsewhere {
-                for (_, s) in entries.iter().filter(|(_, s)| in_sweep[n(s)]) {
-                    kept.insert(idx.packs[n(s)]);
+            let elsewhere = entries
+                .iter()
+                .find(|(_, s)| !in_sweep[n(s)] && exists[n(s)]);
+            match (swept, elsewhere) {
+                (true, None) => {
+                    for (_, s) in entries.iter().filter(|(_, s)| in_sweep[n(s)]) {
+                        kept.insert(idx.packs[n(s)]);
+                    }
                 }
+                (true, Some((id, s))) => witnesses.push(Witness {
+                    copy: idx.location(id, s),
+                    swept: entries
+                        .iter()
+                        .filter(|(_, s)| in_sweep[n(s)])
+                        .map(|(_, s)| idx.packs[n(s)])
+                        .collect(),
+                }),
+                _ => {}
             }
         });
-        Ok(kept)
+        Ok((kept, witnesses))
     }
+
+    /// The swept packs whose used blobs' other copies do not verify. An index entry is only a
+    /// claim, and a host key can write index objects: before a pack is deleted because its
+    /// blobs are "elsewhere", each such copy is read and its ID checked (a forged entry names a
+    /// pack without the blob, or bytes no one without the plaintext can make hash to its ID).
+    pub(super) async fn unverified_witnesses(&self, witnesses: Vec<Witness>) -> Result<IdSet> {
+        let checked: Vec<Option<Vec<Id>>> = futures::stream::iter(witnesses)
+            .map(|w| async move {
+                match self.read_located(&w.copy).await {
+                    Ok(_) => Ok(None),
+                    Err(e @ (Error::Integrity { .. } | Error::NotFound { .. })) => {
+                        tracing::warn!(
+                            "blob {} is not where the index says ({e}); the marked packs holding \
+                             it are kept",
+                            w.copy.entry.id
+                        );
+                        Ok(Some(w.swept))
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        Ok(checked.into_iter().flatten().flatten().collect())
+    }
+}
+
+/// A used blob of a swept pack and the copy outside the sweep its deletion relies on.
+pub(super) struct Witness {
+    copy: Location,
+    swept: Vec<Id>,
 }
