@@ -294,10 +294,7 @@ fn add_host(
     repo: &Repository,
     a: &crate::cli::KeyAddArgs,
 ) -> Result<Exit> {
-    let host = a
-        .host
-        .clone()
-        .unwrap_or_else(|| drvault_repo::host::hostname());
+    let host = a.host.clone().unwrap_or_else(drvault_repo::host::hostname);
     let pass = crate::password::read_new(a.new_password_file.as_deref())?;
     let name = ctx.rt.block_on(
         repo.add_host_key(

@@ -21,7 +21,8 @@ impl Repository {
                 if tag != blake3::keyed_hash(key.expose(), &plain[..at]) {
                     return Err(Error::integrity(
                         name,
-                        "its authentication does not verify: not written by full keys (a host key                          cannot write prune marks; remove it after finding out who planted it)",
+                        "its authentication does not verify: not written by full keys (a host key \
+                         cannot write prune marks; remove it after finding out who planted it)",
                     ));
                 }
                 plain.truncate(at);

@@ -340,14 +340,7 @@ async fn a_damaged_mark_stops_prune_and_a_mark_of_deleted_packs_is_swept() {
         created: unix_now() - 10,
         packs: vec![Id([7; 32])],
     };
-    let sealed = repo
-        .seal_object(ObjectKind::PruneMark, &encode(&ghost))
-        .unwrap();
-    let name = paths::prune_mark(&Id::of_stored(&sealed));
-    repo.store()
-        .put_new(&name, sealed.into(), false)
-        .await
-        .unwrap();
+    let name = repo.write_mark(&ghost).await.unwrap();
     let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
     assert!(r.marks_swept.contains(&name), "{r:?}");
     assert!(repo
@@ -379,7 +372,7 @@ async fn snapshots_committed_during_a_prune_are_walked_before_the_sweep() {
     assert_eq!(usage.used.count(), 2, "its tree and its data blob");
     let listing = pruner.pack_listing().await.unwrap();
     let sweep: IdSet = [pa].into_iter().collect();
-    let kept = pruner
+    let (kept, _) = pruner
         .sole_copies(&usage, &Bits::default(), &listing, &sweep)
         .unwrap();
     assert!(kept.contains(&pa));
