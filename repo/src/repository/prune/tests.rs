@@ -513,6 +513,41 @@ async fn duplicate_copies_in_two_packs_leave_one() {
     assert_clean(&repo).await;
 }
 
+/// The review's finding: a host key writes index objects too, so the index may claim a copy of
+/// a used blob in a pack that holds garbage under its ID. Prune must not delete the real copy
+/// because of that claim: it reads the other copy first, and keeps the pack when it does not
+/// verify.
+#[tokio::test]
+async fn a_forged_index_entry_does_not_make_prune_delete_the_real_copy() {
+    let repo = repository().await;
+    let (x, real) = put_pack(&repo, BlobKind::Data, &[blob(1, 5000), blob(2, 5000)]).await;
+    // The forged pack: the same IDs over other bytes, and one genuine blob more, so prune
+    // prefers it as the keeper of x.
+    let y = blob(3, 5000);
+    let y_id = repo.blob_id(&y);
+    let mut sealer = BlobSealer::new(repo.keys(), 1).unwrap();
+    let mut b = PackBuilder::new(1 << 30);
+    for id in &x {
+        let garbage = blob(99, 5000);
+        let sealed = sealer.seal(BlobKind::Data, id, &garbage).unwrap();
+        b.add(BlobKind::Data, *id, 5000, &sealed);
+    }
+    let sealed = sealer.seal(BlobKind::Data, &y_id, &y).unwrap();
+    b.add(BlobKind::Data, y_id, y.len() as u32, &sealed);
+    let forged = b.finish(repo.keys()).unwrap();
+    let forged_id = forged.id;
+    repo.upload_pack(forged).await.unwrap();
+    repo.flush_index().await.unwrap();
+    let mut files = x.clone();
+    files.push(y_id);
+    snapshot(&repo, "s", &[("f", files)]).await;
+
+    reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    assert!(exists(&repo, &real).await, "the real copy was deleted");
+    assert!(exists(&repo, &forged_id).await, "y's only copy");
+}
+
 /// Many small index objects are merged into full ones by prune; a host whose catalog was
 /// filled before the merge keeps its cached locations, and a fresh host reads the merged index.
 #[tokio::test]
