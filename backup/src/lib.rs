@@ -235,6 +235,7 @@ impl Work<'_> {
             audit: None,
             writer: None,
             untrusted: None,
+            stored_as: Vec::new(),
         };
         Ok(self
             .rt

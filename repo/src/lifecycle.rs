@@ -127,14 +127,14 @@ async fn remove(
     failpoint::hit("forget.before-delete").await;
     let mut removed: Vec<&(Id, Snapshot)> = Vec::new();
     let mut failed = None;
-    for s in snapshots {
-        match repo.store().delete(&paths::snapshot(&s.0)).await {
-            Ok(()) => removed.push(s),
-            Err(e) => {
+    'snapshots: for s in snapshots {
+        for object in objects_of(s) {
+            if let Err(e) = repo.store().delete(&paths::snapshot(&object)).await {
                 failed = Some(e);
-                break;
+                break 'snapshots;
             }
         }
+        removed.push(s);
     }
     // What was removed is recorded, also when a delete failed part-way: `audit verify` must
     // not take those snapshots for deleted outside drvault.
@@ -188,11 +188,22 @@ pub async fn retag(
     new.writer = None;
     // The copy keeps the commit's audit anchor: it is the same backup.
     let new_id = repo.save_snapshot(&new).await?;
-    repo.store().delete(&paths::snapshot(old_id)).await?;
+    for object in objects_of(&(*old_id, snap.clone())) {
+        repo.store().delete(&paths::snapshot(&object)).await?;
+    }
     let details = serde_json::json!({
         "old": old_id.short(), "new": new_id.short(),
         "tags_before": snap.tags, "tags_after": new.tags,
     });
     audit::record(repo, "snapshots.tag", details, "ok").await?;
     Ok((new_id, new))
+}
+
+/// The objects holding a snapshot as read (its ID is not an object name).
+fn objects_of(s: &(Id, Snapshot)) -> Vec<Id> {
+    if s.1.stored_as.is_empty() {
+        vec![s.0]
+    } else {
+        s.1.stored_as.clone()
+    }
 }

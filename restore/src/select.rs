@@ -80,7 +80,12 @@ pub fn select_snapshot<'a>(
         }
         Some(prefix) => {
             let prefix = prefix.to_ascii_lowercase();
-            let mut found = candidates.filter(|(id, _)| id.to_hex().starts_with(&prefix));
+            // An ID, or the name of an object holding the snapshot (what drvault before 0.7
+            // showed as its ID, until re-encryption renamed it).
+            let mut found = candidates.filter(|(id, s)| {
+                id.to_hex().starts_with(&prefix)
+                    || s.stored_as.iter().any(|o| o.to_hex().starts_with(&prefix))
+            });
             let first = found
                 .next()
                 .ok_or_else(|| Error::NoSnapshot(describe(snaps, spec)))?;
@@ -156,6 +161,7 @@ mod tests {
             audit: None,
             writer: None,
             untrusted: None,
+            stored_as: Vec::new(),
         }
     }
 

@@ -95,6 +95,7 @@ impl Forger {
             audit: None,
             writer: None,
             untrusted: None,
+            stored_as: Vec::new(),
         };
         self.rt.block_on(self.repo.save_snapshot(&snap)).unwrap();
     }

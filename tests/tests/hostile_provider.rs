@@ -230,14 +230,14 @@ fn a_snapshot_deleted_outside_forget_is_named_and_a_forgotten_one_is_not() {
     let snaps = env.snapshots_json();
     let (first, second) = (
         snaps[0]["id"].as_str().unwrap().to_string(),
-        snaps[1]["id"].as_str().unwrap().to_string(),
+        snaps[1]["objects"][0].as_str().unwrap().to_string(),
     );
     env.ok(&["forget", &first]);
     let (code, report, _) = verify_elsewhere(&env, "after-forget");
     assert_eq!(code, Some(0), "a recorded forget is not a loss: {report}");
 
     // The provider (or a host with delete rights) removes the other one.
-    fs::remove_file(env.repo().join("snapshots").join(&second)).unwrap();
+    fs::remove_file(env.repo().join(&second)).unwrap();
     let (code, report, stderr) = verify_elsewhere(&env, "after-delete");
     assert_eq!(code, Some(drvault_tests::code::INTEGRITY), "{report}");
     let missing = report["missing_snapshots"].as_array().unwrap();

@@ -615,3 +615,38 @@ fn an_automatic_rotation_policy_rotates_only_when_due() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("rotate_every"));
 }
+
+/// Issue "Ransomware-resilient repository": snapshot IDs survive re-encryption (they are keyed
+/// hashes of the snapshot's plaintext, not names of the objects holding it), and the object
+/// names older drvaults showed as IDs still resolve while those objects exist.
+#[test]
+fn snapshot_ids_survive_reencryption_and_old_object_names_still_resolve() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), noise(100_000, 77)).unwrap();
+    let backup: Value =
+        serde_json::from_str(&env.ok(&["--json", "backup", src.to_str().unwrap()])).unwrap();
+    let id = backup["id"].as_str().unwrap().to_string();
+    let before = env.snapshots_json();
+    assert_eq!(before[0]["id"], id.as_str());
+    let object = before[0]["objects"][0].as_str().unwrap().to_string();
+    let object_id = object.rsplit('/').next().unwrap().to_string();
+    assert_ne!(object_id, id, "the ID is not the object's name");
+    // What drvault before 0.7 showed as the ID (the object's name) still resolves.
+    env.restore_and_compare(&object_id[..12], &src, "by-object");
+
+    env.ok(&["key", "rotate", "--reencrypt"]);
+    let after = env.snapshots_json();
+    assert_eq!(after[0]["id"], id.as_str(), "same ID after re-encryption");
+    assert_ne!(
+        after[0]["objects"][0],
+        object.as_str(),
+        "a new object holds it"
+    );
+    env.restore_and_compare(&id[..8], &src, "by-id");
+    env.ok(&["forget", &id]);
+    assert!(env.snapshots_json().is_empty());
+    assert!(drvault_tests::files_below(&env.repo().join("snapshots")).is_empty());
+}

@@ -269,8 +269,8 @@ fn reencrypt(ctx: &Context, g: &Global, repo: &Repository) -> Result<Exit> {
             r.snapshots.len(),
             r.packs_already_done
         );
-        for (old, new) in &r.snapshots {
-            outln!("snapshot {} is now {}", short(old), short(new));
+        if !r.snapshots.is_empty() {
+            outln!("(snapshot IDs do not change: only the objects holding them were renamed)");
         }
         if !r.retired.is_empty() {
             outln!("retired epochs {:?}: their keys are destroyed", r.retired);

@@ -205,6 +205,7 @@ mod tests {
             audit: anchor,
             writer: None,
             untrusted: None,
+            stored_as: Vec::new(),
         }
     }
 

@@ -59,6 +59,11 @@ pub struct Snapshot {
     /// host key's snapshot without a valid proof, or claiming another host).
     #[serde(skip)]
     pub untrusted: Option<String>,
+    /// Never stored: the names (`snapshots/<id>`) of the objects holding this snapshot, as the
+    /// reader found them (two after an interrupted re-encryption). The snapshot's own ID is a
+    /// keyed hash of its plaintext (`Repository::snapshot_id`), which re-encryption keeps.
+    #[serde(skip)]
+    pub stored_as: Vec<Id>,
 }
 
 /// The version 2 layout: every field but the host proof.
@@ -142,6 +147,7 @@ impl Snapshot {
         let mut plain = Snapshot {
             writer: None,
             untrusted: None,
+            stored_as: Vec::new(),
             ..self.clone()
         };
         if plain.version == SNAPSHOT_VERSION_HOST {
@@ -175,6 +181,7 @@ impl Snapshot {
                     audit: None,
                     writer: None,
                     untrusted: None,
+                    stored_as: Vec::new(),
                 })
             }
             2 => {
@@ -193,6 +200,7 @@ impl Snapshot {
                     audit: v2.audit,
                     writer: None,
                     untrusted: None,
+                    stored_as: Vec::new(),
                 })
             }
             3 => {
@@ -233,6 +241,7 @@ mod tests {
             audit,
             writer: None,
             untrusted: None,
+            stored_as: Vec::new(),
         }
     }
 

@@ -193,11 +193,20 @@ impl Repository {
 
     // ---- snapshots ----
 
-    /// Writes a snapshot object. Call only after every pack and index it needs is durable.
+    /// A snapshot's ID: the keyed BLAKE3 of its plaintext under a key derived from the ID key
+    /// (FORMAT.md section 12). Re-encryption keeps the plaintext, so it keeps the ID; a new tag
+    /// makes a new snapshot, with a new ID.
+    pub fn snapshot_id(&self, snapshot: &Snapshot) -> Id {
+        let key = blake3::derive_key("drvault 2026 snapshot id", self.keys.id_key());
+        Id(*blake3::keyed_hash(&key, &snapshot.encode()).as_bytes())
+    }
+
+    /// Writes a snapshot object; returns the snapshot's ID ([`Self::snapshot_id`]). Call only
+    /// after every pack and index it needs is durable.
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
         let sealed = self.seal_file(snapshot)?;
-        let id = Id::of_stored(&sealed);
-        let name = paths::snapshot(&id);
+        let id = self.snapshot_id(snapshot);
+        let name = paths::snapshot(&Id::of_stored(&sealed));
         if let Err(e) = self.store.put_new(&name, sealed.into(), true).await {
             if matches!(e, Error::Quorum { .. }) {
                 // Below the quorum the backup fails, so it must leave no snapshot behind.
@@ -216,6 +225,7 @@ impl Repository {
         let bytes = self.store.get(name).await?;
         let mut snapshot: Snapshot = self.open_file(name, &bytes)?;
         snapshot.untrusted = self.writer_doubt(&bytes, &snapshot);
+        snapshot.stored_as = vec![name_id(name)?];
         Ok(snapshot)
     }
 
@@ -251,24 +261,22 @@ impl Repository {
         None
     }
 
-    /// All snapshots, oldest first.
-    /// A snapshot listed but gone by the time it is read was removed meanwhile (a `forget` on
-    /// this or another host) and is left out.
+    /// All snapshots, oldest first, by their IDs ([`Self::snapshot_id`]); objects holding the
+    /// same snapshot (an interrupted re-encryption leaves two) are one entry naming both in
+    /// `stored_as`. A snapshot listed but gone by the time it is read was removed meanwhile (a
+    /// `forget` on this or another host) and is left out.
     pub async fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let listed = self.store.list(paths::SNAPSHOTS).await?;
         let read: Vec<Option<(Id, Snapshot)>> = futures::stream::iter(listed)
             .map(|l| async move {
                 // One planted or damaged object must not hide every other snapshot: it is
                 // skipped with a warning (check names it, repair brings back a good copy).
-                let id = match name_id(&l.name) {
-                    Ok(id) => id,
-                    Err(e) => {
-                        tracing::warn!("{e} ({}): skipped", self.store.holders(&l.name).await);
-                        return Ok(None);
-                    }
-                };
+                if let Err(e) = name_id(&l.name) {
+                    tracing::warn!("{e} ({}): skipped", self.store.holders(&l.name).await);
+                    return Ok(None);
+                }
                 match self.load_snapshot(&l.name).await {
-                    Ok(s) => Ok(Some((id, s))),
+                    Ok(s) => Ok(Some((self.snapshot_id(&s), s))),
                     Err(Error::NotFound { .. }) => {
                         tracing::info!("{} was removed while the snapshots were read", l.name);
                         Ok(None)
@@ -286,7 +294,22 @@ impl Repository {
             .buffer_unordered(16)
             .try_collect()
             .await?;
-        let mut out: Vec<(Id, Snapshot)> = read.into_iter().flatten().collect();
+        let mut by_id: std::collections::BTreeMap<Id, Snapshot> = Default::default();
+        for (id, s) in read.into_iter().flatten() {
+            match by_id.get_mut(&id) {
+                Some(seen) => {
+                    seen.stored_as.extend(s.stored_as);
+                    // One doubtful copy makes the snapshot doubtful.
+                    if seen.untrusted.is_none() {
+                        seen.untrusted = s.untrusted;
+                    }
+                }
+                None => {
+                    by_id.insert(id, s);
+                }
+            }
+        }
+        let mut out: Vec<(Id, Snapshot)> = by_id.into_iter().collect();
         out.sort_by_key(|(id, s)| (s.time_ns, *id));
         Ok(out)
     }

@@ -230,6 +230,7 @@ mod tests {
             audit: None,
             writer: None,
             untrusted: None,
+            stored_as: Vec::new(),
         }
     }
 

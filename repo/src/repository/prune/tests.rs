@@ -94,6 +94,7 @@ async fn snapshot(repo: &Repository, tag: &str, files: &[(&str, Vec<Id>)]) -> (S
         audit: None,
         writer: None,
         untrusted: None,
+        stored_as: Vec::new(),
     };
     let name = paths::snapshot(&repo.save_snapshot(&snap).await.unwrap());
     (name, pack)
