@@ -76,6 +76,19 @@ fn data_bytes(root: &Path) -> u64 {
         .sum()
 }
 
+/// The names (hex) of the objects holding snapshot `id`, from a `snapshots --json` listing (a
+/// snapshot's ID is not its object's name).
+fn objects_of(listing: &Value, id: &str) -> Vec<String> {
+    listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["id"] == id)
+        .flat_map(|s| s["objects"].as_array().unwrap().clone())
+        .map(|o| o.as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect()
+}
+
 /// Removes every snapshot object, as a `forget` of all of them would.
 fn forget_all(env: &Env) {
     for f in files_below(&env.repo().join("snapshots")) {
@@ -233,13 +246,11 @@ fn check_during_another_hosts_prune_reports_no_damage() {
     fill(&kept, 2, 512 << 10, 5);
     let id = backup(&env, "h1", &kept);
     // The first snapshot goes; its packs become unused.
-    let first = env.snapshots_json()[0]["id"].as_str().unwrap().to_string();
+    let listing = Value::Array(env.snapshots_json());
+    let first = listing[0]["id"].as_str().unwrap().to_string();
+    let first_objects = objects_of(&listing, &first);
     for f in files_below(&env.repo().join("snapshots")) {
-        if f.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with(&first[..8])
-        {
+        if first_objects.contains(&f.file_name().unwrap().to_string_lossy().into_owned()) {
             fs::remove_file(f).unwrap();
         }
     }
@@ -265,12 +276,13 @@ fn a_second_prune_waits_for_the_first_and_takes_over_from_a_killed_one() {
     let kept = env.path("kept");
     fill(&kept, 2, 512 << 10, 9);
     let id = backup(&env, "h1", &kept);
+    let kept_objects = objects_of(&Value::Array(env.snapshots_json()), &id);
     fs::remove_file(
         files_below(&env.repo().join("snapshots"))
             .into_iter()
             .find(|f| {
                 let name = f.file_name().unwrap().to_string_lossy().into_owned();
-                !id.starts_with(&name)
+                !kept_objects.contains(&name)
             })
             .unwrap(),
     )
@@ -291,8 +303,9 @@ fn a_second_prune_waits_for_the_first_and_takes_over_from_a_killed_one() {
     backup(&env, "h1", &old);
     let newest = env.snapshots_json();
     let gone = newest.last().unwrap()["id"].as_str().unwrap().to_string();
+    let gone_objects = objects_of(&Value::Array(newest.clone()), &gone);
     for f in files_below(&env.repo().join("snapshots")) {
-        if gone.starts_with(&*f.file_name().unwrap().to_string_lossy()) {
+        if gone_objects.contains(&f.file_name().unwrap().to_string_lossy().into_owned()) {
             fs::remove_file(f).unwrap();
         }
     }
@@ -400,8 +413,10 @@ fn prune_waits_for_sync_and_no_deleted_object_comes_back() {
             fs::remove_file(f).unwrap();
         }
     }
+    let listing = stdout_json(&ok("h1", &["--json", "snapshots"]), "snapshots");
+    let kept_objects = objects_of(&listing, &id);
     for f in files_below(&env.path("a").join("snapshots")) {
-        if !id.starts_with(&*f.file_name().unwrap().to_string_lossy()) {
+        if !kept_objects.contains(&f.file_name().unwrap().to_string_lossy().into_owned()) {
             fs::remove_file(f).unwrap();
         }
     }

@@ -204,6 +204,11 @@ impl Repository {
     /// Writes a snapshot object; returns the snapshot's ID ([`Self::snapshot_id`]). Call only
     /// after every pack and index it needs is durable.
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
+        Ok(self.save_snapshot_object(snapshot).await?.0)
+    }
+
+    /// [`Self::save_snapshot`], also returning the object's name.
+    pub(crate) async fn save_snapshot_object(&self, snapshot: &Snapshot) -> Result<(Id, String)> {
         let sealed = self.seal_file(snapshot)?;
         let id = self.snapshot_id(snapshot);
         let name = paths::snapshot(&Id::of_stored(&sealed));
@@ -216,7 +221,7 @@ impl Repository {
             }
             return Err(e);
         }
-        Ok(id)
+        Ok((id, name))
     }
 
     /// Reads one snapshot object by its name (`snapshots/<id>`), and says in

@@ -96,7 +96,8 @@ async fn snapshot(repo: &Repository, tag: &str, files: &[(&str, Vec<Id>)]) -> (S
         untrusted: None,
         stored_as: Vec::new(),
     };
-    let name = paths::snapshot(&repo.save_snapshot(&snap).await.unwrap());
+    // The snapshot's ID is not its object's name.
+    let (_, name) = repo.save_snapshot_object(&snap).await.unwrap();
     (name, pack)
 }
 
@@ -651,7 +652,7 @@ async fn every_sealed_structure_refuses_a_version_it_does_not_read() {
     let (name, _) = snapshot(&repo, "a", &[]).await;
     let mut snap = repo.load_snapshot(&name).await.unwrap();
     snap.version = 99;
-    let future = paths::snapshot(&repo.save_snapshot(&snap).await.unwrap());
+    let (_, future) = repo.save_snapshot_object(&snap).await.unwrap();
     let err = repo.load_snapshot(&future).await.unwrap_err();
     assert!(
         matches!(&err, Error::UnsupportedVersion { version: 99, object } if *object == future),
