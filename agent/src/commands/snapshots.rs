@@ -31,7 +31,7 @@ pub fn run(ctx: &Context, g: &Global, a: &crate::cli::SnapshotsArgs) -> Result<E
                     "tree": s.tree.to_hex(),
                     "summary": s.summary,
                     "written_by_host_key": s.writer.as_ref().map(|w| w.host.clone()),
-                    "objects": s.stored_as.iter().map(|o| drvault_repo::format::paths::snapshot(o)).collect::<Vec<_>>(),
+                    "objects": s.stored_as.iter().map(drvault_repo::format::paths::snapshot).collect::<Vec<_>>(),
                     "untrusted": s.untrusted,
                 })
             })
