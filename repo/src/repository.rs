@@ -98,6 +98,30 @@ enum Unlocked {
     },
 }
 
+impl Repository {
+    /// An open repository of these parts, with nothing loaded yet.
+    pub(super) fn assemble(
+        store: Store,
+        config: Config,
+        keys: Arc<Keys>,
+        state_dir: Option<PathBuf>,
+        opened_slot: Option<String>,
+    ) -> Self {
+        Repository {
+            store,
+            config,
+            keys,
+            index: RwLock::default(),
+            pending: Mutex::default(),
+            state_dir,
+            tree_packs: Mutex::default(),
+            catalog: Mutex::default(),
+            backup_liveness: Mutex::default(),
+            opened_slot,
+        }
+    }
+}
+
 fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -160,18 +184,13 @@ impl Repository {
                 true,
             )
             .await?;
-        Ok(Repository {
+        Ok(Repository::assemble(
             store,
             config,
-            keys: Arc::new(Keys::full(keyring)),
-            index: RwLock::default(),
-            pending: Mutex::default(),
-            state_dir: None,
-            tree_packs: Mutex::default(),
-            catalog: Mutex::default(),
-            backup_liveness: Mutex::default(),
-            opened_slot: Some(slot_name),
-        })
+            Arc::new(Keys::full(keyring)),
+            None,
+            Some(slot_name),
+        ))
     }
 
     /// Opens a repository with a passphrase, key file or recovery key; `state_dir` holds the
@@ -223,18 +242,8 @@ impl Repository {
                 ));
             }
         }
-        let repo = Repository {
-            store,
-            config,
-            keys: Arc::new(keys),
-            index: RwLock::default(),
-            pending: Mutex::default(),
-            state_dir,
-            tree_packs: Mutex::default(),
-            catalog: Mutex::default(),
-            backup_liveness: Mutex::default(),
-            opened_slot: Some(opened_slot),
-        };
+        let repo =
+            Repository::assemble(store, config, Arc::new(keys), state_dir, Some(opened_slot));
         if with_index {
             repo.load_index().await?;
         }

@@ -57,18 +57,13 @@ impl Repository {
             }
             crate::failpoint::hit("migrate.after-keyring").await;
             // This process seals with the upgraded keyring from here on.
-            let upgraded = Repository {
-                store: self.store.clone(),
-                config: self.config.clone(),
-                keys: Arc::new(Keys::full(kr)),
-                index: RwLock::default(),
-                pending: Mutex::default(),
-                state_dir: None,
-                tree_packs: Mutex::default(),
-                catalog: Mutex::default(),
-                backup_liveness: Mutex::default(),
-                opened_slot: self.opened_slot.clone(),
-            };
+            let upgraded = Repository::assemble(
+                self.store.clone(),
+                self.config.clone(),
+                Arc::new(Keys::full(kr)),
+                None,
+                self.opened_slot.clone(),
+            );
             // Listed again until a pass finds nothing left: a backup that opened the repository
             // before the upgrade may still write index objects under a data key meanwhile.
             for _pass in 0..3 {
