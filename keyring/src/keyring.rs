@@ -75,6 +75,12 @@ struct Body {
     config_hash: Option<[u8; 32]>,
     /// Present once the repository takes host keys (version 3).
     hosts: Option<HostSecrets>,
+    /// Version 3 only: where the audit log stood when the keyring was written (an entry's
+    /// sequence number and hash; opaque here). Encoded after the body's other fields, so
+    /// version 3 bodies written without it still decode (FORMAT.md section 6).
+    #[serde(skip)]
+    #[zeroize(skip)]
+    audit_anchor: Option<(u64, [u8; 32])>,
 }
 
 /// What only full key holders have, for host keys: the key that seals the host keyring, the
@@ -138,6 +144,7 @@ impl Keyring {
             chunker_seed: *Key::generate()?.expose(),
             config_hash: None,
             hosts: None,
+            audit_anchor: None,
             epochs: vec![Epoch {
                 id: 1,
                 created: now,
@@ -284,6 +291,17 @@ impl Keyring {
         self.body.config_hash = Some(hash);
     }
 
+    /// Where the audit log stood when this keyring was written: the sequence number and hash
+    /// of the newest entry then (kept only by keyrings that take host keys).
+    pub fn audit_anchor(&self) -> Option<(u64, [u8; 32])> {
+        self.body.audit_anchor
+    }
+
+    /// Records where the audit log stands, for the next `seal`.
+    pub fn set_audit_anchor(&mut self, anchor: Option<(u64, [u8; 32])>) {
+        self.body.audit_anchor = anchor;
+    }
+
     /// Makes this keyring take host keys: creates the host secrets (once). Returns false when
     /// it already did.
     pub fn enable_hosts(&mut self) -> Result<bool> {
@@ -355,7 +373,9 @@ impl Keyring {
         let plain = zeroize::Zeroizing::new(match (&body.config_hash, &body.hosts) {
             (Some(_), Some(_)) => {
                 body.version = KEYRING_VERSION;
-                postcard::to_stdvec(&body).map_err(malformed)?
+                let mut plain = postcard::to_stdvec(&body).map_err(malformed)?;
+                plain.extend(postcard::to_stdvec(&body.audit_anchor).map_err(malformed)?);
+                plain
             }
             (_, None) => {
                 let v2 = BodyV2 {
@@ -413,7 +433,17 @@ fn decode_body(plain: &[u8]) -> Result<Body> {
     // The version is the body's first field, a single byte in postcard.
     let body = match plain.first() {
         Some(&KEYRING_VERSION) => {
-            let body: Body = postcard::from_bytes(plain).map_err(malformed)?;
+            let (mut body, rest): (Body, _) = postcard::take_from_bytes(plain).map_err(malformed)?;
+            if !rest.is_empty() {
+                let (anchor, trailing) = postcard::take_from_bytes(rest).map_err(malformed)?;
+                if !trailing.is_empty() {
+                    return Err(Error::Malformed {
+                        what: "keyring",
+                        reason: "bytes after the audit anchor".into(),
+                    });
+                }
+                body.audit_anchor = anchor;
+            }
             if body.config_hash.is_none() || body.hosts.is_none() {
                 return Err(Error::Malformed {
                     what: "keyring",
@@ -439,6 +469,7 @@ fn decode_body(plain: &[u8]) -> Result<Body> {
                 epochs: old.epochs.clone(),
                 config_hash: old.config_hash,
                 hosts: None,
+                audit_anchor: None,
             }
         }
         Some(&KEYRING_VERSION_UNBOUND) => {
@@ -451,6 +482,7 @@ fn decode_body(plain: &[u8]) -> Result<Body> {
                 epochs: old.epochs,
                 config_hash: None,
                 hosts: None,
+                audit_anchor: None,
             }
         }
         Some(&v) => return Err(Error::UnsupportedVersion(v)),
@@ -488,6 +520,30 @@ mod tests {
         let again = Keyring::open(kr.master().clone(), &sealed).expect("open");
         assert_eq!(again.config_hash(), Some(&[7; 32]));
         assert_eq!(again.epochs().len(), 1);
+    }
+
+    #[test]
+    fn a_version_3_keyring_keeps_its_audit_anchor_and_opens_without_one() {
+        let mut kr = Keyring::generate(1).expect("generate");
+        kr.bind_config([7; 32]);
+        kr.enable_hosts().expect("hosts");
+        let plain_of = |kr: &Keyring| {
+            let sealed = kr.seal().expect("seal");
+            crate::envelope::open(kr.master(), KEYRING_CONTEXT, &sealed)
+                .expect("open")
+                .1
+        };
+        // Written before the anchor existed: the body ends after the host secrets.
+        let without = plain_of(&kr);
+        assert_eq!(without.last(), Some(&0), "None is one zero byte");
+        let body = decode_body(&without[..without.len() - 1]).expect("decodes");
+        assert_eq!(body.audit_anchor, None);
+        kr.set_audit_anchor(Some((41, [9; 32])));
+        let back = Keyring::open(kr.master().clone(), &kr.seal().expect("seal")).expect("open");
+        assert_eq!(back.audit_anchor(), Some((41, [9; 32])));
+        let mut longer = plain_of(&kr);
+        longer.push(0);
+        assert!(decode_body(&longer).is_err(), "trailing bytes are refused");
     }
 
     #[test]

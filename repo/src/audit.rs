@@ -18,7 +18,7 @@ use serde::Serialize;
 
 mod anchors;
 
-pub use anchors::{AnchorReport, BrokenAnchor, MissingSnapshot};
+pub use anchors::{AnchorReport, BrokenAnchor, KeyringAnchor, MissingSnapshot};
 
 use crate::catalog::Catalog;
 use crate::{Error, Repository, Result};
@@ -393,6 +393,21 @@ pub async fn append(
     ))
 }
 
+/// The anchor of the newest entry on the sequencer that opens: where the log stands, for a
+/// keyring written now to record (FORMAT.md section 17). `None` for an empty log.
+pub async fn head_anchor(repo: &Repository) -> Result<Option<AuditRef>> {
+    let sequencer = sequencer(repo.store())?;
+    let hint = listing_hint(repo).await;
+    for seq in seqs_from(sequencer, hint).await?.into_iter().rev() {
+        let name = object_name(seq);
+        let bytes = sequencer.get(&name).await?;
+        if let Ok(e) = open(repo, &name, &bytes) {
+            return Ok(Some(e.anchor()));
+        }
+    }
+    Ok(None)
+}
+
 /// Gives the sequencer the entries other targets hold beyond its own newest (it was down when
 /// they were written, or they were written before it ordered the log), so the next entry
 /// follows them instead of forking from an older head. Only entries that open under the audit
@@ -663,13 +678,22 @@ pub async fn verify(repo: &Repository) -> Result<VerifyReport> {
                 (*seq, e)
             })
             .collect();
-        let anchors = match &complete {
+        let mut anchors = match &complete {
             Ok(_) => anchors::check(&opened, &snapshots, &live, chrono::Utc::now()),
             Err(e) => AnchorReport {
                 anchors_skipped: Some(e.to_string()),
                 ..Default::default()
             },
         };
+        if let (Ok(_), Ok(kr)) = (&complete, repo.keyring()) {
+            if let Some((seq, hash)) = kr.audit_anchor() {
+                anchors.keyring_anchor = Some(anchors::check_keyring(
+                    &opened,
+                    kr.generation(),
+                    AuditRef { seq, hash },
+                ));
+            }
+        }
         if anchors.missing_snapshots.is_empty() || pass == 2 {
             break (entries, anchors);
         }
@@ -762,6 +786,11 @@ impl VerifyReport {
             && self.catalog_mismatches.is_empty()
             && self.anchors.broken_anchors.is_empty()
             && self.anchors.missing_snapshots.is_empty()
+            && self
+                .anchors
+                .keyring_anchor
+                .as_ref()
+                .is_none_or(|k| k.broken.is_none())
     }
 }
 

@@ -246,3 +246,37 @@ fn a_snapshot_deleted_outside_forget_is_named_and_a_forgotten_one_is_not() {
     assert!(missing[0]["paths"][0].as_str().unwrap().ends_with("/src"));
     assert!(stderr.contains("snapshot missing"), "{stderr}");
 }
+
+/// The keyring anchors the log too (it records the head it saw), so cutting the key operations
+/// that followed the newest snapshot is noticed from any machine. Before, the shorter chain,
+/// whose every snapshot anchor still held, verified as intact.
+#[test]
+fn cutting_key_operations_after_the_newest_snapshot_is_noticed_through_the_keyring() {
+    let env = backed_up();
+    env.ok(&["key", "rotate"]);
+    env.ok(&["key", "rotate"]);
+    let log: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["audit", "log", "--json"])).unwrap();
+    assert_eq!(log.len(), 4, "init, commit, two rotations");
+    let (code, report, _) = verify_elsewhere(&env, "fresh-1");
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(
+        report["keyring_anchor"]["seq"], 3,
+        "the second rotation saw the first one's entry: {report}"
+    );
+
+    fs::remove_file(audit_entry(&env, 4)).unwrap();
+    fs::remove_file(audit_entry(&env, 3)).unwrap();
+    let (code, report, stderr) = verify_elsewhere(&env, "fresh-2");
+    assert_eq!(code, Some(drvault_tests::code::INTEGRITY), "{report}");
+    assert!(report["first_broken"].is_null(), "{report}");
+    assert_eq!(report["broken_anchors"].as_array().unwrap().len(), 0);
+    assert!(
+        report["keyring_anchor"]["broken"]
+            .as_str()
+            .unwrap()
+            .contains("deleted"),
+        "{report}"
+    );
+    assert!(stderr.contains("the keyring (generation"), "{stderr}");
+}

@@ -119,6 +119,15 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
                         m.paths.join(", ")
                     );
                 }
+                if let Some(k) = &r.anchors.keyring_anchor {
+                    if let Some(why) = &k.broken {
+                        eprintln!(
+                            "audit log cut or rewritten: the keyring (generation {}) was written \
+                             when entry {} was the newest, but {why}",
+                            k.generation, k.seq
+                        );
+                    }
+                }
                 if let Some(why) = &r.anchors.anchors_skipped {
                     eprintln!("snapshots not compared with the log: {why}");
                 }
@@ -131,10 +140,15 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
                 }
                 if r.is_intact() {
                     outln!(
-                        "audit log intact: {} entries, head {}; {} snapshots anchor it",
+                        "audit log intact: {} entries, head {}; {} snapshots{} anchor it",
                         r.entries,
                         r.head.as_deref().unwrap_or("(empty)"),
-                        r.anchors.anchored
+                        r.anchors.anchored,
+                        if r.anchors.keyring_anchor.is_some() {
+                            " and the keyring"
+                        } else {
+                            ""
+                        }
                     );
                 }
             }

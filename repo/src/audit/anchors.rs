@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::format::{AuditEntry, Snapshot};
+use crate::format::{AuditEntry, AuditRef, Snapshot};
 use crate::{Id, Result};
 
 /// An anchor the log does not honour: the log was cut or rewritten at `seq`.
@@ -49,6 +49,46 @@ pub struct AnchorReport {
     /// Why the snapshots were not compared with the log, when they were not (a target that
     /// could not be listed: what it holds is unknown).
     pub anchors_skipped: Option<String>,
+    /// What the keyring's anchor says (repositories that take host keys).
+    pub keyring_anchor: Option<KeyringAnchor>,
+}
+
+/// The audit head the keyring recorded when a key operation last wrote it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyringAnchor {
+    pub generation: u64,
+    pub seq: u64,
+    /// Why the log does not honour it: cut or rewritten.
+    pub broken: Option<String>,
+}
+
+/// Checks the keyring's anchor (generation, anchor) against the log.
+pub fn check_keyring(
+    entries: &BTreeMap<u64, Result<AuditEntry>>,
+    generation: u64,
+    anchor: AuditRef,
+) -> KeyringAnchor {
+    KeyringAnchor {
+        generation,
+        seq: anchor.seq,
+        broken: broken(entries, &anchor),
+    }
+}
+
+/// Why the log does not hold the entry `anchor` names, if it does not.
+fn broken(entries: &BTreeMap<u64, Result<AuditEntry>>, anchor: &AuditRef) -> Option<String> {
+    match entries.get(&anchor.seq) {
+        None => Some(format!(
+            "the log has no entry {}: entries were deleted from it",
+            anchor.seq
+        )),
+        Some(Err(e)) => Some(format!("entry {} does not open: {e}", anchor.seq)),
+        Some(Ok(e)) if e.anchor().hash != anchor.hash => Some(format!(
+            "entry {} is not the one recorded here: the log was rewritten",
+            anchor.seq
+        )),
+        Some(Ok(_)) => None,
+    }
 }
 
 /// How long after its entry a commit may wait for its snapshot while its session lives: the
@@ -90,22 +130,13 @@ pub fn check(
         };
         r.anchored += 1;
         anchored_commits.insert(anchor.seq);
-        let reason = match entries.get(&anchor.seq) {
-            None => Some(format!(
-                "the log has no entry {}: entries were deleted from it",
-                anchor.seq
-            )),
-            Some(Err(e)) => Some(format!("entry {} does not open: {e}", anchor.seq)),
-            Some(Ok(e)) if e.anchor().hash != anchor.hash => Some(format!(
-                "entry {} is not the one that recorded this snapshot: the log was rewritten",
-                anchor.seq
-            )),
+        let reason = broken(entries, &anchor).or_else(|| match entries.get(&anchor.seq) {
             Some(Ok(e)) if e.action != "snapshot.commit" => Some(format!(
                 "entry {} records {}, not a snapshot commit",
                 anchor.seq, e.action
             )),
-            Some(Ok(_)) => None,
-        };
+            _ => None,
+        });
         if let Some(reason) = reason {
             r.broken_anchors.push(BrokenAnchor {
                 snapshot: id.short(),
@@ -175,7 +206,7 @@ pub fn check(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::format::{AuditRef, Summary};
+    use crate::format::Summary;
 
     fn entry(seq: u64, action: &str, details: serde_json::Value) -> AuditEntry {
         AuditEntry {
@@ -260,6 +291,20 @@ mod tests {
         assert_eq!(r.missing_snapshots.len(), 1);
         assert_eq!(r.missing_snapshots[0].commit, 1);
         assert_eq!(r.missing_snapshots[0].host, "db-1");
+    }
+
+    #[test]
+    fn the_keyring_anchor_names_a_cut_or_rewritten_log() {
+        let e1 = entry(1, "key.add", serde_json::json!({}));
+        let e2 = entry(2, "key.rotate", serde_json::json!({}));
+        let anchor = e2.anchor();
+        let intact = check_keyring(&log(&[e1.clone(), e2]), 4, anchor);
+        assert_eq!((intact.generation, intact.seq, intact.broken), (4, 2, None));
+        let cut = check_keyring(&log(std::slice::from_ref(&e1)), 4, anchor);
+        assert!(cut.broken.unwrap().contains("deleted"));
+        let forged = entry(2, "key.rotate", serde_json::json!({"epoch": 9}));
+        let rewritten = check_keyring(&log(&[e1, forged]), 4, anchor);
+        assert!(rewritten.broken.unwrap().contains("rewritten"));
     }
 
     #[test]

@@ -85,6 +85,11 @@ impl Repository {
         // Every key operation binds the config: older keyrings gain the binding here.
         let mut kr = kr.clone();
         kr.bind_config(self.config.binding());
+        if kr.takes_hosts() {
+            // Where the log stands, so a log cut later is found from the keyring too.
+            let head = crate::audit::head_anchor(self).await?;
+            kr.set_audit_anchor(head.map(|a| (a.seq, a.hash)));
+        }
         let mut names = Vec::new();
         let sealed = kr.seal()?;
         let name = paths::keyring(&Id::of_stored(&sealed));
