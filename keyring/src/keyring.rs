@@ -433,7 +433,8 @@ fn decode_body(plain: &[u8]) -> Result<Body> {
     // The version is the body's first field, a single byte in postcard.
     let body = match plain.first() {
         Some(&KEYRING_VERSION) => {
-            let (mut body, rest): (Body, _) = postcard::take_from_bytes(plain).map_err(malformed)?;
+            let (mut body, rest): (Body, _) =
+                postcard::take_from_bytes(plain).map_err(malformed)?;
             if !rest.is_empty() {
                 let (anchor, trailing) = postcard::take_from_bytes(rest).map_err(malformed)?;
                 if !trailing.is_empty() {

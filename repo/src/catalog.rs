@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE TABLE IF NOT EXISTS owed (
     target TEXT NOT NULL, object TEXT NOT NULL, PRIMARY KEY (target, object)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS own_snapshots (
+    id BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, snapshot BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (
     id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack BLOB NOT NULL,
     offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL
@@ -326,6 +329,50 @@ impl Catalog {
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.err(e))
+    }
+
+    // ---- what this machine wrote with a host key ----
+
+    /// Keeps the plaintext of a snapshot this machine wrote with a host key (which cannot read
+    /// it back from the repository): `snapshots` lists these.
+    pub fn add_own_snapshot(&mut self, id: &Id, snapshot: &crate::format::Snapshot) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO own_snapshots VALUES (?1, ?2, ?3)",
+                params![&id.0[..], snapshot.time_ns, snapshot.encode()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The snapshots this machine wrote with a host key, oldest first. A row that does not
+    /// decode is skipped with a warning (the catalog is a cache).
+    pub fn own_snapshots(&self) -> Result<Vec<(Id, crate::format::Snapshot)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, snapshot FROM own_snapshots ORDER BY time_ns, id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, bytes) = row.map_err(|e| self.err(e))?;
+            let decoded = <[u8; 32]>::try_from(id.as_slice())
+                .map_err(|_| "an ID of the wrong length".to_string())
+                .and_then(|id| {
+                    crate::format::Snapshot::decode("own snapshot", &bytes)
+                        .map(|s| (Id(id), s))
+                        .map_err(|e| e.to_string())
+                });
+            match decoded {
+                Ok(pair) => out.push(pair),
+                Err(e) => tracing::warn!("a snapshot in the local catalog is skipped: {e}"),
+            }
+        }
+        Ok(out)
     }
 
     // ---- the audit log's local copy ----

@@ -95,7 +95,6 @@ fn a_host_key_backs_up_deduplicated_and_opens_nothing() {
     // Nothing stored opens with the host key, and it says what to do (exit 21).
     let stolen = env.path("stolen");
     for args in [
-        vec!["snapshots"],
         vec!["restore", "latest", "--target", stolen.to_str().unwrap()],
         vec!["ls", id.as_str()],
         vec!["dump", id.as_str(), "/"],
@@ -120,6 +119,28 @@ fn a_host_key_backs_up_deduplicated_and_opens_nothing() {
         );
     }
     assert!(!stolen.exists() || drvault_tests::files_below(&stolen).is_empty());
+
+    // `snapshots` lists only what this machine wrote, from its local catalog: not the full
+    // keys' snapshot, and nothing on a machine whose catalog never saw a backup.
+    let out = as_host(&env, "web1", &["--json", "snapshots"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("local catalog"));
+    let own: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert_eq!(own[0]["id"], id.as_str());
+    assert_eq!(own[0]["written_by_host_key"], "web1");
+    assert_eq!(own[0]["summary"]["bytes_added"], first["bytes_added"]);
+    let elsewhere = env
+        .host_cmd("web1-rebuilt")
+        .env("DRVAULT_PASSWORD", HOST_PASSPHRASE)
+        .args(["--json", "snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(elsewhere.status.code(), Some(0));
+    assert_eq!(
+        serde_json::from_slice::<Vec<Value>>(&elsewhere.stdout).unwrap(),
+        Vec::<Value>::new()
+    );
 
     // The full keys read what the host wrote, and see which host key wrote it.
     let snaps = env.snapshots_json();

@@ -9,12 +9,19 @@ use super::printable;
 pub fn run(ctx: &Context, g: &Global, a: &crate::cli::SnapshotsArgs) -> Result<Exit> {
     let repo = ctx.open(g)?;
     let spec = super::restore::spec(None, None, &a.filter);
-    let snaps: Vec<_> = ctx
-        .rt
-        .block_on(repo.snapshots())?
-        .into_iter()
-        .filter(|(_, s)| spec.admits(s))
-        .collect();
+    // A host key cannot read the repository's snapshots: it lists what this machine wrote
+    // with it, from the local catalog.
+    let listed = if let Some(host) = repo.opened_by_host() {
+        eprintln!(
+            "host key of {}: the snapshots this machine wrote, from its local catalog; the \
+             repository's snapshots are listed with a passphrase, key file or recovery key",
+            printable(host.as_bytes())
+        );
+        ctx.rt.block_on(repo.own_snapshots())?
+    } else {
+        ctx.rt.block_on(repo.snapshots())?
+    };
+    let snaps: Vec<_> = listed.into_iter().filter(|(_, s)| spec.admits(s)).collect();
     if g.json {
         let list: Vec<_> = snaps
             .iter()

@@ -172,11 +172,16 @@ impl Repository {
             Err(e) => Err(e),
         };
         match saved {
-            Ok(id) => Ok(Committed {
-                id,
-                snapshot,
-                unrecorded,
-            }),
+            Ok(id) => {
+                if self.keys.host_name().is_some() {
+                    self.remember_own_snapshot(&id, &snapshot).await;
+                }
+                Ok(Committed {
+                    id,
+                    snapshot,
+                    unrecorded,
+                })
+            }
             Err(e) => {
                 // The entry says a snapshot exists: say it does not, so verify does not look
                 // for it (a crash here leaves the entry alone: see FORMAT.md section 17).

@@ -270,6 +270,38 @@ impl Repository {
     /// same snapshot (an interrupted re-encryption leaves two) are one entry naming both in
     /// `stored_as`. A snapshot listed but gone by the time it is read was removed meanwhile (a
     /// `forget` on this or another host) and is left out.
+    /// The snapshots this machine wrote with its host key, from its local catalog (a host key
+    /// cannot read any snapshot back from the repository). Empty without a catalog.
+    pub async fn own_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let Some(dir) = self.catalog_dir() else {
+            return Ok(Vec::new());
+        };
+        tokio::task::spawn_blocking(move || crate::catalog::Catalog::open(&dir)?.own_snapshots())
+            .await
+            .map_err(Error::task)?
+    }
+
+    /// Keeps a snapshot this machine wrote with a host key in its local catalog; a failure is
+    /// only a warning (the snapshot is in the repository).
+    pub(crate) async fn remember_own_snapshot(&self, id: &Id, snapshot: &Snapshot) {
+        let Some(dir) = self.catalog_dir() else {
+            return;
+        };
+        let (id, snapshot) = (*id, snapshot.clone());
+        let kept = tokio::task::spawn_blocking(move || {
+            crate::catalog::Catalog::open(&dir)?.add_own_snapshot(&id, &snapshot)
+        })
+        .await
+        .map_err(Error::task)
+        .and_then(|r| r);
+        if let Err(e) = kept {
+            tracing::warn!(
+                "snapshot {} is not listed in the local catalog: {e}",
+                id.short()
+            );
+        }
+    }
+
     pub async fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let listed = self.store.list(paths::SNAPSHOTS).await?;
         let read: Vec<Option<(Id, Snapshot)>> = futures::stream::iter(listed)
