@@ -171,11 +171,11 @@ impl Context {
             return self.store(false);
         }
         let Some(config) = &self.config else {
-            anyhow::bail!("excluding targets needs a configuration file with [[targets]]");
+            crate::exit::usage!("excluding targets needs a configuration file with [[targets]]");
         };
         for name in excluded {
             if !config.targets.iter().any(|t| &t.name == name) {
-                anyhow::bail!("{name:?} is not a configured target");
+                crate::exit::usage!("{name:?} is not a configured target");
             }
         }
         let tuning = config.tuning()?;
@@ -186,7 +186,9 @@ impl Context {
             }
         }
         if targets.is_empty() {
-            anyhow::bail!("the scenario excludes every target: nothing is left to restore from");
+            crate::exit::usage!(
+                "the scenario excludes every target: nothing is left to restore from"
+            );
         }
         let store = Store::new(targets, 1)?;
         self.rt.block_on(store.probe(tuning.probe_deadline()));

@@ -78,6 +78,7 @@ pub fn classify(e: &anyhow::Error) -> Exit {
         if let Some(b) = cause.downcast_ref::<drvault_backup::Error>() {
             match b {
                 drvault_backup::Error::Interrupted => return Exit::Interrupted,
+                drvault_backup::Error::Usage(_) => return Exit::Usage,
                 drvault_backup::Error::Repo(r) => return repo_exit(r),
                 _ => return Exit::Failure,
             }
@@ -109,6 +110,7 @@ fn repo_exit(r: &RepoError) -> Exit {
         RepoError::Key(drvault_keyring::Error::UnknownEpoch(_)) => Exit::Integrity,
         RepoError::NoRepository { .. } => Exit::NoRepository,
         RepoError::Locked { .. } => Exit::Locked,
+        RepoError::Usage(_) => Exit::Usage,
         RepoError::Interrupted => Exit::Interrupted,
         r if r.is_not_permitted() => Exit::NotPermitted,
         _ => Exit::Failure,
@@ -155,6 +157,8 @@ mod tests {
             1
         );
         assert_eq!(code(UsageError("no rule".into()).into()), 2);
+        assert_eq!(code(drvault_backup::Error::Usage("a{".into()).into()), 2);
+        assert_eq!(code(RepoError::Usage("zzzz".into()).into()), 2);
         assert_eq!(code(anyhow::anyhow!("other")), 1);
     }
 }

@@ -13,10 +13,14 @@ pub enum Error {
     /// point, and what it uploaded is indexed.
     #[error("the backup was stopped on request; what it uploaded is indexed and the next backup continues from it")]
     Interrupted,
-    /// The request cannot be carried out as given (an exclude pattern that does not parse, a
-    /// path that is not there, a stream file name that would leave the snapshot's root).
+    /// The request cannot be carried out as given (a path that is not there or cannot be
+    /// resolved).
     #[error("{0}")]
     Request(String),
+    /// The request is malformed (an exclude pattern that does not parse, a stream file name
+    /// that would leave the snapshot's root, no command to run): the CLI's exit code 2.
+    #[error("{0}")]
+    Usage(String),
     /// The source could not be read as a whole (a stream that failed, a command that exited
     /// with an error, the root directory that could not be opened): no snapshot was made.
     #[error("{0}")]

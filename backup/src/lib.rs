@@ -286,7 +286,7 @@ fn prepare(source: &Source) -> Result<Prepared> {
         Source::Stream { filename, source } => {
             if let StreamSource::Command { argv, .. } = source {
                 if argv.is_empty() {
-                    return Err(Error::Request(
+                    return Err(Error::Usage(
                         "--stdin-from-command needs a command after `--`".into(),
                     ));
                 }
@@ -334,12 +334,12 @@ fn exclude_set(patterns: &[String]) -> Result<GlobSet> {
     let mut globs = GlobSetBuilder::new();
     for e in patterns {
         let glob = Glob::new(e)
-            .map_err(|err| Error::Request(format!("invalid exclude pattern {e:?}: {err}")))?;
+            .map_err(|err| Error::Usage(format!("invalid exclude pattern {e:?}: {err}")))?;
         globs.add(glob);
     }
     globs
         .build()
-        .map_err(|err| Error::Request(format!("invalid exclude patterns: {err}")))
+        .map_err(|err| Error::Usage(format!("invalid exclude patterns: {err}")))
 }
 
 fn workers() -> usize {

@@ -76,7 +76,7 @@ pub fn filename_components(name: &str) -> Result<Vec<Vec<u8>>> {
         .collect();
     for p in &parts {
         if let Err(e) = validate_name(p) {
-            return Err(Error::Request(format!(
+            return Err(Error::Usage(format!(
                 "--stdin-filename {name:?}: {e}; give a name such as \"db.sql\" or \
                  \"postgres/base.tar\""
             )));
@@ -116,7 +116,7 @@ pub(crate) fn run(
     // A dump holds a service's data: readable by its owner only, as are its directories.
     let (last, dirs) = components
         .split_last()
-        .ok_or_else(|| Error::Request("--stdin-filename: an empty file name".into()))?;
+        .ok_or_else(|| Error::Usage("--stdin-filename: an empty file name".into()))?;
     let mut entry = Node {
         size,
         content,
@@ -166,7 +166,7 @@ fn store_stream(
         StreamSource::Stdin => store_reader(pipeline, repo, std::io::stdin().lock()),
         StreamSource::Command { argv, env } => {
             let (program, args) = argv.split_first().ok_or_else(|| {
-                Error::Request("--stdin-from-command needs a command after `--`".into())
+                Error::Usage("--stdin-from-command needs a command after `--`".into())
             })?;
             let shown = shown(argv);
             let mut cmd = Command::new(program);

@@ -5,9 +5,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use drvault_keyring::{Credential, KdfParams};
-use drvault_repo::repository::InitOptions;
 use drvault_repo::store::Store;
+use drvault_repo::testing;
 use tokio::runtime::Runtime;
 
 use super::*;
@@ -25,17 +24,8 @@ impl Fixture {
             .enable_all()
             .build()
             .unwrap();
-        let store = Store::from_object_store(
-            Arc::new(object_store::memory::InMemory::new()),
-            "memory".into(),
-        );
-        let opts = InitOptions {
-            kdf: KdfParams::INSECURE_TEST,
-            pack_size: 1 << 20,
-            ..Default::default()
-        };
-        rt.block_on(Repository::init(store.clone(), b"pw", opts))
-            .unwrap();
+        let store = testing::memory_store();
+        rt.block_on(testing::init(store.clone())).unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("src")).unwrap();
         std::fs::write(dir.path().join("src/a.txt"), b"alpha").unwrap();
@@ -49,7 +39,7 @@ impl Fixture {
             self.rt
                 .block_on(Repository::open_without_index(
                     self.store.clone(),
-                    &Credential::passphrase(b"pw"),
+                    &testing::credential(),
                     None,
                 ))
                 .unwrap(),
@@ -102,7 +92,7 @@ fn a_backup_commits_one_snapshot_and_ends_its_session() {
     let repo = Arc::new(
         f.rt.block_on(Repository::open(
             f.store.clone(),
-            &Credential::passphrase(b"pw"),
+            &testing::credential(),
             None,
         ))
         .unwrap(),
@@ -168,7 +158,7 @@ fn a_missing_path_or_bad_pattern_is_refused_before_anything_is_written() {
         one_file_system: false,
     };
     let err = f.backup(req, Controls::default()).err().unwrap();
-    assert!(matches!(err, Error::Request(_)), "{err}");
+    assert!(matches!(err, Error::Usage(_)), "{err}");
     assert_eq!(f.names(""), before, "nothing was written");
 }
 

@@ -118,7 +118,7 @@ impl Walker {
             // "/" with others (`-x / /boot`): the others are walked on their own file systems
             // and take their places in "/"; "/" alone is every top-level entry.
             if let Some(deep) = others.iter().find(|c| c.len() > 1) {
-                return Err(Error::Request(format!(
+                return Err(Error::Usage(format!(
                     "/{}: besides `/`, give only top-level directories (such as /boot); back up \
                      deeper paths in a snapshot of their own",
                     String::from_utf8_lossy(&deep.join(&b'/'))
@@ -181,7 +181,7 @@ impl Walker {
                 dir = match entry {
                     VirtualEntry::Dir(_, v) => v,
                     VirtualEntry::Real(_) => {
-                        return Err(Error::Request(format!(
+                        return Err(Error::Usage(format!(
                             "{} is both backed up and a parent of another path",
                             cur.display()
                         )))

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drvault_backup::{BackupRequest, Controls, Parent, Source};
-use drvault_keyring::{Credential, KdfParams};
-use drvault_repo::repository::InitOptions;
 use drvault_repo::store::Store;
+use drvault_repo::testing;
 use drvault_repo::Repository;
 
 use super::*;
@@ -27,16 +26,8 @@ impl Fixture {
             .enable_all()
             .build()
             .unwrap();
-        let store = Store::from_object_store(
-            Arc::new(object_store::memory::InMemory::new()),
-            "memory".into(),
-        );
-        let opts = InitOptions {
-            kdf: KdfParams::INSECURE_TEST,
-            ..Default::default()
-        };
-        rt.block_on(Repository::init(store.clone(), b"pw", opts))
-            .unwrap();
+        let store = testing::memory_store();
+        rt.block_on(testing::init(store.clone())).unwrap();
         let src = tempfile::tempdir().unwrap();
         std::fs::write(src.path().join("db.dump"), b"rows").unwrap();
         let f = Fixture {
@@ -64,7 +55,7 @@ impl Fixture {
             self.rt
                 .block_on(Repository::open(
                     self.store.clone(),
-                    &Credential::passphrase(b"pw"),
+                    &testing::credential(),
                     None,
                 ))
                 .unwrap(),

@@ -110,6 +110,11 @@ pub enum Error {
     /// Invalid argument from the caller (a bad URL, a path that cannot be a repository).
     #[error("{0}")]
     Invalid(String),
+    /// The request names nothing or several things (a key slot prefix), or asks for what a
+    /// rule refuses (removing the last key slot, an empty passphrase). Nothing was changed;
+    /// say it again differently (the CLI's exit code 2).
+    #[error("{0}")]
+    Usage(String),
 }
 
 fn unaudited_message(action: &str, reason: &str, done: bool) -> String {

@@ -28,6 +28,7 @@ pub mod session;
 pub mod store;
 pub mod sync;
 pub mod target;
+pub mod testing;
 
 pub use error::Error;
 pub use id::{Id, IdBuildHasher, IdMap, IdSet};

@@ -211,7 +211,7 @@ impl Store {
 
     /// Objects that targets missed during quorum writes in this process.
     pub fn owed(&self) -> Vec<(String, String)> {
-        self.owed.lock().map(|o| o.clone()).unwrap_or_default()
+        locked(&self.owed).clone()
     }
 
     /// Writes a new object to every target; durable once `write_quorum` targets hold it.
@@ -250,10 +250,7 @@ impl Store {
             });
         }
         if !failures.is_empty() {
-            let mut owed = self
-                .owed
-                .lock()
-                .map_err(|_| Error::Internal("owed list lock poisoned".into()))?;
+            let mut owed = locked(&self.owed);
             for (t, e) in failures {
                 tracing::warn!(
                     "target {t} missed {name} ({e}); it owes the object until `drvault sync`"
@@ -266,9 +263,7 @@ impl Store {
 
     /// Notes that target `target` lacks `name` until `drvault sync` copies it.
     pub(crate) fn owe(&self, target: &str, name: &str) {
-        if let Ok(mut owed) = self.owed.lock() {
-            owed.push((target.to_string(), name.to_string()));
-        }
+        locked(&self.owed).push((target.to_string(), name.to_string()));
     }
 
     /// Reads a whole object from the first target that has an intact copy; when none has,
@@ -296,7 +291,7 @@ impl Store {
     /// The newest intact version of `name` on a locked target, noted in [`Self::hidden`].
     async fn read_history(&self, name: &str) -> Option<Bytes> {
         if !self.targets.iter().any(|t| t.lock().is_some())
-            || self.no_history.lock().ok()?.contains(name)
+            || locked(&self.no_history).contains(name)
         {
             return None;
         }
@@ -310,10 +305,9 @@ impl Store {
                          the intact version {version} (run `drvault repair`)",
                         t.name()
                     );
-                    if let Ok(mut h) = self.hidden.lock() {
-                        if !h.iter().any(|(_, n, _)| n == name) {
-                            h.push((t.name().to_string(), name.to_string(), version));
-                        }
+                    let mut h = locked(&self.hidden);
+                    if !h.iter().any(|(_, n, _)| n == name) {
+                        h.push((t.name().to_string(), name.to_string(), version));
                     }
                     return Some(bytes);
                 }
@@ -325,26 +319,20 @@ impl Store {
             }
         }
         if !failed {
-            if let Ok(mut missed) = self.no_history.lock() {
-                missed.insert(name.to_string());
-            }
+            locked(&self.no_history).insert(name.to_string());
         }
         None
     }
 
     /// Forgets what [`Self::hidden`] noted (a check starting a pass of its own).
     pub fn clear_hidden(&self) {
-        if let Ok(mut h) = self.hidden.lock() {
-            h.clear();
-        }
-        if let Ok(mut m) = self.no_history.lock() {
-            m.clear();
-        }
+        locked(&self.hidden).clear();
+        locked(&self.no_history).clear();
     }
 
     /// The target and version an earlier read of `name` found intact in the history.
     fn known_hidden(&self, name: &str) -> Option<(&Target, String)> {
-        let hidden = self.hidden.lock().ok()?;
+        let hidden = locked(&self.hidden);
         let (target, _, version) = hidden.iter().find(|(_, n, _)| n == name)?;
         let t = self.targets.iter().find(|t| t.name() == target)?;
         Some((t, version.clone()))
@@ -354,7 +342,7 @@ impl Store {
     /// process because their current version was damaged or deleted: what `check` names and
     /// `repair` restores.
     pub fn hidden(&self) -> Vec<(String, String, String)> {
-        self.hidden.lock().map(|h| h.clone()).unwrap_or_default()
+        locked(&self.hidden).clone()
     }
 
     /// Every target's copy of `name` (bookkeeping objects whose copies may differ: a session's
@@ -732,4 +720,11 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The value behind `m`, also after a thread panicked holding it: these lists only grow or are
+/// cleared whole, so what they hold stays true, and an empty answer would hide damage from
+/// `check` (issue: "lock poisoning must not turn into nothing").
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

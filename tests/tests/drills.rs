@@ -375,10 +375,9 @@ fn the_report_lists_the_drills_and_renders_in_a_real_browser() {
     )
     .unwrap();
     assert!(r["drills"].as_array().unwrap().is_empty());
-    assert!(!site
-        .drtest(&["report", "--period", "2026-Q5"])
-        .status
-        .success());
+    let bad = site.drtest(&["report", "--period", "2026-Q5"]);
+    assert_eq!(bad.status.code(), Some(drvault_tests::code::USAGE));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--period"));
 
     let html = site.path("report.html");
     let out = site.drtest(&[

@@ -227,12 +227,12 @@ fn slots_can_be_added_changed_and_removed_but_never_the_last() {
         &second,
         &["key", "remove", &added["id"].as_str().unwrap()[..12]],
     );
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(drvault_tests::code::USAGE));
     assert!(String::from_utf8_lossy(&out.stderr).contains("last key slot"));
     // An unknown prefix is refused, naming it (an ambiguous one: the library's
     // `a_prefix_matching_several_slots_is_refused`).
     let out = with(&second, &["key", "remove", "zzzz"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(drvault_tests::code::USAGE));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no key slot starts with \"zzzz\""),
         "{}",

@@ -162,7 +162,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) 
             })
         }
         DrtestCommand::Report(a) => {
-            let period = report::parse_period(&a.period)?;
+            let period = crate::exit::option_value("--period", report::parse_period(&a.period))?;
             let repo = ctx.open(g)?;
             let entries: Vec<audit::AuditEntry> = ctx
                 .rt

@@ -151,18 +151,18 @@ impl Repository {
         let name = match matching.as_slice() {
             [one] => (*one).clone(),
             [] => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "no key slot starts with {prefix:?}; see `drvault key list`"
                 )))
             }
             _ => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "{prefix:?} matches several key slots; give more of the id"
                 )))
             }
         };
         if slots.len() == 1 {
-            return Err(Error::Invalid(
+            return Err(Error::Usage(
                 "refusing to remove the last key slot: nothing could open the repository".into(),
             ));
         }
@@ -209,7 +209,7 @@ impl Repository {
         kdf: KdfParams,
     ) -> Result<(String, String)> {
         if new.is_empty() {
-            return Err(Error::Invalid("refusing an empty passphrase".into()));
+            return Err(Error::Usage("refusing an empty passphrase".into()));
         }
         let slots = self.key_slots().await?;
         let old = old.clone();

@@ -2,20 +2,10 @@
 //! them (the operations write their own entries, whatever front end calls them).
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-
 use super::*;
 
 async fn repository() -> Repository {
-    let store = Store::from_object_store(
-        Arc::new(object_store::memory::InMemory::new()),
-        "memory".into(),
-    );
-    let opts = InitOptions {
-        kdf: KdfParams::INSECURE_TEST,
-        ..Default::default()
-    };
-    Repository::init(store, b"pw", opts).await.unwrap()
+    crate::testing::memory_repository().await.unwrap()
 }
 
 async fn actions(repo: &Repository) -> Vec<(String, String)> {
@@ -56,7 +46,7 @@ async fn a_prefix_matching_several_slots_is_refused_and_the_refusal_is_audited()
     let slots_before = repo.key_slots().await.unwrap().len();
     let err = repo.remove_key_slot(&prefix).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Invalid(m) if m.contains("matches several key slots")),
+        matches!(&err, Error::Usage(m) if m.contains("matches several key slots")),
         "{err}"
     );
     assert_eq!(repo.key_slots().await.unwrap().len(), slots_before);
@@ -78,13 +68,9 @@ async fn a_cancelled_reencryption_stops_cleanly_and_both_outcomes_are_audited() 
     let repo = repository().await;
     let epoch = repo.rotate_epoch().await.unwrap();
     assert!(epoch > 0);
-    let reopened = Repository::open(
-        repo.store().clone(),
-        &drvault_keyring::Credential::passphrase(b"pw"),
-        None,
-    )
-    .await
-    .unwrap();
+    let reopened = Repository::open(repo.store().clone(), &crate::testing::credential(), None)
+        .await
+        .unwrap();
     // Stopped before its first pass: nothing is rewritten or retired, the lease is released.
     let cancel = crate::cancel::Cancel::new();
     cancel.cancel();

@@ -11,27 +11,14 @@ use crate::format::{Node, NodeKind, Summary, TREE_VERSION};
 use crate::lease::{Session, SESSION_STALE_AFTER};
 
 async fn repository() -> Repository {
-    let store = Store::from_object_store(
-        Arc::new(object_store::memory::InMemory::new()),
-        "memory".into(),
-    );
-    let opts = InitOptions {
-        kdf: KdfParams::INSECURE_TEST,
-        pack_size: 1 << 20,
-        ..Default::default()
-    };
-    Repository::init(store, b"pw", opts).await.unwrap()
+    crate::testing::memory_repository().await.unwrap()
 }
 
 /// Another process opening the same repository.
 async fn reopen(repo: &Repository) -> Repository {
-    Repository::open(
-        repo.store().clone(),
-        &drvault_keyring::Credential::passphrase(b"pw"),
-        None,
-    )
-    .await
-    .unwrap()
+    Repository::open(repo.store().clone(), &crate::testing::credential(), None)
+        .await
+        .unwrap()
 }
 
 /// Stores `blobs` in one new pack of `kind` and indexes it; returns the ids and the pack.
@@ -569,7 +556,7 @@ async fn prune_merges_small_index_objects_and_catalogs_keep_their_cache() {
     let state = tempfile_dir();
     let cached = Repository::open(
         repo.store().clone(),
-        &drvault_keyring::Credential::passphrase(b"pw"),
+        &crate::testing::credential(),
         Some(state.clone()),
     )
     .await
@@ -582,13 +569,9 @@ async fn prune_merges_small_index_objects_and_catalogs_keep_their_cache() {
     );
     assert!(count(&repo).await < 5);
     for dir in [Some(state.clone()), None] {
-        let again = Repository::open(
-            repo.store().clone(),
-            &drvault_keyring::Credential::passphrase(b"pw"),
-            dir,
-        )
-        .await
-        .unwrap();
+        let again = Repository::open(repo.store().clone(), &crate::testing::credential(), dir)
+            .await
+            .unwrap();
         assert!(ids.iter().all(|id| again.has_blob(id)));
     }
     assert_clean(&repo).await;
