@@ -28,7 +28,7 @@ enum As {
 
 /// The passphrase of host `name`'s host key.
 fn host_passphrase(name: &str) -> String {
-    format!("host key of {name}")
+    format!("{name}'s own passphrase, 7f3a")
 }
 
 impl Site {
@@ -300,10 +300,18 @@ fn an_attacker_with_a_hosts_credentials_cannot_destroy_a_locked_repository() {
             .unwrap();
     let id = backup["id"].as_str().unwrap().to_string();
 
-    // The host key reads nothing stored: no snapshot list, no restore, no listing, no check,
-    // no key operation (exit 21, and nothing is written into the restore target).
+    // The host key reads nothing stored: no restore, no listing, no check, no key operation
+    // (exit 21, and nothing is written into the restore target); its snapshot list is what this
+    // machine wrote, from its own catalog.
+    let own: Vec<Value> = serde_json::from_slice(
+        &site
+            .run(As::HostKey("web1"), &["--json", "snapshots"])
+            .stdout,
+    )
+    .unwrap();
+    let own: Vec<&str> = own.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(own, [id.as_str()]);
     for args in [
-        vec!["snapshots"],
         vec![
             "restore",
             "latest",
