@@ -13,18 +13,20 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use drvault_keyring::{Header, ObjectKind, AUDIT_EPOCH};
-use futures::{StreamExt, TryStreamExt};
-use serde::Serialize;
 
 mod anchors;
+mod read;
+mod verify;
 
 pub use anchors::{AnchorReport, BrokenAnchor, KeyringAnchor, MissingSnapshot};
+pub use read::read_all;
+use read::{listing_hint, read_stored, seqs_after, seqs_from};
+pub use verify::{verify, VerifyReport};
 
 use crate::catalog::Catalog;
 use crate::{Error, Repository, Result};
 
 const PREFIX: &str = crate::format::paths::AUDIT;
-const VERIFY_ACTION: &str = "compare the snapshots with the audit log";
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -140,112 +142,6 @@ fn links_to_stored(bytes: &[u8]) -> bool {
 
 fn stored_hash(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
-}
-
-/// One entry as stored: the entry, the hash of its stored bytes, and how it links back.
-struct Stored {
-    entry: AuditEntry,
-    stored_hash: String,
-    links_to_stored: bool,
-}
-
-/// The entries in the repository, by sequence number; an entry that fails to open is an error
-/// for that entry, not for the whole log.
-pub async fn read_all(repo: &Repository) -> Result<BTreeMap<u64, Result<AuditEntry>>> {
-    Ok(read_stored(repo)
-        .await?
-        .into_iter()
-        .map(|(seq, s)| (seq, s.map(|s| s.entry)))
-        .collect())
-}
-
-async fn read_stored(repo: &Repository) -> Result<BTreeMap<u64, Result<Stored>>> {
-    repo.keyring()?;
-    let names: Vec<(u64, String)> = repo
-        .store()
-        .list(PREFIX)
-        .await?
-        .into_iter()
-        .filter_map(|l| {
-            l.name
-                .strip_prefix(PREFIX)
-                .and_then(|s| s.parse().ok())
-                .map(|seq| (seq, l.name))
-        })
-        .collect();
-    // The sequencer's copy is the log's; another target's serves when it lacks one.
-    let sequencer = sequencer(repo.store()).ok();
-    futures::stream::iter(names)
-        .map(|(seq, name)| async move {
-            let own = match sequencer {
-                Some(t) => t.get(&name).await.ok(),
-                None => None,
-            };
-            let bytes = match own {
-                Some(b) => Ok(b),
-                None => repo.store().get(&name).await,
-            };
-            let entry = bytes.and_then(|b| {
-                Ok(Stored {
-                    entry: open(repo, &name, &b)?,
-                    stored_hash: stored_hash(&b),
-                    links_to_stored: links_to_stored(&b),
-                })
-            });
-            Ok::<_, Error>((seq, entry))
-        })
-        .buffer_unordered(16)
-        .try_collect()
-        .await
-}
-
-/// The sequence numbers `target` holds, at least those from `from` on: a listing that starts
-/// at `from` (what this host's catalog last saw), or the whole log when nothing is there (the
-/// log was cut below it, or `from` is 0). Keeps an append's cost bounded as the log grows.
-async fn seqs_from(target: &crate::target::Target, from: u64) -> Result<Vec<u64>> {
-    let parse = |names: Vec<crate::target::Listed>| -> Vec<u64> {
-        let mut seqs: Vec<u64> = names
-            .into_iter()
-            .filter_map(|l| l.name.strip_prefix(PREFIX)?.parse::<u64>().ok())
-            .collect();
-        seqs.sort_unstable();
-        seqs
-    };
-    if from > 1 {
-        let tail = parse(target.list_after(PREFIX, &object_name(from - 1)).await?);
-        if !tail.is_empty() {
-            return Ok(tail);
-        }
-    }
-    Ok(parse(target.list(PREFIX).await?))
-}
-
-/// The sequence numbers above `after` that `target` holds (all of them when `after` is 0).
-async fn seqs_after(target: &crate::target::Target, after: u64) -> Result<Vec<u64>> {
-    let names = if after == 0 {
-        target.list(PREFIX).await?
-    } else {
-        target.list_after(PREFIX, &object_name(after)).await?
-    };
-    let mut seqs: Vec<u64> = names
-        .into_iter()
-        .filter_map(|l| l.name.strip_prefix(PREFIX)?.parse::<u64>().ok())
-        .filter(|seq| *seq > after)
-        .collect();
-    seqs.sort_unstable();
-    Ok(seqs)
-}
-
-/// Where this host's listings of the log start: the newest entry its catalog holds.
-async fn listing_hint(repo: &Repository) -> u64 {
-    let Some(dir) = repo.catalog_dir() else {
-        return 0;
-    };
-    tokio::task::spawn_blocking(move || Catalog::open(&dir)?.audit_head_seq())
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or(0)
 }
 
 /// The target that orders the log: the first by name. An entry exists once this target holds
@@ -600,198 +496,6 @@ async fn head_on(
         target.name()
     );
     Ok(Some((newest, GENESIS.to_string())))
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct VerifyReport {
-    pub entries: u64,
-    /// Hash of the newest entry: anchor it elsewhere to detect truncation.
-    pub head: Option<String>,
-    /// The first entry that breaks the chain, and why.
-    pub first_broken: Option<(u64, String)>,
-    /// Entries whose catalog copy differs from the repository's.
-    pub catalog_mismatches: Vec<(u64, String)>,
-    pub catalog_entries: u64,
-    /// What the snapshots' anchors say: a cut or rewritten log, snapshots deleted outside
-    /// `forget`.
-    #[serde(flatten)]
-    pub anchors: AnchorReport,
-}
-
-/// Checks the whole chain in the repository, the snapshots' anchors against it (a cut tail,
-/// a deleted snapshot), and the catalog's copy against it.
-pub async fn verify(repo: &Repository) -> Result<VerifyReport> {
-    // Sessions, then snapshots, then the log: a backup committing meanwhile shows as a pending
-    // commit (its session is live), never as a snapshot whose entry is missing. What still
-    // looks missing is read once more from the start (a backup or a forget that ran between
-    // the reads has finished by then).
-    let mut pass = 0;
-    let (entries, anchors) = loop {
-        pass += 1;
-        let live: std::collections::BTreeSet<String> =
-            match crate::session::live_sessions_named(repo.store()).await {
-                Ok(l) => l.into_iter().map(|(name, _)| name).collect(),
-                Err(e) => {
-                    tracing::info!("backup sessions not read ({e}); none counts as running");
-                    Default::default()
-                }
-            };
-        let complete = async {
-            let store = repo.store();
-            store
-                .list_complete(crate::format::paths::SNAPSHOTS, VERIFY_ACTION)
-                .await?;
-            store.list_complete(PREFIX, VERIFY_ACTION).await
-        }
-        .await;
-        let snapshots = repo.snapshots().await?;
-        let entries = read_stored(repo).await?;
-        let auth_key = repo.keys().keyring().and_then(|kr| kr.audit_auth_key());
-        // Entries before the first one sealed to the audit public key were written before the
-        // repository took host keys: only full keys could write them.
-        let first_public = entries
-            .iter()
-            .find(|(_, s)| s.as_ref().is_ok_and(|s| s.links_to_stored))
-            .map_or(u64::MAX, |(seq, _)| *seq);
-        let opened: BTreeMap<u64, Result<AuditEntry>> = entries
-            .iter()
-            .map(|(seq, s)| {
-                let e = match s {
-                    Ok(s) => {
-                        let mut e = s.entry.clone();
-                        // A forget withdraws commits only when full keys wrote it: a host key
-                        // could otherwise excuse the snapshots it deletes.
-                        if e.action == "snapshots.forget"
-                            && *seq > first_public
-                            && !e.is_authentic(auth_key.as_ref())
-                        {
-                            tracing::warn!(
-                                "audit entry {seq} records a forget that full keys did not write; \
-                                 the commits it lists count as not withdrawn"
-                            );
-                            e.details = serde_json::json!({});
-                        }
-                        Ok(e)
-                    }
-                    Err(e) => Err(Error::integrity(object_name(*seq), e)),
-                };
-                (*seq, e)
-            })
-            .collect();
-        let mut anchors = match &complete {
-            Ok(_) => anchors::check(&opened, &snapshots, &live, chrono::Utc::now()),
-            Err(e) => AnchorReport {
-                anchors_skipped: Some(e.to_string()),
-                ..Default::default()
-            },
-        };
-        if let (Ok(_), Ok(kr)) = (&complete, repo.keyring()) {
-            if let Some((seq, hash)) = kr.audit_anchor() {
-                anchors.keyring_anchor = Some(anchors::check_keyring(
-                    &opened,
-                    kr.generation(),
-                    AuditRef { seq, hash },
-                ));
-            }
-        }
-        if anchors.missing_snapshots.is_empty() || pass == 2 {
-            break (entries, anchors);
-        }
-    };
-    let mut report = VerifyReport {
-        entries: entries.len() as u64,
-        anchors,
-        ..Default::default()
-    };
-    // The previous entry's canonical hash and the hash of its stored bytes.
-    let mut prev = (GENESIS.to_string(), GENESIS.to_string());
-    let mut hashes = BTreeMap::new();
-    for (expected, (seq, stored)) in (1u64..).zip(entries.iter()) {
-        let problem = if *seq != expected {
-            Some(format!(
-                "entry {expected} is missing (the next one is {seq})"
-            ))
-        } else {
-            match stored {
-                Err(e) => Some(format!("cannot be opened: {e}")),
-                Ok(s) if s.entry.seq != *seq => Some(format!("claims to be entry {}", s.entry.seq)),
-                Ok(s) if s.links_to_stored && s.entry.prev != prev.1 => {
-                    Some("its link to the previous entry's stored bytes does not match".into())
-                }
-                Ok(s) if !s.links_to_stored && s.entry.prev != prev.0 => {
-                    Some("its link to the previous entry does not match".into())
-                }
-                Ok(_) => None,
-            }
-        };
-        if let Some(why) = problem {
-            report.first_broken = Some((expected.min(*seq), why));
-            break;
-        }
-        if let Ok(s) = stored {
-            prev = (s.entry.hash(), s.stored_hash.clone());
-            hashes.insert(*seq, prev.0.clone());
-        }
-    }
-    let entries: BTreeMap<u64, Result<AuditEntry>> = entries
-        .into_iter()
-        .map(|(seq, s)| (seq, s.map(|s| s.entry)))
-        .collect();
-    report.head = hashes.values().last().cloned();
-    if let Some(dir) = repo.catalog_dir() {
-        // The catalog gets a copy of every verified entry it lacks (a new host, a lost catalog).
-        let verified: Vec<AuditEntry> = entries
-            .values()
-            .filter_map(|e| e.as_ref().ok())
-            .filter(|e| hashes.contains_key(&e.seq))
-            .cloned()
-            .collect();
-        let copies = tokio::task::spawn_blocking(move || {
-            let mut catalog = Catalog::open(&dir)?;
-            let before = catalog.audit_entries()?;
-            for e in &verified {
-                if !before.iter().any(|(seq, _, _)| *seq == e.seq) {
-                    catalog.add_audit(e)?;
-                }
-            }
-            Ok::<_, Error>(before)
-        })
-        .await
-        .map_err(Error::task)??;
-        report.catalog_entries = copies.len() as u64;
-        for (seq, stored_hash, entry) in copies {
-            let own = entry.as_ref().map(AuditEntry::hash);
-            let why = match (own, hashes.get(&seq)) {
-                (Err(e), _) => Some(format!("the catalog copy is unreadable: {e}")),
-                (Ok(h), _) if h != stored_hash => Some("the catalog copy was edited".into()),
-                (Ok(h), Some(repo_hash)) if &h != repo_hash => {
-                    Some("the catalog copy differs from the repository's".into())
-                }
-                (Ok(_), None) if report.first_broken.is_none() => {
-                    Some("the repository has no such entry".into())
-                }
-                _ => None,
-            };
-            if let Some(why) = why {
-                report.catalog_mismatches.push((seq, why));
-            }
-        }
-    }
-    Ok(report)
-}
-
-impl VerifyReport {
-    pub fn is_intact(&self) -> bool {
-        self.first_broken.is_none()
-            && self.catalog_mismatches.is_empty()
-            && self.anchors.broken_anchors.is_empty()
-            && self.anchors.missing_snapshots.is_empty()
-            && self
-                .anchors
-                .keyring_anchor
-                .as_ref()
-                .is_none_or(|k| k.broken.is_none())
-    }
 }
 
 #[cfg(test)]
