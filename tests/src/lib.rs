@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: the real `drvault` binary on real directories.
 #![allow(clippy::unwrap_used)]
 
+pub mod agent;
 pub mod failpoints;
 pub mod s3;
 
