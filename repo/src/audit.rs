@@ -283,10 +283,12 @@ pub async fn append(
         copy_to_catalog(repo, &entry).await;
         return Ok(entry);
     }
-    Err(Error::Invalid(
-        "could not append to the audit log: too many concurrent writers; run the command again"
+    Err(Error::Unavailable {
+        target: sequencer.name().to_string(),
+        reason: "could not append to the audit log: too many concurrent writers; run the command \
+                 again"
             .into(),
-    ))
+    })
 }
 
 /// The anchor of the newest entry on the sequencer that opens: where the log stands, for a

@@ -43,6 +43,10 @@ pub enum Error {
         needed: usize,
         reasons: String,
     },
+    /// This process's maintenance lease was lost or could not be renewed (or released): the
+    /// operation stopped before its next destructive step. Running it again is safe.
+    #[error("the maintenance lease was lost ({0}); stopped before the next destructive step; run it again")]
+    LeaseLost(String),
     /// Another process holds the maintenance lease.
     #[error("the repository is locked by {holder} until {until}; try again later")]
     Locked { holder: String, until: String },
@@ -147,6 +151,7 @@ impl Error {
                 | Error::Incomplete { .. }
                 | Error::KeyringChanged
                 | Error::SessionLapsed { .. }
+                | Error::LeaseLost(_)
         )
     }
 

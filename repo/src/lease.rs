@@ -166,7 +166,10 @@ async fn create(store: &Store, seq: u64, body: &LeaseBody, exact: bool) -> Resul
         Err(Error::AlreadyExists { .. }) => {
             return Err(match current(store).await? {
                 Some((_, held)) => locked(&held),
-                None => Error::Invalid("lost the race for the lease".into()),
+                None => Error::Locked {
+                    holder: "another process, whose lease is not readable yet".into(),
+                    until: "it is written or given up".into(),
+                },
             })
         }
         Err(e) => return Err(e),
@@ -177,7 +180,9 @@ async fn create(store: &Store, seq: u64, body: &LeaseBody, exact: bool) -> Resul
     match current(store).await? {
         Some((s, _)) if s == seq => Ok(()),
         Some((_, held)) => Err(locked(&held)),
-        None => Err(Error::Invalid("the lease disappeared".into())),
+        None => Err(Error::LeaseLost(
+            "it disappeared right after it was taken".into(),
+        )),
     }
 }
 
@@ -234,13 +239,11 @@ impl Lease {
             .lock()
             .map_err(|_| Error::Internal("lease status lock poisoned".into()))?;
         if let Some(why) = &status.lost {
-            return Err(Error::Invalid(format!(
-                "the maintenance lease was lost ({why}); stopping before the next destructive step"
-            )));
+            return Err(Error::LeaseLost(why.clone()));
         }
         if status.expires - now() <= CLOCK_SKEW_BOUND {
-            return Err(Error::Invalid(format!(
-                "the maintenance lease could not be renewed and expires at {}; stopping before the next destructive step",
+            return Err(Error::LeaseLost(format!(
+                "it could not be renewed and expires at {}",
                 rfc3339(status.expires)
             )));
         }
@@ -273,7 +276,7 @@ impl Lease {
 /// took after all (it reported a failure but landed) is skipped for the one after it. Older
 /// numbers are deleted only once the release is written.
 async fn release_held(store: &Store, held: &mut Held) -> Result<()> {
-    let mut last = Err(Error::Invalid("the lease could not be released".into()));
+    let mut last = Err(Error::LeaseLost("it could not be released".into()));
     for _ in 0..3 {
         held.seq = next_seq(held.seq)?;
         let mut body = held.body.clone();

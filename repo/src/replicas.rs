@@ -86,7 +86,10 @@ pub async fn check_copies(store: &Store, read_data: bool) -> Result<ReplicaRepor
         );
     }
     if sizes.iter().all(Option::is_none) {
-        return Err(Error::Invalid("no target is reachable".into()));
+        return Err(Error::Unavailable {
+            target: "every target".into(),
+            reason: "none could be listed".into(),
+        });
     }
     let all: BTreeSet<String> = sizes
         .iter()

@@ -135,7 +135,10 @@ async fn sync_leased(store: &Store, lease: &Lease) -> Result<SyncReport> {
     crate::failpoint::hit("sync.before-survey").await;
     let (statuses, names) = survey(store).await;
     if names.iter().all(Option::is_none) {
-        return Err(Error::Invalid("no target is reachable".into()));
+        return Err(Error::Unavailable {
+            target: "every target".into(),
+            reason: "none could be listed".into(),
+        });
     }
     let mut holders: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, set) in names.iter().enumerate() {

@@ -154,13 +154,13 @@ impl Repository {
             || host.len() > drvault_keyring::MAX_LABEL
             || host.chars().any(char::is_control)
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "the host name {host:?} must be 1 to {} bytes without control characters",
                 drvault_keyring::MAX_LABEL
             )));
         }
         if passphrase.is_empty() {
-            return Err(Error::Invalid("refusing an empty passphrase".into()));
+            return Err(Error::Usage("refusing an empty passphrase".into()));
         }
         if !self.current_keyring().await?.takes_hosts() {
             self.migrate().await?;

@@ -282,7 +282,7 @@ impl Repository {
 
     async fn prune_unrecorded(&self, opts: &PruneOptions, report: &mut PruneReport) -> Result<()> {
         if !(0.0..=1.0).contains(&opts.repack_threshold) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "the repack threshold is a fraction of a pack from 0 to 1, not {}",
                 opts.repack_threshold
             )));
