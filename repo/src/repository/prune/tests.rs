@@ -248,7 +248,7 @@ async fn a_mostly_unused_pack_is_repacked_and_its_used_blob_survives() {
             ..grace(0)
         })
         .await;
-    assert!(matches!(bad, Err(Error::Invalid(_))), "{bad:?}");
+    assert!(matches!(bad, Err(Error::Usage(_))), "{bad:?}");
 }
 
 #[tokio::test]
