@@ -80,12 +80,8 @@ pub struct KeysSection {
     pub rotate_after_blobs: Option<u64>,
 }
 
-/// The rotation policy with its defaults applied.
-#[derive(Debug, Clone, Copy)]
-pub struct RotationPolicy {
-    pub max_age: std::time::Duration,
-    pub max_blobs: u64,
-}
+/// The rotation policy (with the section's defaults applied by [`KeysSection::policy`]).
+pub use drvault_repo::repository::RotationPolicy;
 
 impl KeysSection {
     pub fn policy(&self) -> Result<RotationPolicy> {

@@ -37,7 +37,7 @@ mod unlock;
 
 pub use backup::Committed;
 pub use hosts::MigrateReport;
-pub use keys::{EpochInfo, LEASE_TTL};
+pub use keys::{EpochInfo, RotationCheck, RotationPolicy, LEASE_TTL};
 pub use prune::{PendingMark, PruneOptions, PruneReport, CLOCK_SKEW_MARGIN};
 pub use reencrypt::{Progress, ReencryptReport};
 

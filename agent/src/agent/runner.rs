@@ -358,16 +358,15 @@ fn forget(ctx: &Context, g: &Global, j: &crate::config::JobConfig) -> Result<(Ru
 /// what older epochs sealed (which also finishes an earlier, interrupted one).
 fn rotate(ctx: &Context, g: &Global, cancel: &Cancel) -> Result<(RunResult, String)> {
     let repo = ctx.open(g)?;
-    let (id, created, blobs) = ctx.rt.block_on(repo.active_epoch_usage())?;
-    let age = (chrono::Utc::now().timestamp() - created).max(0) as u64;
-    let policy = ctx.rotation;
-    let due = age >= policy.max_age.as_secs() || blobs >= policy.max_blobs;
-    if !due {
+    let c = ctx
+        .rt
+        .block_on(repo.rotation_due(&ctx.rotation, chrono::Utc::now().timestamp()))?;
+    if !c.due {
         return Ok((
             RunResult::Success,
             format!(
-                "not due: epoch {id} is {} days old and seals {blobs} blobs",
-                age / 86_400
+                "not due: epoch {} is {} days old and seals {} blobs",
+                c.epoch, c.age_days, c.blobs
             ),
         ));
     }

@@ -113,18 +113,20 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
         }
         KeyCommand::Rotate(a) => {
             if a.if_due {
-                let (id, created, blobs) = ctx.rt.block_on(repo.active_epoch_usage())?;
-                let age = (chrono::Utc::now().timestamp() - created).max(0) as u64;
                 let policy = ctx.rotation;
-                let due = age >= policy.max_age.as_secs() || blobs >= policy.max_blobs;
-                if !due {
+                let c = ctx
+                    .rt
+                    .block_on(repo.rotation_due(&policy, chrono::Utc::now().timestamp()))?;
+                if !c.due {
                     report(
                         g,
-                        serde_json::json!({ "rotated": false, "epoch": id, "age_days": age / 86_400, "blobs": blobs }),
+                        serde_json::json!({ "rotated": false, "epoch": c.epoch, "age_days": c.age_days, "blobs": c.blobs }),
                         &format!(
-                            "not due: epoch {id} is {} days old (rotate at {}) and seals {blobs} blobs (rotate at {})",
-                            age / 86_400,
+                            "not due: epoch {} is {} days old (rotate at {}) and seals {} blobs (rotate at {})",
+                            c.epoch,
+                            c.age_days,
                             policy.max_age.as_secs() / 86_400,
+                            c.blobs,
                             policy.max_blobs
                         ),
                     );

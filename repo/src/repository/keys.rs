@@ -28,6 +28,23 @@ pub(crate) fn short(name: &str) -> &str {
     &id[..8.min(id.len())]
 }
 
+/// When a data-key epoch is due for rotation: whichever comes first.
+#[derive(Debug, Clone, Copy)]
+pub struct RotationPolicy {
+    pub max_age: Duration,
+    pub max_blobs: u64,
+}
+
+/// What [`Repository::rotation_due`] found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RotationCheck {
+    /// The active epoch, its age in whole days and the blobs it seals.
+    pub epoch: u32,
+    pub age_days: u64,
+    pub blobs: u64,
+    pub due: bool,
+}
+
 impl Repository {
     /// The newest keyring in storage (another process may have changed it since this one opened).
     pub(super) async fn current_keyring(&self) -> Result<Keyring> {
@@ -289,6 +306,20 @@ impl Repository {
                 objects: counts.get(&e.id).copied().unwrap_or(0),
             })
             .collect())
+    }
+
+    /// Whether `policy` says the active epoch is due for rotation at `now` (Unix seconds): it
+    /// is as old as `max_age`, or seals `max_blobs` blobs. What `key rotate --if-due` and the
+    /// agent's rotation jobs both decide on.
+    pub async fn rotation_due(&self, policy: &RotationPolicy, now: i64) -> Result<RotationCheck> {
+        let (epoch, created, blobs) = self.active_epoch_usage().await?;
+        let age = Duration::from_secs((now - created).max(0) as u64);
+        Ok(RotationCheck {
+            epoch,
+            age_days: age.as_secs() / 86_400,
+            blobs,
+            due: age >= policy.max_age || blobs >= policy.max_blobs,
+        })
     }
 
     /// The active epoch: (id, created, blobs sealed under it, read from the index and the packs'

@@ -99,3 +99,28 @@ async fn a_cancelled_reencryption_stops_cleanly_and_both_outcomes_are_audited() 
     );
     assert_eq!(log[2].1, "ok");
 }
+
+#[tokio::test]
+async fn rotation_is_due_by_age_or_by_blobs_whichever_comes_first() {
+    let repo = repository().await;
+    let day = 86_400;
+    let now = unix_now();
+    let policy = RotationPolicy {
+        max_age: Duration::from_secs(90 * day),
+        max_blobs: 1 << 28,
+    };
+    let fresh = repo.rotation_due(&policy, now).await.unwrap();
+    assert_eq!((fresh.epoch, fresh.age_days, fresh.due), (1, 0, false));
+    let later = repo
+        .rotation_due(&policy, now + 90 * day as i64)
+        .await
+        .unwrap();
+    assert!(later.due && later.age_days == 90, "{later:?}");
+    let by_blobs = RotationPolicy {
+        max_blobs: fresh.blobs,
+        ..policy
+    };
+    assert!(repo.rotation_due(&by_blobs, now).await.unwrap().due);
+    // A clock behind the epoch's creation is age 0, not an overflow.
+    assert_eq!(repo.rotation_due(&policy, 0).await.unwrap().age_days, 0);
+}
