@@ -4,6 +4,7 @@
 //! measure RTO and RPO against the objectives, and record the evidence in the audit log.
 
 mod engine;
+pub mod report;
 pub mod validate;
 
 pub use engine::{run, DrillRecord, OpenSurviving, Phases, Plan, Surroundings};

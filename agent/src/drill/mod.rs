@@ -1,10 +1,9 @@
 //! `drtest`: failover restore drills with RTO/RPO evidence in the audit log.
 
-mod chart;
 pub mod cli;
-mod report;
 
 use anyhow::{Context as _, Result};
+use drvault_drill::report;
 use drvault_drill::validate::Redactor;
 use drvault_drill::{DrillRecord, Plan, Surroundings};
 use drvault_repo::audit;
@@ -162,61 +161,14 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) 
             })
         }
         DrtestCommand::Report(a) => {
-            let period = crate::exit::option_value("--period", report::parse_period(&a.period))?;
+            let period = crate::exit::option_value(
+                "--period",
+                report::parse_period(&a.period).map_err(anyhow::Error::msg),
+            )?;
             let repo = ctx.open(g)?;
-            let entries: Vec<audit::AuditEntry> = ctx
-                .rt
-                .block_on(audit::read_all(&repo))?
-                .into_values()
-                .filter_map(|e| e.ok())
-                .collect();
-            let verified = ctx.rt.block_on(audit::verify(&repo))?;
-            let status = report::AuditStatus {
-                intact: verified.is_intact(),
-                entries: verified.entries,
-                head: verified.head.clone(),
-                problem: verified
-                    .first_broken
-                    .as_ref()
-                    .map(|(seq, why)| format!("broken at entry {seq}: {why}"))
-                    .or_else(|| {
-                        verified
-                            .catalog_mismatches
-                            .first()
-                            .map(|(seq, why)| format!("entry {seq}: {why}"))
-                    })
-                    .or_else(|| {
-                        verified.anchors.broken_anchors.first().map(|b| {
-                            format!(
-                                "cut or rewritten: snapshot {} names entry {}: {}",
-                                b.snapshot, b.seq, b.reason
-                            )
-                        })
-                    })
-                    .or_else(|| {
-                        verified.anchors.missing_snapshots.first().map(|m| {
-                            format!(
-                                "snapshot recorded by entry {} ({}, {}) is missing",
-                                m.commit, m.host, m.time
-                            )
-                        })
-                    }),
-            };
-            // Each target's object lock, as `targets` surveys it.
-            let (statuses, _) = ctx.rt.block_on(drvault_repo::sync::survey(repo.store()));
-            let immutability: Vec<serde_json::Value> = statuses
-                .iter()
-                .map(|s| serde_json::to_value(s).unwrap_or_default())
-                .collect();
-            let times: Vec<i64> = ctx
-                .rt
-                .block_on(repo.snapshots())?
-                .iter()
-                .map(|(_, s)| s.time_ns)
-                .collect();
-            // The agent's job history, when this host has one (the report is usually written there).
+            // The agent's job history, when this host has one (the report is usually written
+            // there): runs of this repository, and older ones, which did not record theirs.
             let history = ctx.state_dir.join("jobs.sqlite");
-            // Runs of this repository (and older ones, which did not record theirs).
             let here = crate::context::same_location(&ctx.repo_location);
             let runs = if history.exists() {
                 let all = crate::history::History::open(&ctx.state_dir)?.runs(0.0)?;
@@ -227,20 +179,24 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) 
                                 .as_deref()
                                 .is_none_or(|l| crate::context::same_location(l) == here)
                         })
+                        .map(|r| report::JobRun {
+                            job: r.job,
+                            kind: r.kind,
+                            started: r.started,
+                            result: r.result.as_str().to_string(),
+                            message: r.message,
+                        })
                         .collect::<Vec<_>>(),
                 )
             } else {
                 None
             };
-            let r = report::build(
+            let r = ctx.rt.block_on(report::compile(
+                &repo,
                 period,
                 ctx.repo_location.clone(),
-                &entries,
-                &times,
-                status,
                 runs.as_deref(),
-                immutability,
-            );
+            ))?;
             // The global --json means JSON, whatever --format says.
             let format = if g.json {
                 cli::ReportFormat::Json

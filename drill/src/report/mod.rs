@@ -1,10 +1,14 @@
-//! `drtest report`: the auditor's report of a period, built from the repository's audit log
-//! (drills, key operations) and its snapshots. Sections map to SOC 2 criteria in docs/SOC2.md.
+//! The auditor's report of a period (`drtest report`), built from the repository's audit log
+//! (drills, key operations, disposals), its snapshots, its targets' object lock and, where the
+//! caller has one, the agent's job history. Sections map to SOC 2 criteria in docs/SOC2.md.
 
 use std::fmt::Write as _;
 
-use anyhow::{bail, Context as _, Result};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use drvault_repo::audit::{self, VerifyReport};
+use drvault_repo::Repository;
+
+mod chart;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -17,39 +21,39 @@ pub struct Period {
 }
 
 /// Parses "2026", "2026-Q4" or "2026-11".
-pub fn parse_period(text: &str) -> Result<Period> {
+pub fn parse_period(text: &str) -> Result<Period, String> {
     let bad = || {
         format!("period {text:?}: write a year (2026), a quarter (2026-Q4) or a month (2026-11)")
     };
     let (year, rest) = text
         .split_once('-')
         .map_or((text, None), |(y, r)| (y, Some(r)));
-    let year: i32 = year.parse().with_context(bad)?;
+    let year: i32 = year.parse().map_err(|_| bad())?;
     let (m0, months) = match rest {
         None => (1, 12),
         Some(q) if q.starts_with(['Q', 'q']) => {
-            let q: u32 = q[1..].parse().with_context(bad)?;
+            let q: u32 = q[1..].parse().map_err(|_| bad())?;
             if !(1..=4).contains(&q) {
-                bail!(bad());
+                return Err(bad());
             }
             ((q - 1) * 3 + 1, 3)
         }
         Some(m) => {
-            let m: u32 = m.parse().with_context(bad)?;
+            let m: u32 = m.parse().map_err(|_| bad())?;
             if !(1..=12).contains(&m) {
-                bail!(bad());
+                return Err(bad());
             }
             (m, 1)
         }
     };
-    let start = NaiveDate::from_ymd_opt(year, m0, 1).with_context(bad)?;
+    let start = NaiveDate::from_ymd_opt(year, m0, 1).ok_or_else(bad)?;
     let end_month = m0 + months;
     let end = if end_month > 12 {
         NaiveDate::from_ymd_opt(year + 1, end_month - 12, 1)
     } else {
         NaiveDate::from_ymd_opt(year, end_month, 1)
     }
-    .with_context(bad)?;
+    .ok_or_else(bad)?;
     let at = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default());
     Ok(Period {
         name: text.to_string(),
@@ -97,7 +101,7 @@ fn in_period(p: &Period, time: &str) -> bool {
 }
 
 /// What an audit entry disposed of, in words, when it disposed of anything.
-fn disposal(e: &drvault_repo::audit::AuditEntry) -> Option<String> {
+fn disposal(e: &audit::AuditEntry) -> Option<String> {
     let d = &e.details;
     let count = |k: &str| d[k].as_u64().unwrap_or(0);
     match e.action.as_str() {
@@ -110,7 +114,7 @@ fn disposal(e: &drvault_repo::audit::AuditEntry) -> Option<String> {
             (!removed.is_empty()).then(|| {
                 format!(
                     "{} forgotten: {}",
-                    crate::text::plural(removed.len() as u64, "snapshot"),
+                    plural(removed.len() as u64, "snapshot"),
                     removed.join(", ")
                 )
             })
@@ -118,7 +122,7 @@ fn disposal(e: &drvault_repo::audit::AuditEntry) -> Option<String> {
         "data.prune" => (count("packs_deleted") > 0).then(|| {
             format!(
                 "{} deleted ({} bytes freed) of data no snapshot uses",
-                crate::text::plural(count("packs_deleted"), "pack"),
+                plural(count("packs_deleted"), "pack"),
                 count("bytes_freed")
             )
         }),
@@ -147,26 +151,141 @@ fn disposal(e: &drvault_repo::audit::AuditEntry) -> Option<String> {
     }
 }
 
+/// One run of an agent job, as the report needs it (the agent's job history keeps more).
+#[derive(Debug, Clone)]
+pub struct JobRun {
+    pub job: String,
+    /// The job's kind: `backup`, `check`, ...
+    pub kind: String,
+    /// Unix seconds.
+    pub started: f64,
+    /// How it ended (`success`, `partial`, `failed`, `interrupted`), or `running`.
+    pub result: String,
+    pub message: String,
+}
+
+impl JobRun {
+    fn finished(&self) -> bool {
+        self.result != "running"
+    }
+}
+
+/// The share of finished runs that succeeded, if any finished.
+fn success_rate(runs: &[&JobRun]) -> Option<f64> {
+    let ok = runs.iter().filter(|r| r.result == "success").count();
+    (!runs.is_empty()).then(|| ok as f64 / runs.len() as f64)
+}
+
+fn plural(n: u64, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+impl AuditStatus {
+    /// The log's state from `audit verify`'s report, with its first problem in words.
+    pub fn of(verified: &VerifyReport) -> Self {
+        AuditStatus {
+            intact: verified.is_intact(),
+            entries: verified.entries,
+            head: verified.head.clone(),
+            problem: verified
+                .first_broken
+                .as_ref()
+                .map(|(seq, why)| format!("broken at entry {seq}: {why}"))
+                .or_else(|| {
+                    verified
+                        .catalog_mismatches
+                        .first()
+                        .map(|(seq, why)| format!("entry {seq}: {why}"))
+                })
+                .or_else(|| {
+                    verified.anchors.broken_anchors.first().map(|b| {
+                        format!(
+                            "cut or rewritten: snapshot {} names entry {}: {}",
+                            b.snapshot, b.seq, b.reason
+                        )
+                    })
+                })
+                .or_else(|| {
+                    let k = verified.anchors.keyring_anchor.as_ref()?;
+                    let why = k.broken.as_ref()?;
+                    Some(format!(
+                        "cut or rewritten: the keyring names entry {}: {why}",
+                        k.seq
+                    ))
+                })
+                .or_else(|| {
+                    verified.anchors.missing_snapshots.first().map(|m| {
+                        format!(
+                            "snapshot recorded by entry {} ({}, {}) is missing",
+                            m.commit, m.host, m.time
+                        )
+                    })
+                }),
+        }
+    }
+}
+
+/// Reads what the report is made of from the repository (its audit log, verified; its
+/// snapshots' times; its targets' object lock) and builds it. `job_runs` are the agent's runs of
+/// this repository, when the caller's host has a job history.
+pub async fn compile(
+    repo: &Repository,
+    period: Period,
+    repository: String,
+    job_runs: Option<&[JobRun]>,
+) -> drvault_repo::Result<Report> {
+    let entries: Vec<audit::AuditEntry> = audit::read_all(repo)
+        .await?
+        .into_values()
+        .filter_map(|e| e.ok())
+        .collect();
+    let status = AuditStatus::of(&audit::verify(repo).await?);
+    // Each target's object lock, as `drvault targets` surveys it.
+    let (statuses, _) = drvault_repo::sync::survey(repo.store()).await;
+    let immutability: Vec<Value> = statuses
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap_or_default())
+        .collect();
+    let times: Vec<i64> = repo
+        .snapshots()
+        .await?
+        .iter()
+        .map(|(_, s)| s.time_ns)
+        .collect();
+    Ok(build(
+        period,
+        repository,
+        &entries,
+        &times,
+        status,
+        job_runs,
+        immutability,
+    ))
+}
+
 /// Builds the report from the audit log's entries and the snapshot times.
 pub fn build(
     period: Period,
     repository: String,
-    entries: &[drvault_repo::audit::AuditEntry],
+    entries: &[audit::AuditEntry],
     snapshot_times_ns: &[i64],
     audit_log: AuditStatus,
-    job_runs: Option<&[crate::history::Run]>,
+    job_runs: Option<&[JobRun]>,
     immutability: Vec<Value>,
 ) -> Report {
-    use crate::history::{success_rate, RunResult};
     let in_range = |t: f64| {
         let t = (t * 1e9) as i64;
         t >= period.start.timestamp_nanos_opt().unwrap_or(0)
             && t < period.end.timestamp_nanos_opt().unwrap_or(i64::MAX)
     };
-    let runs: Vec<&crate::history::Run> = job_runs
+    let runs: Vec<&JobRun> = job_runs
         .unwrap_or_default()
         .iter()
-        .filter(|r| in_range(r.started) && r.result != RunResult::Running)
+        .filter(|r| in_range(r.started) && r.finished())
         .collect();
     let backups: Vec<_> = runs
         .iter()
@@ -219,12 +338,9 @@ pub fn build(
             .iter()
             .filter(|n| **n >= s && **n < t)
             .count(),
-        backup_success_rate: success_rate(backups.iter().copied()),
+        backup_success_rate: success_rate(&backups),
         backup_runs: backups.len() as u64,
-        backup_runs_succeeded: backups
-            .iter()
-            .filter(|r| r.result == RunResult::Success)
-            .count() as u64,
+        backup_runs_succeeded: backups.iter().filter(|r| r.result == "success").count() as u64,
         checks,
         job_history: job_runs.is_some(),
         generated: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -370,7 +486,7 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(
         o,
         "{} taken in the period.",
-        crate::text::plural(r.snapshots_in_period as u64, "snapshot")
+        plural(r.snapshots_in_period as u64, "snapshot")
     );
     let _ = writeln!(o, "Backup success rate: {}.\n", success_text(r));
     let _ = writeln!(o, "## Integrity checks (CC7.1, PI1.4)\n");
@@ -507,10 +623,10 @@ tr.fail td:nth-child(4){{color:#b71c1c;font-weight:bold}}.charts{{display:flex;g
         version = env!("CARGO_PKG_VERSION"),
         n = r.drills.len(),
         passed = r.drills_passed,
-        rto_chart = super::chart::svg(&r.drills, "RTO per drill, as a share of its objective", "rto_seconds", "rto_objective_seconds"),
-        rpo_chart = super::chart::svg(&r.drills, "RPO per drill, as a share of its objective", "rpo_seconds", "rpo_objective_seconds"),
+        rto_chart = chart::svg(&r.drills, "RTO per drill, as a share of its objective", "rto_seconds", "rto_objective_seconds"),
+        rpo_chart = chart::svg(&r.drills, "RPO per drill, as a share of its objective", "rpo_seconds", "rpo_objective_seconds"),
         rows = md_rows,
-        snaps = crate::text::plural(r.snapshots_in_period as u64, "snapshot"),
+        snaps = plural(r.snapshots_in_period as u64, "snapshot"),
         rate = esc(&success_text(r)),
         checks = esc(&checks_summary(r)),
         check_items = r.checks.iter().map(|c| format!("<li>{} job <code>{}</code>: {} {}</li>",
