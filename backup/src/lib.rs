@@ -31,8 +31,8 @@ use std::time::Instant;
 
 pub use drvault_repo::cancel::Cancel;
 use drvault_repo::format::{Snapshot, Summary, SNAPSHOT_VERSION};
-use drvault_repo::lease::Session;
 use drvault_repo::repository::Committed;
+use drvault_repo::session::Session;
 use drvault_repo::{Id, Repository};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio::runtime::Runtime;

@@ -25,15 +25,8 @@ use crate::host::{hostname, is_known_dead, pid_scope};
 use crate::store::Store;
 use crate::{Error, Result};
 
-pub use crate::session::{
-    live_sessions, remove_ended_sessions, Session, SessionBody, SESSION_STALE_AFTER,
-};
-
 const LEASE_PREFIX: &str = "locks/lease-";
-/// How far apart the clocks of two hosts, or of a host and a target, may be. Enforced when a
-/// lease or a session is written (the target's `Last-Modified` of the new object is compared
-/// with this host's clock); every comparison of times from different clocks allows for it.
-pub const CLOCK_SKEW_BOUND: i64 = 300;
+pub use crate::format::CLOCK_SKEW_BOUND;
 
 pub use crate::format::LeaseBody;
 

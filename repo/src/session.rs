@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::format::CLOCK_SKEW_BOUND;
 use crate::host::{hostname, is_known_dead, pid_scope};
-use crate::lease::CLOCK_SKEW_BOUND;
 use crate::store::Store;
 use crate::{Error, Result};
 

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use drvault_repo::lease::SessionBody;
+use drvault_repo::session::SessionBody;
 use drvault_tests::s3::S3Server;
 use drvault_tests::{code, drvault_bin, noise, PASSWORD};
 use serde_json::Value;

@@ -3,6 +3,12 @@
 //! Binary structures are encoded with postcard 1.x (varint integers, length-prefixed sequences)
 //! and then sealed in a keyring envelope; `config` and key slots are stored in the clear.
 
+/// How far apart the clocks of two hosts, or of a host and a target, may be (FORMAT.md section
+/// 16). Enforced when a lease or a session is written (the target's `Last-Modified` of the new
+/// object is compared with this host's clock); every comparison of times from different clocks
+/// allows for it.
+pub const CLOCK_SKEW_BOUND: i64 = 300;
+
 mod audit;
 mod config;
 mod file;

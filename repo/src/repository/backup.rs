@@ -11,7 +11,7 @@
 
 use super::*;
 use crate::format::{Snapshot, SNAPSHOT_VERSION};
-use crate::lease::Session;
+use crate::session::Session;
 use crate::IdSet;
 use crate::{audit, failpoint};
 

@@ -10,8 +10,9 @@ use super::keys::LEASE_TTL;
 use super::*;
 use crate::audit;
 use crate::cancel::Cancel;
-use crate::lease::{live_sessions, Lease};
+use crate::lease::Lease;
 use crate::packer::PackBuilder;
+use crate::session::live_sessions;
 
 /// Packs rewritten between index flushes: what a crash can make the next run redo.
 const FLUSH_EVERY: usize = 32;

@@ -27,8 +27,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::format::{PruneMark, PRUNE_MARK_VERSION};
-use crate::lease::{live_sessions, Lease, SessionBody};
+use crate::lease::Lease;
 use crate::packer::PackBuilder;
+use crate::session::{live_sessions, SessionBody};
 use crate::IdSet;
 use bits::Bits;
 use duplicates::{keepers, NO_KEEPER};
@@ -301,7 +302,7 @@ impl Repository {
             // snapshot) must not stop the renewals that keep the repository locked.
             self.renew_locks(&lease, report).await;
             self.prune_locked(Some(&mut lease), opts, report).await?;
-            match crate::lease::remove_ended_sessions(&self.store).await {
+            match crate::session::remove_ended_sessions(&self.store).await {
                 Ok(n) => report.sessions_removed = n,
                 Err(e) => tracing::info!("ended backup sessions not removed ({e}); next time"),
             }

@@ -8,7 +8,7 @@ use crate::blob::BlobSealer;
 use crate::check::{check, ReadData};
 use crate::format::encode;
 use crate::format::{Node, NodeKind, Summary, TREE_VERSION};
-use crate::lease::{Session, SESSION_STALE_AFTER};
+use crate::session::{Session, SESSION_STALE_AFTER};
 
 async fn repository() -> Repository {
     crate::testing::memory_repository().await.unwrap()

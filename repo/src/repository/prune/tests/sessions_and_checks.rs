@@ -70,11 +70,11 @@ async fn a_live_session_is_seen_and_ends_cleanly() {
     let repo = repository().await;
     let session = repo.begin_backup().await.unwrap();
     session.confirm().unwrap();
-    let live = crate::lease::live_sessions(repo.store()).await.unwrap();
+    let live = crate::session::live_sessions(repo.store()).await.unwrap();
     assert_eq!(live.len(), 1);
     assert!(live[0].heartbeat > 0 && !live[0].pid_scope.is_empty());
     session.end(repo.store()).await;
-    assert!(crate::lease::live_sessions(repo.store())
+    assert!(crate::session::live_sessions(repo.store())
         .await
         .unwrap()
         .is_empty());
