@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod failpoints;
+pub mod geo;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
