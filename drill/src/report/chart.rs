@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::{esc, human_secs, num};
+use super::render::{esc, human_secs, num};
 
 /// One chart: a point per drill at achieved / objective (red above the line, orange for a drill
 /// that failed for another reason, green otherwise); "—" where nothing was measured.
