@@ -152,3 +152,19 @@ pub fn backup_job(name: &str, src: &Path, schedule: &str) -> String {
         src.display()
     )
 }
+
+/// Sends `request` as is and returns the response's status line ("" when the server closed
+/// the connection without one).
+pub fn http_raw(port: u16, request: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The server may close before reading everything (a head too large): not our failure.
+    let _ = s.write_all(request);
+    let mut text = Vec::new();
+    let _ = s.read_to_end(&mut text);
+    String::from_utf8_lossy(&text)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}

@@ -68,6 +68,30 @@ fn agent_runs_jobs_reports_metrics_reloads_and_stops() {
     assert!(sample(&metrics, "drvault_repository_size_bytes").is_some_and(|b| b > 50_000.0));
     assert!(metrics.contains("drvault_target_up{"), "{metrics}");
     assert_eq!(http_get(port, "/other").0, "HTTP/1.1 404 Not Found");
+    // Not a scrape: refused with a status, never a hang or a crash of the endpoint.
+    assert_eq!(
+        http_raw(
+            port,
+            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        ),
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+    assert_eq!(
+        http_raw(port, b"\x16\x03\x01 not http\r\n\r\n"),
+        "HTTP/1.1 400 Bad Request"
+    );
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Fill: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let status = http_raw(port, huge.as_bytes());
+    assert!(
+        status.is_empty() || status.starts_with("HTTP/1.1 431"),
+        "a 64 KiB head is not read: {status}"
+    );
+    assert!(http_get(port, "/metrics")
+        .1
+        .contains("drvault_job_runs_total"));
 
     // SIGHUP with a broken configuration: refused, the old one keeps running.
     std::fs::write(

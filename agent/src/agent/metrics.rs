@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use drvault_repo::sync::TargetStatus;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::history::{Run, RunResult};
 
@@ -242,15 +241,17 @@ pub fn render(state: &State, now: f64) -> String {
     o.0
 }
 
-/// Serves `/metrics` until the task is dropped.
+/// Serves `/metrics` until the task is dropped, with hyper (HTTP/1.1, one request per
+/// connection): at most [`MAX_CONNECTIONS`] at once, a deadline for the request head and one for
+/// the whole exchange, so neither a flood of idle connections nor a slow client can take the
+/// descriptors and memory the backups need.
 pub async fn serve(addr: SocketAddr, state: Shared) -> Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for metrics on {addr}"))?;
     tracing::info!("metrics on http://{addr}/metrics");
     Ok(tokio::spawn(async move {
-        // Connections beyond the cap wait in the kernel's backlog: a local user opening
-        // thousands cannot take the descriptors the backups need.
+        // Connections beyond the cap wait in the kernel's backlog.
         let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
@@ -273,7 +274,17 @@ pub async fn serve(addr: SocketAddr, state: Shared) -> Result<tokio::task::JoinH
             let state = state.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                match tokio::time::timeout(REQUEST_TIMEOUT, answer(conn, state)).await {
+                let service = hyper::service::service_fn(move |req| {
+                    let response = respond(&req, &state);
+                    async move { Ok::<_, std::convert::Infallible>(response) }
+                });
+                let exchange = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEAD_TIMEOUT)
+                    .keep_alive(false)
+                    .max_buf_size(MAX_REQUEST_BYTES)
+                    .serve_connection(hyper_util::rt::TokioIo::new(conn), service);
+                match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
                     Ok(Err(e)) => tracing::debug!("metrics request: {e}"),
                     Err(_) => tracing::debug!("metrics request: timed out"),
                     Ok(Ok(())) => {}
@@ -285,48 +296,41 @@ pub async fn serve(addr: SocketAddr, state: Shared) -> Result<tokio::task::JoinH
 
 /// Requests answered at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 32;
+/// The request head must arrive within this; a client that sends nothing is dropped.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// A whole request, read and answered: a client that stalls longer is dropped.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A scrape's request is a few hundred bytes; hyper's smallest buffer bound is 8 KiB.
+const MAX_REQUEST_BYTES: usize = 8192;
 const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(50);
 const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// One request, one response, then close: enough for Prometheus and curl.
-async fn answer(mut conn: tokio::net::TcpStream, state: Shared) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
-            let n = conn.read(&mut buf[len..]).await?;
-            if n == 0 {
-                break;
-            }
-            len += n;
-        }
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
-    if !matches!(read, Ok(Ok(()))) {
-        return Ok(());
-    }
-    let request = String::from_utf8_lossy(&buf[..len]);
-    let mut parts = request.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, body) = if method != "GET" {
-        ("405 Method Not Allowed", "only GET\n".to_string())
-    } else if path == "/metrics" || path.starts_with("/metrics?") {
-        let text = match state.lock() {
-            Ok(s) => render(&s, crate::history::now()),
-            Err(_) => String::new(),
-        };
-        ("200 OK", text)
+type Body = http_body_util::Full<bytes::Bytes>;
+
+/// `GET /metrics` gets the exposition; anything else a short answer saying what is served.
+fn respond<B>(req: &hyper::Request<B>, state: &Shared) -> hyper::Response<Body> {
+    let (status, body) = if req.method() != hyper::Method::GET {
+        (
+            hyper::StatusCode::METHOD_NOT_ALLOWED,
+            "only GET\n".to_string(),
+        )
+    } else if req.uri().path() == "/metrics" {
+        // A poisoned lock (a panicked job thread) still holds the last figures.
+        let state = state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (hyper::StatusCode::OK, render(&state, crate::history::now()))
     } else {
-        ("404 Not Found", "drvault serves /metrics\n".to_string())
+        (
+            hyper::StatusCode::NOT_FOUND,
+            "drvault serves /metrics\n".to_string(),
+        )
     };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+    let mut response = hyper::Response::new(Body::new(bytes::Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    conn.write_all(head.as_bytes()).await?;
-    conn.write_all(body.as_bytes()).await?;
-    conn.shutdown().await
+    response
 }
