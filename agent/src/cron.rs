@@ -14,6 +14,9 @@
 //! hour run by the wall clock.
 
 use anyhow::{bail, Context, Result};
+
+#[cfg(test)]
+mod vs_croner;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
