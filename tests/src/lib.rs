@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod agent;
+pub mod azurite;
 pub mod failpoints;
 pub mod geo;
 pub mod s3;

@@ -48,7 +48,7 @@ const IAM_SETUP_REQUESTS: u32 = 7;
 /// `n` free loopback ports below the kernel's ephemeral range (32768 and up by default), so
 /// that no outgoing connection of another test can take one between this check and the
 /// server's own bind. Each test process starts at its own offset.
-fn free_ports(n: usize) -> Vec<u16> {
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let start = (std::process::id() % 200) * 60;
