@@ -66,3 +66,29 @@ impl Store {
         locked(&self.hidden).clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A thread that panicked while noting a hidden version poisons the lock; what it noted
+    /// must still be reported (an empty answer would let `check` pass over the damage).
+    #[test]
+    fn hidden_versions_survive_a_poisoned_lock() {
+        let store = std::sync::Arc::new(crate::testing::memory_store());
+        locked(&store.hidden).push(("t".into(), "data/ab/abc".into(), "v1".into()));
+        let poisoner = store.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.hidden.lock().unwrap();
+            panic!("a job thread panics holding the lock");
+        })
+        .join();
+        assert!(store.hidden.is_poisoned());
+        assert_eq!(store.hidden().len(), 1);
+        store.owe("t", "index/x");
+        assert_eq!(store.owed().len(), 1);
+        store.clear_hidden();
+        assert!(store.hidden().is_empty());
+    }
+}
