@@ -168,3 +168,22 @@ pub fn http_raw(port: u16, request: &[u8]) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// A source holding one file, and a configuration with the metrics endpoint on a free loopback
+/// port and one backup job `etc` of that source on `schedule`: (configuration, metrics port).
+pub fn backup_agent_config(env: &Env, schedule: &str) -> (PathBuf, u16) {
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), crate::noise(10_000, 2)).unwrap();
+    let port = free_port();
+    let config = env.path("drvault.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nmetrics_listen = \"127.0.0.1:{port}\"\n\n{}",
+            backup_job("etc", &src, schedule)
+        ),
+    )
+    .unwrap();
+    (config, port)
+}

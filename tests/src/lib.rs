@@ -240,6 +240,11 @@ pub fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// drvault's exit codes (README.md "Exit codes"): restic's where restic has one.
+/// A command's output as text (lossy).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 pub mod code {
     pub const FAILURE: i32 = 1;
     pub const USAGE: i32 = 2;

@@ -6,25 +6,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use drvault_tests::agent::*;
-use drvault_tests::{noise, Env};
+use drvault_tests::Env;
 
 #[test]
 fn a_flood_of_idle_metrics_connections_neither_exhausts_descriptors_nor_stops_backups() {
     let env = Env::new();
     env.init();
-    let src = env.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("a"), noise(10_000, 2)).unwrap();
-    let port = free_port();
-    let config = env.path("drvault.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nmetrics_listen = \"127.0.0.1:{port}\"\n\n{}",
-            backup_job("etc", &src, "*/2 * * * * *")
-        ),
-    )
-    .unwrap();
+    let (config, port) = backup_agent_config(&env, "*/2 * * * * *");
     let mut agent = start_agent(&env, &config, None);
     wait_until(
         "the metrics endpoint answers",

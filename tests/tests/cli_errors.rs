@@ -6,11 +6,7 @@
 
 use std::fs;
 
-use drvault_tests::{code, Env};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use drvault_tests::{code, text, Env};
 
 #[test]
 fn a_missing_path_fails_the_backup_without_a_snapshot() {

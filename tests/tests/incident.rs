@@ -6,11 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use drvault_tests::{code, files_below, noise, restored, Env};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use drvault_tests::{code, files_below, noise, restored, text, Env};
 
 /// 40 files of incompressible data, each its own blob.
 fn forty_files(env: &Env) -> PathBuf {

@@ -5,11 +5,7 @@
 
 use std::fs;
 
-use drvault_tests::{code, noise, Env};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use drvault_tests::{code, noise, text, Env};
 
 fn slots(env: &Env) -> Vec<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "key", "list"])).unwrap();

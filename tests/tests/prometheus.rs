@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use drvault_tests::agent::*;
-use drvault_tests::{noise, Env};
+use drvault_tests::Env;
 
 fn rules_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -92,19 +92,7 @@ fn series_in_rules() -> Vec<String> {
 fn a_real_scrape_passes_promtool_and_holds_every_series_the_rules_use() {
     let env = Env::new();
     env.init();
-    let src = env.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("a"), noise(20_000, 1)).unwrap();
-    let port = free_port();
-    let config = env.path("drvault.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nmetrics_listen = \"127.0.0.1:{port}\"\n\n{}",
-            backup_job("etc", &src, "* * * * * *")
-        ),
-    )
-    .unwrap();
+    let (config, port) = backup_agent_config(&env, "* * * * * *");
     let mut agent = start_agent(&env, &config, None);
     let mut metrics = String::new();
     wait_until(

@@ -5,11 +5,7 @@
 
 use std::fs;
 
-use drvault_tests::{code, Env};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use drvault_tests::{code, text, Env};
 
 #[test]
 fn at_takes_the_time_snapshots_prints_and_names_the_oldest_when_too_early() {
