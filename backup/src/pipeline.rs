@@ -13,7 +13,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use drvault_repo::blob::BlobSealer;
 use drvault_repo::cancel::Cancel;
 use drvault_repo::format::BlobKind;
-use drvault_repo::packer::{FinishedPack, PackBuilder};
+use drvault_repo::packer::{FinishedPack, PackBuffers, PackBuilder};
 use drvault_repo::{Id, IdSet, Repository};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -35,9 +35,25 @@ struct Job {
 struct Packers {
     data: PackBuilder,
     tree: PackBuilder,
+    buffers: PackBuffers,
 }
 
 impl Packers {
+    fn new(target: usize) -> Self {
+        let buffers = PackBuffers::default();
+        Packers {
+            data: PackBuilder::pooled(target, &buffers),
+            tree: PackBuilder::pooled(target, &buffers),
+            buffers,
+        }
+    }
+
+    /// Takes the builder of `kind`, leaving an empty one in its place.
+    fn take(&mut self, kind: BlobKind, target: usize) -> PackBuilder {
+        let fresh = PackBuilder::pooled(target, &self.buffers);
+        std::mem::replace(self.get(kind), fresh)
+    }
+
     fn get(&mut self, kind: BlobKind) -> &mut PackBuilder {
         match kind {
             BlobKind::Data => &mut self.data,
@@ -49,6 +65,9 @@ impl Packers {
 pub struct Pipeline {
     repo: Arc<Repository>,
     jobs: Option<Sender<Job>>,
+    /// Chunk buffers the seal workers are done with: copying a chunk into one of these costs
+    /// no page faults, a fresh allocation per chunk did (a megabyte each).
+    spare: Receiver<Vec<u8>>,
     workers: Vec<std::thread::JoinHandle<Result<()>>>,
     packers: Arc<Mutex<Packers>>,
     packs: Option<tokio::sync::mpsc::Sender<FinishedPack>>,
@@ -71,21 +90,20 @@ impl Pipeline {
         cancel: Cancel,
     ) -> Result<Self> {
         let (tx, rx) = bounded::<Job>(workers * 2);
+        let (spare_tx, spare) = bounded::<Vec<u8>>(workers * 2 + 2);
         let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(1);
         let target = repo.config().pack_size as usize;
-        let packers = Arc::new(Mutex::new(Packers {
-            data: PackBuilder::new(target),
-            tree: PackBuilder::new(target),
-        }));
+        let packers = Arc::new(Mutex::new(Packers::new(target)));
         let mut handles = Vec::new();
         for i in 0..workers {
             let rx = rx.clone();
             let repo = repo.clone();
             let packers = packers.clone();
             let pack_tx = pack_tx.clone();
+            let spare_tx = spare_tx.clone();
             let h = std::thread::Builder::new()
                 .name(format!("seal-{i}"))
-                .spawn(move || seal_worker(rx, repo, packers, pack_tx))
+                .spawn(move || seal_worker(rx, repo, packers, (pack_tx, spare_tx)))
                 .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
             handles.push(h);
         }
@@ -96,6 +114,7 @@ impl Pipeline {
         Ok(Pipeline {
             repo,
             jobs: Some(tx),
+            spare,
             workers: handles,
             packers,
             packs: Some(pack_tx),
@@ -152,10 +171,13 @@ impl Pipeline {
             .as_ref()
             .ok_or_else(|| internal("the pipeline was used after it finished"))?;
         // A failed send means a worker stopped; `finish` reports why.
+        let mut buf = self.spare.try_recv().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(data);
         jobs.send(Job {
             kind,
             id,
-            data: data.to_vec(),
+            data: buf,
         })
         .map_err(|_| internal("the storing stage stopped without an error"))?;
         Ok(id)
@@ -234,25 +256,29 @@ fn seal_worker(
     rx: Receiver<Job>,
     repo: Arc<Repository>,
     packers: Arc<Mutex<Packers>>,
-    pack_tx: tokio::sync::mpsc::Sender<FinishedPack>,
+    (pack_tx, spare_tx): (tokio::sync::mpsc::Sender<FinishedPack>, Sender<Vec<u8>>),
 ) -> Result<()> {
     let mut sealer = BlobSealer::new(repo.keys(), repo.config().compression_level)?;
+    let target = repo.config().pack_size as usize;
+    // Reused for every blob this worker seals.
+    let mut sealed = Vec::new();
     for job in rx {
-        let sealed = sealer.seal(job.kind, &job.id, &job.data)?;
+        sealed.clear();
+        sealer.seal_into(job.kind, &job.id, &job.data, &mut sealed)?;
         let full = {
             let mut p = packers
                 .lock()
                 .map_err(|_| internal("the packer lock is poisoned"))?;
-            let b = p.get(job.kind);
-            if b.add(job.kind, job.id, job.data.len() as u32, &sealed) {
-                Some(std::mem::replace(
-                    b,
-                    PackBuilder::new(repo.config().pack_size as usize),
-                ))
+            if p.get(job.kind)
+                .add(job.kind, job.id, job.data.len() as u32, &sealed)
+            {
+                Some(p.take(job.kind, target))
             } else {
                 None
             }
         };
+        // Full: the buffer is dropped, which is fine (the reader allocates another).
+        let _ = spare_tx.try_send(job.data);
         if let Some(mut builder) = full {
             let pack = builder.finish(repo.keys())?;
             pack_tx

@@ -8,6 +8,7 @@ use drvault_keyring::{Header, Key, Keyring, Keys, ObjectKind, SealingKey};
 use drvault_repo::blob::BlobSealer;
 use drvault_repo::chunker::{Chunker, ChunkerParams};
 use drvault_repo::format::BlobKind;
+use drvault_repo::packer::{PackBuffers, PackBuilder};
 use drvault_repo::Id;
 
 const LEN: usize = 16 * 1024 * 1024;
@@ -80,6 +81,65 @@ fn stages(c: &mut Criterion) {
             n
         })
     });
+    // What the backup's seal workers do: one output buffer reused for every blob.
+    let mut sealed = Vec::new();
+    g.bench_function("blob into a reused buffer (seal_into, 1 MiB chunks)", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for ch in &chunks {
+                let id = Id::of_plaintext(kr.id_key(), ch);
+                sealed.clear();
+                sealer
+                    .seal_into(BlobKind::Data, &id, ch, &mut sealed)
+                    .unwrap();
+                n += sealed.len();
+            }
+            n
+        })
+    });
+    // What restore and check do with each blob: decrypt, decompress, verify the ID.
+    let opened: Vec<(Id, Vec<u8>, u32)> = chunks
+        .iter()
+        .map(|ch| {
+            let id = Id::of_plaintext(kr.id_key(), ch);
+            (
+                id,
+                sealer.seal(BlobKind::Data, &id, ch).unwrap(),
+                ch.len() as u32,
+            )
+        })
+        .collect();
+    g.bench_function("open blob (decrypt + zstd + verify, 1 MiB chunks)", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for (id, sealed, raw) in &opened {
+                n += drvault_repo::blob::open_blob(&keys, BlobKind::Data, id, *raw, sealed)
+                    .unwrap()
+                    .len();
+            }
+            n
+        })
+    });
+    // A 16 MiB pack: in a fresh buffer each time (its pages faulted in), or in one handed back
+    // by the previous pack's upload.
+    let pool = PackBuffers::default();
+    for (name, pooled) in [("fresh buffer", false), ("pooled buffer", true)] {
+        g.bench_function(format!("pack 16 MiB ({name})"), |b| {
+            b.iter(|| {
+                let mut builder = if pooled {
+                    PackBuilder::pooled(LEN, &pool)
+                } else {
+                    PackBuilder::new(LEN)
+                };
+                for (id, sealed, raw) in opened.iter().cycle() {
+                    if builder.add(BlobKind::Data, *id, *raw, sealed) {
+                        break;
+                    }
+                }
+                builder.finish(&keys).unwrap().bytes.len()
+            })
+        });
+    }
     g.finish();
 }
 

@@ -192,20 +192,28 @@ pub fn seal(
 ) -> Result<()> {
     let nonce: [u8; 12] = random_bytes()?;
     let head = header.bytes();
-    let cipher = Aes256Gcm::new(key.expose().into());
-    let ct = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad: &aad(&head, context),
-            },
-        )
-        .map_err(|_| Error::Authentication)?;
-    out.reserve(HEADER_LEN + ct.len());
+    out.reserve(HEADER_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(&head);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    encrypt_append(key, &nonce, &aad(&head, context), plaintext, out)
+}
+
+/// Appends `plaintext` to `out` and encrypts it there, then appends the tag: no ciphertext
+/// buffer of its own (the backup seals every chunk through here).
+pub(crate) fn encrypt_append(
+    key: &Key,
+    nonce: &[u8; 12],
+    aad: &[u8],
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    use aes_gcm::aead::AeadInPlace;
+    let start = out.len();
+    out.extend_from_slice(plaintext);
+    let tag = Aes256Gcm::new(key.expose().into())
+        .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut out[start..])
+        .map_err(|_| Error::Authentication)?;
+    out.extend_from_slice(&tag);
     Ok(())
 }
 

@@ -6,8 +6,6 @@
 //! key as `BLAKE3-derive_key("drvault 2026 sealed to epoch", shared || ephemeral || recipient)`.
 //! The ephemeral secret is dropped with the `SealingKey`: the writer cannot open what it sealed.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::envelope::{aad, Header, PUBLIC_HEADER_LEN, SEALED_TO_PUBLIC_VERSION};
@@ -90,20 +88,10 @@ impl SealingKey {
         let mut head = [0u8; PUBLIC_HEADER_LEN - 12];
         head[..7].copy_from_slice(&header.bytes_of_version(SEALED_TO_PUBLIC_VERSION));
         head[7..].copy_from_slice(&self.ephemeral);
-        let ct = Aes256Gcm::new(self.key.expose().into())
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad(&head, context),
-                },
-            )
-            .map_err(|_| Error::Authentication)?;
-        out.reserve(PUBLIC_HEADER_LEN + ct.len());
+        out.reserve(PUBLIC_HEADER_LEN + plaintext.len() + 16);
         out.extend_from_slice(&head);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        Ok(())
+        crate::envelope::encrypt_append(&self.key, &nonce, &aad(&head, context), plaintext, out)
     }
 }
 

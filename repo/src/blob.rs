@@ -5,10 +5,12 @@ use drvault_keyring::{Header, Keys, Sealer};
 use crate::format::BlobKind;
 use crate::{Error, Id, Result};
 
-/// Seals blobs under the active epoch; one per worker thread (it owns a zstd context).
+/// Seals blobs under the active epoch; one per worker thread (it owns a zstd context and a
+/// buffer for compressed output, reused from blob to blob).
 pub struct BlobSealer {
     sealer: Sealer,
     compressor: zstd::bulk::Compressor<'static>,
+    compressed: Vec<u8>,
 }
 
 impl BlobSealer {
@@ -16,26 +18,44 @@ impl BlobSealer {
         let sealer = keys.data_sealer()?;
         let compressor = zstd::bulk::Compressor::new(level)
             .map_err(|e| Error::Invalid(format!("zstd level {level}: {e}")))?;
-        Ok(BlobSealer { sealer, compressor })
+        Ok(BlobSealer {
+            sealer,
+            compressor,
+            compressed: Vec::new(),
+        })
     }
 
     /// Returns the sealed envelope of `plain`, whose ID is `id`.
     pub fn seal(&mut self, kind: BlobKind, id: &Id, plain: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.seal_into(kind, id, plain, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the sealed envelope of `plain`, whose ID is `id`, to `out`. Compressed only
+    /// when that makes it smaller.
+    pub fn seal_into(
+        &mut self,
+        kind: BlobKind,
+        id: &Id,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.compressed.clear();
+        self.compressed.reserve(zstd::compress_bound(plain.len()));
         let compressed = self
             .compressor
-            .compress(plain)
-            .ok()
-            .filter(|c| c.len() < plain.len());
-        let payload = compressed.as_deref().unwrap_or(plain);
-        let mut out = Vec::with_capacity(payload.len() + drvault_keyring::PUBLIC_HEADER_LEN + 16);
-        self.sealer.seal(
-            kind.object_kind(),
-            compressed.is_some(),
-            &id.0,
-            payload,
-            &mut out,
-        )?;
-        Ok(out)
+            .compress_to_buffer(plain, &mut self.compressed)
+            .is_ok_and(|n| n < plain.len());
+        let payload = if compressed {
+            &self.compressed[..]
+        } else {
+            plain
+        };
+        out.reserve(payload.len() + drvault_keyring::PUBLIC_HEADER_LEN + 16);
+        self.sealer
+            .seal(kind.object_kind(), compressed, &id.0, payload, out)?;
+        Ok(())
     }
 }
 

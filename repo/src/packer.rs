@@ -4,6 +4,9 @@
 //! blob envelope 0 | blob envelope 1 | ... | sealed header (postcard Vec<PackEntry>) | u32 LE header length
 //! ```
 
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 use drvault_keyring::{Keys, ObjectKind};
 
 use crate::format::{encode, BlobKind, PackEntry};
@@ -12,8 +15,57 @@ use crate::{Id, Result};
 /// A pack ready to upload.
 pub struct FinishedPack {
     pub id: Id,
-    pub bytes: Vec<u8>,
+    pub bytes: Bytes,
     pub entries: Vec<PackEntry>,
+}
+
+/// Spare pack buffers. A finished pack's buffer comes back here once its upload drops it, so
+/// a backup faults in a few packs' worth of fresh memory rather than one per pack (on this
+/// kind of machine, fresh pages cost more than sealing the data in them).
+#[derive(Clone, Default)]
+pub struct PackBuffers(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// Idle buffers kept: enough to refill the packs being filled while others upload, without
+/// holding more memory than a few packs.
+const SPARE_PACK_BUFFERS: usize = 2;
+
+impl PackBuffers {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut spare| spare.pop())
+            .unwrap_or_default()
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        if let Ok(mut spare) = self.0.lock() {
+            if spare.len() < SPARE_PACK_BUFFERS {
+                spare.push(buf);
+            }
+        }
+    }
+}
+
+/// A finished pack's bytes, returned to their [`PackBuffers`] when the last reference goes.
+struct Pooled {
+    buf: Vec<u8>,
+    home: Option<PackBuffers>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.take() {
+            home.give(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 /// Collects sealed blobs of one kind until the target size is reached.
@@ -21,6 +73,7 @@ pub struct PackBuilder {
     bytes: Vec<u8>,
     entries: Vec<PackEntry>,
     target: usize,
+    buffers: Option<PackBuffers>,
 }
 
 impl PackBuilder {
@@ -29,6 +82,15 @@ impl PackBuilder {
             bytes: Vec::new(),
             entries: Vec::new(),
             target,
+            buffers: None,
+        }
+    }
+
+    /// A builder whose buffer comes from, and goes back to, `buffers`.
+    pub fn pooled(target: usize, buffers: &PackBuffers) -> Self {
+        PackBuilder {
+            buffers: Some(buffers.clone()),
+            ..PackBuilder::new(target)
         }
     }
 
@@ -39,6 +101,9 @@ impl PackBuilder {
     /// Adds a sealed blob; returns true when the pack has reached its target size.
     pub fn add(&mut self, kind: BlobKind, id: Id, raw_length: u32, sealed: &[u8]) -> bool {
         if self.bytes.capacity() == 0 {
+            if let Some(buffers) = &self.buffers {
+                self.bytes = buffers.take();
+            }
             self.bytes.reserve(self.target + self.target / 8);
         }
         self.entries.push(PackEntry {
@@ -66,10 +131,14 @@ impl PackBuilder {
         )?;
         let header_len = (bytes.len() - start) as u32;
         bytes.extend_from_slice(&header_len.to_le_bytes());
-        Ok(FinishedPack {
-            id: Id::of_stored(&bytes),
-            bytes,
-            entries,
-        })
+        let id = Id::of_stored(&bytes);
+        let bytes = match &self.buffers {
+            Some(home) => Bytes::from_owner(Pooled {
+                buf: bytes,
+                home: Some(home.clone()),
+            }),
+            None => Bytes::from(bytes),
+        };
+        Ok(FinishedPack { id, bytes, entries })
     }
 }

@@ -66,6 +66,18 @@ pub fn content_matches_name(name: &str, bytes: &[u8]) -> bool {
     }
 }
 
+/// [`content_matches_name`] for an object just read: a large one (a pack) is hashed on the
+/// blocking pool rather than on the async worker that read it.
+async fn matches_name(name: &str, bytes: &Bytes) -> bool {
+    if bytes.len() < 1 << 20 {
+        return content_matches_name(name, bytes);
+    }
+    let (name, bytes) = (name.to_string(), bytes.clone());
+    tokio::task::spawn_blocking(move || content_matches_name(&name, &bytes))
+        .await
+        .unwrap_or(false)
+}
+
 /// Logs a read that moves on to the next target: a missing object is routine on a target that
 /// owes it; anything else is damage or an outage the operator should hear about.
 fn note_fallback(targets: usize, t: &Target, name: &str, e: &Error) {
@@ -265,7 +277,7 @@ impl Store {
         let current = self
             .first_served(name, |t| async move {
                 let b = t.get(name).await?;
-                if content_matches_name(name, &b) {
+                if matches_name(name, &b).await {
                     Ok(b)
                 } else {
                     Err(Error::Integrity {

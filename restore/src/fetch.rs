@@ -21,6 +21,9 @@ use crate::{Error, Result};
 const MAX_GAP: u64 = 256 * 1024;
 /// Largest single ranged read.
 const MAX_SPAN: u64 = 2 * 1024 * 1024;
+/// Most plaintext one span may open: what bounds a span's memory, since data compresses
+/// (2 MiB of text packs can hold 10 MiB of plaintext).
+const MAX_SPAN_PLAIN: u64 = 4 * 1024 * 1024;
 
 struct Want {
     entry: PackEntry,
@@ -55,7 +58,7 @@ pub(crate) fn write_contents(
     rt: &Handle,
     repo: Arc<Repository>,
     target: Arc<Target>,
-    files: &[RestoredFile],
+    files: &Arc<Vec<RestoredFile>>,
     parallel: usize,
     progress: Option<&crate::plan::ProgressSink>,
 ) -> Result<(u64, Vec<Hole>)> {
@@ -88,12 +91,6 @@ pub(crate) fn write_contents(
             offset += u64::from(loc.entry.raw_length);
         }
     }
-    let files = Arc::new(
-        files
-            .iter()
-            .map(|f| (f.rel.clone(), f.id))
-            .collect::<Vec<_>>(),
-    );
     let spans: Vec<(Id, Vec<Want>)> = by_pack
         .into_iter()
         .flat_map(|(pack, wants)| {
@@ -121,19 +118,31 @@ pub(crate) fn write_contents(
     Ok((written, holes))
 }
 
+/// Groups the wanted blobs of one pack (sorted by offset) into spans read with one request
+/// each: neighbours, at most [`MAX_SPAN`] read and [`MAX_SPAN_PLAIN`] opened.
 fn split_spans(wants: Vec<Want>) -> Vec<Vec<Want>> {
     let mut spans: Vec<Vec<Want>> = Vec::new();
+    let mut plain = 0u64;
     for w in wants {
         let start = u64::from(w.entry.offset);
+        let raw = u64::from(w.entry.raw_length);
         let extend = spans.last().is_some_and(|s| {
             let first = u64::from(s[0].entry.offset);
             let last = &s[s.len() - 1].entry;
             let end = u64::from(last.offset) + u64::from(last.length);
-            start <= end + MAX_GAP && start + u64::from(w.entry.length) - first <= MAX_SPAN
+            start <= end + MAX_GAP
+                && start + u64::from(w.entry.length) - first <= MAX_SPAN
+                && plain + raw <= MAX_SPAN_PLAIN
         });
         match spans.last_mut() {
-            Some(s) if extend => s.push(w),
-            _ => spans.push(vec![w]),
+            Some(s) if extend => {
+                s.push(w);
+                plain += raw;
+            }
+            _ => {
+                spans.push(vec![w]);
+                plain = raw;
+            }
         }
     }
     spans
@@ -144,7 +153,7 @@ fn split_spans(wants: Vec<Want>) -> Vec<Vec<Want>> {
 async fn fetch_span(
     repo: Arc<Repository>,
     target: Arc<Target>,
-    files: Arc<Vec<(std::path::PathBuf, crate::fsops::FileId)>>,
+    files: Arc<Vec<RestoredFile>>,
     pack: Id,
     wants: Vec<Want>,
 ) -> Result<(u64, Vec<Hole>)> {
@@ -212,7 +221,7 @@ async fn read_span(
 
 async fn write_span(
     target: Arc<Target>,
-    files: Arc<Vec<(std::path::PathBuf, crate::fsops::FileId)>>,
+    files: Arc<Vec<RestoredFile>>,
     wants: Vec<Want>,
     plains: Vec<Vec<u8>>,
 ) -> Result<u64> {
@@ -224,10 +233,10 @@ async fn write_span(
                 continue;
             }
             for (file, offset) in &w.targets {
-                let (rel, id) = &files[*file as usize];
-                let f = target.open_file(rel, *id, true)?;
+                let to = &files[*file as usize];
+                let f = target.open_file(&to.rel, to.id, true)?;
                 write_sparse(&f, &plain, *offset)
-                    .map_err(crate::error::io(&target.display(rel)))?;
+                    .map_err(crate::error::io(&target.display(&to.rel)))?;
                 written += plain.len() as u64;
             }
         }

@@ -279,11 +279,20 @@ impl Target {
         Ok(Some((File::from(fd), FileId::of(&st))))
     }
 
-    /// Renames the complete file at `temp` (checked to be the one created) to `rel`, replacing
-    /// whatever non-directory is there in one step.
-    pub fn install(&self, temp: &Path, id: FileId, rel: &Path) -> Result<()> {
+    /// Gives the complete file at `temp` (checked to be the one created) the metadata of
+    /// `node`, then renames it to `rel`, replacing whatever non-directory is there in one step:
+    /// a file appears under its name complete, with its owner and mode.
+    pub fn install(
+        &self,
+        temp: &Path,
+        id: FileId,
+        (rel, node): (&Path, &Node),
+        as_root: bool,
+    ) -> Result<Vec<String>> {
         let (dir, temp_name) = self.parent(temp)?;
-        self.open_entry(&dir, temp_name, temp, id)?;
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let fd = self.open_checked(&dir, temp_name, temp, id, flags)?;
+        let warnings = self.set_metadata(&fd, rel, node, as_root)?;
         let name = rel
             .file_name()
             .ok_or_else(|| Error::Invalid(format!("{} has no name", rel.display())))?;
@@ -292,10 +301,11 @@ impl Target {
             Errno::NOENT => self.changed(temp, "it was removed"),
             e => io(&self.display(rel))(e.into()),
         })?;
-        if self.stat_at(&dir, name, rel)? != id {
+        // The owner is the snapshot's by now: the inode is what identifies the file.
+        if !self.stat_at(&dir, name, rel)?.same_inode(&id) {
             return Err(self.changed(rel, "it was replaced by another file"));
         }
-        Ok(())
+        Ok(warnings)
     }
 
     /// Removes the temporary file of a file that could not be restored.
@@ -325,10 +335,23 @@ impl Target {
 
     /// Opens the entry `name` of `dir` itself (a symlink is not followed), checked against `id`.
     fn open_entry(&self, dir: &OwnedFd, name: &OsStr, rel: &Path, id: FileId) -> Result<OwnedFd> {
+        self.open_checked(dir, name, rel, id, OFlags::PATH)
+    }
+
+    /// Opens the entry `name` of `dir` with `flags` (never following a symlink), checked
+    /// against `id`.
+    fn open_checked(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        rel: &Path,
+        id: FileId,
+        flags: OFlags,
+    ) -> Result<OwnedFd> {
         let fd = rustix::fs::openat(
             dir,
             name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| match e {
@@ -403,10 +426,6 @@ impl Target {
         kind: MetaKind,
         as_root: bool,
     ) -> Result<Vec<String>> {
-        let times = Timestamps {
-            last_access: timestamp(node.atime_ns),
-            last_modification: timestamp(node.mtime_ns),
-        };
         let fail = |e: Errno| io(&self.display(rel))(e.into());
         if kind == MetaKind::Symlink {
             let (dir, name) = self.parent(rel)?;
@@ -416,7 +435,8 @@ impl Target {
                 rustix::fs::chownat(&link, "", uid(node), gid(node), AtFlags::EMPTY_PATH)
                     .map_err(fail)?;
             }
-            rustix::fs::utimensat(&dir, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(fail)?;
+            rustix::fs::utimensat(&dir, name, &times(node), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(fail)?;
             return Ok(Vec::new());
         }
         let flags = match kind {
@@ -425,13 +445,25 @@ impl Target {
         };
         let fd = self.resolve(rel, flags)?;
         self.expect(&fd, rel, id)?;
+        self.set_metadata(&fd, rel, node, as_root)
+    }
+
+    /// Ownership (as root), extended attributes, permissions and times, through `fd`.
+    fn set_metadata(
+        &self,
+        fd: &OwnedFd,
+        rel: &Path,
+        node: &Node,
+        as_root: bool,
+    ) -> Result<Vec<String>> {
+        let fail = |e: Errno| io(&self.display(rel))(e.into());
         if as_root {
-            rustix::fs::fchown(&fd, uid(node), gid(node)).map_err(fail)?;
+            rustix::fs::fchown(fd, uid(node), gid(node)).map_err(fail)?;
         }
         let mut warnings = Vec::new();
         for (name, value) in &node.xattrs {
             if let Err(e) = rustix::fs::fsetxattr(
-                &fd,
+                fd,
                 OsStr::from_bytes(name),
                 value,
                 rustix::fs::XattrFlags::empty(),
@@ -444,8 +476,8 @@ impl Target {
                 ));
             }
         }
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(node.mode & 0o7777)).map_err(fail)?;
-        rustix::fs::futimens(&fd, &times).map_err(fail)?;
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(node.mode & 0o7777)).map_err(fail)?;
+        rustix::fs::futimens(fd, &times(node)).map_err(fail)?;
         Ok(warnings)
     }
 }
@@ -469,6 +501,14 @@ fn gid(node: &Node) -> Option<Gid> {
 
 fn fstat(fd: &OwnedFd, target: &Target, rel: &Path) -> Result<Stat> {
     rustix::fs::fstat(fd).map_err(|e| io(&target.display(rel))(e.into()))
+}
+
+/// The node's access and modification times.
+fn times(node: &Node) -> Timestamps {
+    Timestamps {
+        last_access: timestamp(node.atime_ns),
+        last_modification: timestamp(node.mtime_ns),
+    }
 }
 
 fn timestamp(ns: i64) -> rustix::fs::Timespec {

@@ -332,10 +332,10 @@ pub fn restore(
     };
     stats.unchanged = kept.into_inner();
     let mut files: Vec<RestoredFile> = Vec::with_capacity(stats.files as usize);
-    for (i, temp) in temps.iter().enumerate() {
-        if let (Some(temp), Some(id)) = (temp.get(), ids[i].get()) {
+    for (i, temp) in temps.into_iter().enumerate() {
+        if let (Some(temp), Some(id)) = (temp.into_inner(), ids[i].get()) {
             files.push(RestoredFile {
-                rel: temp.clone(),
+                rel: temp,
                 id: *id,
                 content: entries[i].node.content.clone(),
                 size: entries[i].node.size,
@@ -343,6 +343,7 @@ pub fn restore(
             });
         }
     }
+    let files = Arc::new(files);
     // From here on a failure that stops the restore removes the temporary files first.
     let written = made.and_then(|_| {
         crate::hwm("created");
@@ -359,7 +360,7 @@ pub fn restore(
     let (bytes, holes) = match written {
         Ok(w) => w,
         Err(e) => {
-            for f in &files {
+            for f in files.iter() {
                 let _ = target.discard(&f.rel, f.id);
             }
             return Err(e);
@@ -380,23 +381,32 @@ pub fn restore(
                 lost.insert(entry, (Vec::new(), reason));
             }
         }
-        // Complete files take their names; damaged ones are removed.
+        // Complete files take their metadata and names; damaged ones are removed.
         let finish: Vec<&RestoredFile> = files.iter().collect();
         for_each_parallel(&finish, |f| {
             if lost.contains_key(&f.entry) {
                 target.discard(&f.rel, f.id)?;
-            } else {
-                target.install(&f.rel, f.id, &entries[f.entry].rel)?;
+                return Ok(Vec::new());
             }
-            Ok(Vec::new())
+            let e = &entries[f.entry];
+            target.install(&f.rel, f.id, (&e.rel, &e.node), as_root)
         })
     })();
-    if let Err(e) = finished {
-        // Whatever is still under a temporary name goes (installed files are complete).
-        for f in &files {
-            let _ = target.discard(&f.rel, f.id);
+    let installed_warnings = match finished {
+        Ok(w) => w,
+        Err(e) => {
+            // Whatever is still under a temporary name goes (installed files are complete).
+            for f in files.iter() {
+                let _ = target.discard(&f.rel, f.id);
+            }
+            return Err(e);
         }
-        return Err(e);
+    };
+    stats.warnings.extend(installed_warnings);
+    // Files written by this restore got their metadata as they were installed.
+    let mut installed = vec![false; entries.len()];
+    for f in files.iter() {
+        installed[f.entry] = true;
     }
     stats.files -= lost.len() as u64;
     let mut lost_keys: HashMap<&[u8], usize> = HashMap::new();
@@ -458,6 +468,7 @@ pub fn restore(
                 entries[i].node.kind,
                 NodeKind::File | NodeKind::Fifo | NodeKind::Symlink
             ) && !lost.contains_key(&i)
+                && !installed[i]
                 && !untouched[i].load(std::sync::atomic::Ordering::Relaxed)
         })
         .collect();
@@ -522,6 +533,10 @@ fn damage_by_file(
     by_file
 }
 
+/// Items a worker of [`for_each_parallel`] takes at a time: neighbours (files of one directory)
+/// go to one thread, so two threads rarely wait on the same directory's lock in the kernel.
+const BATCH: usize = 64;
+
 /// Runs `f` over `items` on one thread per core; returns the warnings, or the first error.
 fn for_each_parallel<T: Sync>(
     items: &[T],
@@ -537,11 +552,14 @@ fn for_each_parallel<T: Sync>(
                 scope.spawn(|| -> Result<Vec<String>> {
                     let mut warnings = Vec::new();
                     loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(item) = items.get(i) else {
+                        let first = next.fetch_add(BATCH, std::sync::atomic::Ordering::Relaxed);
+                        if first >= items.len() {
                             return Ok(warnings);
-                        };
-                        warnings.extend(f(item)?);
+                        }
+                        let batch = &items[first..(first + BATCH).min(items.len())];
+                        for item in batch {
+                            warnings.extend(f(item)?);
+                        }
                     }
                 })
             })

@@ -263,7 +263,7 @@ impl Repository {
     pub async fn upload_pack(&self, pack: FinishedPack) -> Result<u64> {
         let size = pack.bytes.len() as u64;
         self.store
-            .put_new(&paths::pack(&pack.id), Bytes::from(pack.bytes), true)
+            .put_new(&paths::pack(&pack.id), pack.bytes, true)
             .await?;
         {
             let mut idx = self

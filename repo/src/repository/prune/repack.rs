@@ -67,7 +67,7 @@ impl Repository {
     /// it needs the new packs.
     async fn upload_copy(&self, pack: FinishedPack) -> Result<()> {
         self.store
-            .put_new(&paths::pack(&pack.id), Bytes::from(pack.bytes), true)
+            .put_new(&paths::pack(&pack.id), pack.bytes, true)
             .await?;
         self.pending
             .lock()
