@@ -39,18 +39,23 @@ struct Packers {
 }
 
 impl Packers {
+    /// Data packs reuse their buffers; tree packs, a small share of most backups, do not (a
+    /// pooled buffer is wholly resident, a fresh one only as far as it is filled).
     fn new(target: usize) -> Self {
         let buffers = PackBuffers::default();
         Packers {
             data: PackBuilder::pooled(target, &buffers),
-            tree: PackBuilder::pooled(target, &buffers),
+            tree: PackBuilder::new(target),
             buffers,
         }
     }
 
     /// Takes the builder of `kind`, leaving an empty one in its place.
     fn take(&mut self, kind: BlobKind, target: usize) -> PackBuilder {
-        let fresh = PackBuilder::pooled(target, &self.buffers);
+        let fresh = match kind {
+            BlobKind::Data => PackBuilder::pooled(target, &self.buffers),
+            BlobKind::Tree => PackBuilder::new(target),
+        };
         std::mem::replace(self.get(kind), fresh)
     }
 
