@@ -28,7 +28,7 @@ pub const SEALED_TO_PUBLIC_VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 19;
 /// The header of a version 2 envelope: 7 bytes, the ephemeral public key, the nonce.
 pub const PUBLIC_HEADER_LEN: usize = 7 + 32 + 12;
-const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 /// Bytes an envelope adds to its payload.
 pub const ENVELOPE_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 

@@ -88,7 +88,7 @@ impl SealingKey {
         let mut head = [0u8; PUBLIC_HEADER_LEN - 12];
         head[..7].copy_from_slice(&header.bytes_of_version(SEALED_TO_PUBLIC_VERSION));
         head[7..].copy_from_slice(&self.ephemeral);
-        out.reserve(PUBLIC_HEADER_LEN + plaintext.len() + 16);
+        out.reserve(PUBLIC_HEADER_LEN + plaintext.len() + crate::envelope::TAG_LEN);
         out.extend_from_slice(&head);
         out.extend_from_slice(&nonce);
         crate::envelope::encrypt_append(&self.key, &nonce, &aad(&head, context), plaintext, out)

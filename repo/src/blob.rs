@@ -52,7 +52,6 @@ impl BlobSealer {
         } else {
             plain
         };
-        out.reserve(payload.len() + drvault_keyring::PUBLIC_HEADER_LEN + 16);
         self.sealer
             .seal(kind.object_kind(), compressed, &id.0, payload, out)?;
         Ok(())

@@ -68,14 +68,15 @@ pub fn content_matches_name(name: &str, bytes: &[u8]) -> bool {
 
 /// [`content_matches_name`] for an object just read: a large one (a pack) is hashed on the
 /// blocking pool rather than on the async worker that read it.
-async fn matches_name(name: &str, bytes: &Bytes) -> bool {
+/// A hashing task that did not finish is an error of this process, not damage to the object.
+async fn matches_name(name: &str, bytes: &Bytes) -> Result<bool> {
     if bytes.len() < 1 << 20 {
-        return content_matches_name(name, bytes);
+        return Ok(content_matches_name(name, bytes));
     }
     let (name, bytes) = (name.to_string(), bytes.clone());
     tokio::task::spawn_blocking(move || content_matches_name(&name, &bytes))
         .await
-        .unwrap_or(false)
+        .map_err(|e| Error::Internal(format!("hashing a read object failed: {e}")))
 }
 
 /// Logs a read that moves on to the next target: a missing object is routine on a target that
@@ -277,7 +278,7 @@ impl Store {
         let current = self
             .first_served(name, |t| async move {
                 let b = t.get(name).await?;
-                if matches_name(name, &b).await {
+                if matches_name(name, &b).await? {
                     Ok(b)
                 } else {
                     Err(Error::Integrity {

@@ -301,7 +301,8 @@ impl Target {
             Errno::NOENT => self.changed(temp, "it was removed"),
             e => io(&self.display(rel))(e.into()),
         })?;
-        // The owner is the snapshot's by now: the inode is what identifies the file.
+        // The owner is the snapshot's by now: the inode identifies the file (and `fd`, still
+        // open, keeps its number from being reused by another file meanwhile).
         if !self.stat_at(&dir, name, rel)?.same_inode(&id) {
             return Err(self.changed(rel, "it was replaced by another file"));
         }
