@@ -9,87 +9,18 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::prefix::PrefixStore;
-use object_store::{
-    BackoffConfig, ClientConfigKey, ClientOptions, ObjectStore, ObjectStoreScheme, RetryConfig,
-};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreScheme};
 use reqwest::header::{HeaderMap, HeaderValue};
 
+use crate::connection::setting;
+pub use crate::connection::Tuning;
 use crate::lock::LockPolicy;
 use crate::{Error, Result};
-
-/// Time limits and retries for remote targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tuning {
-    /// Limit for establishing a connection.
-    pub connect_timeout: Duration,
-    /// Limit for one whole request, body included (a 16 MiB pack needs 4.5 Mbit/s to fit in 30 s).
-    pub request_timeout: Duration,
-    /// Retries of a failed request, with exponential backoff.
-    pub max_retries: usize,
-}
-
-impl Default for Tuning {
-    fn default() -> Self {
-        Tuning {
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
-            max_retries: 2,
-        }
-    }
-}
-
-impl Tuning {
-    /// The longest one operation may take, retries and backoff included: the bound drvault
-    /// enforces itself on top of object_store's own limits.
-    pub fn operation_deadline(&self) -> Duration {
-        let attempts = self.max_retries as u32 + 1;
-        (self.connect_timeout + self.request_timeout) * attempts + self.max_backoff() * attempts
-    }
-
-    /// The limit for the one cheap request that opens a run (see `Store::probe`): a stalled
-    /// target is found out in seconds rather than after a full round of request retries.
-    pub fn probe_deadline(&self) -> Duration {
-        self.connect_timeout + self.request_timeout.min(Duration::from_secs(10))
-    }
-
-    fn max_backoff(&self) -> Duration {
-        Duration::from_secs(2)
-    }
-
-    fn retry(&self) -> RetryConfig {
-        RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: self.max_backoff(),
-                base: 2.0,
-            },
-            max_retries: self.max_retries,
-            retry_timeout: self.request_timeout * (self.max_retries as u32 + 1),
-        }
-    }
-
-    /// Our time limits as object_store client settings. They are applied as configuration keys
-    /// (not `with_client_options`, which would drop client settings taken from the environment,
-    /// such as `AWS_ALLOW_HTTP`); a target's own `options` still override them.
-    fn client_settings(&self) -> [(ClientConfigKey, String); 2] {
-        [
-            (
-                ClientConfigKey::ConnectTimeout,
-                format!("{}ms", self.connect_timeout.as_millis()),
-            ),
-            (
-                ClientConfigKey::Timeout,
-                format!("{}ms", self.request_timeout.as_millis()),
-            ),
-        ]
-    }
-}
 
 /// True for URLs this module opens (as opposed to local paths and `file://`).
 pub fn is_remote(url: &str) -> bool {
@@ -100,16 +31,6 @@ fn bad_key(url: &str, key: &str, e: object_store::Error) -> Error {
     Error::Invalid(format!(
         "target {url}: option {key:?} is not a configuration key of this backend ({e})"
     ))
-}
-
-/// The value of a setting from a target's options or, failing that, the environment.
-pub(crate) fn setting(options: &BTreeMap<String, String>, keys: &[&str]) -> Option<String> {
-    keys.iter()
-        .find_map(|k| options.get(*k).cloned())
-        .or_else(|| {
-            keys.iter()
-                .find_map(|k| std::env::var(k.to_ascii_uppercase()).ok())
-        })
 }
 
 /// object_store refuses plain HTTP only when a request is sent, with "builder error"; say why

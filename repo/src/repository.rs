@@ -3,7 +3,8 @@
 //! `index.rs` (the in-memory index, pack upload, index objects), `objects.rs` (sealed objects,
 //! blobs, trees, snapshots), `backup.rs` (the backup side of the session protocol), `keys.rs`
 //! (epochs, rotation, passphrase changes), `unlock.rs` (key slots, unlocking, loading the keyring),
-//! `reencrypt.rs`, `hosts.rs`, `prune/` and `rollback.rs`.
+//! `reencrypt.rs`, `hosts.rs`, `marks.rs` (prune marks, read by backups and check) and
+//! `rollback.rs`. Prune (`crate::prune`) works over the public API.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,14 +24,14 @@ use crate::format::{
 };
 use crate::packer::FinishedPack;
 use crate::store::Store;
-use crate::{Error, Id, IdMap, IdSet, Result};
+use crate::{Error, Id, IdSet, Result};
 
 mod backup;
 mod hosts;
 mod index;
 mod keys;
+mod marks;
 mod objects;
-mod prune;
 mod reencrypt;
 mod rollback;
 mod unlock;
@@ -38,11 +39,10 @@ mod unlock;
 pub use backup::Committed;
 pub use hosts::MigrateReport;
 pub use keys::{EpochInfo, RotationCheck, RotationPolicy, LEASE_TTL};
-pub use prune::{PendingMark, PruneOptions, PruneReport, CLOCK_SKEW_MARGIN};
 pub use reencrypt::{Progress, ReencryptReport};
 
-pub use index::Location;
-use index::{MemIndex, Slot, INDEX_ENTRIES_PER_OBJECT};
+use crate::index::INDEX_ENTRIES_PER_OBJECT;
+pub use crate::index::{Index, Location};
 use objects::TreePackCache;
 
 /// Options for `init`.
@@ -77,7 +77,7 @@ pub struct Repository {
     config: Config,
     /// Every key, or a host's put-only keys (`Keys`).
     keys: Arc<Keys>,
-    index: RwLock<MemIndex>,
+    index: RwLock<Index>,
     /// Entries of packs uploaded by this process and not yet written to an index object.
     pending: Mutex<Vec<IndexPack>>,
     state_dir: Option<PathBuf>,

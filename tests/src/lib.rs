@@ -14,10 +14,15 @@ use std::sync::OnceLock;
 /// Test passphrase; tests never print it.
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// Builds the `drvault` binary once per test process and returns its path.
+/// The `drvault` binary with its fail points. scripts/test builds it with the tests (this crate
+/// depends on drvault with `failpoints`) and names its directory in `DRVAULT_TEST_BIN_DIR`;
+/// without that, it is built once per test process.
 pub fn drvault_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("DRVAULT_TEST_BIN_DIR") {
+            return PathBuf::from(dir).join("drvault");
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()

@@ -11,7 +11,7 @@ use crate::hooks::{self, Outcome, Phase};
 use drvault_backup::{BackupRequest, Cancel, Controls, Parent, Source, StreamSource};
 use drvault_repo::check::{check, ReadData};
 use drvault_repo::lifecycle::{forget_by_policy, ForgetOptions};
-use drvault_repo::repository::PruneOptions;
+use drvault_repo::prune::PruneOptions;
 use drvault_repo::retention::Policy;
 
 use crate::cli::Global;
@@ -242,7 +242,7 @@ fn execute(ctx: &Context, g: &Global, job: &Job) -> Result<(RunResult, String, F
                 dry_run: false,
                 cancel,
             };
-            let r = ctx.rt.block_on(repo.prune(&opts))?;
+            let r = ctx.rt.block_on(drvault_repo::prune::prune(&repo, &opts))?;
             let message = format!(
                 "marked {} packs, deleted {} packs ({} bytes freed), {} marks pending",
                 r.packs_marked,

@@ -1,7 +1,7 @@
 //! `drvault prune`: delete the packs no snapshot uses, in two phases (docs/FORMAT.md §18).
 
 use anyhow::Result;
-use drvault_repo::repository::{PruneOptions, PruneReport};
+use drvault_repo::prune::{prune, PruneOptions, PruneReport};
 
 use super::human;
 use crate::cli::{Global, PruneArgs};
@@ -25,7 +25,7 @@ pub fn run(ctx: &Context, g: &Global, a: &PruneArgs) -> Result<Exit> {
         dry_run: a.dry_run,
         cancel: crate::stop::token(),
     };
-    let r = ctx.rt.block_on(repo.prune(&opts))?;
+    let r = ctx.rt.block_on(prune(&repo, &opts))?;
     let secs = started.elapsed().as_secs_f64();
     if g.json {
         let mut v = serde_json::to_value(&r)?;

@@ -17,7 +17,7 @@ use base64::Engine;
 use bytes::Bytes;
 use md5::Digest;
 
-use crate::remote::{setting, Tuning};
+use crate::connection::{setting, Tuning};
 use crate::{Error, Result};
 
 /// The largest listing page read (S3 sends at most 1,000 versions, well under this).

@@ -248,17 +248,10 @@ impl Repository {
             .index
             .write()
             .map_err(|_| Error::Internal("index lock poisoned".into()))?;
-        let numbers: std::collections::HashSet<u32> = packs
-            .iter()
-            .filter_map(|p| idx.pack_numbers.get(p).copied())
-            .collect();
-        if numbers.is_empty() {
+        let dropped = idx.drop_packs(packs);
+        if dropped == 0 {
             return Ok(0);
         }
-        let before = idx.loaded.len() + idx.added.len();
-        idx.loaded.retain(|(_, s)| !numbers.contains(&s.pack));
-        idx.added.retain(|_, s| !numbers.contains(&s.pack));
-        let dropped = before - idx.loaded.len() - idx.added.len();
         tracing::info!("{dropped} blob locations in packs marked for deletion are not used");
         Ok(dropped)
     }

@@ -134,7 +134,7 @@ impl Repository {
             return Ok(false);
         }
         let mark: crate::format::PruneMark = self.open_file(name, &bytes)?;
-        self.write_mark(&mark).await?;
+        self.write_prune_mark(&mark).await?;
         self.store.delete(name).await?;
         Ok(true)
     }

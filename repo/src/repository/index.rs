@@ -4,93 +4,6 @@
 
 use super::*;
 
-/// Where a blob lives.
-#[derive(Debug, Clone, Copy)]
-pub struct Location {
-    pub pack: Id,
-    pub entry: PackEntry,
-}
-
-/// Index entries per index object; keeps each object a few MiB.
-pub(super) const INDEX_ENTRIES_PER_OBJECT: usize = 50_000;
-
-/// An index entry without the blob ID (the map key): 20 bytes instead of 52, which matters
-/// at millions of blobs.
-#[derive(Clone, Copy)]
-pub(super) struct Slot {
-    pub(super) pack: u32,
-    pub(super) offset: u32,
-    pub(super) length: u32,
-    pub(super) raw_length: u32,
-    pub(super) kind: BlobKind,
-}
-
-/// The in-memory index: what was loaded, sorted for binary search (exact size, no hash-table
-/// slack at millions of entries), plus a hash map of what this process added since.
-#[derive(Default)]
-pub(super) struct MemIndex {
-    pub(super) packs: Vec<Id>,
-    pub(super) pack_numbers: IdMap<u32>,
-    pub(super) loaded: Vec<(Id, Slot)>,
-    pub(super) added: IdMap<Slot>,
-}
-
-impl MemIndex {
-    pub(super) fn slot(&mut self, pack: Id, entry: &PackEntry) -> Slot {
-        let n = *self.pack_numbers.entry(pack).or_insert_with(|| {
-            self.packs.push(pack);
-            (self.packs.len() - 1) as u32
-        });
-        Slot {
-            pack: n,
-            offset: entry.offset,
-            length: entry.length,
-            raw_length: entry.raw_length,
-            kind: entry.kind,
-        }
-    }
-
-    /// Adds an entry during loading; call [`MemIndex::seal`] when done.
-    pub(super) fn load(&mut self, pack: Id, entry: PackEntry) {
-        let slot = self.slot(pack, &entry);
-        self.loaded.push((entry.id, slot));
-    }
-
-    pub(super) fn seal(&mut self) {
-        self.loaded.sort_unstable_by_key(|(id, _)| *id);
-        self.loaded.shrink_to_fit();
-    }
-
-    pub(super) fn insert(&mut self, pack: Id, entry: PackEntry) {
-        let slot = self.slot(pack, &entry);
-        self.added.insert(entry.id, slot);
-    }
-
-    pub(super) fn get(&self, id: &Id) -> Option<&Slot> {
-        if let Ok(i) = self.loaded.binary_search_by_key(id, |(k, _)| *k) {
-            return Some(&self.loaded[i].1);
-        }
-        self.added.get(id)
-    }
-
-    pub(super) fn contains(&self, id: &Id) -> bool {
-        self.get(id).is_some()
-    }
-
-    pub(super) fn location(&self, id: &Id, s: &Slot) -> Location {
-        Location {
-            pack: self.packs[s.pack as usize],
-            entry: PackEntry {
-                kind: s.kind,
-                id: *id,
-                offset: s.offset,
-                length: s.length,
-                raw_length: s.raw_length,
-            },
-        }
-    }
-}
-
 impl Repository {
     /// Reads the index again (another process may have changed it since it was loaded).
     pub async fn reload_index(&self) -> Result<()> {
@@ -118,7 +31,7 @@ impl Repository {
     pub(super) async fn load_index_once(&self) -> Result<()> {
         let names: Vec<String> = self.store.list_names(paths::INDEX).await?;
         let Some(dir) = self.state_dir.clone() else {
-            let mut idx = MemIndex::default();
+            let mut idx = Index::default();
             for (_, file) in self.fetch_indexes(names).await? {
                 for p in &file.packs {
                     for b in &p.blobs {
@@ -186,7 +99,7 @@ impl Repository {
         })
         .await
         .map_err(Error::task)??;
-        let mut idx = MemIndex::default();
+        let mut idx = Index::default();
         catalog.for_each_blob(|pack, entry| idx.load(pack, entry))?;
         idx.seal();
         *self
@@ -224,7 +137,7 @@ impl Repository {
     }
 
     /// Reads, verifies and opens one index object.
-    pub(super) async fn fetch_index(&self, name: String) -> Result<(String, IndexFile)> {
+    pub async fn fetch_index(&self, name: String) -> Result<(String, IndexFile)> {
         let bytes = self.store.get(&name).await?;
         let file: IndexFile = self.open_file(&name, &bytes)?;
         Ok((name, file))
@@ -233,10 +146,18 @@ impl Repository {
     /// The index for a query. A lock poisoned by a panicking writer still holds a whole index
     /// (writers replace it or add entries, never leave one half-made), so it is read rather
     /// than taken for empty: "no blobs" would make a check pass and a backup re-upload.
-    pub(super) fn index_query(&self) -> std::sync::RwLockReadGuard<'_, MemIndex> {
+    pub(super) fn index_query(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.index
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The in-memory index, for reading; an error if a writer panicked (maintenance must not
+    /// work from an index it cannot trust).
+    pub fn index(&self) -> Result<std::sync::RwLockReadGuard<'_, Index>> {
+        self.index
+            .read()
+            .map_err(|_| Error::Internal("index lock poisoned".into()))
     }
 
     pub fn has_blob(&self, id: &Id) -> bool {
@@ -250,13 +171,7 @@ impl Repository {
 
     /// Every indexed blob with its pack.
     pub fn index_entries(&self) -> Vec<Location> {
-        let idx = self.index_query();
-        idx.loaded
-            .iter()
-            .map(|(id, s)| (id, s))
-            .chain(idx.added.iter())
-            .map(|(id, s)| idx.location(id, s))
-            .collect()
+        self.index_query().locations().collect()
     }
 
     /// Uploads a finished pack and records its blobs for the next index object.
@@ -301,11 +216,52 @@ impl Repository {
     /// directly; a backup's packs are indexed through [`Self::upload_pack`] and
     /// [`Self::flush_index`]). The packs are not checked.
     pub async fn write_index_object(&self, packs: Vec<IndexPack>) -> Result<u64> {
+        self.queue_index_packs(packs)?;
+        self.flush_index().await
+    }
+
+    /// Queues packs for the next index object ([`Self::flush_index`]) without adding them to
+    /// the in-memory index (maintenance copying blobs knows them by position, and reads the
+    /// index again when it needs them).
+    pub fn queue_index_packs(&self, packs: impl IntoIterator<Item = IndexPack>) -> Result<()> {
         self.pending
             .lock()
             .map_err(|_| Error::Internal("pending index lock poisoned".into()))?
             .extend(packs);
-        self.flush_index().await
+        Ok(())
+    }
+
+    /// Replaces the in-memory index by one read from every index object, keeping every copy of
+    /// every blob (the catalog keeps one): what maintenance decides on. A pack listed by
+    /// several objects is loaded once. `action` names the operation for the refusal on an
+    /// incomplete listing.
+    pub async fn load_full_index(&self, action: &str) -> Result<()> {
+        let poisoned = || Error::Internal("index lock poisoned".into());
+        // The old index goes first: the peak is one index, not two. Its size sizes the new
+        // one, which saves the vector's doublings (up to twice the final size).
+        let old = std::mem::take(&mut *self.index.write().map_err(|_| poisoned())?);
+        let estimate = old.entries();
+        drop(old);
+        let names = self.store.list_names_complete(paths::INDEX, action).await?;
+        let mut idx = Index::with_capacity(estimate + estimate / 16);
+        let mut seen = IdSet::default();
+        // Four objects in flight (a few MiB each) keep a remote target busy.
+        let mut files = futures::stream::iter(names)
+            .map(|name| self.fetch_index(name))
+            .buffered(4);
+        while let Some(r) = files.next().await {
+            let (_, file) = r?;
+            for p in file.packs {
+                if seen.insert(p.pack) {
+                    for b in p.blobs {
+                        idx.load(p.pack, b);
+                    }
+                }
+            }
+        }
+        idx.seal();
+        *self.index.write().map_err(|_| poisoned())? = idx;
+        Ok(())
     }
 
     /// Writes index objects for every pack uploaded since the last flush. Returns bytes written.

@@ -113,7 +113,7 @@ impl Repository {
     }
 
     /// Reads and verifies the blob at one location (its kind, ID and size as the index says).
-    pub(super) async fn read_located(&self, loc: &Location) -> Result<Vec<u8>> {
+    pub async fn read_located(&self, loc: &Location) -> Result<Vec<u8>> {
         let (kind, id) = (loc.entry.kind, &loc.entry.id);
         let name = paths::pack(&loc.pack);
         let start = u64::from(loc.entry.offset);
@@ -222,6 +222,24 @@ impl Repository {
             return Err(e);
         }
         Ok((id, name))
+    }
+
+    /// Snapshots by name; one deleted since the listing (a concurrent `forget`) is left out.
+    pub async fn load_snapshots(&self, names: Vec<String>) -> Result<Vec<(String, Snapshot)>> {
+        let loaded: Vec<Option<(String, Snapshot)>> = futures::stream::iter(names)
+            .map(|name| async move {
+                match self.load_snapshot(&name).await {
+                    Ok(s) => Ok(Some((name, s))),
+                    Err(Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        let mut out: Vec<(String, Snapshot)> = loaded.into_iter().flatten().collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// Reads one snapshot object by its name (`snapshots/<id>`), and says in

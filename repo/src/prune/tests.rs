@@ -7,8 +7,10 @@ use super::*;
 use crate::blob::BlobSealer;
 use crate::check::{check, ReadData};
 use crate::format::encode;
-use crate::format::{Node, NodeKind, Summary, TREE_VERSION};
+use crate::format::{Node, NodeKind, Summary, Tree, TREE_VERSION};
 use crate::session::{Session, SESSION_STALE_AFTER};
+use bytes::Bytes;
+use drvault_keyring::Header;
 
 async fn repository() -> Repository {
     crate::testing::memory_repository().await.unwrap()
@@ -170,20 +172,21 @@ async fn prune_marks_first_then_sweeps_but_keeps_what_a_late_snapshot_uses() {
     repo.store().delete(&sa).await.unwrap();
 
     // The default grace only marks.
-    let r = reopen(&repo).await.prune(&grace(3600)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(3600)).await.unwrap();
     assert_eq!((r.snapshots, r.used_blobs), (1, 2));
     assert_eq!((r.packs_marked, r.packs_deleted), (2, 0), "{r:?}");
     assert_eq!(r.marks_pending.len(), 1);
     assert!(exists(&repo, &pa).await && exists(&repo, &ta).await);
     // A dry run changes nothing.
-    let dry = reopen(&repo)
-        .await
-        .prune(&PruneOptions {
+    let dry = prune(
+        &reopen(&repo).await,
+        &PruneOptions {
             dry_run: true,
             ..grace(0)
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(dry.packs_deleted, 2, "{dry:?}");
     assert!(exists(&repo, &pa).await);
 
@@ -191,7 +194,7 @@ async fn prune_marks_first_then_sweeps_but_keeps_what_a_late_snapshot_uses() {
     let late = reopen(&repo).await;
     let (_, tc) = snapshot(&late, "c", &[("f", a.clone())]).await;
 
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert_eq!(r.kept_back, vec![paths::pack(&pa)], "{r:?}");
     assert_eq!(r.packs_deleted, 1);
     assert_eq!(r.marks_swept.len(), 1);
@@ -209,7 +212,7 @@ async fn prune_marks_first_then_sweeps_but_keeps_what_a_late_snapshot_uses() {
     }
     assert_clean(&repo).await;
     // Nothing left to do.
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert_eq!((r.packs_marked, r.packs_deleted), (0, 0), "{r:?}");
 }
 
@@ -218,7 +221,7 @@ async fn a_mostly_unused_pack_is_repacked_and_its_used_blob_survives() {
     let repo = repository().await;
     let (x, px) = put_pack(&repo, BlobKind::Data, &[blob(7, 2000), blob(8, 50_000)]).await;
     snapshot(&repo, "s", &[("f", vec![x[0]])]).await;
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert_eq!((r.packs_repacked, r.blobs_repacked), (1, 1), "{r:?}");
     assert_eq!(r.packs_deleted, 1);
     assert!(!exists(&repo, &px).await);
@@ -232,22 +235,24 @@ async fn a_mostly_unused_pack_is_repacked_and_its_used_blob_survives() {
     // Above the threshold nothing is repacked.
     let (y, _) = put_pack(&repo, BlobKind::Data, &[blob(9, 2000), blob(10, 50_000)]).await;
     snapshot(&repo, "t", &[("f", vec![y[0]])]).await;
-    let r = reopen(&repo)
-        .await
-        .prune(&PruneOptions {
+    let r = prune(
+        &reopen(&repo).await,
+        &PruneOptions {
             repack_threshold: 1.0,
             ..grace(0)
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!((r.packs_repacked, r.packs_marked), (0, 0), "{r:?}");
-    let bad = reopen(&repo)
-        .await
-        .prune(&PruneOptions {
+    let bad = prune(
+        &reopen(&repo).await,
+        &PruneOptions {
             repack_threshold: 1.5,
             ..grace(0)
-        })
-        .await;
+        },
+    )
+    .await;
     assert!(matches!(bad, Err(Error::Usage(_))), "{bad:?}");
 }
 
@@ -259,13 +264,13 @@ async fn backups_forget_marked_packs_and_a_running_one_holds_the_sweep() {
     // written since it began (less the clock-skew margin) are never marked, since they may be
     // its own, not referenced yet.
     let session = Session::start(repo.store(), 1).await.unwrap();
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert_eq!((r.packs_marked, r.packs_deleted), (0, 0), "{r:?}");
     session.end(repo.store()).await;
     // One that began a margin after these packs were written (as by a later clock) is held off
     // only at the sweep: the packs are marked, not deleted.
     let name = put_session(&repo, "1111", unix_now() + CLOCK_SKEW_MARGIN, Some(true)).await;
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert_eq!((r.packs_marked, r.packs_deleted), (2, 0), "{r:?}");
     assert!(
         r.marks_pending[0].waiting_for[0].contains("backup"),
@@ -277,7 +282,7 @@ async fn backups_forget_marked_packs_and_a_running_one_holds_the_sweep() {
     assert_eq!(backup.forget_marked_packs().await.unwrap(), 2);
     assert!(!backup.has_blob(&x[0]));
     repo.store().delete(&name).await.unwrap();
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert_eq!(r.packs_deleted, 2, "{r:?}");
     assert!(!exists(&repo, &px).await);
     assert_clean(&repo).await;
@@ -287,15 +292,15 @@ async fn backups_forget_marked_packs_and_a_running_one_holds_the_sweep() {
 async fn a_backup_from_a_drvault_that_ignores_marks_holds_every_sweep() {
     let repo = repository().await;
     let (_, px) = forgotten_pack(&repo, 3000).await;
-    let r = reopen(&repo).await.prune(&grace(3600)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(3600)).await.unwrap();
     assert_eq!(r.packs_marked, 2, "{r:?}");
     // A 0.3 session (no honours_marks) that began well after the mark, on this host.
     let name = put_session(&repo, "0000", unix_now() + 3 * CLOCK_SKEW_MARGIN, None).await;
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert_eq!(r.packs_deleted, 0, "{r:?}");
     assert!(exists(&repo, &px).await);
     repo.store().delete(&name).await.unwrap();
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert_eq!(r.packs_deleted, 2, "{r:?}");
 }
 
@@ -303,7 +308,7 @@ async fn a_backup_from_a_drvault_that_ignores_marks_holds_every_sweep() {
 async fn a_damaged_mark_stops_prune_and_a_mark_of_deleted_packs_is_swept() {
     let repo = repository().await;
     let (_, px) = forgotten_pack(&repo, 3000).await;
-    let r = reopen(&repo).await.prune(&grace(3600)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(3600)).await.unwrap();
     let mark = r.mark.unwrap();
     let mut bytes = repo.store().get(&mark).await.unwrap().to_vec();
     let last = bytes.len() - 1;
@@ -313,7 +318,7 @@ async fn a_damaged_mark_stops_prune_and_a_mark_of_deleted_packs_is_swept() {
         .put_new(&mark, bytes.clone().into(), false)
         .await
         .unwrap();
-    let err = reopen(&repo).await.prune(&grace(0)).await.unwrap_err();
+    let err = prune(&reopen(&repo).await, &grace(0)).await.unwrap_err();
     assert!(
         matches!(&err, Error::Integrity { object, .. } if *object == mark),
         "{err}"
@@ -329,8 +334,8 @@ async fn a_damaged_mark_stops_prune_and_a_mark_of_deleted_packs_is_swept() {
         created: unix_now() - 10,
         packs: vec![Id([7; 32])],
     };
-    let name = repo.write_mark(&ghost).await.unwrap();
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let name = repo.write_prune_mark(&ghost).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert!(r.marks_swept.contains(&name), "{r:?}");
     assert!(repo
         .store()
@@ -348,7 +353,8 @@ async fn snapshots_committed_during_a_prune_are_walked_before_the_sweep() {
     let (a, pa) = put_pack(&repo, BlobKind::Data, &[blob(1, 4000)]).await;
     let (s, _) = snapshot(&repo, "a", &[("f", a.clone())]).await;
     repo.store().delete(&s).await.unwrap();
-    let pruner = reopen(&repo).await;
+    let reopened = reopen(&repo).await;
+    let pruner = Pruner { repo: &reopened };
     let mut lease: Option<&mut Lease> = None;
     let mut usage = pruner.usage(&mut lease).await.unwrap();
     assert_eq!(usage.used.count(), 0);
@@ -379,13 +385,16 @@ async fn repacked_packs_hold_one_epoch_each_so_reencryption_finds_them() {
     let rotated = reopen(&repo).await;
     let (y, _) = put_pack(&rotated, BlobKind::Data, &[blob(3, 2000), blob(4, 40_000)]).await;
     snapshot(&rotated, "s", &[("f", vec![x[0], y[0]])]).await;
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert_eq!((r.packs_repacked, r.packs_deleted), (2, 2), "{r:?}");
     let after = reopen(&repo).await;
     for name in after.store().list_names(paths::DATA).await.unwrap() {
         let bytes = after.store().get(&name).await.unwrap();
         let entries = after
-            .read_pack_header(&name_id(&name).unwrap(), &bytes)
+            .read_pack_header(
+                &Id::from_hex(name.rsplit('/').next().unwrap()).unwrap(),
+                &bytes,
+            )
             .unwrap();
         let epochs: HashSet<u32> = entries
             .iter()

@@ -25,19 +25,24 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::*;
-use crate::format::{PruneMark, PRUNE_MARK_VERSION};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::format::{
+    paths, BlobKind, IndexPack, PackEntry, PruneMark, Snapshot, PRUNE_MARK_VERSION,
+};
+use crate::index::{Index, Location, Slot, INDEX_ENTRIES_PER_OBJECT};
 use crate::lease::Lease;
-use crate::packer::PackBuilder;
+use crate::packer::{FinishedPack, PackBuilder};
+use crate::repository::LEASE_TTL;
 use crate::session::{live_sessions, SessionBody};
-use crate::IdSet;
+use crate::store::Store;
+use crate::{Error, Id, IdMap, IdSet, Repository, Result};
 use bits::Bits;
 use duplicates::{keepers, NO_KEEPER};
 
 mod bits;
 mod consolidate;
 mod duplicates;
-mod marks;
 mod planning;
 mod repack;
 #[cfg(test)]
@@ -191,6 +196,10 @@ fn sizes(listing: &PackListing, packs: &[Id]) -> u64 {
         .sum()
 }
 
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
 fn rfc3339(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -213,17 +222,30 @@ async fn keep_alive(store: &Store, lease: &mut Option<&mut Lease>) -> Result<()>
     Ok(())
 }
 
-impl Repository {
-    fn index_read(&self) -> Result<std::sync::RwLockReadGuard<'_, MemIndex>> {
-        self.index
-            .read()
-            .map_err(|_| Error::Internal("index lock poisoned".into()))
-    }
+/// Removes the packs no snapshot needs: marks what is unused now, repacks packs that are
+/// mostly unused, and deletes the packs of ripe marks (see the module documentation).
+/// Holds the maintenance lease (a dry run takes none and writes nothing). What it marked
+/// and deleted is recorded in the audit log (`data.prune`): deleting data is an event
+/// auditors ask about.
+pub async fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    Pruner { repo }.prune(opts).await
+}
 
+/// One prune over a repository's public API.
+struct Pruner<'a> {
+    repo: &'a Repository,
+}
+
+impl Pruner<'_> {
     /// Every pack in `data/` with its size and time.
     async fn pack_listing(&self) -> Result<PackListing> {
         let mut out = PackListing::default();
-        for l in self.store.list_complete(paths::DATA, PRUNE_ACTION).await? {
+        for l in self
+            .repo
+            .store()
+            .list_complete(paths::DATA, PRUNE_ACTION)
+            .await?
+        {
             if let Some(id) = l.name.rsplit('/').next().and_then(Id::from_hex) {
                 if paths::pack(&id) == l.name {
                     out.insert(id, (l.size, l.last_modified));
@@ -233,26 +255,22 @@ impl Repository {
         Ok(out)
     }
 
-    /// Removes the packs no snapshot needs: marks what is unused now, repacks packs that are
-    /// mostly unused, and deletes the packs of ripe marks (see the module documentation).
-    /// Holds the maintenance lease (a dry run takes none and writes nothing). What it marked
-    /// and deleted is recorded in the audit log (`data.prune`): deleting data is an event
-    /// auditors ask about.
-    pub async fn prune(&self, opts: &PruneOptions) -> Result<PruneReport> {
+    async fn prune(&self, opts: &PruneOptions) -> Result<PruneReport> {
         // A host key opens no snapshot: it could decide nothing, and must not take the lease.
-        self.keyring()?;
+        self.repo.keyring()?;
         let mut r = PruneReport {
             dry_run: opts.dry_run,
             ..Default::default()
         };
         if !opts.dry_run {
-            self.store
+            self.repo
+                .store()
                 .ensure_deletable(
                     "prune",
                     &[paths::DATA, paths::INDEX, paths::PRUNE, "locks/"],
                 )
                 .await?;
-            crate::audit::ready(self, "data.prune").await?;
+            crate::audit::ready(self.repo, "data.prune").await?;
         }
         let outcome = self.prune_unrecorded(opts, &mut r).await;
         let details = |r: &PruneReport| {
@@ -265,13 +283,14 @@ impl Repository {
         };
         match &outcome {
             Ok(()) if !r.dry_run && (r.packs_marked > 0 || r.packs_deleted > 0) => {
-                crate::audit::record(self, "data.prune", details(&r), "ok").await?;
+                crate::audit::record(self.repo, "data.prune", details(&r), "ok").await?;
             }
             // A prune that stopped (a stop request, a failure) after it wrote a mark or began a
             // sweep is recorded too, with what it set out to do: the mark is durable.
             Err(e) if !r.dry_run && (r.mark.is_some() || !r.marks_swept.is_empty()) => {
                 let failed = format!("failed: {e}");
-                if let Err(a) = crate::audit::record(self, "data.prune", details(&r), &failed).await
+                if let Err(a) =
+                    crate::audit::record(self.repo, "data.prune", details(&r), &failed).await
                 {
                     tracing::warn!("{a}");
                 }
@@ -291,18 +310,18 @@ impl Repository {
         if opts.dry_run {
             return self.prune_locked(None, opts, report).await;
         }
-        let mut lease = Lease::acquire(&self.store, "prune", LEASE_TTL).await?;
+        let mut lease = Lease::acquire(self.repo.store(), "prune", LEASE_TTL).await?;
         let result = async {
             // New objects are sealed under this process's keyring: one retired since it was
             // opened would leave them unreadable.
-            if !self.keyring_is_current().await? {
+            if !self.repo.keyring_is_current().await? {
                 return Err(Error::KeyringChanged);
             }
             // Locks first: whatever stops the prune below (a damaged mark, an unreadable
             // snapshot) must not stop the renewals that keep the repository locked.
             self.renew_locks(&lease, report).await;
             self.prune_locked(Some(&mut lease), opts, report).await?;
-            match crate::session::remove_ended_sessions(&self.store).await {
+            match crate::session::remove_ended_sessions(self.repo.store()).await {
                 Ok(n) => report.sessions_removed = n,
                 Err(e) => tracing::info!("ended backup sessions not removed ({e}); next time"),
             }
@@ -317,7 +336,7 @@ impl Repository {
             Ok(())
         }
         .await;
-        let released = lease.release(&self.store).await;
+        let released = lease.release(self.repo.store()).await;
         result?;
         released
     }
@@ -325,9 +344,9 @@ impl Repository {
     /// Renews the locks on every locked target (docs/OPERATIONS.md, "Object lock"); a
     /// failure is reported, not the prune's.
     async fn renew_locks(&self, lease: &Lease, report: &mut PruneReport) {
-        for t in self.store.targets() {
+        for t in self.repo.store().targets() {
             let Some(lock) = t.lock() else { continue };
-            let renewed = match lease.keep_alive(&self.store).await {
+            let renewed = match lease.keep_alive(self.repo.store()).await {
                 Ok(()) => crate::lock::renew(lock).await,
                 Err(e) => Err(e),
             };
@@ -356,9 +375,9 @@ impl Repository {
         let grace = i64::try_from(opts.grace.as_secs()).unwrap_or(i64::MAX);
         let started = unix_now();
         // Every mark must open: a damaged one stops prune before it changes anything.
-        let marks = self.prune_marks().await?;
+        let marks = self.repo.prune_marks().await?;
         let pending: IdSet = marks.iter().flat_map(|(_, m)| m.packs.clone()).collect();
-        let sessions_at_start = live_sessions(&self.store).await?;
+        let sessions_at_start = live_sessions(self.repo.store()).await?;
 
         let mut usage = self.usage(&mut lease).await?;
         report.snapshots = usage.walked.len() as u64;
@@ -381,7 +400,7 @@ impl Repository {
         // A backup running now may have indexed packs its snapshot does not reference yet: they
         // look unused. Packs written since the oldest such backup began are left alone (sessions
         // are read after the index, and a backup writes its session before its first pack).
-        let young_after = live_sessions(&self.store)
+        let young_after = live_sessions(self.repo.store())
             .await?
             .iter()
             .map(|s| s.started.saturating_sub(CLOCK_SKEW_MARGIN))
@@ -420,8 +439,8 @@ impl Repository {
             let name = if dry {
                 String::new()
             } else {
-                keep_alive(&self.store, &mut lease).await?;
-                let name = self.write_mark(&mark).await?;
+                keep_alive(self.repo.store(), &mut lease).await?;
+                let name = self.repo.write_prune_mark(&mark).await?;
                 report.mark = Some(name.clone());
                 name
             };
@@ -436,7 +455,7 @@ impl Repository {
         // backup that ended before this point has committed its snapshot, one that starts
         // after it sees the marks.
         let now = unix_now();
-        let sessions = live_sessions(&self.store).await?;
+        let sessions = live_sessions(self.repo.store()).await?;
         let mut ripe: Vec<(String, PruneMark)> = Vec::new();
         let mut unripe = IdSet::default();
         for (name, mark) in all_marks {
@@ -498,23 +517,23 @@ impl Repository {
         // the packs, then the marks: a crash between any two steps leaves a state the next
         // prune completes (docs/FORMAT.md §18).
         let indexed = {
-            let idx = self.index_read()?;
-            doomed.iter().any(|p| idx.pack_numbers.contains_key(p))
+            let idx = self.repo.index()?;
+            doomed.iter().any(|p| idx.names_pack(p))
         };
         if indexed {
             report.indexes_rewritten = self.rewrite_index_without(&mut lease, &sweep).await?;
         }
         crate::failpoint::hit("prune.before-delete").await;
         let mut deletions = futures::stream::iter(doomed.iter())
-            .map(|p| async move { self.store.delete(&paths::pack(p)).await })
+            .map(|p| async move { self.repo.store().delete(&paths::pack(p)).await })
             .buffer_unordered(8);
         while let Some(r) = deletions.next().await {
             r?;
-            keep_alive(&self.store, &mut lease).await?;
+            keep_alive(self.repo.store(), &mut lease).await?;
         }
         drop(deletions);
         for (name, _) in &ripe {
-            self.store.delete(name).await?;
+            self.repo.store().delete(name).await?;
         }
         Ok(())
     }
@@ -528,7 +547,8 @@ impl Repository {
         without: &IdSet,
     ) -> Result<u64> {
         let names = self
-            .store
+            .repo
+            .store()
             .list_names_complete(paths::INDEX, PRUNE_ACTION)
             .await?;
         self.replace_index_objects(lease, names, without).await
@@ -546,32 +566,29 @@ impl Repository {
         let mut seen = IdSet::default();
         let mut queued = 0usize;
         let mut files = futures::stream::iter(names.clone())
-            .map(|name| self.fetch_index(name))
+            .map(|name| self.repo.fetch_index(name))
             .buffered(4);
         while let Some(r) = files.next().await {
             let (_, file) = r?;
-            keep_alive(&self.store, lease).await?;
+            keep_alive(self.repo.store(), lease).await?;
             let keep: Vec<IndexPack> = file
                 .packs
                 .into_iter()
                 .filter(|p| !without.contains(&p.pack) && seen.insert(p.pack))
                 .collect();
             queued += keep.iter().map(|p| p.blobs.len()).sum::<usize>();
-            self.pending
-                .lock()
-                .map_err(|_| Error::Internal("pending index lock poisoned".into()))?
-                .extend(keep);
+            self.repo.queue_index_packs(keep)?;
             // Bounded memory: written as it fills.
             if queued >= INDEX_ENTRIES_PER_OBJECT {
-                self.flush_index().await?;
+                self.repo.flush_index().await?;
                 queued = 0;
             }
         }
         drop(files);
-        self.flush_index().await?;
+        self.repo.flush_index().await?;
         for name in &names {
-            keep_alive(&self.store, lease).await?;
-            self.store.delete(name).await?;
+            keep_alive(self.repo.store(), lease).await?;
+            self.repo.store().delete(name).await?;
         }
         Ok(names.len() as u64)
     }

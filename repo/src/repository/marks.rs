@@ -2,6 +2,10 @@
 //! protocol (dropping marked packs from the in-memory index).
 
 use super::*;
+use crate::format::PruneMark;
+
+/// What the refusal on an incomplete listing of marks names.
+const PRUNE_ACTION: &str = "prune (it deletes packs and index objects)";
 
 impl Repository {
     /// Reads one prune mark, verifying its name and opening it. With full keys, a mark under an
@@ -58,8 +62,9 @@ impl Repository {
         self.drop_packs(&marked)
     }
 
-    /// Seals and stores a mark; returns its name.
-    pub(in crate::repository) async fn write_mark(&self, mark: &PruneMark) -> Result<String> {
+    /// Seals and stores a mark; returns its name. Only prune and key migration write marks:
+    /// a mark's packs are deleted once it is ripe (docs/FORMAT.md §18).
+    pub async fn write_prune_mark(&self, mark: &PruneMark) -> Result<String> {
         let mut plain = mark.encode();
         if let Some(key) = self.mark_key() {
             let tag = blake3::keyed_hash(key.expose(), &plain);

@@ -12,14 +12,15 @@ pub(super) const SMALL_INDEX_BYTES: u64 = 512 * 1024;
 /// Small index objects tolerated before prune merges them.
 pub(super) const CONSOLIDATE_AFTER: usize = 32;
 
-impl Repository {
+impl Pruner<'_> {
     /// Merges the small index objects into full ones when there are more than
     /// [`CONSOLIDATE_AFTER`]: writes the new objects, then deletes the merged ones (a reader
     /// that lists in between sees both, and a pack twice counts once). Returns how many
     /// objects were merged. Runs under the lease, after the sweep.
     pub(super) async fn consolidate_index(&self, lease: &mut Option<&mut Lease>) -> Result<u64> {
         let small: Vec<String> = self
-            .store
+            .repo
+            .store()
             .list_complete(paths::INDEX, PRUNE_ACTION)
             .await?
             .into_iter()

@@ -37,12 +37,12 @@ fn unused_pid() -> u32 {
 async fn liveness_rests_on_heartbeats_not_on_a_pid_from_another_namespace() {
     let repo = repository().await;
     let (_, px) = forgotten_pack(&repo, 3000).await;
-    let r = reopen(&repo).await.prune(&grace(3600)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(3600)).await.unwrap();
     assert_eq!(r.packs_marked, 2, "{r:?}");
     let later = unix_now() - 60;
     // Another PID namespace, same host name, a pid we cannot see, a fresh heartbeat: live.
     let other = put_heartbeat_session(&repo, "c1", unused_pid(), "other-boot/pid:[1]", later).await;
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert_eq!(
         r.packs_deleted, 0,
         "the container's backup holds the sweep: {r:?}"
@@ -55,7 +55,7 @@ async fn liveness_rests_on_heartbeats_not_on_a_pid_from_another_namespace() {
     // A heartbeat older than the staleness bound: dead, whoever wrote it.
     let stale_at = unix_now() - SESSION_STALE_AFTER.as_secs() as i64 - 2 * CLOCK_SKEW_MARGIN;
     let stale = put_heartbeat_session(&repo, "c3", 1, "other-boot/pid:[1]", stale_at).await;
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert_eq!(r.packs_deleted, 2, "{r:?}");
     assert!(!exists(&repo, &px).await);
     for n in [dead, stale] {
@@ -89,7 +89,7 @@ async fn duplicate_copies_in_two_packs_leave_one() {
     let (_, p2) = put_pack(&repo, BlobKind::Data, &[blob(1, 5000), blob(2, 5000)]).await;
     assert_ne!(p1, p2);
     snapshot(&repo, "s", &[("f", x.clone())]).await;
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert_eq!(r.packs_deleted, 1, "{r:?}");
     assert!(exists(&repo, &p1).await != exists(&repo, &p2).await);
     assert_clean(&repo).await;
@@ -124,8 +124,8 @@ async fn a_forged_index_entry_does_not_make_prune_delete_the_real_copy() {
     files.push(y_id);
     snapshot(&repo, "s", &[("f", files)]).await;
 
-    reopen(&repo).await.prune(&grace(0)).await.unwrap();
-    reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    prune(&reopen(&repo).await, &grace(0)).await.unwrap();
+    prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert!(exists(&repo, &real).await, "the real copy was deleted");
     assert!(exists(&repo, &forged_id).await, "y's only copy");
 }
@@ -155,7 +155,7 @@ async fn prune_merges_small_index_objects_and_catalogs_keep_their_cache() {
     .await
     .unwrap();
     assert!(ids.iter().all(|id| cached.has_blob(id)));
-    let r = reopen(&repo).await.prune(&grace(0)).await.unwrap();
+    let r = prune(&reopen(&repo).await, &grace(0)).await.unwrap();
     assert!(
         r.indexes_consolidated > consolidate::CONSOLIDATE_AFTER as u64,
         "{r:?}"
@@ -239,7 +239,7 @@ async fn every_sealed_structure_refuses_a_version_it_does_not_read() {
         created: 0,
         packs: Vec::new(),
     };
-    let mark_name = repo.write_mark(&mark).await.unwrap();
+    let mark_name = repo.write_prune_mark(&mark).await.unwrap();
     let err = repo.read_prune_mark(&mark_name).await.unwrap_err();
     assert!(
         matches!(err, Error::UnsupportedVersion { version: 7, .. }),

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Repository {
+impl Pruner<'_> {
     /// Decides what to mark: indexed packs holding no used blob, packs with more unused bytes
     /// than `threshold` (their used blobs are copied first unless a pack that stays holds
     /// them), and unindexed packs older than `unindexed_before`. Packs already marked are left.
@@ -16,32 +16,32 @@ impl Repository {
         unindexed_before: Option<i64>,
         young_after: Option<i64>,
     ) -> Result<Plan> {
-        let idx = self.index_read()?;
+        let idx = self.repo.index()?;
         let used = &usage.used;
         let keepers = keepers(&idx, used, listing, pending, young_after);
-        let mut stats = vec![PackStat::default(); idx.packs.len()];
+        let mut stats = vec![PackStat::default(); idx.packs().len()];
         let mut seen: Vec<u32> = Vec::new();
         idx.for_each_blob(|start, entries| {
             seen.clear();
             let keeper = Some(keepers[start]).filter(|k| *k != NO_KEEPER);
             for (_, s) in entries {
                 // A pack listing a blob twice counts it once.
-                if seen.contains(&s.pack) {
+                if seen.contains(&s.pack_number()) {
                     continue;
                 }
-                seen.push(s.pack);
-                let st = &mut stats[s.pack as usize];
+                seen.push(s.pack_number());
+                let st = &mut stats[s.pack_number() as usize];
                 // A used blob counts in the pack chosen to keep it; its other copies are waste
                 // (duplicates uploaded by backups that ran at the same time).
-                if used.get(start) && keeper.is_none_or(|k| k == s.pack) {
+                if used.get(start) && keeper.is_none_or(|k| k == s.pack_number()) {
                     st.used_blobs += 1;
                 } else {
-                    st.unused_bytes += u64::from(s.length);
+                    st.unused_bytes += u64::from(s.length());
                 }
             }
         });
         let fates: Vec<Fate> = idx
-            .packs
+            .packs()
             .iter()
             .zip(&stats)
             .map(|(id, st)| match listing.get(id) {
@@ -56,22 +56,23 @@ impl Repository {
             })
             .collect();
         let mut plan = Plan {
-            covered: Bits::new(idx.loaded.len()),
+            covered: Bits::new(idx.positions()),
             ..Default::default()
         };
         idx.for_each_blob(|start, entries| {
-            let fate = |s: &Slot| fates[s.pack as usize];
+            let fate = |s: &Slot| fates[s.pack_number() as usize];
             if !used.get(start) || entries.iter().any(|(_, s)| fate(s) == Fate::Stays) {
                 return;
             }
             if let Some(i) = entries.iter().position(|(_, s)| fate(s) == Fate::Repack) {
-                plan.copies.push((entries[i].1.pack, (start + i) as u32));
-                plan.copied_bytes += u64::from(entries[i].1.length);
+                plan.copies
+                    .push((entries[i].1.pack_number(), (start + i) as u32));
+                plan.copied_bytes += u64::from(entries[i].1.length());
                 plan.covered.set(start);
             }
         });
         plan.copies.sort_unstable();
-        for (id, fate) in idx.packs.iter().zip(&fates) {
+        for (id, fate) in idx.packs().iter().zip(&fates) {
             match fate {
                 Fate::Unused => plan.to_mark.push(*id),
                 Fate::Repack => {
@@ -83,10 +84,7 @@ impl Repository {
         }
         if let Some(before) = unindexed_before {
             for (id, (_, modified)) in listing {
-                if !idx.pack_numbers.contains_key(id)
-                    && !pending.contains(id)
-                    && *modified <= before
-                {
+                if !idx.names_pack(id) && !pending.contains(id) && *modified <= before {
                     plan.to_mark.push(*id);
                     plan.unindexed += 1;
                 }
@@ -107,16 +105,20 @@ impl Repository {
         listing: &PackListing,
         sweep: &IdSet,
     ) -> Result<(IdSet, Vec<Witness>)> {
-        let idx = self.index_read()?;
-        let in_sweep: Vec<bool> = idx.packs.iter().map(|p| sweep.contains(p)).collect();
-        let exists: Vec<bool> = idx.packs.iter().map(|p| listing.contains_key(p)).collect();
+        let idx = self.repo.index()?;
+        let in_sweep: Vec<bool> = idx.packs().iter().map(|p| sweep.contains(p)).collect();
+        let exists: Vec<bool> = idx
+            .packs()
+            .iter()
+            .map(|p| listing.contains_key(p))
+            .collect();
         let mut kept = IdSet::default();
         let mut witnesses = Vec::new();
         idx.for_each_blob(|start, entries| {
             if !usage.used.get(start) || covered.get(start) {
                 return;
             }
-            let n = |s: &Slot| s.pack as usize;
+            let n = |s: &Slot| s.pack_number() as usize;
             let swept = entries.iter().any(|(_, s)| in_sweep[n(s)]);
             let elsewhere = entries
                 .iter()
@@ -124,7 +126,7 @@ impl Repository {
             match (swept, elsewhere) {
                 (true, None) => {
                     for (_, s) in entries.iter().filter(|(_, s)| in_sweep[n(s)]) {
-                        kept.insert(idx.packs[n(s)]);
+                        kept.insert(idx.pack(s.pack_number()));
                     }
                 }
                 (true, Some((id, s))) => witnesses.push(Witness {
@@ -132,7 +134,7 @@ impl Repository {
                     swept: entries
                         .iter()
                         .filter(|(_, s)| in_sweep[n(s)])
-                        .map(|(_, s)| idx.packs[n(s)])
+                        .map(|(_, s)| idx.pack(s.pack_number()))
                         .collect(),
                 }),
                 _ => {}
@@ -148,7 +150,7 @@ impl Repository {
     pub(super) async fn unverified_witnesses(&self, witnesses: Vec<Witness>) -> Result<IdSet> {
         let checked: Vec<Option<Vec<Id>>> = futures::stream::iter(witnesses)
             .map(|w| async move {
-                match self.read_located(&w.copy).await {
+                match self.repo.read_located(&w.copy).await {
                     Ok(_) => Ok(None),
                     Err(e @ (Error::Integrity { .. } | Error::NotFound { .. })) => {
                         tracing::warn!(

@@ -1,8 +1,11 @@
 //! Repacking: the used blobs of wasteful packs, copied as they are into new packs.
 
-use super::*;
+use drvault_keyring::{Header, Keys};
 
-impl Repository {
+use super::*;
+use crate::blob::open_blob;
+
+impl Pruner<'_> {
     /// Copies the listed blob envelopes (as they are: same epoch, same bytes) into new packs,
     /// verifying each blob first, uploads them and indexes them.
     pub(super) async fn copy_used_blobs(
@@ -10,31 +13,32 @@ impl Repository {
         lease: &mut Option<&mut Lease>,
         copies: &[(u32, u32)],
     ) -> Result<()> {
-        let mut builders = Builders::new(self.config.pack_size as usize);
+        let mut builders = Builders::new(self.repo.config().pack_size as usize);
         let mut uploaded = 0usize;
         // One source pack at a time (its entries are looked up when it comes), the next one
         // downloading while this one is verified and copied.
         let mut packs = futures::stream::iter(copies.chunk_by(|a, b| a.0 == b.0))
             .map(|group| async move {
                 let (pack, entries) = {
-                    let idx = self.index_read()?;
+                    let idx = self.repo.index()?;
                     let entries: Vec<PackEntry> = group
                         .iter()
                         .map(|(_, pos)| {
-                            let (id, slot) = &idx.loaded[*pos as usize];
-                            idx.location(id, slot).entry
+                            idx.at(*pos as usize)
+                                .map(|(id, slot)| idx.location(id, slot).entry)
+                                .ok_or_else(|| Error::Internal("a copy outside the index".into()))
                         })
-                        .collect();
-                    (idx.packs[group[0].0 as usize], entries)
+                        .collect::<Result<_>>()?;
+                    (idx.pack(group[0].0), entries)
                 };
-                let bytes = self.store.get(&paths::pack(&pack)).await?;
+                let bytes = self.repo.store().get(&paths::pack(&pack)).await?;
                 Ok::<_, Error>((pack, bytes, entries))
             })
             .buffered(2);
         while let Some(r) = packs.next().await {
             let (pack, bytes, entries) = r?;
-            keep_alive(&self.store, lease).await?;
-            let keyring = self.keys.clone();
+            keep_alive(self.repo.store(), lease).await?;
+            let keyring = self.repo.keys().clone();
             let mut taken = std::mem::replace(&mut builders, Builders::new(0));
             let (back, finished) = tokio::task::spawn_blocking(move || {
                 let finished = taken.copy(&keyring, &pack, &bytes, &entries)?;
@@ -47,17 +51,17 @@ impl Repository {
                 self.upload_copy(p).await?;
                 uploaded += 1;
                 if uploaded.is_multiple_of(FLUSH_EVERY) {
-                    self.flush_index().await?;
+                    self.repo.flush_index().await?;
                 }
             }
         }
         drop(packs);
         for mut b in builders.open {
             if !b.1.is_empty() {
-                self.upload_copy(b.1.finish(&self.keys)?).await?;
+                self.upload_copy(b.1.finish(self.repo.keys())?).await?;
             }
         }
-        self.flush_index().await?;
+        self.repo.flush_index().await?;
         Ok(())
     }
 
@@ -66,16 +70,14 @@ impl Repository {
     /// copied blob): prune knows the copied blobs by position, and reads the index again when
     /// it needs the new packs.
     async fn upload_copy(&self, pack: FinishedPack) -> Result<()> {
-        self.store
+        self.repo
+            .store()
             .put_new(&paths::pack(&pack.id), pack.bytes, true)
             .await?;
-        self.pending
-            .lock()
-            .map_err(|_| Error::Internal("pending index lock poisoned".into()))?
-            .push(IndexPack {
-                pack: pack.id,
-                blobs: pack.entries,
-            });
+        self.repo.queue_index_packs([IndexPack {
+            pack: pack.id,
+            blobs: pack.entries,
+        }])?;
         Ok(())
     }
 }

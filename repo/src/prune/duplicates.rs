@@ -12,14 +12,14 @@ pub(super) const NO_KEEPER: u32 = u32::MAX;
 /// the lowest pack id (so that concurrent uploads of the same data converge on few packs).
 /// Blobs with a single candidate are left out.
 pub(super) fn keepers(
-    idx: &MemIndex,
+    idx: &Index,
     used: &Bits,
     listing: &PackListing,
     pending: &IdSet,
     young_after: Option<i64>,
 ) -> Vec<u32> {
     let candidate: Vec<Option<bool>> = idx
-        .packs
+        .packs()
         .iter()
         .map(|id| match listing.get(id) {
             Some((_, modified)) if !pending.contains(id) => {
@@ -28,10 +28,10 @@ pub(super) fn keepers(
             _ => None,
         })
         .collect();
-    let mut used_in = vec![0u64; idx.packs.len()];
+    let mut used_in = vec![0u64; idx.packs().len()];
     idx.for_each_blob(|start, entries| {
         if used.get(start) {
-            let mut packs: Vec<u32> = entries.iter().map(|(_, s)| s.pack).collect();
+            let mut packs: Vec<u32> = entries.iter().map(|(_, s)| s.pack_number()).collect();
             packs.dedup();
             for p in packs {
                 used_in[p as usize] += 1;
@@ -39,19 +39,19 @@ pub(super) fn keepers(
         }
     });
     // 4 bytes per index entry; NO_KEEPER where every copy counts.
-    let mut out = vec![NO_KEEPER; idx.loaded.len()];
+    let mut out = vec![NO_KEEPER; idx.positions()];
     idx.for_each_blob(|start, entries| {
         if !used.get(start) || entries.len() < 2 {
             return;
         }
         let best = entries
             .iter()
-            .map(|(_, s)| s.pack)
+            .map(|(_, s)| s.pack_number())
             .filter_map(|p| candidate[p as usize].map(|young| (p, young)))
             .max_by(|(a, ya), (b, yb)| {
                 ya.cmp(yb)
                     .then(used_in[*a as usize].cmp(&used_in[*b as usize]))
-                    .then(idx.packs[*b as usize].cmp(&idx.packs[*a as usize]))
+                    .then(idx.pack(*b).cmp(&idx.pack(*a)))
             });
         if let Some((p, _)) = best {
             out[start] = p;

@@ -1,0 +1,198 @@
+//! The in-memory index: which pack holds each blob, at what offset and length.
+//!
+//! What was loaded from the index objects is kept sorted by blob ID (binary search, no hash-table
+//! slack at millions of entries; every copy of a blob is adjacent, so a blob has a *first
+//! position* and its copies follow); what this process uploads since goes into a hash map.
+//! [`crate::Repository::index`] lends it for reading; maintenance (prune) reads it through
+//! the positions and [`Index::for_each_blob`], never through its fields.
+
+use crate::format::{BlobKind, PackEntry};
+use crate::{Id, IdMap, IdSet};
+
+/// Index entries per index object; keeps each object a few MiB.
+pub const INDEX_ENTRIES_PER_OBJECT: usize = 50_000;
+
+/// Where a blob lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Location {
+    pub pack: Id,
+    pub entry: PackEntry,
+}
+
+/// An index entry without the blob ID (the map key): 20 bytes instead of 52, which matters
+/// at millions of blobs. The pack is a number ([`Index::pack`] names it).
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    pack: u32,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+    kind: BlobKind,
+}
+
+impl Slot {
+    /// The number of the pack holding the blob ([`Index::pack`] gives its ID).
+    pub fn pack_number(&self) -> u32 {
+        self.pack
+    }
+
+    /// The sealed blob's length in its pack.
+    pub fn length(&self) -> u32 {
+        self.length
+    }
+
+    pub fn kind(&self) -> BlobKind {
+        self.kind
+    }
+}
+
+/// The in-memory index: what was loaded, sorted, plus what this process added since.
+#[derive(Default)]
+pub struct Index {
+    packs: Vec<Id>,
+    pack_numbers: IdMap<u32>,
+    loaded: Vec<(Id, Slot)>,
+    added: IdMap<Slot>,
+}
+
+impl Index {
+    /// An empty index with room for `entries` loaded entries (saves the vector's doublings).
+    pub(crate) fn with_capacity(entries: usize) -> Self {
+        Index {
+            loaded: Vec::with_capacity(entries),
+            ..Index::default()
+        }
+    }
+
+    fn slot(&mut self, pack: Id, entry: &PackEntry) -> Slot {
+        let n = *self.pack_numbers.entry(pack).or_insert_with(|| {
+            self.packs.push(pack);
+            (self.packs.len() - 1) as u32
+        });
+        Slot {
+            pack: n,
+            offset: entry.offset,
+            length: entry.length,
+            raw_length: entry.raw_length,
+            kind: entry.kind,
+        }
+    }
+
+    /// Adds an entry during loading; call [`Index::seal`] when done.
+    pub(crate) fn load(&mut self, pack: Id, entry: PackEntry) {
+        let slot = self.slot(pack, &entry);
+        self.loaded.push((entry.id, slot));
+    }
+
+    /// Sorts what was loaded; queries before this miss loaded entries.
+    pub(crate) fn seal(&mut self) {
+        self.loaded.sort_unstable_by_key(|(id, _)| *id);
+        self.loaded.shrink_to_fit();
+    }
+
+    /// Adds an entry of a pack this process uploaded.
+    pub(crate) fn insert(&mut self, pack: Id, entry: PackEntry) {
+        let slot = self.slot(pack, &entry);
+        self.added.insert(entry.id, slot);
+    }
+
+    /// Drops every entry in one of `packs`; returns how many.
+    pub(crate) fn drop_packs(&mut self, packs: &IdSet) -> usize {
+        let numbers: std::collections::HashSet<u32> = packs
+            .iter()
+            .filter_map(|p| self.pack_numbers.get(p).copied())
+            .collect();
+        if numbers.is_empty() {
+            return 0;
+        }
+        let before = self.entries();
+        self.loaded.retain(|(_, s)| !numbers.contains(&s.pack));
+        self.added.retain(|_, s| !numbers.contains(&s.pack));
+        before - self.entries()
+    }
+
+    /// Entries, loaded and added.
+    pub fn entries(&self) -> usize {
+        self.loaded.len() + self.added.len()
+    }
+
+    /// A location of `id` (the first copy loaded, else the one added).
+    pub fn get(&self, id: &Id) -> Option<&Slot> {
+        if let Ok(i) = self.loaded.binary_search_by_key(id, |(k, _)| *k) {
+            return Some(&self.loaded[i].1);
+        }
+        self.added.get(id)
+    }
+
+    pub fn contains(&self, id: &Id) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// The location `slot` of blob `id` describes.
+    pub fn location(&self, id: &Id, s: &Slot) -> Location {
+        Location {
+            pack: self.pack(s.pack),
+            entry: PackEntry {
+                kind: s.kind,
+                id: *id,
+                offset: s.offset,
+                length: s.length,
+                raw_length: s.raw_length,
+            },
+        }
+    }
+
+    /// Every entry with its pack, loaded then added.
+    pub fn locations(&self) -> impl Iterator<Item = Location> + '_ {
+        self.loaded
+            .iter()
+            .map(|(id, s)| (id, s))
+            .chain(self.added.iter())
+            .map(|(id, s)| self.location(id, s))
+    }
+
+    /// The packs the index names, by number.
+    pub fn packs(&self) -> &[Id] {
+        &self.packs
+    }
+
+    /// The ID of pack number `n` (numbers come from this index's slots).
+    pub fn pack(&self, n: u32) -> Id {
+        self.packs[n as usize]
+    }
+
+    /// Whether an entry names `pack` (or did before [`Index::drop_packs`]).
+    pub fn names_pack(&self, pack: &Id) -> bool {
+        self.pack_numbers.contains_key(pack)
+    }
+
+    /// Positions of loaded entries: `0..positions()`.
+    pub fn positions(&self) -> usize {
+        self.loaded.len()
+    }
+
+    /// The loaded entry at `position`.
+    pub fn at(&self, position: usize) -> Option<&(Id, Slot)> {
+        self.loaded.get(position)
+    }
+
+    /// The position of the first loaded entry of `id` (all copies of a blob are adjacent).
+    pub fn first_position(&self, id: &Id) -> Option<usize> {
+        let i = self.loaded.partition_point(|(k, _)| k < id);
+        (self.loaded.get(i).is_some_and(|(k, _)| k == id)).then_some(i)
+    }
+
+    /// Calls `f(start, copies)` for every loaded blob: its first position and all its entries.
+    pub fn for_each_blob(&self, mut f: impl FnMut(usize, &[(Id, Slot)])) {
+        let mut i = 0;
+        while i < self.loaded.len() {
+            let id = self.loaded[i].0;
+            let mut j = i + 1;
+            while j < self.loaded.len() && self.loaded[j].0 == id {
+                j += 1;
+            }
+            f(i, &self.loaded[i..j]);
+            i = j;
+        }
+    }
+}
