@@ -81,7 +81,7 @@ pub struct KeysSection {
 }
 
 /// The rotation policy (with the section's defaults applied by [`KeysSection::policy`]).
-pub use drvault_repo::repository::RotationPolicy;
+pub use drvault_repo::keys::RotationPolicy;
 
 impl KeysSection {
     pub fn policy(&self) -> Result<RotationPolicy> {

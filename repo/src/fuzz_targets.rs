@@ -81,11 +81,13 @@ pub fn prune_mark(data: &[u8]) {
 }
 
 pub fn lock(data: &[u8]) {
-    let _ = serde_json::from_slice::<crate::lease::LeaseBody>(data);
+    use crate::format::PlainFile;
+    let _ = crate::format::LeaseBody::decode("lease", data);
 }
 
 pub fn session(data: &[u8]) {
-    let _ = serde_json::from_slice::<crate::session::SessionBody>(data);
+    use crate::format::PlainFile;
+    let _ = crate::format::SessionBody::decode("session", data);
 }
 
 pub fn audit_entry(data: &[u8]) {

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::format::PlainFile;
 use crate::host::{hostname, is_known_dead, pid_scope};
 use crate::store::Store;
 use crate::{Error, Result};
@@ -102,8 +103,7 @@ async fn current_from(store: &Store, min_answers: usize) -> Result<Option<(u64, 
     };
     let name = lease_name(seq);
     let bytes = store.get(&name).await?;
-    let body: LeaseBody = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::integrity(&name, format!("not a lease: {e}")))?;
+    let body = LeaseBody::decode(&name, &bytes)?;
     Ok(Some((seq, body)))
 }
 
@@ -132,7 +132,7 @@ async fn owns(store: &Store, seq: u64, body: &LeaseBody, exact: bool) -> Result<
     let copies = store.get_each(&lease_name(seq)).await?;
     let mine = copies
         .iter()
-        .filter_map(|b| serde_json::from_slice::<LeaseBody>(b).ok())
+        .filter_map(|b| LeaseBody::decode("", b).ok())
         .filter(|c| {
             if exact {
                 c == body
@@ -150,7 +150,7 @@ async fn owns(store: &Store, seq: u64, body: &LeaseBody, exact: bool) -> Result<
 /// Afterwards the newest number must be `seq`: a superseded number that was deleted can be
 /// created again by a process that paused, and is then not the lease.
 async fn create(store: &Store, seq: u64, body: &LeaseBody, exact: bool) -> Result<()> {
-    let bytes = serde_json::to_vec(body).map_err(|e| Error::Internal(e.to_string()))?;
+    let bytes = body.encode();
     let name = lease_name(seq);
     let written_at = now();
     match store.create_on_majority(&name, Bytes::from(bytes)).await {

@@ -17,6 +17,7 @@ pub mod fuzz_targets;
 pub mod host;
 mod id;
 pub mod index;
+pub mod keys;
 pub mod lease;
 pub mod lifecycle;
 pub mod lock;

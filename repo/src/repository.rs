@@ -1,10 +1,11 @@
 //! An open repository: creating and opening it (config, key slots, unlocking, the keyring) and
 //! the accessors every operation builds on. Its other jobs are submodules over the same type:
 //! `index.rs` (the in-memory index, pack upload, index objects), `objects.rs` (sealed objects,
-//! blobs, trees, snapshots), `backup.rs` (the backup side of the session protocol), `keys.rs`
-//! (epochs, rotation, passphrase changes), `unlock.rs` (key slots, unlocking, loading the keyring),
-//! `reencrypt.rs`, `hosts.rs`, `marks.rs` (prune marks, read by backups and check) and
-//! `rollback.rs`. Prune (`crate::prune`) works over the public API.
+//! blobs, trees, snapshots), `backup.rs` (the backup side of the session protocol), `keyring.rs`
+//! (the keyring in storage: newest generation, writing one, object epochs), `unlock.rs` (key
+//! slots, unlocking, loading the keyring), `marks.rs` (prune marks, read by backups and check)
+//! and `rollback.rs`. Prune (`crate::prune`) and key management (`crate::keys`) work over the
+//! public API.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,22 +28,19 @@ use crate::store::Store;
 use crate::{Error, Id, IdSet, Result};
 
 mod backup;
-mod hosts;
 mod index;
-mod keys;
+mod keyring;
 mod marks;
 mod objects;
-mod reencrypt;
 mod rollback;
 mod unlock;
 
 pub use backup::Committed;
-pub use hosts::MigrateReport;
-pub use keys::{EpochInfo, RotationCheck, RotationPolicy, LEASE_TTL};
-pub use reencrypt::{Progress, ReencryptReport};
+pub use keyring::LEASE_TTL;
 
 use crate::index::INDEX_ENTRIES_PER_OBJECT;
 pub use crate::index::{Index, Location};
+pub(crate) use objects::key_error;
 use objects::TreePackCache;
 
 /// Options for `init`.
@@ -282,6 +280,23 @@ impl Repository {
         Ok((repo, recovery))
     }
 
+    /// True when the repository takes host keys (format version 2).
+    pub fn takes_host_keys(&self) -> bool {
+        self.keys.takes_hosts()
+    }
+
+    /// This repository sealing with `keyring` (full keys), without a catalog: for an operation
+    /// that must seal under a keyring it has just written (the migration to host keys).
+    pub fn with_keyring(&self, keyring: Keyring) -> Repository {
+        Repository::assemble(
+            self.store.clone(),
+            self.config.clone(),
+            Arc::new(Keys::full(keyring)),
+            None,
+            self.opened_slot.clone(),
+        )
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -333,7 +348,8 @@ pub fn verify_name(name: &str, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn name_id(name: &str) -> Result<Id> {
+/// The ID an object name ends in.
+pub fn name_id(name: &str) -> Result<Id> {
     let last = name.rsplit('/').next().unwrap_or(name);
     Id::from_hex(last).ok_or_else(|| Error::integrity(name, "object name is not a BLAKE3 hash"))
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::format::CLOCK_SKEW_BOUND;
+use crate::format::{PlainFile, CLOCK_SKEW_BOUND};
 use crate::host::{hostname, is_known_dead, pid_scope};
 use crate::store::Store;
 use crate::{Error, Result};
@@ -121,7 +121,7 @@ impl Session {
             heartbeat: t,
             pid_scope: pid_scope(),
         };
-        let bytes = serde_json::to_vec(&body).map_err(|e| Error::Internal(e.to_string()))?;
+        let bytes = body.encode();
         // A write below the quorum, or a clock out of bounds, leaves no session behind.
         let written = match store.put_new(&name, Bytes::from(bytes), false).await {
             Ok(()) => store.check_clock(&name, t, CLOCK_SKEW_BOUND).await,
@@ -196,9 +196,7 @@ async fn withdraw(store: &Store, name: &str, body: &SessionBody) {
                     heartbeat: SessionBody::ENDED,
                     ..body.clone()
                 };
-                let Ok(bytes) = serde_json::to_vec(&ended) else {
-                    return;
-                };
+                let bytes = ended.encode();
                 if let Err(e) = t.put_replace(name, Bytes::from(bytes)).await {
                     tracing::info!("{name} stays until it is stale on target {}: {e}", t.name());
                 }
@@ -250,9 +248,7 @@ async fn renew(
         }
         crate::failpoint::hit("session.heartbeat").await;
         body.heartbeat = now();
-        let Ok(bytes) = serde_json::to_vec(&body) else {
-            return;
-        };
+        let bytes = body.encode();
         match store.put_replace(&name, Bytes::from(bytes)).await {
             Ok(()) => {
                 let t = now();
@@ -290,10 +286,10 @@ pub async fn live_sessions_named(store: &Store) -> Result<Vec<(String, SessionBo
         let (copies, failure) = store.get_each_lenient(&l.name).await;
         let newest = copies
             .iter()
-            .filter_map(|b| match serde_json::from_slice::<SessionBody>(b) {
+            .filter_map(|b| match SessionBody::decode(&l.name, b) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    tracing::warn!("{} is not a backup session ({e}); ignored", l.name);
+                    tracing::warn!("{e}; ignored");
                     None
                 }
             })
@@ -323,7 +319,7 @@ pub async fn remove_ended_sessions(store: &Store) -> Result<usize> {
         let (copies, failure) = store.get_each_lenient(&l.name).await;
         let bodies: Vec<SessionBody> = copies
             .iter()
-            .filter_map(|b| serde_json::from_slice(b).ok())
+            .filter_map(|b| SessionBody::decode(&l.name, b).ok())
             .collect();
         if failure.is_some() || bodies.len() != copies.len() || bodies.iter().any(|s| s.is_live(t))
         {

@@ -139,3 +139,66 @@ fn open_fds(pid: u32) -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// The scheduler on a clock the test sets (the test build reads `DRVAULT_TEST_CLOCK`): a daily
+/// job does not run before its time, runs once when the clock reaches it, again the next day,
+/// and once at start after days the agent was not running. Nothing waits for a real day.
+#[test]
+fn a_daily_job_runs_at_its_time_once_a_day_and_after_a_missed_day() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), drvault_tests::noise(10_000, 3)).unwrap();
+    let config = env.path("drvault.toml");
+    std::fs::write(&config, backup_job("nightly", &src, "0 30 2 * * *")).unwrap();
+    let clock = env.path("clock");
+    let set = |t: &str| {
+        // Whole or not at all: the agent reads the file at any moment.
+        std::fs::write(env.path("clock.new"), t).unwrap();
+        std::fs::rename(env.path("clock.new"), &clock).unwrap();
+    };
+    let vars = [
+        ("DRVAULT_TEST_CLOCK", clock.to_str().unwrap()),
+        ("TZ", "UTC"),
+    ];
+    let runs = || -> usize {
+        let jobs: serde_json::Value = serde_json::from_str(&env.ok(&["jobs", "--json"])).unwrap();
+        let runs = jobs["runs"].as_array().unwrap();
+        assert!(runs.iter().all(|r| r["result"] == "success"), "{jobs}");
+        runs.len()
+    };
+
+    set("2030-01-01T02:29:00Z");
+    let mut agent = start_agent_with(&env, &config, None, &vars);
+    wait_until("the agent has started", Duration::from_secs(60), || {
+        std::fs::read_to_string(env.path("agent.log")).is_ok_and(|l| l.contains("agent started"))
+    });
+    // A minute early: the scheduler polls a set clock every 100 ms, so 20 polls pass.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(runs(), 0, "nothing runs before 02:30");
+    set("2030-01-01T02:30:05Z");
+    wait_until("the 02:30 run", Duration::from_secs(60), || runs() == 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        runs(),
+        1,
+        "one run per day, however long the clock stays past 02:30"
+    );
+    set("2030-01-02T02:30:01Z");
+    wait_until("the next day's run", Duration::from_secs(60), || {
+        runs() == 2
+    });
+    signal(&agent, "TERM");
+    assert!(wait_exit(&mut agent, Duration::from_secs(60)).success());
+
+    // Stopped over several days: the missed run happens once, at start.
+    set("2030-01-05T12:00:00Z");
+    let mut agent = start_agent_with(&env, &config, None, &vars);
+    wait_until("the missed run", Duration::from_secs(60), || runs() == 3);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(runs(), 3, "several missed days make one run");
+    signal(&agent, "TERM");
+    assert!(wait_exit(&mut agent, Duration::from_secs(60)).success());
+    assert_eq!(env.snapshots_json().len(), 3);
+}

@@ -2,6 +2,7 @@
 //! jobs, serves metrics, reloads its configuration on SIGHUP and stops at a clean point on
 //! SIGTERM. docs/OPERATIONS.md describes running it.
 
+mod clock;
 mod metrics;
 mod notify;
 mod runner;
@@ -66,8 +67,9 @@ fn load(path: &Path) -> Result<(Config, Vec<Job>)> {
 pub fn run(g: &Global, a: &AgentArgs) -> Result<Exit> {
     let path = config_path(g)?;
     let (config, jobs) = load(&path)?;
+    let clock = clock::Clock::from_env();
     if a.print_schedule {
-        let now = Local::now();
+        let now = clock.now();
         for j in &jobs {
             let mut t = now;
             let mut times = Vec::new();
@@ -108,7 +110,7 @@ pub fn run(g: &Global, a: &AgentArgs) -> Result<Exit> {
         up_since: crate::history::now(),
         ..Default::default()
     }));
-    let now = Local::now();
+    let now = clock.now();
     let mut slots = BTreeMap::new();
     for job in jobs {
         let last = history.last_run(&job.config.name)?;
@@ -124,6 +126,7 @@ pub fn run(g: &Global, a: &AgentArgs) -> Result<Exit> {
         state,
         notifier,
         last_survey: None,
+        clock,
     };
     ctx.rt.block_on(agent.main_loop())
 }
@@ -220,6 +223,7 @@ struct Agent {
     state: metrics::Shared,
     notifier: Notifier,
     last_survey: Option<std::time::Instant>,
+    clock: clock::Clock,
 }
 
 impl Agent {
@@ -258,10 +262,7 @@ impl Agent {
                 .filter(|s| !s.running && !self.waits_for_maintenance(s))
                 .filter_map(|s| s.next)
                 .min();
-            let sleep = next
-                .map(|n| (n - Local::now()).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(Duration::from_secs(3600))
-                .min(Duration::from_secs(3600));
+            let sleep = self.clock.sleep_until(next);
             tokio::select! {
                 _ = tokio::time::sleep(sleep), if !stopping => {}
                 Some(done) = done_rx.recv() => self.finished(done),
@@ -340,7 +341,7 @@ impl Agent {
     fn start_due_jobs(&mut self, done_tx: &mpsc::UnboundedSender<runner::Finished>) {
         let survey = self.last_survey.is_none_or(|t| t.elapsed() >= SURVEY_EVERY);
         let mut surveyed = false;
-        for name in take_due(&mut self.slots, Local::now()) {
+        for name in take_due(&mut self.slots, self.clock.now()) {
             let Some(slot) = self.slots.get_mut(&name) else {
                 continue;
             };
@@ -437,7 +438,7 @@ impl Agent {
                 old.abort();
             }
         }
-        let now = Local::now();
+        let now = self.clock.now();
         let mut slots = BTreeMap::new();
         for job in jobs {
             let name = job.config.name.clone();

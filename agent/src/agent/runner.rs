@@ -358,9 +358,11 @@ fn forget(ctx: &Context, g: &Global, j: &crate::config::JobConfig) -> Result<(Ru
 /// what older epochs sealed (which also finishes an earlier, interrupted one).
 fn rotate(ctx: &Context, g: &Global, cancel: &Cancel) -> Result<(RunResult, String)> {
     let repo = ctx.open(g)?;
-    let c = ctx
-        .rt
-        .block_on(repo.rotation_due(&ctx.rotation, chrono::Utc::now().timestamp()))?;
+    let c = ctx.rt.block_on(drvault_repo::keys::rotation_due(
+        &repo,
+        &ctx.rotation,
+        chrono::Utc::now().timestamp(),
+    ))?;
     if !c.due {
         return Ok((
             RunResult::Success,
@@ -370,10 +372,12 @@ fn rotate(ctx: &Context, g: &Global, cancel: &Cancel) -> Result<(RunResult, Stri
             ),
         ));
     }
-    let epoch = ctx.rt.block_on(repo.rotate_epoch())?;
+    let epoch = ctx.rt.block_on(drvault_repo::keys::rotate_epoch(&repo))?;
     // Opened again to seal under the new epoch.
     let repo = ctx.open(g)?;
-    let r = ctx.rt.block_on(repo.reencrypt(&|_| {}, cancel))?;
+    let r = ctx
+        .rt
+        .block_on(drvault_repo::keys::reencrypt(&repo, &|_| {}, cancel))?;
     let message = format!(
         "epoch {epoch} is active; rewrote {} packs, retired epochs {:?}",
         r.packs_rewritten, r.retired

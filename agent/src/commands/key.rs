@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use anyhow::Result;
 use drvault_keyring::{KdfParams, SlotKind};
-use drvault_repo::repository::{Progress, ReencryptReport};
+use drvault_repo::keys::{self, Progress, ReencryptReport};
 use drvault_repo::Repository;
 
 use crate::cli::{Global, KeyCommand, KeyKindArg};
@@ -71,7 +71,7 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
                 .map_or(KdfParams::SERVER, super::init::kdf_with_memory);
             let name = ctx
                 .rt
-                .block_on(repo.add_key_slot(kind, &pass, kdf, &label))?;
+                .block_on(keys::add_key_slot(&repo, kind, &pass, kdf, &label))?;
             let id = name.rsplit('/').next().unwrap_or(&name);
             if g.json {
                 let mut v = serde_json::json!({ "id": id, "kind": kind.as_str(), "label": label });
@@ -88,7 +88,7 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
         }
         KeyCommand::List => list(ctx, g, &repo)?,
         KeyCommand::Remove { slot } => {
-            let name = ctx.rt.block_on(repo.remove_key_slot(slot))?;
+            let name = ctx.rt.block_on(keys::remove_key_slot(&repo, slot))?;
             report(
                 g,
                 serde_json::json!({ "removed": short(&name) }),
@@ -98,9 +98,12 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
         KeyCommand::Passwd { new_password_file } => {
             let old = crate::password::read(g.password_file.as_deref(), false)?;
             let new = crate::password::read_new(new_password_file.as_deref())?;
-            let (old_name, new_name) =
-                ctx.rt
-                    .block_on(repo.change_passphrase(&old, &new, KdfParams::SERVER))?;
+            let (old_name, new_name) = ctx.rt.block_on(keys::change_passphrase(
+                &repo,
+                &old,
+                &new,
+                KdfParams::SERVER,
+            ))?;
             report(
                 g,
                 serde_json::json!({ "old": short(&old_name), "new": short(&new_name) }),
@@ -114,9 +117,11 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
         KeyCommand::Rotate(a) => {
             if a.if_due {
                 let policy = ctx.rotation;
-                let c = ctx
-                    .rt
-                    .block_on(repo.rotation_due(&policy, chrono::Utc::now().timestamp()))?;
+                let c = ctx.rt.block_on(keys::rotation_due(
+                    &repo,
+                    &policy,
+                    chrono::Utc::now().timestamp(),
+                ))?;
                 if !c.due {
                     report(
                         g,
@@ -135,9 +140,9 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
             }
             let epoch = if a.master {
                 let pass = crate::password::read(g.password_file.as_deref(), false)?;
-                let (epoch, removed) = ctx
-                    .rt
-                    .block_on(repo.rotate_master(&pass, KdfParams::SERVER))?;
+                let (epoch, removed) =
+                    ctx.rt
+                        .block_on(keys::rotate_master(&repo, &pass, KdfParams::SERVER))?;
                 if !g.quiet {
                     eprintln!(
                         "new master key; the slot in use was wrapped again{}",
@@ -150,7 +155,7 @@ pub fn run(ctx: &Context, g: &Global, cmd: &KeyCommand) -> Result<Exit> {
                 }
                 epoch
             } else {
-                ctx.rt.block_on(repo.rotate_epoch())?
+                ctx.rt.block_on(keys::rotate_epoch(&repo))?
             };
             if !a.reencrypt {
                 report(
@@ -179,7 +184,7 @@ fn report(g: &Global, json: serde_json::Value, text: &str) {
 
 fn list(ctx: &Context, g: &Global, repo: &Repository) -> Result<()> {
     let slots = ctx.rt.block_on(repo.key_slots())?;
-    let epochs = ctx.rt.block_on(repo.epochs())?;
+    let epochs = ctx.rt.block_on(keys::epochs(repo))?;
     if g.json {
         let slots: Vec<_> = slots
             .iter()
@@ -251,9 +256,9 @@ fn reencrypt(ctx: &Context, g: &Global, repo: &Repository) -> Result<Exit> {
             );
         }
     };
-    let r: ReencryptReport = ctx
-        .rt
-        .block_on(repo.reencrypt(&progress, &crate::stop::token()))?;
+    let r: ReencryptReport =
+        ctx.rt
+            .block_on(keys::reencrypt(repo, &progress, &crate::stop::token()))?;
     if show {
         eprintln!();
     }
@@ -298,14 +303,13 @@ fn add_host(
 ) -> Result<Exit> {
     let host = a.host.clone().unwrap_or_else(drvault_repo::host::hostname);
     let pass = crate::password::read_new(a.new_password_file.as_deref())?;
-    let name = ctx.rt.block_on(
-        repo.add_host_key(
-            &host,
-            &pass,
-            a.kdf_memory_kib
-                .map_or(KdfParams::SERVER, super::init::kdf_with_memory),
-        ),
-    )?;
+    let name = ctx.rt.block_on(keys::add_host_key(
+        repo,
+        &host,
+        &pass,
+        a.kdf_memory_kib
+            .map_or(KdfParams::SERVER, super::init::kdf_with_memory),
+    ))?;
     let id = name.rsplit('/').next().unwrap_or(&name);
     report(
         g,
@@ -321,7 +325,7 @@ fn add_host(
 /// `drvault migrate`: format version 2, in place and resumably.
 pub fn migrate(ctx: &Context, g: &Global) -> Result<Exit> {
     let repo = ctx.open(g)?;
-    let r = ctx.rt.block_on(repo.migrate())?;
+    let r = ctx.rt.block_on(keys::migrate(&repo))?;
     let text = if r.keyring_upgraded {
         format!(
             "the repository now takes host keys (format version 2); {} index objects and {} \

@@ -1,13 +1,20 @@
-//! The one codec of the structures stored as sealed objects of their own (index objects,
-//! snapshots, prune marks): each names its envelope kind, its directory and the format version
-//! this drvault writes and reads. `Repository::seal_file` and `Repository::open_file` are the
-//! only ways they are written and read, so a new kind cannot forget the version check.
+//! The codecs of the structures stored as objects of their own. Sealed ones (index objects,
+//! snapshots, prune marks) are [`RepoFile`]s: each names its envelope kind, its directory and
+//! the format version this drvault writes and reads; `Repository::seal_file` and
+//! `Repository::open_file` are the only ways they are written and read, so a new kind cannot
+//! forget the version check. Clear-text ones every host reads without keys (the config, the
+//! maintenance lease, backup sessions) are [`PlainFile`]s: JSON, decoded in one place each.
+//! Key slots and keyrings are the keyring crate's (docs/FORMAT.md §6); audit entries are
+//! hashed in their canonical form (`AuditEntry::canonical_bytes`, §17).
 
 use drvault_keyring::ObjectKind;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{IndexFile, PruneMark, Snapshot, INDEX_VERSION, PRUNE_MARK_VERSION, SNAPSHOT_VERSION};
+use super::{
+    Config, IndexFile, LeaseBody, PruneMark, SessionBody, Snapshot, INDEX_VERSION,
+    PRUNE_MARK_VERSION, SNAPSHOT_VERSION,
+};
 
 /// A structure stored as `<DIR><BLAKE3 of the sealed bytes>`, postcard-encoded in an envelope
 /// of kind `KIND` (docs/FORMAT.md sections 2 and 5).
@@ -68,5 +75,41 @@ impl RepoFile for PruneMark {
     const VERSION: u32 = PRUNE_MARK_VERSION;
     fn version(&self) -> u32 {
         self.version
+    }
+}
+
+/// A structure stored in the clear as JSON, which hosts read without keys (docs/FORMAT.md
+/// sections 4 and 16).
+pub trait PlainFile: Serialize + DeserializeOwned {
+    /// What it is, for the error that names an object that is not one.
+    const WHAT: &'static str;
+    /// The stored bytes.
+    fn encode(&self) -> Vec<u8> {
+        // A struct of strings and integers always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+    /// Decodes the stored bytes of `object`; anything else is damage to it.
+    fn decode(object: &str, bytes: &[u8]) -> crate::Result<Self> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| crate::Error::integrity(object, format!("not {}: {e}", Self::WHAT)))
+    }
+}
+
+impl PlainFile for LeaseBody {
+    const WHAT: &'static str = "a maintenance lease";
+}
+
+impl PlainFile for SessionBody {
+    const WHAT: &'static str = "a backup session";
+}
+
+impl PlainFile for Config {
+    const WHAT: &'static str = "a repository config";
+    // Pretty-printed (the binding hashes these bytes), and checked field by field.
+    fn encode(&self) -> Vec<u8> {
+        Config::encode(self)
+    }
+    fn decode(_object: &str, bytes: &[u8]) -> crate::Result<Self> {
+        Config::decode(bytes)
     }
 }

@@ -21,7 +21,7 @@ mod snapshot;
 mod tree;
 
 pub use audit::AuditEntry;
-pub use file::RepoFile;
+pub use file::{PlainFile, RepoFile};
 pub use lease::LeaseBody;
 pub use session::SessionBody;
 
@@ -38,6 +38,13 @@ use crate::{Error, Result};
 
 /// Object paths inside a repository (relative to the target's root).
 pub mod paths {
+    /// The first eight characters of an object's id (of a key slot, as the audit log names
+    /// slots).
+    pub fn short(name: &str) -> &str {
+        let id = name.rsplit('/').next().unwrap_or(name);
+        &id[..8.min(id.len())]
+    }
+
     use crate::Id;
     pub const CONFIG: &str = "config";
     pub const KEYS: &str = "keys/";

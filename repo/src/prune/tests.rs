@@ -381,7 +381,7 @@ async fn snapshots_committed_during_a_prune_are_walked_before_the_sweep() {
 async fn repacked_packs_hold_one_epoch_each_so_reencryption_finds_them() {
     let repo = repository().await;
     let (x, _) = put_pack(&repo, BlobKind::Data, &[blob(1, 2000), blob(2, 40_000)]).await;
-    repo.rotate_epoch().await.unwrap();
+    crate::keys::rotate_epoch(&repo).await.unwrap();
     let rotated = reopen(&repo).await;
     let (y, _) = put_pack(&rotated, BlobKind::Data, &[blob(3, 2000), blob(4, 40_000)]).await;
     snapshot(&rotated, "s", &[("f", vec![x[0], y[0]])]).await;
@@ -402,8 +402,7 @@ async fn repacked_packs_hold_one_epoch_each_so_reencryption_finds_them() {
             .collect();
         assert_eq!(epochs.len(), 1, "{name} mixes epochs");
     }
-    let report = after
-        .reencrypt(&|_| {}, &crate::cancel::Cancel::new())
+    let report = crate::keys::reencrypt(&after, &|_| {}, &crate::cancel::Cancel::new())
         .await
         .unwrap();
     assert_eq!(report.retired, vec![1], "{report:?}");

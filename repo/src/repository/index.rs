@@ -113,10 +113,7 @@ impl Repository {
         Ok(())
     }
 
-    pub(super) async fn fetch_indexes(
-        &self,
-        names: Vec<String>,
-    ) -> Result<Vec<(String, IndexFile)>> {
+    pub async fn fetch_indexes(&self, names: Vec<String>) -> Result<Vec<(String, IndexFile)>> {
         let fetched: Vec<Option<(String, IndexFile)>> = futures::stream::iter(names)
             .map(|name| async move {
                 match self.fetch_index(name.clone()).await {

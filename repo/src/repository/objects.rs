@@ -42,20 +42,20 @@ impl Repository {
 
     /// Seals a [`RepoFile`] structure for storage under `T::DIR`; returns the sealed bytes
     /// (their BLAKE3 hash is the object's name).
-    pub(super) fn seal_file<T: RepoFile>(&self, file: &T) -> Result<Vec<u8>> {
+    pub fn seal_file<T: RepoFile>(&self, file: &T) -> Result<Vec<u8>> {
         self.seal_object(T::KIND, &file.encode())
     }
 
     /// Verifies, opens and decodes a [`RepoFile`] object, refusing a version this drvault does
     /// not read.
-    pub(super) fn open_file<T: RepoFile>(&self, name: &str, bytes: &[u8]) -> Result<T> {
+    pub fn open_file<T: RepoFile>(&self, name: &str, bytes: &[u8]) -> Result<T> {
         T::decode(name, &self.open_plain(name, T::KIND, bytes)?)
     }
 
     /// Seals an object of `kind`: as the keys decide (index objects and prune marks under the
     /// epoch's index key once the repository takes host keys; a host seals to the epoch's
     /// public key).
-    pub(super) fn seal_object(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
+    pub fn seal_object(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
         let (kind, sealer) = self.keys.sealer_for(kind)?;
         let compressed = zstd::bulk::compress(plain, 3)
             .ok()
@@ -72,7 +72,7 @@ impl Repository {
     }
 
     /// Seals an object to the active epoch's public key, as a host key would (full keys only).
-    pub(super) fn seal_as_host(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
+    pub fn seal_as_host(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
         let kr = self.keyring()?;
         let epoch = kr.active_epoch()?.0;
         let sealer = drvault_keyring::SealingKey::new(epoch, &kr.epoch_public(epoch)?)?;
@@ -392,7 +392,7 @@ impl Repository {
 
 /// A failure to open a sealed object: a key this process does not hold (a retired epoch, a
 /// host key) says so; anything else is damage to the object.
-pub(super) fn key_error(name: &str, e: drvault_keyring::Error) -> Error {
+pub(crate) fn key_error(name: &str, e: drvault_keyring::Error) -> Error {
     match e {
         e @ (drvault_keyring::Error::UnknownEpoch(_) | drvault_keyring::Error::HostKey(_)) => {
             Error::from(e)

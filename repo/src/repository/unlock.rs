@@ -1,28 +1,13 @@
-//! Key slots and unlocking: adding and listing slots, trying them in order (skipping what does
+//! Key slots and unlocking: writing and listing slots, trying them in order (skipping what does
 //! not open), loading the newest keyring (or, for a host slot, the signed host keyring).
 
 use super::*;
 
 impl Repository {
-    /// Adds a key slot wrapping this repository's master key under another passphrase (or key
-    /// file, or recovery key). Returns the slot's object name.
-    /// Recorded in the audit log (`key.add`).
-    pub async fn add_key_slot(
-        &self,
-        kind: SlotKind,
-        passphrase: &[u8],
-        kdf: KdfParams,
-        label: &str,
-    ) -> Result<String> {
-        crate::audit::ready(self, "key.add").await?;
-        let added = self.create_key_slot(kind, passphrase, kdf, label).await;
-        crate::audit::record_outcome(self, "key.add", added, |name| {
-            serde_json::json!({ "slot": keys::short(name), "kind": kind.as_str(), "label": label })
-        })
-        .await
-    }
-
-    pub(super) async fn create_key_slot(
+    /// Writes a key slot wrapping this repository's master key under `passphrase` (or a key
+    /// file, or a recovery key); returns its object name. No audit entry: the key operations
+    /// that call it (`crate::keys`) record themselves.
+    pub async fn create_key_slot(
         &self,
         kind: SlotKind,
         passphrase: &[u8],

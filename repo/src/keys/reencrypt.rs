@@ -6,12 +6,18 @@ use std::collections::{BTreeSet, HashSet};
 
 use drvault_keyring::EpochState;
 
-use super::keys::LEASE_TTL;
+use drvault_keyring::{Keys, ObjectKind};
+use futures::StreamExt;
+
 use super::*;
 use crate::audit;
+use crate::blob::open_blob;
 use crate::cancel::Cancel;
+use crate::format::PackEntry;
 use crate::lease::Lease;
+use crate::packer::FinishedPack;
 use crate::packer::PackBuilder;
+use crate::repository::{name_id, verify_name};
 use crate::session::live_sessions;
 
 /// Packs rewritten between index flushes: what a crash can make the next run redo.
@@ -45,40 +51,49 @@ pub struct Progress {
     pub bytes_done: u64,
 }
 
-impl Repository {
-    /// Rewrites every object still sealed under a retiring epoch under the active epoch, then
-    /// retires those epochs (their keys are destroyed). Blob ids do not change, so
-    /// deduplication survives; snapshot ids do (they are hashes of the stored bytes).
-    ///
-    /// Safe to interrupt at any point and run again; safe while other hosts back up (an epoch
-    /// a running backup still seals under is not retired).
-    ///
-    /// Stops between two packs when `cancel` is set ([`Error::Interrupted`]). Recorded in the
-    /// audit log (`key.reencrypt`).
-    pub async fn reencrypt(
+/// Rewrites every object still sealed under a retiring epoch under the active epoch, then
+/// retires those epochs (their keys are destroyed). Blob ids do not change, so
+/// deduplication survives; snapshot ids do (they are hashes of the stored bytes).
+///
+/// Safe to interrupt at any point and run again; safe while other hosts back up (an epoch
+/// a running backup still seals under is not retired).
+///
+/// Stops between two packs when `cancel` is set ([`Error::Interrupted`]). Recorded in the
+/// audit log (`key.reencrypt`).
+pub async fn reencrypt(
+    repo: &Repository,
+    progress: &(dyn Fn(Progress) + Sync),
+    cancel: &Cancel,
+) -> Result<ReencryptReport> {
+    Admin { repo }.reencrypt(progress, cancel).await
+}
+
+impl Admin<'_> {
+    async fn reencrypt(
         &self,
         progress: &(dyn Fn(Progress) + Sync),
         cancel: &Cancel,
     ) -> Result<ReencryptReport> {
-        self.keyring()?;
+        self.repo.keyring()?;
         let started = std::time::Instant::now();
-        self.store
+        self.repo
+            .store()
             .ensure_deletable(
                 "key reencrypt",
                 &[paths::DATA, paths::INDEX, paths::SNAPSHOTS, paths::KEYRING],
             )
             .await?;
-        audit::ready(self, "key.reencrypt").await?;
+        audit::ready(self.repo, "key.reencrypt").await?;
         let done = async {
-            let mut lease = Lease::acquire(&self.store, "re-encryption", LEASE_TTL).await?;
+            let mut lease = Lease::acquire(self.repo.store(), "re-encryption", LEASE_TTL).await?;
             let result = self.reencrypt_locked(&mut lease, progress, cancel).await;
-            let released = lease.release(&self.store).await;
+            let released = lease.release(self.repo.store()).await;
             let report = result?;
             released?;
             Ok(report)
         }
         .await;
-        audit::record_outcome(self, "key.reencrypt", done, |r: &ReencryptReport| {
+        audit::record_outcome(self.repo, "key.reencrypt", done, |r: &ReencryptReport| {
             serde_json::json!({
                 "epochs": r.epochs, "retired": r.retired, "not_retired": r.not_retired,
                 "packs_rewritten": r.packs_rewritten, "bytes_rewritten": r.bytes_rewritten,
@@ -95,8 +110,8 @@ impl Repository {
         progress: &(dyn Fn(Progress) + Sync),
         cancel: &Cancel,
     ) -> Result<ReencryptReport> {
-        let kr = self.current_keyring().await?;
-        if kr.generation() != self.keys.generation() {
+        let kr = self.repo.current_keyring().await?;
+        if kr.generation() != self.repo.keys().generation() {
             return Err(Error::KeyringChanged);
         }
         let old: BTreeSet<u32> = kr
@@ -128,8 +143,9 @@ impl Repository {
         // reading is named below; one that ended before it has all its objects in storage, so
         // the survey that follows counts them.
         cancel.check()?;
-        let sessions = live_sessions(&self.store).await?;
+        let sessions = live_sessions(self.repo.store()).await?;
         let epochs = self
+            .repo
             .object_epochs(
                 &[paths::DATA, paths::INDEX, paths::SNAPSHOTS],
                 Some(RETIRE_ACTION),
@@ -157,12 +173,12 @@ impl Repository {
             }
         }
         if !retire.is_empty() {
-            lease.keep_alive(&self.store).await?;
+            lease.keep_alive(self.repo.store()).await?;
             // Key material is destroyed only on a complete view of every target.
-            let mut kr = self.current_keyring().await?;
+            let mut kr = self.repo.current_keyring().await?;
             kr.retire(&retire)?;
             let keep = self.save_keyring(&kr).await?;
-            self.delete_other_keyrings(&keep).await?;
+            self.repo.delete_other_keyrings(&keep).await?;
             report.retired = retire;
         }
         Ok(report)
@@ -181,11 +197,12 @@ impl Repository {
         // rotation, so its session was durable before this reading. Its packs may be missing
         // from the index read below (it indexes them later), so while any such backup was
         // running at this point, no unindexed old pack is deleted.
-        let backups_under_old = live_sessions(&self.store)
+        let backups_under_old = live_sessions(self.repo.store())
             .await?
             .iter()
             .any(|s| old.contains(&s.epoch));
         let epochs = self
+            .repo
             .object_epochs(
                 &[paths::DATA, paths::INDEX, paths::SNAPSHOTS],
                 Some(REENCRYPT_ACTION),
@@ -198,10 +215,11 @@ impl Repository {
         }
         // Blobs already held by a pack under a current epoch (from an interrupted run).
         let index_names: Vec<String> = self
-            .store
+            .repo
+            .store()
             .list_names_complete(paths::INDEX, REENCRYPT_ACTION)
             .await?;
-        let files = self.fetch_indexes(index_names.clone()).await?;
+        let files = self.repo.fetch_indexes(index_names.clone()).await?;
         let mut safe_blobs: HashSet<Id> = HashSet::new();
         for (_, f) in &files {
             for p in &f.packs {
@@ -228,7 +246,7 @@ impl Repository {
                 tracing::info!(
                     "{name} is referenced by no index (left by an interrupted backup); deleting it"
                 );
-                self.store.delete(name).await?;
+                self.repo.store().delete(name).await?;
             }
         }
         let total = old_packs.len() as u64;
@@ -236,14 +254,14 @@ impl Repository {
         let safe = &safe_blobs;
         let mut rewritten = futures::stream::iter(old_packs.iter())
             .map(|name| async move {
-                let bytes = self.store.get(name).await?;
+                let bytes = self.repo.store().get(name).await?;
                 verify_name(name, &bytes)?;
-                let entries = self.read_pack_header(&name_id(name)?, &bytes)?;
+                let entries = self.repo.read_pack_header(&name_id(name)?, &bytes)?;
                 if entries.iter().all(|e| safe.contains(&e.id)) {
                     return Ok::<_, Error>(None);
                 }
-                let keyring = self.keys.clone();
-                let size = self.config.pack_size as usize;
+                let keyring = self.repo.keys().clone();
+                let size = self.repo.config().pack_size as usize;
                 let pack = tokio::task::spawn_blocking(move || {
                     reseal_pack(&keyring, &bytes, &entries, size)
                 })
@@ -254,12 +272,12 @@ impl Repository {
             .buffer_unordered(3);
         let mut done = 0u64;
         while let Some(result) = rewritten.next().await {
-            lease.keep_alive(&self.store).await?;
+            lease.keep_alive(self.repo.store()).await?;
             match result? {
                 None => report.packs_already_done += 1,
                 Some(pack) => {
                     report.bytes_rewritten += pack.bytes.len() as u64;
-                    self.upload_pack(pack).await?;
+                    self.repo.upload_pack(pack).await?;
                     report.packs_rewritten += 1;
                 }
             }
@@ -270,28 +288,29 @@ impl Repository {
                 bytes_done: report.bytes_rewritten,
             });
             if done.is_multiple_of(FLUSH_EVERY as u64) {
-                self.flush_index().await?;
+                self.repo.flush_index().await?;
             }
             // A clean point: the packs rewritten so far are indexed before stopping, so the
             // next run counts them as done (old objects are deleted only after a full pass).
             if cancel.is_cancelled() {
                 drop(rewritten);
-                self.flush_index().await?;
+                self.repo.flush_index().await?;
                 return Err(Error::Interrupted);
             }
         }
         drop(rewritten);
-        self.flush_index().await?;
+        self.repo.flush_index().await?;
 
         // Index objects: one consolidated set under the active epoch, without the old packs,
         // written before any old index object or pack is deleted.
-        lease.keep_alive(&self.store).await?;
+        lease.keep_alive(self.repo.store()).await?;
         let old_pack_ids: HashSet<Id> = old_packs.iter().filter_map(|n| name_id(n).ok()).collect();
         let index_names: Vec<String> = self
-            .store
+            .repo
+            .store()
             .list_names_complete(paths::INDEX, REENCRYPT_ACTION)
             .await?;
-        let files = self.fetch_indexes(index_names.clone()).await?;
+        let files = self.repo.fetch_indexes(index_names.clone()).await?;
         let mut seen = HashSet::new();
         let mut keep = Vec::new();
         for (_, f) in files {
@@ -301,13 +320,11 @@ impl Repository {
                 }
             }
         }
-        self.pending
-            .lock()
-            .map_err(|_| Error::Internal("lock poisoned".into()))?
-            .extend(keep);
-        self.flush_index().await?;
+        self.repo.queue_index_packs(keep)?;
+        self.repo.flush_index().await?;
         let now_listed: HashSet<String> = self
-            .store
+            .repo
+            .store()
             .list_names(paths::INDEX)
             .await?
             .into_iter()
@@ -318,7 +335,7 @@ impl Repository {
             .collect();
         for name in &index_names {
             if !written.contains(name) {
-                self.store.delete(name).await?;
+                self.repo.store().delete(name).await?;
                 report.indexes_rewritten += 1;
             }
         }
@@ -326,7 +343,8 @@ impl Repository {
         // Snapshots: re-sealed one by one; an interrupted run may have written the new copy
         // already, recognised by its plaintext.
         let snaps: Vec<String> = self
-            .store
+            .repo
+            .store()
             .list_names_complete(paths::SNAPSHOTS, REENCRYPT_ACTION)
             .await?;
         let mut current: HashSet<[u8; 32]> = HashSet::new();
@@ -334,33 +352,36 @@ impl Repository {
             .iter()
             .filter(|n| !under_old(n) && epochs.contains_key(*n))
         {
-            let s = self.load_snapshot(name).await?;
+            let s = self.repo.load_snapshot(name).await?;
             current.insert(*blake3::hash(&s.encode()).as_bytes());
         }
         for name in snaps.iter().filter(|n| under_old(n)) {
-            lease.keep_alive(&self.store).await?;
-            let snap = self.load_snapshot(name).await?;
+            lease.keep_alive(self.repo.store()).await?;
+            let snap = self.repo.load_snapshot(name).await?;
             // The snapshot's own codec: a version 1 snapshot keeps its version 1 bytes.
             let plain = snap.encode();
             if current.insert(*blake3::hash(&plain).as_bytes()) {
                 let sealed = if snap.untrusted.is_some() {
                     // Sealed to the public key again, as a host key seals: under the data key
                     // the full keys would vouch for it (a doubtful snapshot stays doubtful).
-                    self.seal_as_host(ObjectKind::Snapshot, &plain)?
+                    self.repo.seal_as_host(ObjectKind::Snapshot, &plain)?
                 } else {
-                    self.seal_object(ObjectKind::Snapshot, &plain)?
+                    self.repo.seal_object(ObjectKind::Snapshot, &plain)?
                 };
                 let new_name = paths::snapshot(&Id::of_stored(&sealed));
-                self.store.put_new(&new_name, sealed.into(), true).await?;
-                self.load_snapshot(&new_name).await?;
+                self.repo
+                    .store()
+                    .put_new(&new_name, sealed.into(), true)
+                    .await?;
+                self.repo.load_snapshot(&new_name).await?;
                 report.snapshots.push((name.clone(), new_name));
             }
-            self.store.delete(name).await?;
+            self.repo.store().delete(name).await?;
         }
 
         // Old packs last: no index refers to them any more.
         for name in &old_packs {
-            self.store.delete(name).await?;
+            self.repo.store().delete(name).await?;
         }
         Ok(found)
     }
@@ -385,7 +406,7 @@ fn reseal_pack(
             .ok_or_else(|| Error::integrity(&object, "lies outside its pack"))?;
         let (header, payload) = keyring
             .open(&e.id.0, sealed)
-            .map_err(|err| super::objects::key_error(&object, err))?;
+            .map_err(|err| crate::repository::key_error(&object, err))?;
         out.clear();
         sealer.seal(header.kind, header.compressed, &e.id.0, &payload, &mut out)?;
         builder.add(e.kind, e.id, e.raw_length, &out);

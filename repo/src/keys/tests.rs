@@ -27,16 +27,16 @@ async fn a_prefix_matching_several_slots_is_refused_and_the_refusal_is_audited()
     let mut firsts: HashSet<char> = HashSet::new();
     let mut shared = None;
     for n in 0..17 {
-        let name = repo
-            .add_key_slot(
-                SlotKind::Passphrase,
-                format!("pass {n}").as_bytes(),
-                KdfParams::INSECURE_TEST,
-                "",
-            )
-            .await
-            .unwrap();
-        let first = short(&name).chars().next().unwrap();
+        let name = crate::keys::add_key_slot(
+            &repo,
+            SlotKind::Passphrase,
+            format!("pass {n}").as_bytes(),
+            KdfParams::INSECURE_TEST,
+            "",
+        )
+        .await
+        .unwrap();
+        let first = paths::short(&name).chars().next().unwrap();
         if !firsts.insert(first) {
             shared = Some(first);
             break;
@@ -44,7 +44,9 @@ async fn a_prefix_matching_several_slots_is_refused_and_the_refusal_is_audited()
     }
     let prefix = shared.unwrap().to_string();
     let slots_before = repo.key_slots().await.unwrap().len();
-    let err = repo.remove_key_slot(&prefix).await.unwrap_err();
+    let err = crate::keys::remove_key_slot(&repo, &prefix)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::Usage(m) if m.contains("matches several key slots")),
         "{err}"
@@ -66,7 +68,7 @@ async fn a_prefix_matching_several_slots_is_refused_and_the_refusal_is_audited()
 #[tokio::test]
 async fn a_cancelled_reencryption_stops_cleanly_and_both_outcomes_are_audited() {
     let repo = repository().await;
-    let epoch = repo.rotate_epoch().await.unwrap();
+    let epoch = crate::keys::rotate_epoch(&repo).await.unwrap();
     assert!(epoch > 0);
     let reopened = Repository::open(repo.store().clone(), &crate::testing::credential(), None)
         .await
@@ -74,15 +76,16 @@ async fn a_cancelled_reencryption_stops_cleanly_and_both_outcomes_are_audited() 
     // Stopped before its first pass: nothing is rewritten or retired, the lease is released.
     let cancel = crate::cancel::Cancel::new();
     cancel.cancel();
-    let err = reopened.reencrypt(&|_| {}, &cancel).await.unwrap_err();
+    let err = crate::keys::reencrypt(&reopened, &|_| {}, &cancel)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Interrupted), "{err}");
     assert!(crate::lease::current_lease(repo.store())
         .await
         .unwrap()
         .is_none_or(|(_, l)| !l.is_held()));
     // Run again, it finishes and retires the old epoch.
-    let r = reopened
-        .reencrypt(&|_| {}, &crate::cancel::Cancel::new())
+    let r = crate::keys::reencrypt(&reopened, &|_| {}, &crate::cancel::Cancel::new())
         .await
         .unwrap();
     assert_eq!(r.retired, [epoch - 1]);
@@ -109,10 +112,11 @@ async fn rotation_is_due_by_age_or_by_blobs_whichever_comes_first() {
         max_age: Duration::from_secs(90 * day),
         max_blobs: 1 << 28,
     };
-    let fresh = repo.rotation_due(&policy, now).await.unwrap();
+    let fresh = crate::keys::rotation_due(&repo, &policy, now)
+        .await
+        .unwrap();
     assert_eq!((fresh.epoch, fresh.age_days, fresh.due), (1, 0, false));
-    let later = repo
-        .rotation_due(&policy, now + 90 * day as i64)
+    let later = crate::keys::rotation_due(&repo, &policy, now + 90 * day as i64)
         .await
         .unwrap();
     assert!(later.due && later.age_days == 90, "{later:?}");
@@ -120,7 +124,18 @@ async fn rotation_is_due_by_age_or_by_blobs_whichever_comes_first() {
         max_blobs: fresh.blobs,
         ..policy
     };
-    assert!(repo.rotation_due(&by_blobs, now).await.unwrap().due);
+    assert!(
+        crate::keys::rotation_due(&repo, &by_blobs, now)
+            .await
+            .unwrap()
+            .due
+    );
     // A clock behind the epoch's creation is age 0, not an overflow.
-    assert_eq!(repo.rotation_due(&policy, 0).await.unwrap().age_days, 0);
+    assert_eq!(
+        crate::keys::rotation_due(&repo, &policy, 0)
+            .await
+            .unwrap()
+            .age_days,
+        0
+    );
 }

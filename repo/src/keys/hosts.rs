@@ -2,8 +2,11 @@
 //! version 2: the keyring gains the host secrets; index objects and prune marks move under
 //! index keys that hosts hold) and adding a host's put-only key slot.
 
+use drvault_keyring::{Header, ObjectKind};
+
 use super::*;
 use crate::audit;
+use crate::format::{IndexFile, RepoFile};
 use crate::lease::Lease;
 
 /// What `migrate` did.
@@ -17,25 +20,38 @@ pub struct MigrateReport {
 
 const MIGRATE_ACTION: &str = "migrate the repository to format version 2";
 
-impl Repository {
-    /// True when the repository takes host keys (format version 2).
-    pub fn takes_host_keys(&self) -> bool {
-        self.keys.takes_hosts()
-    }
+/// Upgrades the repository in place to take host keys, resumably: first the keyring (host
+/// secrets, and the host keyring beside it), then every index object and prune mark still
+/// sealed under a data key is sealed again under its epoch's index key (new ones are
+/// already). Running it again finishes an interrupted run; on a repository that needs
+/// nothing it changes nothing. Recorded in the audit log (`repository.migrate`).
+pub async fn migrate(repo: &Repository) -> Result<MigrateReport> {
+    Admin { repo }.migrate().await
+}
 
-    /// Upgrades the repository in place to take host keys, resumably: first the keyring (host
-    /// secrets, and the host keyring beside it), then every index object and prune mark still
-    /// sealed under a data key is sealed again under its epoch's index key (new ones are
-    /// already). Running it again finishes an interrupted run; on a repository that needs
-    /// nothing it changes nothing. Recorded in the audit log (`repository.migrate`).
-    pub async fn migrate(&self) -> Result<MigrateReport> {
-        self.keyring()?;
-        self.store
+/// Adds a put-only key slot for host `host` (its label): it backs up and deduplicates
+/// against the whole repository but opens nothing stored. Upgrades the repository first
+/// when it does not take host keys yet. Returns the slot's object name.
+/// Recorded in the audit log (`key.add`, kind `host`).
+pub async fn add_host_key(
+    repo: &Repository,
+    host: &str,
+    passphrase: &[u8],
+    kdf: KdfParams,
+) -> Result<String> {
+    Admin { repo }.add_host_key(host, passphrase, kdf).await
+}
+
+impl Admin<'_> {
+    async fn migrate(&self) -> Result<MigrateReport> {
+        self.repo.keyring()?;
+        self.repo
+            .store()
             .ensure_deletable("migrate", &[paths::INDEX, paths::PRUNE])
             .await?;
-        audit::ready(self, "repository.migrate").await?;
+        audit::ready(self.repo, "repository.migrate").await?;
         let migrated = self.migrate_inner().await;
-        audit::record_outcome(self, "repository.migrate", migrated, |r| {
+        audit::record_outcome(self.repo, "repository.migrate", migrated, |r| {
             serde_json::json!({
                 "format": 2,
                 "keyring_upgraded": r.keyring_upgraded,
@@ -47,33 +63,29 @@ impl Repository {
     }
 
     async fn migrate_inner(&self) -> Result<MigrateReport> {
-        let lease = Lease::acquire(&self.store, "migration", LEASE_TTL).await?;
+        let lease = Lease::acquire(self.repo.store(), "migration", LEASE_TTL).await?;
         let result = async {
             let mut report = MigrateReport::default();
-            let mut kr = self.current_keyring().await?;
+            let mut kr = self.repo.current_keyring().await?;
             if kr.enable_hosts()? {
                 self.save_keyring(&kr).await?;
                 report.keyring_upgraded = true;
             }
             crate::failpoint::hit("migrate.after-keyring").await;
             // This process seals with the upgraded keyring from here on.
-            let upgraded = Repository::assemble(
-                self.store.clone(),
-                self.config.clone(),
-                Arc::new(Keys::full(kr)),
-                None,
-                self.opened_slot.clone(),
-            );
+            let upgraded = self.repo.with_keyring(kr);
+            let upgraded = Admin { repo: &upgraded };
             // Listed again until a pass finds nothing left: a backup that opened the repository
             // before the upgrade may still write index objects under a data key meanwhile.
             for _pass in 0..3 {
                 let mut rewritten = 0;
                 for name in self
-                    .store
+                    .repo
+                    .store()
                     .list_names_complete(paths::INDEX, MIGRATE_ACTION)
                     .await?
                 {
-                    lease.keep_alive(&self.store).await?;
+                    lease.keep_alive(self.repo.store()).await?;
                     if upgraded.reseal_shared::<IndexFile>(&name).await? {
                         rewritten += 1;
                     }
@@ -84,11 +96,12 @@ impl Repository {
                 }
             }
             for name in self
-                .store
+                .repo
+                .store()
                 .list_names_complete(paths::PRUNE, MIGRATE_ACTION)
                 .await?
             {
-                lease.keep_alive(&self.store).await?;
+                lease.keep_alive(self.repo.store()).await?;
                 if upgraded.reseal_mark(&name).await? {
                     report.marks_rewritten += 1;
                 }
@@ -96,14 +109,14 @@ impl Repository {
             Ok(report)
         }
         .await;
-        lease.release(&self.store).await?;
+        lease.release(self.repo.store()).await?;
         result
     }
 
     /// Seals one object of a shareable kind again under the index key when it is still sealed
     /// under a data key: the new object first, then the old one goes. True when it did.
     async fn reseal_shared<T: RepoFile>(&self, name: &str) -> Result<bool> {
-        let bytes = match self.store.get(name).await {
+        let bytes = match self.repo.store().get(name).await {
             Ok(b) => b,
             // Replaced meanwhile (a prune consolidating indexes, a mark removed).
             Err(Error::NotFound { .. }) => return Ok(false),
@@ -113,18 +126,21 @@ impl Repository {
         if Some(header.kind) == T::KIND.shared() {
             return Ok(false);
         }
-        let file: T = self.open_file(name, &bytes)?;
-        let sealed = self.seal_file(&file)?;
+        let file: T = self.repo.open_file(name, &bytes)?;
+        let sealed = self.repo.seal_file(&file)?;
         let new_name = format!("{}{}", T::DIR, Id::of_stored(&sealed));
-        self.store.put_new(&new_name, sealed.into(), true).await?;
-        self.store.delete(name).await?;
+        self.repo
+            .store()
+            .put_new(&new_name, sealed.into(), true)
+            .await?;
+        self.repo.store().delete(name).await?;
         Ok(true)
     }
 
     /// A prune mark sealed again under the index key, with the authentication full keys add
     /// (`write_mark`): the new mark first, then the old one goes. True when it did.
     async fn reseal_mark(&self, name: &str) -> Result<bool> {
-        let bytes = match self.store.get(name).await {
+        let bytes = match self.repo.store().get(name).await {
             Ok(b) => b,
             Err(Error::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(e),
@@ -133,23 +149,14 @@ impl Repository {
         if header.kind == ObjectKind::SharedPruneMark {
             return Ok(false);
         }
-        let mark: crate::format::PruneMark = self.open_file(name, &bytes)?;
-        self.write_prune_mark(&mark).await?;
-        self.store.delete(name).await?;
+        let mark: crate::format::PruneMark = self.repo.open_file(name, &bytes)?;
+        self.repo.write_prune_mark(&mark).await?;
+        self.repo.store().delete(name).await?;
         Ok(true)
     }
 
-    /// Adds a put-only key slot for host `host` (its label): it backs up and deduplicates
-    /// against the whole repository but opens nothing stored. Upgrades the repository first
-    /// when it does not take host keys yet. Returns the slot's object name.
-    /// Recorded in the audit log (`key.add`, kind `host`).
-    pub async fn add_host_key(
-        &self,
-        host: &str,
-        passphrase: &[u8],
-        kdf: KdfParams,
-    ) -> Result<String> {
-        self.keyring()?;
+    async fn add_host_key(&self, host: &str, passphrase: &[u8], kdf: KdfParams) -> Result<String> {
+        self.repo.keyring()?;
         if host.is_empty()
             || host.len() > drvault_keyring::MAX_LABEL
             || host.chars().any(char::is_control)
@@ -162,12 +169,12 @@ impl Repository {
         if passphrase.is_empty() {
             return Err(Error::Usage("refusing an empty passphrase".into()));
         }
-        if !self.current_keyring().await?.takes_hosts() {
+        if !self.repo.current_keyring().await?.takes_hosts() {
             self.migrate().await?;
         }
-        audit::ready(self, "key.add").await?;
+        audit::ready(self.repo, "key.add").await?;
         let added = async {
-            let kr = self.current_keyring().await?;
+            let kr = self.repo.current_keyring().await?;
             let pass = zeroize::Zeroizing::new(passphrase.to_vec());
             let now = unix_now();
             let host = host.to_string();
@@ -178,15 +185,15 @@ impl Repository {
             .map_err(Error::task)??;
             let bytes = slot.encode();
             let name = paths::key(&Id::of_stored(&bytes));
-            self.store.put_new(&name, bytes.into(), true).await?;
+            self.repo.store().put_new(&name, bytes.into(), true).await?;
             Ok(name)
         }
         .await;
         audit::record_outcome(
-            self,
+            self.repo,
             "key.add",
             added,
-            |name| serde_json::json!({ "slot": keys::short(name), "kind": "host", "label": host }),
+            |name| serde_json::json!({ "slot": paths::short(name), "kind": "host", "label": host }),
         )
         .await
     }
