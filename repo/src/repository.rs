@@ -287,7 +287,7 @@ impl Repository {
 
     /// This repository sealing with `keyring` (full keys), without a catalog: for an operation
     /// that must seal under a keyring it has just written (the migration to host keys).
-    pub fn with_keyring(&self, keyring: Keyring) -> Repository {
+    pub(crate) fn with_keyring(&self, keyring: Keyring) -> Repository {
         Repository::assemble(
             self.store.clone(),
             self.config.clone(),

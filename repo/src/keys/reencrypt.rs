@@ -4,9 +4,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use drvault_keyring::EpochState;
-
-use drvault_keyring::{Keys, ObjectKind};
+use drvault_keyring::{EpochState, Keys, ObjectKind};
 use futures::StreamExt;
 
 use super::*;

@@ -220,7 +220,10 @@ impl Repository {
     /// Queues packs for the next index object ([`Self::flush_index`]) without adding them to
     /// the in-memory index (maintenance copying blobs knows them by position, and reads the
     /// index again when it needs them).
-    pub fn queue_index_packs(&self, packs: impl IntoIterator<Item = IndexPack>) -> Result<()> {
+    pub(crate) fn queue_index_packs(
+        &self,
+        packs: impl IntoIterator<Item = IndexPack>,
+    ) -> Result<()> {
         self.pending
             .lock()
             .map_err(|_| Error::Internal("pending index lock poisoned".into()))?

@@ -69,7 +69,7 @@ impl Repository {
     ///
     /// `log_head` is where the audit log stands (`crate::audit::head_anchor`): a keyring that
     /// takes host keys records it, so a log cut later is found from the keyring too.
-    pub async fn save_keyring(
+    pub(crate) async fn save_keyring(
         &self,
         kr: &Keyring,
         log_head: Option<AuditRef>,
@@ -96,7 +96,7 @@ impl Repository {
 
     /// Deletes every keyring object but those in `keep`. After a retirement or a new master key
     /// the older objects still hold the retired keys or open with the old master key.
-    pub async fn delete_other_keyrings(&self, keep: &[String]) -> Result<()> {
+    pub(crate) async fn delete_other_keyrings(&self, keep: &[String]) -> Result<()> {
         for l in self
             .store
             .list_complete(paths::KEYRING, "delete superseded keyring objects")

@@ -64,7 +64,7 @@ impl Repository {
 
     /// Seals and stores a mark; returns its name. Only prune and key migration write marks:
     /// a mark's packs are deleted once it is ripe (docs/FORMAT.md §18).
-    pub async fn write_prune_mark(&self, mark: &PruneMark) -> Result<String> {
+    pub(crate) async fn write_prune_mark(&self, mark: &PruneMark) -> Result<String> {
         let mut plain = mark.encode();
         if let Some(key) = self.mark_key() {
             let tag = blake3::keyed_hash(key.expose(), &plain);

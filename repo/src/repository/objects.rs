@@ -42,7 +42,7 @@ impl Repository {
 
     /// Seals a [`RepoFile`] structure for storage under `T::DIR`; returns the sealed bytes
     /// (their BLAKE3 hash is the object's name).
-    pub fn seal_file<T: RepoFile>(&self, file: &T) -> Result<Vec<u8>> {
+    pub(crate) fn seal_file<T: RepoFile>(&self, file: &T) -> Result<Vec<u8>> {
         self.seal_object(T::KIND, &file.encode())
     }
 
@@ -55,7 +55,7 @@ impl Repository {
     /// Seals an object of `kind`: as the keys decide (index objects and prune marks under the
     /// epoch's index key once the repository takes host keys; a host seals to the epoch's
     /// public key).
-    pub fn seal_object(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn seal_object(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
         let (kind, sealer) = self.keys.sealer_for(kind)?;
         let compressed = zstd::bulk::compress(plain, 3)
             .ok()
@@ -72,7 +72,7 @@ impl Repository {
     }
 
     /// Seals an object to the active epoch's public key, as a host key would (full keys only).
-    pub fn seal_as_host(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn seal_as_host(&self, kind: ObjectKind, plain: &[u8]) -> Result<Vec<u8>> {
         let kr = self.keyring()?;
         let epoch = kr.active_epoch()?.0;
         let sealer = drvault_keyring::SealingKey::new(epoch, &kr.epoch_public(epoch)?)?;

@@ -7,7 +7,7 @@ impl Repository {
     /// Writes a key slot wrapping this repository's master key under `passphrase` (or a key
     /// file, or a recovery key); returns its object name. No audit entry: the key operations
     /// that call it (`crate::keys`) record themselves.
-    pub async fn create_key_slot(
+    pub(crate) async fn create_key_slot(
         &self,
         kind: SlotKind,
         passphrase: &[u8],
