@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
-use crate::hooks::{HookRun, Phase};
+use crate::hook_run::{HookRun, Phase};
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;

@@ -14,6 +14,7 @@ mod drill;
 mod duration;
 mod exit;
 mod history;
+mod hook_run;
 mod hooks;
 mod password;
 mod stop;

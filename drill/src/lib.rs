@@ -21,7 +21,8 @@ pub async fn record(repo: &Repository, record: &DrillRecord) -> drvault_repo::Re
     } else {
         format!("failed: {}", record.reason)
     };
-    drvault_repo::audit::append(repo, "drill.run", evidence, &result)
+    repo.audit()
+        .append("drill.run", evidence, &result)
         .await
         .map(|e| e.seq)
 }

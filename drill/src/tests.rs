@@ -118,7 +118,7 @@ fn a_drill_restores_verifies_validates_and_is_recorded() {
     assert_eq!(left, 0);
     let repo = f.open();
     let seq = f.rt.block_on(record(&repo, &r)).unwrap();
-    let log = f.rt.block_on(drvault_repo::audit::read_all(&repo)).unwrap();
+    let log = f.rt.block_on(repo.audit().read_all()).unwrap();
     let entry = log[&seq].as_ref().unwrap();
     assert_eq!(
         (entry.action.as_str(), entry.result.as_str()),

@@ -13,7 +13,6 @@ use crate::envelope::{open, seal, Header, ObjectKind};
 use crate::keyring::EpochState;
 use crate::{Error, Key, Keyring, Result, MASTER_EPOCH};
 
-pub(crate) const INDEX_KEY_CONTEXT: &str = "drvault 2026 epoch index key";
 const AUTH_KEY_CONTEXT: &str = "drvault 2026 host slot authentication";
 const HOST_KEYRING_CONTEXT: &[u8] = b"drvault host keyring";
 const HOST_KEYRING_VERSION: u8 = 1;

@@ -20,6 +20,9 @@ const KEYRING_VERSION_UNBOUND: u8 = 1;
 const KEYRING_VERSION_BOUND: u8 = 2;
 const KEYRING_VERSION: u8 = 3;
 const KEYRING_CONTEXT: &[u8] = b"drvault keyring";
+/// Derives an epoch's index key from its data key (`Keyring::index_key`; a host keyring holds the
+/// index keys themselves).
+pub(crate) const INDEX_KEY_CONTEXT: &str = "drvault 2026 epoch index key";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EpochState {
@@ -343,7 +346,7 @@ impl Keyring {
     pub fn index_key(&self, epoch: u32) -> Result<Key> {
         let data = self.epoch_key(epoch)?;
         Ok(Key::from_bytes(blake3::derive_key(
-            crate::hosts::INDEX_KEY_CONTEXT,
+            INDEX_KEY_CONTEXT,
             data.expose(),
         )))
     }

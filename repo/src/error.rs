@@ -198,6 +198,20 @@ impl Error {
     }
 }
 
+/// The full keyring, or the refusal a process a host key opened gets (not permitted).
+pub(crate) fn full_keyring(
+    keys: &drvault_keyring::Keys,
+) -> crate::Result<&drvault_keyring::Keyring> {
+    keys.keyring().ok_or_else(|| {
+        Error::NotPermitted(format!(
+            "this repository was opened with host {}'s key, which backs up only; key \
+            operations, restores, listings and data checks need a passphrase, key file or \
+            recovery key (run them from a maintenance host)",
+            keys.host_name().unwrap_or("?")
+        ))
+    })
+}
+
 impl From<drvault_keyring::Error> for Error {
     fn from(e: drvault_keyring::Error) -> Self {
         match e {

@@ -2,6 +2,7 @@
 //! the local catalog and the integrity check. Nothing here knows about the CLI or the daemon.
 
 pub mod audit;
+pub mod audit_verify;
 pub mod blob;
 pub mod cancel;
 pub mod catalog;

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::format::{paths, Snapshot};
 use crate::retention::{apply, Candidate, Decision, Policy};
-use crate::{audit, failpoint, Id, Repository, Result};
+use crate::{failpoint, Id, Repository, Result};
 
 /// A retention run.
 pub struct ForgetOptions {
@@ -123,7 +123,7 @@ async fn remove(
     repo.store()
         .ensure_deletable("forget", &[paths::SNAPSHOTS])
         .await?;
-    audit::ready(repo, "snapshots.forget").await?;
+    repo.audit().ready("snapshots.forget").await?;
     failpoint::hit("forget.before-delete").await;
     let mut removed: Vec<&(Id, Snapshot)> = Vec::new();
     let mut failed = None;
@@ -146,12 +146,18 @@ async fn remove(
     });
     match failed {
         None => {
-            audit::record(repo, "snapshots.forget", details, "ok").await?;
+            repo.audit()
+                .record("snapshots.forget", details, "ok")
+                .await?;
             Ok(())
         }
         Some(e) => {
             let result = format!("failed: {e}");
-            if let Err(a) = audit::record(repo, "snapshots.forget", details, &result).await {
+            if let Err(a) = repo
+                .audit()
+                .record("snapshots.forget", details, &result)
+                .await
+            {
                 tracing::warn!("{a}");
             }
             Err(e)
@@ -171,7 +177,7 @@ pub async fn retag(
     repo.store()
         .ensure_deletable("tag", &[paths::SNAPSHOTS])
         .await?;
-    audit::ready(repo, "snapshots.tag").await?;
+    repo.audit().ready("snapshots.tag").await?;
     // Retagging with full keys would seal a doubtful snapshot under the data key and so launder
     // it into one the full keys vouch for.
     if let Some(why) = &snap.untrusted {
@@ -195,7 +201,7 @@ pub async fn retag(
         "old": old_id.short(), "new": new_id.short(),
         "tags_before": snap.tags, "tags_after": new.tags,
     });
-    audit::record(repo, "snapshots.tag", details, "ok").await?;
+    repo.audit().record("snapshots.tag", details, "ok").await?;
     Ok((new_id, new))
 }
 

@@ -274,7 +274,7 @@ impl Repository {
         });
         // The repository and its recovery key exist now: a log that cannot take the entry must
         // not cost the user the key (it is shown only once), so this one is a warning.
-        if let Err(e) = crate::audit::record(&repo, "repository.init", details, "ok").await {
+        if let Err(e) = repo.audit().record("repository.init", details, "ok").await {
             tracing::warn!("{e}");
         }
         Ok((repo, recovery))
@@ -312,14 +312,12 @@ impl Repository {
 
     /// The full keyring; refused (not permitted) when a host key opened the repository.
     pub fn keyring(&self) -> Result<&Keyring> {
-        self.keys.keyring().ok_or_else(|| {
-            Error::NotPermitted(format!(
-                "this repository was opened with host {}'s key, which backs up only; key \
-                operations, restores, listings and data checks need a passphrase, key file or \
-                recovery key (run them from a maintenance host)",
-                self.keys.host_name().unwrap_or("?")
-            ))
-        })
+        crate::error::full_keyring(&self.keys)
+    }
+
+    /// The audit log, to append to or read (`crate::audit::AuditLog`).
+    pub fn audit(&self) -> crate::audit::AuditLog<'_> {
+        crate::audit::AuditLog::new(&self.store, &self.keys, self.state_dir.as_deref())
     }
 
     /// The host whose put-only key opened the repository, if one did.

@@ -7,17 +7,19 @@ use std::path::Path;
 use drvault_repo::format::NodeKind;
 use drvault_repo::{printable, Repository};
 
+use crate::collect::Entry;
 use crate::fsops::Target;
-use crate::plan::{Entry, Overwrite, Planned, RestoreOptions, RestoreStats};
+use crate::options::{Overwrite, Planned, RestoreOptions, RestoreStats};
 use crate::Result;
 
 /// The snapshot's names in each directory of the restore, by the directory's key.
 pub(crate) fn children_by_dir(entries: &[Entry]) -> HashMap<Vec<u8>, HashSet<Vec<u8>>> {
     let mut map: HashMap<Vec<u8>, HashSet<Vec<u8>>> = HashMap::new();
     for e in entries {
-        let (dir, name) = match e.key.iter().rposition(|&b| b == b'/') {
-            Some(i) => (e.key[..i].to_vec(), e.key[i + 1..].to_vec()),
-            None => (Vec::new(), e.key.clone()),
+        let key = e.key();
+        let (dir, name) = match key.iter().rposition(|&b| b == b'/') {
+            Some(i) => (key[..i].to_vec(), key[i + 1..].to_vec()),
+            None => (Vec::new(), key.to_vec()),
         };
         map.entry(dir).or_default().insert(name);
     }

@@ -75,3 +75,14 @@ pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error
         source,
     }
 }
+
+/// A read failure that stops nothing else: the bytes are damaged or gone everywhere. Anything
+/// else (every target unreachable, a local write error) stops the restore.
+pub(crate) fn is_damage(e: &drvault_repo::Error) -> bool {
+    matches!(
+        e,
+        drvault_repo::Error::Integrity { .. }
+            | drvault_repo::Error::NotFound { .. }
+            | drvault_repo::Error::Key(drvault_keyring::Error::UnknownEpoch(_))
+    )
+}

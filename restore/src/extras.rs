@@ -44,7 +44,7 @@ pub(crate) fn find(
             let bytes = name.as_bytes().to_vec();
             let mut comps = dir.clone();
             comps.push(bytes.clone());
-            if wanted.contains(&bytes) || crate::plan::excluded(excludes, &comps) {
+            if wanted.contains(&bytes) || crate::collect::excluded(excludes, &comps) {
                 continue;
             }
             extras.push(Extra {

@@ -13,8 +13,9 @@ use drvault_repo::{Id, Repository};
 use futures::{StreamExt, TryStreamExt};
 use tokio::runtime::Handle;
 
+use crate::collect::RestoredFile;
+use crate::error::is_damage;
 use crate::fsops::Target;
-use crate::plan::RestoredFile;
 use crate::{Error, Result};
 
 /// Largest gap between two wanted blobs that is read through rather than split.
@@ -42,17 +43,6 @@ pub(crate) struct Hole {
     pub reason: String,
 }
 
-/// A read failure that stops nothing else: the bytes are damaged or gone everywhere. Anything
-/// else (every target unreachable, a local write error) stops the restore.
-pub(crate) fn is_damage(e: &drvault_repo::Error) -> bool {
-    matches!(
-        e,
-        drvault_repo::Error::Integrity { .. }
-            | drvault_repo::Error::NotFound { .. }
-            | drvault_repo::Error::Key(drvault_keyring::Error::UnknownEpoch(_))
-    )
-}
-
 /// Writes the content of `files`, which already exist with their final size. Returns the bytes
 /// written and the ranges that could not be (after every target was tried).
 pub(crate) fn write_contents(
@@ -61,7 +51,7 @@ pub(crate) fn write_contents(
     target: Arc<Target>,
     files: &Arc<Vec<RestoredFile>>,
     parallel: usize,
-    progress: Option<&crate::plan::ProgressSink>,
+    progress: Option<&crate::options::ProgressSink>,
 ) -> Result<(u64, Vec<Hole>)> {
     let total: u64 = files.iter().map(|f| f.size).sum();
     let mut holes = Vec::new();

@@ -1,6 +1,7 @@
 //! The restore engine: snapshot selection by time, partial restore, parallel fetch, metadata,
 //! verification. A restore never writes outside its target, whatever the snapshot says.
 
+mod collect;
 mod dry_run;
 mod error;
 mod extras;

@@ -4,164 +4,18 @@
 //! nothing is ever written through a symlink the snapshot supplied.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use drvault_repo::format::{validate_name, Node, NodeKind, Snapshot};
+use drvault_repo::format::{validate_name, NodeKind, Snapshot};
 use drvault_repo::{printable, Id, Repository};
 use tokio::runtime::Handle;
 
+use crate::collect::{collect, prefix_matches, Entry, RestoredFile};
 use crate::fsops::{FileId, MetaKind, Target};
 use crate::{Error, Result};
 
-pub use crate::options::{
-    DamagedFile, Overwrite, Planned, ProgressSink, RestoreOptions, RestoreStats,
-};
-
-pub(crate) struct Entry {
-    /// Path below the target, built from validated components.
-    pub rel: PathBuf,
-    /// Components joined by '/': the key hard links refer to.
-    pub key: Vec<u8>,
-    pub node: Node,
-}
-
-enum Include {
-    All,
-    /// An ancestor of an included path: the directory itself, and only the matching children.
-    Partial,
-    No,
-}
-
-fn included(includes: &[Vec<Vec<u8>>], comps: &[Vec<u8>]) -> Include {
-    if includes.is_empty() {
-        return Include::All;
-    }
-    let mut partial = false;
-    for inc in includes {
-        if comps.len() >= inc.len() && prefix_matches(inc, comps) {
-            return Include::All;
-        }
-        if inc.len() > comps.len() && prefix_matches(inc, comps) {
-            partial = true;
-        }
-    }
-    if partial {
-        Include::Partial
-    } else {
-        Include::No
-    }
-}
-
-/// True when the first components of `inc` (as many as both have) match `comps`.
-fn prefix_matches(inc: &[Vec<u8>], comps: &[Vec<u8>]) -> bool {
-    inc.iter()
-        .zip(comps)
-        .all(|(p, name)| crate::pattern::matches(p, name))
-}
-
-/// True when an exclude pattern matches the entry at `comps`.
-pub(crate) fn excluded(excludes: &[Vec<Vec<u8>>], comps: &[Vec<u8>]) -> bool {
-    excludes.iter().any(|ex| match ex.as_slice() {
-        [name] => comps
-            .last()
-            .is_some_and(|last| crate::pattern::matches(name, last)),
-        path => path.len() == comps.len() && prefix_matches(path, comps),
-    })
-}
-
-/// A path pattern: one shell pattern per component.
-type Pattern = Vec<Vec<u8>>;
-
-/// A directory whose listing no target holds intact: its entry, and why.
-type LostDir = (usize, String);
-
-/// Lists the entries to restore, every directory before what it contains.
-fn collect(
-    rt: &Handle,
-    repo: &Repository,
-    root: Id,
-    (includes, excludes): (&[Pattern], &[Pattern]),
-    matched: &mut [bool],
-) -> Result<Collected> {
-    let mut out = Vec::new();
-    let mut complete = Vec::new();
-    // Directories whose listing no target holds intact: (entry, why). They are not created (an
-    // empty directory would look restored); the rest of the snapshot is.
-    let mut lost = Vec::new();
-    // (tree, its components, everything below is included, the directory's entry)
-    let mut stack = vec![(root, Vec::<Vec<u8>>::new(), includes.is_empty(), None)];
-    let mut expansion = drvault_repo::expansion::Expansion::default();
-    while let Some((tree_id, base, all, dir)) = stack.pop() {
-        let tree = match (rt.block_on(repo.load_tree(&tree_id)), dir) {
-            (Ok(t), _) => t,
-            (Err(e), Some(i)) if crate::fetch::is_damage(&e) => {
-                lost.push((
-                    i,
-                    format!("its listing (tree {tree_id}) cannot be read: {e}"),
-                ));
-                continue;
-            }
-            (Err(e), _) => return Err(e.into()),
-        };
-        expansion.visit(&tree_id, drvault_repo::expansion::weight(&tree))?;
-        if all {
-            complete.push(base.clone());
-        }
-        for mut node in tree.entries {
-            let mut comps = base.clone();
-            comps.push(std::mem::take(&mut node.name));
-            let inc = if all {
-                Include::All
-            } else {
-                included(includes, &comps)
-            };
-            if excluded(excludes, &comps) {
-                continue;
-            }
-            let subtree_all = match inc {
-                Include::No => continue,
-                Include::All => true,
-                Include::Partial if node.kind == NodeKind::Dir => false,
-                Include::Partial => continue,
-            };
-            for (k, inc) in includes.iter().enumerate() {
-                if !matched[k] && inc.len() == comps.len() && prefix_matches(inc, &comps) {
-                    matched[k] = true;
-                }
-            }
-            let rel = join(&comps);
-            let key = comps.join(&b'/');
-            if let Some(sub) = node.subtree {
-                stack.push((sub, comps, subtree_all, Some(out.len())));
-            }
-            out.push(Entry { rel, key, node });
-        }
-    }
-    Ok((out, lost, complete))
-}
-
-/// The entries to restore, the directories whose listing is lost, and the directories (by
-/// components) restored in full.
-type Collected = (Vec<Entry>, Vec<LostDir>, Vec<Vec<Vec<u8>>>);
-
-/// Joins validated snapshot components into a relative path.
-fn join(comps: &[Vec<u8>]) -> PathBuf {
-    comps.iter().map(|c| OsStr::from_bytes(c)).collect()
-}
-
-/// A regular file of the restore: where it is written (a temporary name), what it is, what it
-/// holds.
-pub(crate) struct RestoredFile {
-    pub rel: PathBuf,
-    pub id: FileId,
-    pub content: Vec<Id>,
-    pub size: u64,
-    /// The entry it becomes.
-    pub entry: usize,
-}
+use crate::options::{DamagedFile, Overwrite, RestoreOptions, RestoreStats};
 
 /// Restores snapshot `id` (or the parts `opts.includes` names) into `opts.target`. Fails with
 /// [`Error::NothingSelected`] when an include names nothing in the snapshot, and with
@@ -185,7 +39,7 @@ pub fn restore(
     let below_lost = |inc: &Vec<Vec<u8>>| {
         lost_dirs.iter().any(|(i, _)| {
             let dir: Vec<Vec<u8>> = entries[*i]
-                .key
+                .key()
                 .split(|&b| b == b'/')
                 .map(<[u8]>::to_vec)
                 .collect();
@@ -254,8 +108,8 @@ pub fn restore(
                 stats.dirs += 1;
             }
             NodeKind::File => {
-                if link_sources.contains(e.key.as_slice()) {
-                    link_source_entry.insert(e.key.as_slice(), i);
+                if link_sources.contains(e.key()) {
+                    link_source_entry.insert(e.key(), i);
                 }
                 stats.files += 1;
                 to_create.push(i);
@@ -411,7 +265,7 @@ pub fn restore(
     stats.files -= lost.len() as u64;
     let mut lost_keys: HashMap<&[u8], usize> = HashMap::new();
     for (&i, (ranges, reason)) in &lost {
-        lost_keys.insert(entries[i].key.as_slice(), i);
+        lost_keys.insert(entries[i].key(), i);
         stats.damaged.push(DamagedFile {
             path: shown(&entries[i]),
             ranges: ranges.clone(),

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use drvault_repo::{Id, Repository};
 
+use crate::collect::RestoredFile;
 use crate::fsops::Target;
-use crate::plan::RestoredFile;
 use crate::{Error, Result};
 
 /// Re-reads each file (under its temporary name, before its metadata is applied); returns how

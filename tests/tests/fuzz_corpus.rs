@@ -210,7 +210,7 @@ fn write_seed_corpus() {
         packs: packs.iter().map(|p| p.pack).collect(),
     };
     write_seed("prune_mark", "mark-0", &postcard::to_stdvec(&mark).unwrap());
-    for (seq, entry) in rt.block_on(drvault_repo::audit::read_all(&repo)).unwrap() {
+    for (seq, entry) in rt.block_on(repo.audit().read_all()).unwrap() {
         if let Ok(e) = entry {
             write_seed("audit_entry", &format!("entry-{seq}"), &e.canonical_bytes());
         }

@@ -11,7 +11,7 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
     let repo = ctx.open(g)?;
     match cmd {
         AuditCommand::Log => {
-            let entries = ctx.rt.block_on(audit::read_all(&repo))?;
+            let entries = ctx.rt.block_on(repo.audit().read_all())?;
             let mut damaged = false;
             let mut list = Vec::new();
             for (seq, e) in entries {
@@ -52,13 +52,13 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
         } => {
             let since = since.as_deref().map(parse_time).transpose()?;
             let until = until.as_deref().map(parse_time).transpose()?;
-            let verified = ctx.rt.block_on(audit::verify(&repo))?;
+            let verified = ctx.rt.block_on(drvault_repo::audit_verify::verify(&repo))?;
             if !verified.is_intact() {
                 anyhow::bail!("the audit log does not verify (run `drvault audit verify`); refusing to export a segment of it");
             }
             let entries: Vec<audit::AuditEntry> = ctx
                 .rt
-                .block_on(audit::read_all(&repo))?
+                .block_on(repo.audit().read_all())?
                 .into_values()
                 .filter_map(|e| e.ok())
                 .collect();
@@ -91,7 +91,7 @@ pub fn run(ctx: &Context, g: &Global, cmd: &AuditCommand) -> Result<Exit> {
             Ok(Exit::Ok)
         }
         AuditCommand::Verify => {
-            let r = ctx.rt.block_on(audit::verify(&repo))?;
+            let r = ctx.rt.block_on(drvault_repo::audit_verify::verify(&repo))?;
             if g.json {
                 outln!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -231,7 +231,7 @@ impl JobConfig {
         duration("keep_within", &self.keep_within)?;
         duration("grace", &self.grace)?;
         let hook_timeout =
-            duration("hook_timeout", &self.hook_timeout)?.unwrap_or(crate::hooks::DEFAULT_TIMEOUT);
+            duration("hook_timeout", &self.hook_timeout)?.unwrap_or(DEFAULT_HOOK_TIMEOUT);
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
                 bail!("job {name}: env name {key:?} is not a variable name");
@@ -311,3 +311,6 @@ pub fn validate_jobs(jobs: &[JobConfig], drill_plans: &[String]) -> Result<Vec<J
     }
     Ok(out)
 }
+
+/// The time a hook may take when the job does not say (`hook_timeout`).
+pub const DEFAULT_HOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);

@@ -6,7 +6,6 @@ use anyhow::{Context as _, Result};
 use drvault_drill::report;
 use drvault_drill::validate::Redactor;
 use drvault_drill::{DrillRecord, Plan, Surroundings};
-use drvault_repo::audit;
 
 use crate::context::Context;
 use crate::exit::Exit;
@@ -221,7 +220,7 @@ pub fn dispatch(ctx: &Context, g: &crate::cli::Global, command: &DrtestCommand) 
         }
         DrtestCommand::History => {
             let repo = ctx.open(g)?;
-            let entries = ctx.rt.block_on(audit::read_all(&repo))?;
+            let entries = ctx.rt.block_on(repo.audit().read_all())?;
             let drills: Vec<serde_json::Value> = entries
                 .into_values()
                 .filter_map(|e| e.ok())

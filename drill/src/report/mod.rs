@@ -3,7 +3,8 @@
 //! caller has one, the agent's job history. Sections map to SOC 2 criteria in docs/SOC2.md.
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use drvault_repo::audit::{self, VerifyReport};
+use drvault_repo::audit;
+use drvault_repo::audit_verify::VerifyReport;
 use drvault_repo::Repository;
 
 mod chart;
@@ -239,12 +240,14 @@ pub async fn compile(
     repository: String,
     job_runs: Option<&[JobRun]>,
 ) -> drvault_repo::Result<Report> {
-    let entries: Vec<audit::AuditEntry> = audit::read_all(repo)
+    let entries: Vec<audit::AuditEntry> = repo
+        .audit()
+        .read_all()
         .await?
         .into_values()
         .filter_map(|e| e.ok())
         .collect();
-    let status = AuditStatus::of(&audit::verify(repo).await?);
+    let status = AuditStatus::of(&drvault_repo::audit_verify::verify(repo).await?);
     // Each target's object lock, as `drvault targets` surveys it.
     let (statuses, _) = drvault_repo::sync::survey(repo.store()).await;
     let immutability: Vec<Value> = statuses

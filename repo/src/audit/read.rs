@@ -5,72 +5,88 @@ use std::collections::BTreeMap;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::{links_to_stored, object_name, open, sequencer, stored_hash, AuditEntry, PREFIX};
+use super::{links_to_stored, object_name, sequencer, stored_hash, AuditEntry, AuditLog, PREFIX};
 use crate::catalog::Catalog;
-use crate::{Error, Repository, Result};
+use crate::target::{Listed, Target};
+use crate::{Error, Result};
 
 /// One entry as stored: the entry, the hash of its stored bytes, and how it links back.
-pub(super) struct Stored {
-    pub(super) entry: AuditEntry,
-    pub(super) stored_hash: String,
-    pub(super) links_to_stored: bool,
+pub(crate) struct Stored {
+    pub(crate) entry: AuditEntry,
+    pub(crate) stored_hash: String,
+    pub(crate) links_to_stored: bool,
 }
 
-/// The entries in the repository, by sequence number; an entry that fails to open is an error
-/// for that entry, not for the whole log.
-pub async fn read_all(repo: &Repository) -> Result<BTreeMap<u64, Result<AuditEntry>>> {
-    Ok(read_stored(repo)
-        .await?
-        .into_iter()
-        .map(|(seq, s)| (seq, s.map(|s| s.entry)))
-        .collect())
-}
+impl AuditLog<'_> {
+    /// The entries in the repository, by sequence number; an entry that fails to open is an error
+    /// for that entry, not for the whole log.
+    pub async fn read_all(self) -> Result<BTreeMap<u64, Result<AuditEntry>>> {
+        Ok(self
+            .read_stored()
+            .await?
+            .into_iter()
+            .map(|(seq, s)| (seq, s.map(|s| s.entry)))
+            .collect())
+    }
 
-pub(super) async fn read_stored(repo: &Repository) -> Result<BTreeMap<u64, Result<Stored>>> {
-    repo.keyring()?;
-    let names: Vec<(u64, String)> = repo
-        .store()
-        .list(PREFIX)
-        .await?
-        .into_iter()
-        .filter_map(|l| {
-            l.name
-                .strip_prefix(PREFIX)
-                .and_then(|s| s.parse().ok())
-                .map(|seq| (seq, l.name))
-        })
-        .collect();
-    // The sequencer's copy is the log's; another target's serves when it lacks one.
-    let sequencer = sequencer(repo.store()).ok();
-    futures::stream::iter(names)
-        .map(|(seq, name)| async move {
-            let own = match sequencer {
-                Some(t) => t.get(&name).await.ok(),
-                None => None,
-            };
-            let bytes = match own {
-                Some(b) => Ok(b),
-                None => repo.store().get(&name).await,
-            };
-            let entry = bytes.and_then(|b| {
-                Ok(Stored {
-                    entry: open(repo, &name, &b)?,
-                    stored_hash: stored_hash(&b),
-                    links_to_stored: links_to_stored(&b),
-                })
-            });
-            Ok::<_, Error>((seq, entry))
-        })
-        .buffer_unordered(16)
-        .try_collect()
-        .await
+    pub(crate) async fn read_stored(self) -> Result<BTreeMap<u64, Result<Stored>>> {
+        crate::error::full_keyring(self.keys)?;
+        let names: Vec<(u64, String)> = self
+            .store
+            .list(PREFIX)
+            .await?
+            .into_iter()
+            .filter_map(|l| {
+                l.name
+                    .strip_prefix(PREFIX)
+                    .and_then(|s| s.parse().ok())
+                    .map(|seq| (seq, l.name))
+            })
+            .collect();
+        // The sequencer's copy is the log's; another target's serves when it lacks one.
+        let sequencer = sequencer(self.store).ok();
+        futures::stream::iter(names)
+            .map(|(seq, name)| async move {
+                let own = match sequencer {
+                    Some(t) => t.get(&name).await.ok(),
+                    None => None,
+                };
+                let bytes = match own {
+                    Some(b) => Ok(b),
+                    None => self.store.get(&name).await,
+                };
+                let entry = bytes.and_then(|b| {
+                    Ok(Stored {
+                        entry: self.open(&name, &b)?,
+                        stored_hash: stored_hash(&b),
+                        links_to_stored: links_to_stored(&b),
+                    })
+                });
+                Ok::<_, Error>((seq, entry))
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await
+    }
+
+    /// Where this host's listings of the log start: the newest entry its catalog holds.
+    pub(super) async fn listing_hint(self) -> u64 {
+        let Some(dir) = self.catalog_dir.map(std::path::Path::to_path_buf) else {
+            return 0;
+        };
+        tokio::task::spawn_blocking(move || Catalog::open(&dir)?.audit_head_seq())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or(0)
+    }
 }
 
 /// The sequence numbers `target` holds, at least those from `from` on: a listing that starts
 /// at `from` (what this host's catalog last saw), or the whole log when nothing is there (the
 /// log was cut below it, or `from` is 0). Keeps an append's cost bounded as the log grows.
-pub(super) async fn seqs_from(target: &crate::target::Target, from: u64) -> Result<Vec<u64>> {
-    let parse = |names: Vec<crate::target::Listed>| -> Vec<u64> {
+pub(super) async fn seqs_from(target: &Target, from: u64) -> Result<Vec<u64>> {
+    let parse = |names: Vec<Listed>| -> Vec<u64> {
         let mut seqs: Vec<u64> = names
             .into_iter()
             .filter_map(|l| l.name.strip_prefix(PREFIX)?.parse::<u64>().ok())
@@ -88,7 +104,7 @@ pub(super) async fn seqs_from(target: &crate::target::Target, from: u64) -> Resu
 }
 
 /// The sequence numbers above `after` that `target` holds (all of them when `after` is 0).
-pub(super) async fn seqs_after(target: &crate::target::Target, after: u64) -> Result<Vec<u64>> {
+pub(super) async fn seqs_after(target: &Target, after: u64) -> Result<Vec<u64>> {
     let names = if after == 0 {
         target.list(PREFIX).await?
     } else {
@@ -101,16 +117,4 @@ pub(super) async fn seqs_after(target: &crate::target::Target, after: u64) -> Re
         .collect();
     seqs.sort_unstable();
     Ok(seqs)
-}
-
-/// Where this host's listings of the log start: the newest entry its catalog holds.
-pub(super) async fn listing_hint(repo: &Repository) -> u64 {
-    let Some(dir) = repo.catalog_dir() else {
-        return 0;
-    };
-    tokio::task::spawn_blocking(move || Catalog::open(&dir)?.audit_head_seq())
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or(0)
 }

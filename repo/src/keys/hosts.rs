@@ -5,7 +5,6 @@
 use drvault_keyring::{Header, ObjectKind};
 
 use super::*;
-use crate::audit;
 use crate::format::{IndexFile, RepoFile};
 use crate::lease::Lease;
 
@@ -49,17 +48,19 @@ impl Admin<'_> {
             .store()
             .ensure_deletable("migrate", &[paths::INDEX, paths::PRUNE])
             .await?;
-        audit::ready(self.repo, "repository.migrate").await?;
+        self.repo.audit().ready("repository.migrate").await?;
         let migrated = self.migrate_inner().await;
-        audit::record_outcome(self.repo, "repository.migrate", migrated, |r| {
-            serde_json::json!({
-                "format": 2,
-                "keyring_upgraded": r.keyring_upgraded,
-                "indexes_rewritten": r.indexes_rewritten,
-                "marks_rewritten": r.marks_rewritten,
+        self.repo
+            .audit()
+            .record_outcome("repository.migrate", migrated, |r| {
+                serde_json::json!({
+                    "format": 2,
+                    "keyring_upgraded": r.keyring_upgraded,
+                    "indexes_rewritten": r.indexes_rewritten,
+                    "marks_rewritten": r.marks_rewritten,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn migrate_inner(&self) -> Result<MigrateReport> {
@@ -172,7 +173,7 @@ impl Admin<'_> {
         if !self.repo.current_keyring().await?.takes_hosts() {
             self.migrate().await?;
         }
-        audit::ready(self.repo, "key.add").await?;
+        self.repo.audit().ready("key.add").await?;
         let added = async {
             let kr = self.repo.current_keyring().await?;
             let pass = zeroize::Zeroizing::new(passphrase.to_vec());
@@ -189,9 +190,7 @@ impl Admin<'_> {
             Ok(name)
         }
         .await;
-        audit::record_outcome(
-            self.repo,
-            "key.add",
+        self.repo.audit().record_outcome("key.add",
             added,
             |name| serde_json::json!({ "slot": paths::short(name), "kind": "host", "label": host }),
         )

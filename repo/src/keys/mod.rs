@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use drvault_keyring::{KdfParams, KeySlot, SlotKind};
 
-use crate::audit;
 use crate::format::paths;
 use crate::lease::Lease;
 use crate::repository::LEASE_TTL;
@@ -67,9 +66,9 @@ pub async fn add_key_slot(
     kdf: KdfParams,
     label: &str,
 ) -> Result<String> {
-    audit::ready(repo, "key.add").await?;
+    repo.audit().ready("key.add").await?;
     let added = repo.create_key_slot(kind, passphrase, kdf, label).await;
-    audit::record_outcome(repo, "key.add", added, |name| {
+    repo.audit().record_outcome("key.add", added, |name| {
         serde_json::json!({ "slot": paths::short(name), "kind": kind.as_str(), "label": label })
     })
     .await
@@ -141,7 +140,7 @@ impl Admin<'_> {
     /// [`Repository::save_keyring`]); a keyring without host keys records none.
     async fn save_keyring(&self, kr: &drvault_keyring::Keyring) -> Result<Vec<String>> {
         let head = if kr.takes_hosts() {
-            audit::head_anchor(self.repo).await?
+            self.repo.audit().head_anchor().await?
         } else {
             None
         };
@@ -154,15 +153,16 @@ impl Admin<'_> {
             .store()
             .ensure_deletable("key remove", &[paths::KEYS])
             .await?;
-        audit::ready(self.repo, "key.remove").await?;
+        self.repo.audit().ready("key.remove").await?;
         let removed = self.delete_key_slot(prefix).await;
-        audit::record_outcome(
-            self.repo,
-            "key.remove",
-            removed,
-            |name| serde_json::json!({ "slot": paths::short(name) }),
-        )
-        .await
+        self.repo
+            .audit()
+            .record_outcome(
+                "key.remove",
+                removed,
+                |name| serde_json::json!({ "slot": paths::short(name) }),
+            )
+            .await
     }
 
     async fn delete_key_slot(&self, prefix: &str) -> Result<String> {
@@ -217,11 +217,9 @@ impl Admin<'_> {
             .store()
             .ensure_deletable("key passwd", &[paths::KEYS])
             .await?;
-        audit::ready(self.repo, "key.passwd").await?;
+        self.repo.audit().ready("key.passwd").await?;
         let changed = self.rewrap_slot(old, new, kdf).await;
-        audit::record_outcome(
-            self.repo,
-            "key.passwd",
+        self.repo.audit().record_outcome("key.passwd",
             changed,
             |(old, new)| serde_json::json!({ "old_slot": paths::short(old), "new_slot": paths::short(new) }),
         )
@@ -322,15 +320,16 @@ impl Admin<'_> {
 
     async fn rotate_epoch(&self) -> Result<u32> {
         self.repo.keyring()?;
-        audit::ready(self.repo, "key.rotate").await?;
+        self.repo.audit().ready("key.rotate").await?;
         let rotated = self.start_epoch().await;
-        audit::record_outcome(
-            self.repo,
-            "key.rotate",
-            rotated,
-            |e| serde_json::json!({ "new_epoch": e }),
-        )
-        .await
+        self.repo
+            .audit()
+            .record_outcome(
+                "key.rotate",
+                rotated,
+                |e| serde_json::json!({ "new_epoch": e }),
+            )
+            .await
     }
 
     async fn start_epoch(&self) -> Result<u32> {
@@ -356,9 +355,9 @@ impl Admin<'_> {
             .store()
             .ensure_deletable("key rotate --master", &[paths::KEYS, paths::KEYRING])
             .await?;
-        audit::ready(self.repo, "key.rotate_master").await?;
+        self.repo.audit().ready("key.rotate_master").await?;
         let rotated = self.replace_master(credential, kdf).await;
-        audit::record_outcome(self.repo, "key.rotate_master", rotated, |(epoch, removed)| {
+        self.repo.audit().record_outcome("key.rotate_master", rotated, |(epoch, removed)| {
             serde_json::json!({ "new_epoch": epoch, "other_slots_removed": removed })
         })
         .await

@@ -8,7 +8,6 @@ use drvault_keyring::{EpochState, Keys, ObjectKind};
 use futures::StreamExt;
 
 use super::*;
-use crate::audit;
 use crate::blob::open_blob;
 use crate::cancel::Cancel;
 use crate::format::PackEntry;
@@ -81,7 +80,7 @@ impl Admin<'_> {
                 &[paths::DATA, paths::INDEX, paths::SNAPSHOTS, paths::KEYRING],
             )
             .await?;
-        audit::ready(self.repo, "key.reencrypt").await?;
+        self.repo.audit().ready("key.reencrypt").await?;
         let done = async {
             let mut lease = Lease::acquire(self.repo.store(), "re-encryption", LEASE_TTL).await?;
             let result = self.reencrypt_locked(&mut lease, progress, cancel).await;
@@ -91,15 +90,17 @@ impl Admin<'_> {
             Ok(report)
         }
         .await;
-        audit::record_outcome(self.repo, "key.reencrypt", done, |r: &ReencryptReport| {
-            serde_json::json!({
-                "epochs": r.epochs, "retired": r.retired, "not_retired": r.not_retired,
-                "packs_rewritten": r.packs_rewritten, "bytes_rewritten": r.bytes_rewritten,
-                "snapshots_resealed": r.snapshots.len(),
-                "seconds": started.elapsed().as_secs_f64(),
+        self.repo
+            .audit()
+            .record_outcome("key.reencrypt", done, |r: &ReencryptReport| {
+                serde_json::json!({
+                    "epochs": r.epochs, "retired": r.retired, "not_retired": r.not_retired,
+                    "packs_rewritten": r.packs_rewritten, "bytes_rewritten": r.bytes_rewritten,
+                    "snapshots_resealed": r.snapshots.len(),
+                    "seconds": started.elapsed().as_secs_f64(),
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(super) async fn reencrypt_locked(

@@ -9,7 +9,8 @@ async fn repository() -> Repository {
 }
 
 async fn actions(repo: &Repository) -> Vec<(String, String)> {
-    audit::read_all(repo)
+    repo.audit()
+        .read_all()
         .await
         .unwrap()
         .into_values()

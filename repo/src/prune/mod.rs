@@ -270,7 +270,7 @@ impl Pruner<'_> {
                     &[paths::DATA, paths::INDEX, paths::PRUNE, "locks/"],
                 )
                 .await?;
-            crate::audit::ready(self.repo, "data.prune").await?;
+            self.repo.audit().ready("data.prune").await?;
         }
         let outcome = self.prune_unrecorded(opts, &mut r).await;
         let details = |r: &PruneReport| {
@@ -283,14 +283,20 @@ impl Pruner<'_> {
         };
         match &outcome {
             Ok(()) if !r.dry_run && (r.packs_marked > 0 || r.packs_deleted > 0) => {
-                crate::audit::record(self.repo, "data.prune", details(&r), "ok").await?;
+                self.repo
+                    .audit()
+                    .record("data.prune", details(&r), "ok")
+                    .await?;
             }
             // A prune that stopped (a stop request, a failure) after it wrote a mark or began a
             // sweep is recorded too, with what it set out to do: the mark is durable.
             Err(e) if !r.dry_run && (r.mark.is_some() || !r.marks_swept.is_empty()) => {
                 let failed = format!("failed: {e}");
-                if let Err(a) =
-                    crate::audit::record(self.repo, "data.prune", details(&r), &failed).await
+                if let Err(a) = self
+                    .repo
+                    .audit()
+                    .record("data.prune", details(&r), &failed)
+                    .await
                 {
                     tracing::warn!("{a}");
                 }

@@ -13,7 +13,7 @@ use super::*;
 use crate::format::{Snapshot, SNAPSHOT_VERSION};
 use crate::session::Session;
 use crate::IdSet;
-use crate::{audit, failpoint};
+use crate::failpoint;
 
 const MARKS_ACTION: &str = "start a backup that honours prune marks";
 
@@ -134,13 +134,10 @@ impl Repository {
         failpoint::hit("backup.before-commit").await;
         session.confirm()?;
         let mut snapshot = snapshot.clone();
-        let (anchor, unrecorded) = match audit::append(
-            self,
-            "snapshot.commit",
-            commit_details(&snapshot, session),
-            "ok",
-        )
-        .await
+        let (anchor, unrecorded) = match self
+            .audit()
+            .append("snapshot.commit", commit_details(&snapshot, session), "ok")
+            .await
         {
             Ok(entry) => (Some(entry.anchor()), None),
             Err(e) => {
@@ -188,8 +185,10 @@ impl Repository {
                 if let Some(a) = anchor {
                     let details = serde_json::json!({ "commit": a.seq });
                     let failed = format!("failed: {e}");
-                    if let Err(w) =
-                        audit::append(self, "snapshot.abandoned", details, &failed).await
+                    if let Err(w) = self
+                        .audit()
+                        .append("snapshot.abandoned", details, &failed)
+                        .await
                     {
                         tracing::warn!("entry {} stays without its snapshot: {w}", a.seq);
                     }

@@ -1,12 +1,13 @@
 //! `audit verify`: the whole chain from entry 1, the snapshots' and the keyring's anchors
 //! against it (a cut tail, a rewritten entry, a snapshot deleted outside `forget`), and the
-//! local catalog's copy against the repository's.
+//! local catalog's copy against the repository's. It reads the repository's snapshots, so it
+//! sits above `Repository`, while the log itself (`crate::audit`) sits below it.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{anchors, object_name, read_stored, AnchorReport, AuditEntry, GENESIS, PREFIX};
+use crate::audit::{anchors, object_name, AnchorReport, AuditEntry, GENESIS, PREFIX};
 use crate::catalog::Catalog;
 use crate::format::AuditRef;
 use crate::{Error, Repository, Result};
@@ -56,7 +57,7 @@ pub async fn verify(repo: &Repository) -> Result<VerifyReport> {
         }
         .await;
         let snapshots = repo.snapshots().await?;
-        let entries = read_stored(repo).await?;
+        let entries = repo.audit().read_stored().await?;
         let auth_key = repo.keys().keyring().and_then(|kr| kr.audit_auth_key());
         // Entries before the first one sealed to the audit public key were written before the
         // repository took host keys: only full keys could write them.
