@@ -9,7 +9,6 @@
 //! every target like any object), so the evidence survives the loss of the host, and in the
 //! local catalog, a second copy to compare against.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -33,32 +32,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 pub use crate::format::AuditEntry;
 use crate::format::AuditRef;
 
-/// JSON with object keys sorted at every level and no insignificant whitespace. Numbers must
-/// survive a decode and re-encode unchanged (serde_json's `float_roundtrip`), since the chain
-/// hashes re-encoded entries.
-fn canonical(v: &serde_json::Value) -> serde_json::Value {
-    match v {
-        serde_json::Value::Object(m) => {
-            let sorted: BTreeMap<&String, serde_json::Value> =
-                m.iter().map(|(k, v)| (k, canonical(v))).collect();
-            serde_json::Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
-        }
-        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(canonical).collect()),
-        other => other.clone(),
-    }
-}
-
 impl AuditEntry {
-    /// The canonical encoding the chain hashes.
-    pub fn canonical_bytes(&self) -> Vec<u8> {
-        let v = serde_json::to_value(self).unwrap_or_default();
-        serde_json::to_vec(&canonical(&v)).unwrap_or_default()
-    }
-
-    pub fn hash(&self) -> String {
-        blake3::hash(&self.canonical_bytes()).to_hex().to_string()
-    }
-
     /// The authentication full keys give an entry (over its canonical bytes without it).
     fn authentication(&self, key: &drvault_keyring::Key) -> blake3::Hash {
         let bare = AuditEntry {
@@ -77,14 +51,6 @@ impl AuditEntry {
             .and_then(|a| blake3::Hash::from_hex(a).ok())
             // blake3::Hash compares in constant time.
             .is_some_and(|h| h == self.authentication(key))
-    }
-
-    /// What a snapshot (or any object anchoring the chain) records of this entry.
-    pub fn anchor(&self) -> AuditRef {
-        AuditRef {
-            seq: self.seq,
-            hash: *blake3::hash(&self.canonical_bytes()).as_bytes(),
-        }
     }
 }
 
@@ -282,7 +248,7 @@ impl AuditLog<'_> {
                 time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 actor: crate::host::actor(),
                 action: action.to_string(),
-                details: canonical(&details),
+                details: crate::format::canonical_json(&details),
                 result: result.to_string(),
                 prev: head.map_or_else(|| GENESIS.to_string(), |(_, prev)| prev),
                 auth: None,
@@ -540,7 +506,9 @@ mod tests {
                 time: "2026-11-25T00:00:00.000Z".into(),
                 actor: "root@host".into(),
                 action: "drill.run".into(),
-                details: canonical(&serde_json::json!({ "z": x, "a": [x, { "y": x, "b": 1 }] })),
+                details: crate::format::canonical_json(
+                    &serde_json::json!({ "z": x, "a": [x, { "y": x, "b": 1 }] }),
+                ),
                 result: "ok".into(),
                 prev: GENESIS.into(),
                 auth: None,

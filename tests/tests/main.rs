@@ -1,6 +1,6 @@
 //! The end-to-end suite as one test binary: each file beside this one is a module (one link
 //! instead of one per file, and `cargo test` schedules every test of the suite on one pool).
-//! Files keep their names, so `cargo test --test e2e mount::` runs what tests/tests/mount.rs holds.
+//! Files keep their names, so `scripts/test mount::` runs what tests/tests/mount.rs holds.
 
 mod agent;
 mod agent_robustness;

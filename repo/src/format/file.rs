@@ -4,8 +4,10 @@
 //! `Repository::open_file` are the only ways they are written and read, so a new kind cannot
 //! forget the version check. Clear-text ones every host reads without keys (the config, the
 //! maintenance lease, backup sessions) are [`PlainFile`]s: JSON, decoded in one place each.
-//! Key slots and keyrings are the keyring crate's (docs/FORMAT.md §6); audit entries are
-//! hashed in their canonical form (`AuditEntry::canonical_bytes`, §17).
+//! Key slots and keyrings are the keyring crate's (docs/FORMAT.md §6), which knows nothing of
+//! storage. Audit entries are named by sequence number, not by hash, and stored in their
+//! canonical JSON form, which the chain hashes (`AuditEntry::canonical_bytes` in `audit.rs`
+//! beside this file, §17).
 
 use drvault_keyring::ObjectKind;
 use serde::de::DeserializeOwned;

@@ -20,7 +20,7 @@ mod session;
 mod snapshot;
 mod tree;
 
-pub use audit::AuditEntry;
+pub use audit::{canonical_json, AuditEntry};
 pub use file::{PlainFile, RepoFile};
 pub use lease::LeaseBody;
 pub use session::SessionBody;

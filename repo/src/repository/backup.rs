@@ -10,10 +10,10 @@
 //! provably live.
 
 use super::*;
+use crate::failpoint;
 use crate::format::{Snapshot, SNAPSHOT_VERSION};
 use crate::session::Session;
 use crate::IdSet;
-use crate::failpoint;
 
 const MARKS_ACTION: &str = "start a backup that honours prune marks";
 
