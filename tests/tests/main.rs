@@ -8,6 +8,7 @@ mod audit_fork;
 mod cli_errors;
 mod closed_output;
 mod conformance;
+mod database_recipes;
 mod debian_package;
 mod docs;
 mod drills;
