@@ -17,8 +17,7 @@
 //! 7 header bytes, the nonce follows them, and the associated data is all 39 header bytes and
 //! the context. The AES key is derived from the X25519 shared secret ([`crate::sealing`]).
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 use crate::{random_bytes, Error, Key, Result};
 
@@ -207,14 +206,25 @@ pub(crate) fn encrypt_append(
     plaintext: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    use aes_gcm::aead::AeadInPlace;
     let start = out.len();
     out.extend_from_slice(plaintext);
-    let tag = Aes256Gcm::new(key.expose().into())
-        .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut out[start..])
+    let tag = cipher(key)?
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(*nonce),
+            Aad::from(aad),
+            &mut out[start..],
+        )
         .map_err(|_| Error::Authentication)?;
-    out.extend_from_slice(&tag);
+    out.extend_from_slice(tag.as_ref());
     Ok(())
+}
+
+/// AES-256-GCM under `key`: aws-lc's implementation (already linked for TLS), which runs the
+/// whole GCM on the CPU's AES and carry-less multiply instructions several blocks at a time.
+fn cipher(key: &Key) -> Result<LessSafeKey> {
+    UnboundKey::new(&AES_256_GCM, key.expose())
+        .map(LessSafeKey::new)
+        .map_err(|_| Error::Authentication)
 }
 
 /// Opens an envelope sealed by [`seal`] with the same key and context; returns header and
@@ -227,16 +237,19 @@ pub fn open(key: &Key, context: &[u8], sealed: &[u8]) -> Result<(Header, Vec<u8>
     } else {
         HEADER_LEN
     };
-    let cipher = Aes256Gcm::new(key.expose().into());
-    let pt = cipher
-        .decrypt(
-            Nonce::from_slice(&sealed[head_len - 12..head_len]),
-            Payload {
-                msg: &sealed[head_len..],
-                aad: &aad(&sealed[..head_len - 12], context),
-            },
-        )
+    let nonce: [u8; 12] = sealed[head_len - 12..head_len]
+        .try_into()
         .map_err(|_| Error::Authentication)?;
+    let mut pt = sealed[head_len..].to_vec();
+    let len = cipher(key)?
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad(&sealed[..head_len - 12], context)),
+            &mut pt,
+        )
+        .map_err(|_| Error::Authentication)?
+        .len();
+    pt.truncate(len);
     Ok((header, pt))
 }
 
@@ -250,6 +263,28 @@ mod tests {
             compressed: true,
             epoch: 3,
         }
+    }
+
+    /// The cipher is standard AES-256-GCM: the answer below came from another implementation
+    /// (OpenSSL, through Python's `cryptography`), so a change of crate cannot change the format.
+    #[test]
+    fn known_answer() {
+        let key = Key::from_bytes(std::array::from_fn(|i| i as u8));
+        let nonce: [u8; 12] = std::array::from_fn(|i| i as u8);
+        let mut out = Vec::new();
+        encrypt_append(
+            &key,
+            &nonce,
+            b"header-and-context",
+            b"drvault known answer",
+            &mut out,
+        )
+        .expect("seal");
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "2370a07ab089b63be62ff8fcdfc91903f0a1e24678c51d74133560dcf10ab06034eea145"
+        );
     }
 
     #[test]

@@ -10,7 +10,6 @@ use drvault_repo::format::{Node, NodeKind};
 use drvault_repo::{Id, Repository};
 use tokio::runtime::Handle;
 
-use crate::fsops::FileId;
 use crate::Result;
 
 pub(crate) struct Entry {
@@ -148,15 +147,4 @@ pub(crate) type Collected = (Vec<Entry>, Vec<LostDir>, Vec<Vec<Vec<u8>>>);
 /// Joins validated snapshot components into a relative path.
 fn join(comps: &[Vec<u8>]) -> PathBuf {
     comps.iter().map(|c| OsStr::from_bytes(c)).collect()
-}
-
-/// A regular file of the restore: where it is written (a temporary name), what it is, what it
-/// holds.
-pub(crate) struct RestoredFile {
-    pub rel: PathBuf,
-    pub id: FileId,
-    pub content: Vec<Id>,
-    pub size: u64,
-    /// The entry it becomes.
-    pub entry: usize,
 }

@@ -13,9 +13,8 @@ use drvault_repo::{Id, Repository};
 use futures::{StreamExt, TryStreamExt};
 use tokio::runtime::Handle;
 
-use crate::collect::RestoredFile;
 use crate::error::is_damage;
-use crate::fsops::Target;
+use crate::files::Files;
 use crate::{Error, Result};
 
 /// Largest gap between two wanted blobs that is read through rather than split.
@@ -43,20 +42,20 @@ pub(crate) struct Hole {
     pub reason: String,
 }
 
-/// Writes the content of `files`, which already exist with their final size. Returns the bytes
-/// written and the ranges that could not be (after every target was tried).
+/// Writes the content of `files` (each created by the writer of its first blob and installed by
+/// the writer of its last). Returns the bytes written and the ranges that could not be (after
+/// every target was tried).
 pub(crate) fn write_contents(
     rt: &Handle,
     repo: Arc<Repository>,
-    target: Arc<Target>,
-    files: &Arc<Vec<RestoredFile>>,
+    files: &Arc<Files>,
     parallel: usize,
     progress: Option<&crate::options::ProgressSink>,
 ) -> Result<(u64, Vec<Hole>)> {
-    let total: u64 = files.iter().map(|f| f.size).sum();
+    let total: u64 = files.list.iter().map(|f| f.size).sum();
     let mut holes = Vec::new();
     let mut by_pack: HashMap<Id, HashMap<Id, Want>> = HashMap::new();
-    for (n, file) in files.iter().enumerate() {
+    for (n, file) in files.list.iter().enumerate() {
         let mut offset = 0u64;
         for id in &file.content {
             let Some(loc) = repo.locate(id) else {
@@ -92,9 +91,7 @@ pub(crate) fn write_contents(
         .collect();
     let (written, damaged) = rt.block_on(async {
         futures::stream::iter(spans)
-            .map(|(pack, wants)| {
-                fetch_span(repo.clone(), target.clone(), files.clone(), pack, wants)
-            })
+            .map(|(pack, wants)| fetch_span(repo.clone(), files.clone(), pack, wants))
             .buffer_unordered(parallel.max(1))
             .try_fold((0u64, Vec::new()), |(n, mut all), (m, holes)| async move {
                 all.extend(holes);
@@ -143,13 +140,12 @@ fn split_spans(wants: Vec<Want>) -> Vec<Vec<Want>> {
 /// each blob is read on its own, so only the damaged ones are lost.
 async fn fetch_span(
     repo: Arc<Repository>,
-    target: Arc<Target>,
-    files: Arc<Vec<RestoredFile>>,
+    files: Arc<Files>,
     pack: Id,
     wants: Vec<Want>,
 ) -> Result<(u64, Vec<Hole>)> {
     match read_span(&repo, &pack, &wants).await {
-        Ok(plains) => Ok((write_span(target, files, wants, plains).await?, Vec::new())),
+        Ok(plains) => Ok((write_span(files, wants, plains).await?, Vec::new())),
         Err(e) if !is_damage(&e) => Err(e.into()),
         Err(e) if wants.len() == 1 => Ok((0, holes_of(&wants[0], &e))),
         Err(_) => {
@@ -158,10 +154,7 @@ async fn fetch_span(
             for want in wants {
                 let one = std::slice::from_ref(&want);
                 match read_span(&repo, &pack, one).await {
-                    Ok(plains) => {
-                        written +=
-                            write_span(target.clone(), files.clone(), vec![want], plains).await?
-                    }
+                    Ok(plains) => written += write_span(files.clone(), vec![want], plains).await?,
                     Err(e) if is_damage(&e) => holes.extend(holes_of(&want, &e)),
                     Err(e) => return Err(e.into()),
                 }
@@ -210,26 +203,32 @@ async fn read_span(
         .await
 }
 
-async fn write_span(
-    target: Arc<Target>,
-    files: Arc<Vec<RestoredFile>>,
-    wants: Vec<Want>,
-    plains: Vec<Vec<u8>>,
-) -> Result<u64> {
+/// Writes the opened blobs of one span into their files: each file once opened (or created),
+/// all its blobs from this span written, then handed back to [`Files::wrote`], which installs
+/// it when that was its last blob.
+async fn write_span(files: Arc<Files>, wants: Vec<Want>, plains: Vec<Vec<u8>>) -> Result<u64> {
     tokio::task::spawn_blocking(move || -> Result<u64> {
+        // All-zero blobs stay holes: files are created sparse at their full size.
+        let zero: Vec<bool> = plains.iter().map(|p| p.iter().all(|&b| b == 0)).collect();
+        // (file, offset, blob)
+        let mut writes: Vec<(u32, u64, usize)> = wants
+            .iter()
+            .enumerate()
+            .flat_map(|(b, w)| w.targets.iter().map(move |&(f, o)| (f, o, b)))
+            .collect();
+        writes.sort_unstable();
         let mut written = 0;
-        for (w, plain) in wants.iter().zip(plains) {
-            // All-zero blobs stay holes: the files were created sparse at their full size.
-            if plain.iter().all(|&b| b == 0) {
-                continue;
+        for group in writes.chunk_by(|a, b| a.0 == b.0) {
+            let n = group[0].0 as usize;
+            let temp = files.open(n)?;
+            for &(_, offset, b) in group {
+                if !zero[b] {
+                    write_sparse(&temp.file, &plains[b], offset)
+                        .map_err(|e| files.target().io_error(&files.temp_path(n), e))?;
+                    written += plains[b].len() as u64;
+                }
             }
-            for (file, offset) in &w.targets {
-                let to = &files[*file as usize];
-                let f = target.open_file(&to.rel, to.id, true)?;
-                write_sparse(&f, &plain, *offset)
-                    .map_err(crate::error::io(&target.display(&to.rel)))?;
-                written += plain.len() as u64;
-            }
+            files.wrote(n, group.len(), temp)?;
         }
         Ok(written)
     })

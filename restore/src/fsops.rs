@@ -50,6 +50,14 @@ impl FileId {
     }
 }
 
+/// A file being restored, open under its temporary name, with the directory holding it.
+pub struct TempFile {
+    dir: OwnedFd,
+    name: std::ffi::OsString,
+    pub file: File,
+    pub id: FileId,
+}
+
 /// Temporary names of files being restored begin with this.
 pub const TEMP_PREFIX: &str = ".drvault-restore-";
 
@@ -222,14 +230,13 @@ impl Target {
         }
     }
 
-    /// Creates the file that will become `rel` under a temporary name beside it (owner-only,
-    /// sparse at its final size): a file is under its final name only once its content is
-    /// complete. Returns the temporary path. A crash leaves only `.drvault-restore-*` names.
-    pub fn create_temp(&self, rel: &Path, tag: &str, size: u64) -> Result<(PathBuf, FileId)> {
-        let temp = rel.with_file_name(format!("{TEMP_PREFIX}{tag}"));
-        let (dir, name) = self.parent(&temp)?;
+    /// Creates the file that will become `rel` under the temporary name `temp` beside it
+    /// (owner-only, sparse at its final size): a file is under its final name only once its
+    /// content is complete. A crash leaves only `.drvault-restore-*` names.
+    pub fn create_temp(&self, rel: &Path, temp: &Path, size: u64) -> Result<TempFile> {
+        let (dir, name) = self.parent(temp)?;
         // A directory at the final name would refuse the rename at the end: say so before
-        // anything is downloaded.
+        // anything is written.
         if let Some(final_name) = rel.file_name() {
             if let Ok(st) = rustix::fs::statat(&dir, final_name, AtFlags::SYMLINK_NOFOLLOW) {
                 if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
@@ -244,12 +251,37 @@ impl Target {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| match e {
-            Errno::EXIST => self.changed(&temp, "something was put in its place"),
-            e => io(&self.display(&temp))(e.into()),
+            Errno::EXIST => self.changed(temp, "something was put in its place"),
+            e => io(&self.display(temp))(e.into()),
         })?;
-        rustix::fs::ftruncate(&fd, size).map_err(|e| io(&self.display(&temp))(e.into()))?;
-        let id = FileId::of(&fstat(&fd, self, &temp)?);
-        Ok((temp, id))
+        if size > 0 {
+            rustix::fs::ftruncate(&fd, size).map_err(|e| io(&self.display(temp))(e.into()))?;
+        }
+        let id = FileId::of(&fstat(&fd, self, temp)?);
+        Ok(TempFile {
+            name: name.to_os_string(),
+            dir,
+            file: File::from(fd),
+            id,
+        })
+    }
+
+    /// Opens the temporary file `temp` this restore created again (for writing, or for
+    /// reading to verify it), checking it is still that file.
+    pub fn reopen_temp(&self, temp: &Path, id: FileId, write: bool) -> Result<TempFile> {
+        let (dir, name) = self.parent(temp)?;
+        let flags = if write {
+            OFlags::WRONLY
+        } else {
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY
+        };
+        let fd = self.open_checked(&dir, name, temp, id, flags)?;
+        Ok(TempFile {
+            name: name.to_os_string(),
+            dir,
+            file: File::from(fd),
+            id,
+        })
     }
 
     /// The regular file at `rel`, opened for reading, when there is one (not a symlink, a
@@ -279,31 +311,37 @@ impl Target {
         Ok(Some((File::from(fd), FileId::of(&st))))
     }
 
-    /// Gives the complete file at `temp` (checked to be the one created) the metadata of
-    /// `node`, then renames it to `rel`, replacing whatever non-directory is there in one step:
-    /// a file appears under its name complete, with its owner and mode.
+    /// Gives the complete temporary file `temp` the metadata of `node` through its open
+    /// descriptor, then renames it to `rel`, replacing whatever non-directory is there in one
+    /// step: a file appears under its name complete, with its owner and mode.
     pub fn install(
         &self,
-        temp: &Path,
-        id: FileId,
+        temp: TempFile,
         (rel, node): (&Path, &Node),
         as_root: bool,
     ) -> Result<Vec<String>> {
-        let (dir, temp_name) = self.parent(temp)?;
-        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
-        let fd = self.open_checked(&dir, temp_name, temp, id, flags)?;
+        let fd = OwnedFd::from(temp.file);
         let warnings = self.set_metadata(&fd, rel, node, as_root)?;
         let name = rel
             .file_name()
             .ok_or_else(|| Error::Invalid(format!("{} has no name", rel.display())))?;
-        rustix::fs::renameat(&dir, temp_name, &dir, name).map_err(|e| match e {
+        // The temporary name must still be this file (a user who can write the directory may
+        // have put their own there): theirs is never moved under the snapshot's name.
+        let temp_rel = rel.with_file_name(&temp.name);
+        if !self
+            .stat_at(&temp.dir, &temp.name, &temp_rel)?
+            .same_inode(&temp.id)
+        {
+            return Err(self.changed(&temp_rel, "it was replaced by another file"));
+        }
+        rustix::fs::renameat(&temp.dir, &temp.name, &temp.dir, name).map_err(|e| match e {
             Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST => Error::UnsafeTarget(self.display(rel)),
-            Errno::NOENT => self.changed(temp, "it was removed"),
+            Errno::NOENT => self.changed(&temp_rel, "it was removed"),
             e => io(&self.display(rel))(e.into()),
         })?;
         // The owner is the snapshot's by now: the inode identifies the file (and `fd`, still
         // open, keeps its number from being reused by another file meanwhile).
-        if !self.stat_at(&dir, name, rel)?.same_inode(&id) {
+        if !self.stat_at(&temp.dir, name, rel)?.same_inode(&temp.id) {
             return Err(self.changed(rel, "it was replaced by another file"));
         }
         Ok(warnings)
@@ -315,23 +353,6 @@ impl Target {
         self.open_entry(&dir, name, temp, id)?;
         rustix::fs::unlinkat(&dir, name, AtFlags::empty())
             .map_err(|e| io(&self.display(temp))(e.into()))
-    }
-
-    /// Opens a file this restore created, checking it is still that file.
-    pub fn open_file(&self, rel: &Path, id: FileId, write: bool) -> Result<File> {
-        let mode = if write {
-            OFlags::WRONLY
-        } else {
-            OFlags::RDONLY
-        };
-        let fd = self.resolve(rel, mode | OFlags::NONBLOCK)?;
-        if write {
-            self.expect(&fd, rel, id)?;
-        } else if !FileId::of(&fstat(&fd, self, rel)?).same_inode(&id) {
-            // Verification runs after the metadata pass: the owner is the snapshot's by now.
-            return Err(self.changed(rel, "it was replaced by another file"));
-        }
-        Ok(File::from(fd))
     }
 
     /// Opens the entry `name` of `dir` itself (a symlink is not followed), checked against `id`.

@@ -6,6 +6,7 @@ mod dry_run;
 mod error;
 mod extras;
 mod fetch;
+mod files;
 mod fsops;
 pub mod mount;
 mod options;

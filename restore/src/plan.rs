@@ -4,14 +4,14 @@
 //! nothing is ever written through a symlink the snapshot supplied.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use drvault_repo::format::{validate_name, NodeKind, Snapshot};
 use drvault_repo::{printable, Id, Repository};
 use tokio::runtime::Handle;
 
-use crate::collect::{collect, prefix_matches, Entry, RestoredFile};
+use crate::collect::{collect, prefix_matches, Entry};
+use crate::files::{Files, Lost, RestoredFile};
 use crate::fsops::{FileId, MetaKind, Target};
 use crate::{Error, Result};
 
@@ -90,13 +90,6 @@ pub fn restore(
     // What each entry is once created: checked again at every later open.
     let ids: Vec<OnceLock<FileId>> = entries.iter().map(|_| OnceLock::new()).collect();
 
-    // Paths of files that hard links in this restore point to.
-    let link_sources: HashSet<&[u8]> = entries
-        .iter()
-        .filter(|e| e.node.kind == NodeKind::Hardlink)
-        .map(|e| e.node.target.as_slice())
-        .collect();
-    let mut link_source_entry: HashMap<&[u8], usize> = HashMap::new();
     let mut later: Vec<usize> = Vec::new();
     // Directories first (sequentially: parents before children), then every file and FIFO
     // created in parallel: each is a few system calls.
@@ -108,9 +101,6 @@ pub fn restore(
                 stats.dirs += 1;
             }
             NodeKind::File => {
-                if link_sources.contains(e.key()) {
-                    link_source_entry.insert(e.key(), i);
-                }
                 stats.files += 1;
                 to_create.push(i);
             }
@@ -142,16 +132,14 @@ pub fn restore(
         stats.deleted = crate::extras::remove(&target, &extras)?;
     }
     drvault_repo::failpoint::hit_blocking("restore.after-dirs");
-    // Files are written under temporary names and renamed once complete.
-    let token = temp_token();
-    let temps: Vec<OnceLock<PathBuf>> = entries.iter().map(|_| OnceLock::new()).collect();
     let kept = std::sync::atomic::AtomicU64::new(0);
     // `--overwrite never`: the file there stays as it is, metadata included.
     let untouched: Vec<std::sync::atomic::AtomicBool> = entries
         .iter()
         .map(|_| std::sync::atomic::AtomicBool::new(false))
         .collect();
-    let made = for_each_parallel(&to_create, |&i| {
+    // FIFOs are made now; files are created by the writer of their first blob (files.rs).
+    for_each_parallel(&to_create, |&i| {
         let e = &entries[i];
         if e.node.kind == NodeKind::File && opts.overwrite != Overwrite::Always {
             if let Some((file, id)) = target.existing_file(&e.rel)? {
@@ -168,100 +156,100 @@ pub fn restore(
                 }
             }
         }
-        let id = if e.node.kind == NodeKind::Fifo {
-            target.mkfifo(&e.rel)?
-        } else {
-            let (temp, id) = target.create_temp(&e.rel, &format!("{token}-{i}"), e.node.size)?;
-            let _ = temps[i].set(temp);
-            id
-        };
-        let _ = ids[i].set(id);
+        if e.node.kind == NodeKind::Fifo {
+            let _ = ids[i].set(target.mkfifo(&e.rel)?);
+        }
         Ok(Vec::new())
-    });
+    })?;
+    stats.unchanged = kept.into_inner();
+    // Files are written under temporary names and renamed once complete. Their blob lists move
+    // into the writers' list: nothing reads an entry's content from here on.
+    let mut list: Vec<RestoredFile> = Vec::with_capacity(stats.files as usize);
+    for &i in &to_create {
+        let node = &mut entries[i].node;
+        if node.kind == NodeKind::File && ids[i].get().is_none() {
+            list.push(RestoredFile::new(
+                std::mem::take(&mut node.content),
+                node.size,
+                i,
+            ));
+        }
+    }
+    let entries = Arc::new(entries);
     let created = |i: usize| {
         ids[i]
             .get()
             .copied()
             .ok_or_else(|| Error::Invalid(format!("{} was not created", shown(&entries[i]))))
     };
-    stats.unchanged = kept.into_inner();
-    let mut files: Vec<RestoredFile> = Vec::with_capacity(stats.files as usize);
-    for (i, temp) in temps.into_iter().enumerate() {
-        if let (Some(temp), Some(id)) = (temp.into_inner(), ids[i].get()) {
-            files.push(RestoredFile {
-                rel: temp,
-                id: *id,
-                content: entries[i].node.content.clone(),
-                size: entries[i].node.size,
-                entry: i,
-            });
-        }
-    }
-    let files = Arc::new(files);
+    let files = Arc::new(Files::new(
+        list,
+        target.clone(),
+        entries.clone(),
+        !opts.verify,
+        as_root,
+    ));
+    crate::hwm("created");
+    drvault_repo::failpoint::hit_blocking("restore.before-contents");
     // From here on a failure that stops the restore removes the temporary files first.
-    let written = made.and_then(|_| {
-        crate::hwm("created");
-        drvault_repo::failpoint::hit_blocking("restore.before-contents");
-        crate::fetch::write_contents(
-            rt,
-            repo.clone(),
-            target.clone(),
-            &files,
-            opts.parallel,
-            opts.progress.as_ref(),
-        )
-    });
+    let written = crate::fetch::write_contents(
+        rt,
+        repo.clone(),
+        &files,
+        opts.parallel,
+        opts.progress.as_ref(),
+    );
     let (bytes, holes) = match written {
         Ok(w) => w,
         Err(e) => {
-            for f in files.iter() {
-                let _ = target.discard(&f.rel, f.id);
-            }
+            files.discard_unfinished();
             return Err(e);
         }
     };
     stats.bytes = bytes;
     crate::hwm("written");
-    let mut lost = damage_by_file(&files, holes);
+    let mut lost = damage_by_file(&files.list, holes);
     let finished = (|| {
         if opts.verify {
-            let sound: Vec<&RestoredFile> = files
-                .iter()
-                .filter(|f| !lost.contains_key(&f.entry))
+            files.create_rest(&lost)?;
+            let sound: Vec<usize> = (0..files.list.len())
+                .filter(|&n| !lost.contains_key(&files.list[n].entry))
                 .collect();
-            let (verified, failed) = crate::verify::verify_files(&repo, &target, &sound)?;
+            let (verified, failed) = crate::verify::verify_files(&repo, &files, &sound)?;
             stats.verified_files = verified;
             for (entry, reason) in failed {
                 lost.insert(entry, (Vec::new(), reason));
             }
         }
-        // Complete files take their metadata and names; damaged ones are removed.
-        let finish: Vec<&RestoredFile> = files.iter().collect();
-        for_each_parallel(&finish, |f| {
-            if lost.contains_key(&f.entry) {
-                target.discard(&f.rel, f.id)?;
-                return Ok(Vec::new());
-            }
-            let e = &entries[f.entry];
-            target.install(&f.rel, f.id, (&e.rel, &e.node), as_root)
-        })
+        // Complete files not installed by their last writer take their metadata and names;
+        // damaged ones are removed.
+        files.finish(&lost)
     })();
-    let installed_warnings = match finished {
-        Ok(w) => w,
-        Err(e) => {
-            // Whatever is still under a temporary name goes (installed files are complete).
-            for f in files.iter() {
-                let _ = target.discard(&f.rel, f.id);
-            }
-            return Err(e);
-        }
-    };
-    stats.warnings.extend(installed_warnings);
+    if let Err(e) = finished {
+        files.discard_unfinished();
+        return Err(e);
+    }
+    stats.warnings.extend(files.take_warnings());
     // Files written by this restore got their metadata as they were installed.
     let mut installed = vec![false; entries.len()];
-    for f in files.iter() {
-        installed[f.entry] = true;
+    for f in files.list.iter() {
+        installed[f.entry] = f.installed();
+        if let Some(id) = f.id() {
+            let _ = ids[f.entry].set(id);
+        }
     }
+    // Paths of files that hard links in this restore point to.
+    let link_sources: HashSet<&[u8]> = entries
+        .iter()
+        .filter(|e| e.node.kind == NodeKind::Hardlink)
+        .map(|e| e.node.target.as_slice())
+        .collect();
+    let link_source_entry: HashMap<&[u8], usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.node.kind == NodeKind::File && link_sources.contains(e.key()))
+        .map(|(i, e)| (e.key(), i))
+        .collect();
     stats.files -= lost.len() as u64;
     let mut lost_keys: HashMap<&[u8], usize> = HashMap::new();
     for (&i, (ranges, reason)) in &lost {
@@ -352,20 +340,9 @@ pub fn restore(
     }
 }
 
-/// Unique per restore: the temporary names of two restores into one tree never collide.
-fn temp_token() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{:x}{:08x}", std::process::id(), nanos)
-}
-
 /// The damaged byte ranges of each file (by entry), merged, with the first reason.
-fn damage_by_file(
-    files: &[RestoredFile],
-    holes: Vec<crate::fetch::Hole>,
-) -> HashMap<usize, (Vec<(u64, u64)>, String)> {
-    let mut by_file: HashMap<usize, (Vec<(u64, u64)>, String)> = HashMap::new();
+fn damage_by_file(files: &[RestoredFile], holes: Vec<crate::fetch::Hole>) -> Lost {
+    let mut by_file: Lost = HashMap::new();
     for h in holes {
         let entry = files[h.file as usize].entry;
         let slot = by_file
@@ -392,7 +369,7 @@ fn damage_by_file(
 const BATCH: usize = 64;
 
 /// Runs `f` over `items` on one thread per core; returns the warnings, or the first error.
-fn for_each_parallel<T: Sync>(
+pub(crate) fn for_each_parallel<T: Sync>(
     items: &[T],
     f: impl Fn(&T) -> Result<Vec<String>> + Sync,
 ) -> Result<Vec<String>> {

@@ -6,16 +6,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use drvault_repo::{Id, Repository};
 
-use crate::collect::RestoredFile;
-use crate::fsops::Target;
+use crate::files::Files;
 use crate::{Error, Result};
 
-/// Re-reads each file (under its temporary name, before its metadata is applied); returns how
-/// many matched and, for those that did not, the entry and the reason.
+/// Re-reads each file `which` names (under its temporary name, before its metadata is
+/// applied); returns how many matched and, for those that did not, the entry and the reason.
 pub(crate) fn verify_files(
     repo: &Repository,
-    target: &Target,
-    files: &[&RestoredFile],
+    files: &Files,
+    which: &[usize],
 ) -> Result<(u64, Vec<(usize, String)>)> {
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
@@ -30,14 +29,19 @@ pub(crate) fn verify_files(
                     let mut buf = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(file) = files.get(i) else {
+                        let Some(&k) = which.get(i) else {
                             return Ok((n, failed));
                         };
-                        let f = target.open_file(&file.rel, file.id, false)?;
+                        let file = &files.list[k];
+                        let temp = files.temp_path(k);
+                        let id = file.id().ok_or_else(|| {
+                            Error::Invalid(format!("{} was not created", temp.display()))
+                        })?;
+                        let f = files.target().reopen_temp(&temp, id, false)?.file;
                         match verify_one(
                             repo,
                             f,
-                            &target.display(&file.rel),
+                            &files.target().display(&temp),
                             &file.content,
                             &mut buf,
                         ) {

@@ -119,7 +119,9 @@ fn a_restore_killed_midway_leaves_no_file_under_its_final_name() {
     let out = env
         .cmd()
         .args(["restore", "latest", "--target", target.to_str().unwrap()])
-        .env("DRVAULT_FAILPOINTS", "restore.before-contents=abort")
+        // Killed as the first complete file is about to take its name: files are created and
+        // written pack by pack, so some exist by then, all under temporary names.
+        .env("DRVAULT_FAILPOINTS", "restore.before-install=abort")
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -132,7 +134,7 @@ fn a_restore_killed_midway_leaves_no_file_under_its_final_name() {
             at.display()
         );
     }
-    assert_eq!(temporaries(&target).len(), 40);
+    assert!(!temporaries(&target).is_empty());
     // Run again: the restore completes and leaves its own temporaries' names alone.
     env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     for f in files_below(&src) {

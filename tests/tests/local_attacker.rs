@@ -401,10 +401,10 @@ fn a_file_replaced_by_another_users_file_gets_neither_content_nor_ownership() {
     let paused = start_paused(
         restore_cmd(&env, &target),
         &env.path("fp"),
-        "restore.before-contents",
+        "restore.before-install",
     );
-    // The user unlinks the restore's empty file (under its temporary name until it is
-    // complete) and makes their own; ext4 and XFS tend to hand the freed inode number straight
+    // The user unlinks the restore's file (under its temporary name until it is complete and
+    // has its metadata) and makes their own; ext4 and XFS tend to hand the freed inode number straight
     // back.
     let dir = restored(&target, &src).join("d0/sub");
     let victim = fs::read_dir(&dir)
