@@ -72,6 +72,9 @@ pub(crate) struct Files {
     as_root: bool,
     creating: Vec<Mutex<()>>,
     warnings: Mutex<Vec<String>>,
+    /// Set when the restore fails: writers still running (their spans were in flight) create
+    /// and install nothing more.
+    stopped: AtomicBool,
 }
 
 impl Files {
@@ -91,6 +94,7 @@ impl Files {
             as_root,
             creating: (0..CREATE_LOCKS).map(|_| Mutex::new(())).collect(),
             warnings: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -117,6 +121,9 @@ impl Files {
         if let Some(id) = f.id() {
             return self.target.reopen_temp(&self.temp_path(n), id, true);
         }
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(crate::Error::Invalid("the restore stopped".into()));
+        }
         let rel = &self.entries[f.entry].rel;
         let temp = self.target.create_temp(rel, &self.temp_path(n), f.size)?;
         let _ = f.id.set(temp.id);
@@ -127,7 +134,7 @@ impl Files {
     /// the file when installing early.
     pub fn wrote(&self, n: usize, writes: usize, temp: TempFile) -> Result<()> {
         let before = self.list[n].remaining.fetch_sub(writes, Ordering::AcqRel);
-        if before == writes && self.early {
+        if before == writes && self.early && !self.stopped.load(Ordering::Acquire) {
             self.install(n, temp)?;
         }
         Ok(())
@@ -180,6 +187,12 @@ impl Files {
     /// Removes every temporary file still there (after a failure that stops the restore);
     /// installed files are complete and stay.
     pub fn discard_unfinished(&self) {
+        self.stopped.store(true, Ordering::Release);
+        // Writers of spans still in flight may be creating a file: wait them out, so that every
+        // file created is seen below and none is created after.
+        for lock in &self.creating {
+            drop(lock.lock().unwrap_or_else(|e| e.into_inner()));
+        }
         for (n, f) in self.list.iter().enumerate() {
             if let (Some(id), false) = (f.id(), f.installed()) {
                 let _ = self.target.discard(&self.temp_path(n), id);

@@ -48,6 +48,11 @@ impl FileId {
     fn same_inode(&self, other: &FileId) -> bool {
         self.dev == other.dev && self.ino == other.ino
     }
+
+    /// What the entry is once the restore gave it the owner `uid` (installing a file as root).
+    pub fn owned_by(self, uid: u32) -> FileId {
+        FileId { uid, ..self }
+    }
 }
 
 /// A file being restored, open under its temporary name, with the directory holding it.
@@ -270,12 +275,20 @@ impl Target {
     /// reading to verify it), checking it is still that file.
     pub fn reopen_temp(&self, temp: &Path, id: FileId, write: bool) -> Result<TempFile> {
         let (dir, name) = self.parent(temp)?;
+        // Non-blocking: a FIFO put in its place must not hang the restore (it is refused by
+        // the identity check right after).
         let flags = if write {
             OFlags::WRONLY
         } else {
-            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY
+            OFlags::RDONLY
         };
-        let fd = self.open_checked(&dir, name, temp, id, flags)?;
+        let fd = self.open_checked(
+            &dir,
+            name,
+            temp,
+            id,
+            flags | OFlags::NONBLOCK | OFlags::NOCTTY,
+        )?;
         Ok(TempFile {
             name: name.to_os_string(),
             dir,
@@ -326,7 +339,8 @@ impl Target {
             .file_name()
             .ok_or_else(|| Error::Invalid(format!("{} has no name", rel.display())))?;
         // The temporary name must still be this file (a user who can write the directory may
-        // have put their own there): theirs is never moved under the snapshot's name.
+        // have put their own there). A swap between this check and the rename is caught by the
+        // check after it, which fails the restore.
         let temp_rel = rel.with_file_name(&temp.name);
         if !self
             .stat_at(&temp.dir, &temp.name, &temp_rel)?

@@ -235,6 +235,12 @@ pub fn restore(
     for f in files.list.iter() {
         installed[f.entry] = f.installed();
         if let Some(id) = f.id() {
+            // Installed as root, the file is the snapshot owner's now, which later checks of it
+            // (a hard link to it) expect.
+            let id = match f.installed() && as_root {
+                true => id.owned_by(entries[f.entry].node.uid),
+                false => id,
+            };
             let _ = ids[f.entry].set(id);
         }
     }

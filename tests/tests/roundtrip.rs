@@ -373,3 +373,40 @@ fn sparse_files_come_back_sparse_at_block_granularity() {
         m.blocks() * 512
     );
 }
+
+/// As root, a file is chowned to its snapshot owner when it takes its name; a hard link to it
+/// made after that must accept the new owner (it was refused as "replaced by another file").
+#[test]
+fn hard_links_to_another_users_file_restore_as_root() {
+    if !drvault_tests::is_root() {
+        eprintln!("skipped: needs root to restore another owner");
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/first"), b"one inode, another owner").unwrap();
+    std::os::unix::fs::lchown(src.join("d/first"), Some(1234), Some(5678)).unwrap();
+    fs::hard_link(src.join("d/first"), src.join("second")).unwrap();
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    for (name, verify) in [("plain", false), ("verified", true)] {
+        let target = env.path(name);
+        let mut args = vec!["restore", "latest", "--target", target.to_str().unwrap()];
+        if verify {
+            args.push("--verify");
+        }
+        env.ok(&args);
+        let r = restored(&target, &src);
+        let (a, b) = (
+            fs::metadata(r.join("d/first")).unwrap(),
+            fs::metadata(r.join("second")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "{name}: not one inode");
+        assert_eq!((a.uid(), a.gid(), a.nlink()), (1234, 5678, 2), "{name}");
+        assert_eq!(
+            fs::read(r.join("second")).unwrap(),
+            b"one inode, another owner"
+        );
+    }
+}
