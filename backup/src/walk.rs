@@ -17,7 +17,9 @@ use tokio::runtime::Handle;
 
 use crate::metadata::{file_id, nlink};
 use crate::pipeline::Pipeline;
-use crate::readers::{FileToRead, Pending, ReadError, Readers};
+use crate::readers::{FileToRead, Pending, Readers};
+
+mod defer;
 use crate::{Error, Progress, Result};
 
 pub struct WalkOptions {
@@ -34,13 +36,17 @@ pub struct Walker {
     links: HashMap<(u64, u64), Vec<u8>>,
     progress: Option<Box<dyn Progress>>,
     pub summary: Summary,
+    /// Directories waiting for their files' readers (defer.rs).
+    deferred: defer::Deferred,
 }
 
 /// A node whose file content may still be on its way from a reader:
-/// (answer, whether a parent entry existed, the source path for messages).
+/// (answer, whether a parent entry existed, the source path for messages), or, for a directory,
+/// whose tree is stored once its own files are in (the slot it will be in).
 struct Entry {
     node: Node,
     pending: Option<(Pending, bool, PathBuf)>,
+    subtree: Option<u64>,
 }
 
 /// A directory assembled in memory for the path components above the backed-up paths.
@@ -73,6 +79,7 @@ impl Walker {
             links: HashMap::new(),
             progress,
             summary: Summary::default(),
+            deferred: defer::Deferred::default(),
         })
     }
 
@@ -167,6 +174,7 @@ impl Walker {
             else {
                 continue;
             };
+            self.settle(true)?;
             let Some(node) = self.resolve(vec![entry])?.pop() else {
                 continue;
             };
@@ -231,6 +239,7 @@ impl Walker {
             else {
                 continue;
             };
+            self.settle(true)?;
             if let Some(node) = self.resolve(vec![entry])?.pop() {
                 root.children.insert(name, VirtualEntry::Real(node));
             }
@@ -413,11 +422,16 @@ impl Walker {
                         return Ok(Some(Entry {
                             node,
                             pending: None,
+                            subtree: None,
                         }));
                     }
                 };
-                node.subtree =
-                    Some(self.backup_dir(sub, path, snap_path, parent_sub, !cross, root_dev)?);
+                let slot = self.backup_dir(sub, path, snap_path, parent_sub, !cross, root_dev)?;
+                return Ok(Some(Entry {
+                    node,
+                    pending: None,
+                    subtree: Some(slot),
+                }));
             }
             NodeKind::File => {
                 if nlink(st) > 1 {
@@ -430,6 +444,7 @@ impl Walker {
                         return Ok(Some(Entry {
                             node,
                             pending: None,
+                            subtree: None,
                         }));
                     }
                 }
@@ -462,7 +477,11 @@ impl Walker {
                 if nlink(st) > 1 {
                     self.links.insert(file_id(st), snap_path.join(&b'/'));
                 }
-                return Ok(Some(Entry { node, pending }));
+                return Ok(Some(Entry {
+                    node,
+                    pending,
+                    subtree: None,
+                }));
             }
             NodeKind::Symlink => {
                 match rustix::fs::readlinkat(&**dir, OsStr::from_bytes(name), Vec::new()) {
@@ -481,50 +500,12 @@ impl Walker {
         Ok(Some(Entry {
             node,
             pending: None,
+            subtree: None,
         }))
     }
 
-    /// Waits for the readers' answers for `entries`, dropping files that could not be read.
-    fn resolve(&mut self, entries: Vec<Entry>) -> Result<Vec<Node>> {
-        let mut nodes = Vec::with_capacity(entries.len());
-        for Entry { mut node, pending } in entries {
-            let Some((rx, had_parent, path)) = pending else {
-                nodes.push(node);
-                continue;
-            };
-            let answer = rx
-                .recv()
-                .map_err(|_| Error::Internal("a reader thread stopped".into()))?;
-            self.summary.bytes_read += answer.bytes_read;
-            if let Some((xattrs, xerr)) = answer.xattrs {
-                node.xattrs = xattrs;
-                if let Some(e) = xerr {
-                    self.warn(&path, &format!("cannot read extended attributes: {e}"));
-                }
-            }
-            match answer.content {
-                Ok(content) => {
-                    node.content = content;
-                    if had_parent {
-                        self.summary.files_changed += 1;
-                    } else {
-                        self.summary.files_new += 1;
-                    }
-                    nodes.push(node);
-                }
-                Err(ReadError::Source(e)) => self.warn(&path, &format!("cannot read: {e}")),
-                Err(ReadError::Changed(why)) => self.warn(
-                    &path,
-                    &format!("changed since it was walked ({why}): skipped"),
-                ),
-                Err(ReadError::Store(e)) => return Err(e),
-            }
-            self.report();
-        }
-        Ok(nodes)
-    }
-
-    /// Backs up the directory open as `dir` (shown as `path`).
+    /// Backs up the directory open as `dir` (shown as `path`): lists it, hands its changed files
+    /// to the readers and queues it; returns the slot its tree ID will be stored in.
     fn backup_dir(
         &mut self,
         dir: Arc<OwnedFd>,
@@ -533,9 +514,9 @@ impl Walker {
         parent: Option<Id>,
         descend: bool,
         root_dev: u64,
-    ) -> Result<Id> {
+    ) -> Result<u64> {
         if !descend {
-            return self.store_tree(Vec::new());
+            return self.defer_dir(Vec::new());
         }
         let parent_tree = parent.and_then(|p| self.load_tree(p));
         let mut parent_nodes: HashMap<Vec<u8>, Node> = parent_tree
@@ -568,8 +549,7 @@ impl Walker {
                 entries.push(n);
             }
         }
-        let nodes = self.resolve(entries)?;
-        self.store_tree(nodes)
+        self.defer_dir(entries)
     }
 }
 

@@ -160,7 +160,7 @@ impl Files {
         let rest: Vec<usize> = (0..self.list.len())
             .filter(|&n| self.list[n].id().is_none() && !lost.contains_key(&self.list[n].entry))
             .collect();
-        crate::plan::for_each_parallel(&rest, |&n| self.open(n).map(|_| Vec::new())).map(|_| ())
+        crate::parallel::for_each_parallel(&rest, |&n| self.open(n).map(|_| Vec::new())).map(|_| ())
     }
 
     /// Installs every sound file not installed yet (creating those no writer had to) and
@@ -169,7 +169,7 @@ impl Files {
         let rest: Vec<usize> = (0..self.list.len())
             .filter(|&n| !self.list[n].installed())
             .collect();
-        crate::plan::for_each_parallel(&rest, |&n| {
+        crate::parallel::for_each_parallel(&rest, |&n| {
             let f = &self.list[n];
             if lost.contains_key(&f.entry) {
                 if let Some(id) = f.id() {

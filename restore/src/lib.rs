@@ -10,6 +10,7 @@ mod files;
 mod fsops;
 pub mod mount;
 mod options;
+mod parallel;
 pub mod pattern;
 mod plan;
 mod select;
