@@ -231,6 +231,14 @@ fn cipher(key: &Key) -> Result<LessSafeKey> {
 /// plaintext. A version 2 envelope opens with the key derived for its ephemeral public key
 /// ([`crate::sealing::opening_key`]).
 pub fn open(key: &Key, context: &[u8], sealed: &[u8]) -> Result<(Header, Vec<u8>)> {
+    let mut plaintext = Vec::new();
+    let header = open_into(key, context, sealed, &mut plaintext)?;
+    Ok((header, plaintext))
+}
+
+/// [`open`] into `out`, which is cleared first: a caller opening many objects reuses one
+/// buffer. `out` is left empty when the envelope does not open.
+pub fn open_into(key: &Key, context: &[u8], sealed: &[u8], out: &mut Vec<u8>) -> Result<Header> {
     let header = Header::parse(sealed)?;
     let head_len = if sealed[0] == SEALED_TO_PUBLIC_VERSION {
         PUBLIC_HEADER_LEN
@@ -240,17 +248,25 @@ pub fn open(key: &Key, context: &[u8], sealed: &[u8]) -> Result<(Header, Vec<u8>
     let nonce: [u8; 12] = sealed[head_len - 12..head_len]
         .try_into()
         .map_err(|_| Error::Authentication)?;
-    let mut pt = sealed[head_len..].to_vec();
-    let len = cipher(key)?
+    out.clear();
+    out.extend_from_slice(&sealed[head_len..]);
+    let opened = cipher(key)?
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(aad(&sealed[..head_len - 12], context)),
-            &mut pt,
+            out,
         )
-        .map_err(|_| Error::Authentication)?
-        .len();
-    pt.truncate(len);
-    Ok((header, pt))
+        .map(|plain| plain.len());
+    match opened {
+        Ok(len) => {
+            out.truncate(len);
+            Ok(header)
+        }
+        Err(_) => {
+            out.clear();
+            Err(Error::Authentication)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -243,6 +243,13 @@ impl Keys {
         crate::open(&key, context, sealed)
     }
 
+    /// [`Keys::open`] into `out` (cleared first), for callers that open many objects.
+    pub fn open_into(&self, context: &[u8], sealed: &[u8], out: &mut Vec<u8>) -> Result<Header> {
+        let header = Header::parse(sealed)?;
+        let key = self.opening_key_for(&header, sealed)?;
+        crate::open_into(&key, context, sealed, out)
+    }
+
     fn opening_key_for(&self, header: &Header, sealed: &[u8]) -> Result<Key> {
         let public = sealed.first() == Some(&SEALED_TO_PUBLIC_VERSION);
         let kr = match &self.access {

@@ -19,8 +19,8 @@ mod secret;
 mod slot;
 
 pub use envelope::{
-    ephemeral_key, open, seal, Header, ObjectKind, ENVELOPE_OVERHEAD, FORMAT_VERSION, HEADER_LEN,
-    PUBLIC_HEADER_LEN, SEALED_TO_PUBLIC_VERSION,
+    ephemeral_key, open, open_into, seal, Header, ObjectKind, ENVELOPE_OVERHEAD, FORMAT_VERSION,
+    HEADER_LEN, PUBLIC_HEADER_LEN, SEALED_TO_PUBLIC_VERSION,
 };
 pub use error::Error;
 #[doc(hidden)]

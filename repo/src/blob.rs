@@ -58,6 +58,15 @@ impl BlobSealer {
     }
 }
 
+/// Buffers reused across blobs by a caller that checks many without keeping their plaintext
+/// (`check --read-data`): two fresh allocations per blob, each a new mapping as long as the
+/// blob, cost more CPU in page faults than the decryption.
+#[derive(Default)]
+pub struct BlobScratch {
+    payload: Vec<u8>,
+    plain: Vec<u8>,
+}
+
 /// Opens a sealed blob and verifies that its plaintext hashes to `id` under the ID key.
 pub fn open_blob(
     keys: &Keys,
@@ -66,51 +75,81 @@ pub fn open_blob(
     raw_length: u32,
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
-    let object = format!("blob {id}");
+    let mut s = BlobScratch::default();
+    let compressed = open_into(keys, kind, id, raw_length, sealed, &mut s)?;
+    Ok(if compressed { s.plain } else { s.payload })
+}
+
+/// Checks a sealed blob as [`open_blob`] does, in `scratch`, keeping nothing.
+pub fn verify_blob(
+    keys: &Keys,
+    kind: BlobKind,
+    id: &Id,
+    raw_length: u32,
+    sealed: &[u8],
+    scratch: &mut BlobScratch,
+) -> Result<()> {
+    open_into(keys, kind, id, raw_length, sealed, scratch).map(|_| ())
+}
+
+/// Opens and verifies a blob in `s`. Returns whether it was compressed: its plaintext is then
+/// in `s.plain`, otherwise in `s.payload`.
+fn open_into(
+    keys: &Keys,
+    kind: BlobKind,
+    id: &Id,
+    raw_length: u32,
+    sealed: &[u8],
+    s: &mut BlobScratch,
+) -> Result<bool> {
+    let object = || format!("blob {id}");
     // A data blob is one chunk, and no chunker makes chunks above 64 MiB (ChunkerParams::
     // validate): an index entry claiming more is refused before anything is allocated for it.
     if kind == BlobKind::Data && raw_length > crate::chunker::MAX_CHUNK {
         return Err(Error::integrity(
-            &object,
+            &object(),
             format!(
                 "the index says {raw_length} bytes, more than any chunk ({} bytes)",
                 crate::chunker::MAX_CHUNK
             ),
         ));
     }
-    let header = Header::parse(sealed).map_err(|e| Error::integrity(&object, e))?;
+    let header = Header::parse(sealed).map_err(|e| Error::integrity(&object(), e))?;
     if header.kind != kind.object_kind() {
         return Err(Error::integrity(
-            &object,
+            &object(),
             "blob kind does not match the index",
         ));
     }
-    let (_, payload) = keys.open(&id.0, sealed).map_err(|e| match e {
-        // A key this process does not hold (retired epoch, host key) is not damage.
-        e @ (drvault_keyring::Error::UnknownEpoch(_) | drvault_keyring::Error::HostKey(_)) => {
-            Error::from(e)
-        }
-        e => Error::integrity(&object, e),
-    })?;
+    keys.open_into(&id.0, sealed, &mut s.payload)
+        .map_err(|e| match e {
+            // A key this process does not hold (retired epoch, host key) is not damage.
+            e @ (drvault_keyring::Error::UnknownEpoch(_) | drvault_keyring::Error::HostKey(_)) => {
+                Error::from(e)
+            }
+            e => Error::integrity(&object(), e),
+        })?;
     let plain = if header.compressed {
         // Bound the output by the indexed size so a hostile blob cannot balloon memory.
-        decompress(&payload, raw_length as usize).map_err(|e| Error::integrity(&object, e))?
+        decompress_into(&s.payload, raw_length as usize, &mut s.plain)
+            .map_err(|e| Error::integrity(&object(), e))?;
+        &s.plain
     } else {
-        payload
+        &s.payload
     };
     if plain.len() != raw_length as usize {
         return Err(Error::integrity(
-            &object,
+            &object(),
             format!("{} bytes where the index says {raw_length}", plain.len()),
         ));
     }
-    if Id::of_plaintext(keys.id_key(), &plain) != *id {
+    if Id::of_plaintext(keys.id_key(), plain) != *id {
         return Err(Error::integrity(
-            &object,
+            &object(),
             "plaintext does not hash to the blob ID",
         ));
     }
-    Ok(plain)
+    Ok(header.compressed)
 }
 
 thread_local! {
@@ -120,15 +159,20 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+/// Decompresses `payload` into `out` (cleared first), writing at most `out`'s capacity, which
+/// is at least `capacity` (a reused buffer may hold more: a longer output is caught by the
+/// caller's length check).
+fn decompress_into(payload: &[u8], capacity: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    out.clear();
+    out.reserve(capacity);
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Some(zstd::bulk::Decompressor::new()?);
         }
         match slot.as_mut() {
-            Some(d) => d.decompress(payload, capacity),
-            None => zstd::bulk::decompress(payload, capacity),
+            Some(d) => d.decompress_to_buffer(payload, out).map(|_| ()),
+            None => Err(std::io::Error::other("no zstd decompression context")),
         }
     })
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use crate::blob::open_blob;
+use crate::blob::{verify_blob, BlobScratch};
 use crate::cancel::Cancel;
 use crate::format::{paths, BlobKind, NodeKind};
 use crate::{Error, Id, Repository, Result};
@@ -372,6 +372,7 @@ async fn read_pack(
             Err(e) => return vec![(Problem::DamagedPack, name, e.to_string())],
         };
         let mut errors = Vec::new();
+        let mut scratch = BlobScratch::default();
         let in_header: HashSet<Id> = header.iter().map(|e| e.id).collect();
         for e in &expected {
             if !in_header.contains(&e.id) {
@@ -395,7 +396,14 @@ async fn read_pack(
                 ));
                 continue;
             };
-            if let Err(err) = open_blob(repo2.keys(), e.kind, &e.id, e.raw_length, sealed) {
+            if let Err(err) = verify_blob(
+                repo2.keys(),
+                e.kind,
+                &e.id,
+                e.raw_length,
+                sealed,
+                &mut scratch,
+            ) {
                 let reason = match err {
                     Error::Integrity { reason, .. } => reason,
                     other => other.to_string(),
