@@ -107,7 +107,7 @@ fn open_into(
     // validate): an index entry claiming more is refused before anything is allocated for it.
     if kind == BlobKind::Data && raw_length > crate::chunker::MAX_CHUNK {
         return Err(Error::integrity(
-            &object(),
+            object(),
             format!(
                 "the index says {raw_length} bytes, more than any chunk ({} bytes)",
                 crate::chunker::MAX_CHUNK
@@ -117,7 +117,7 @@ fn open_into(
     let header = Header::parse(sealed).map_err(|e| Error::integrity(&object(), e))?;
     if header.kind != kind.object_kind() {
         return Err(Error::integrity(
-            &object(),
+            object(),
             "blob kind does not match the index",
         ));
     }
@@ -139,13 +139,13 @@ fn open_into(
     };
     if plain.len() != raw_length as usize {
         return Err(Error::integrity(
-            &object(),
+            object(),
             format!("{} bytes where the index says {raw_length}", plain.len()),
         ));
     }
     if Id::of_plaintext(keys.id_key(), plain) != *id {
         return Err(Error::integrity(
-            &object(),
+            object(),
             "plaintext does not hash to the blob ID",
         ));
     }
