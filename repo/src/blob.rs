@@ -114,7 +114,7 @@ fn open_into(
             ),
         ));
     }
-    let header = Header::parse(sealed).map_err(|e| Error::integrity(&object(), e))?;
+    let header = Header::parse(sealed).map_err(|e| Error::integrity(object(), e))?;
     if header.kind != kind.object_kind() {
         return Err(Error::integrity(
             object(),
@@ -127,12 +127,12 @@ fn open_into(
             e @ (drvault_keyring::Error::UnknownEpoch(_) | drvault_keyring::Error::HostKey(_)) => {
                 Error::from(e)
             }
-            e => Error::integrity(&object(), e),
+            e => Error::integrity(object(), e),
         })?;
     let plain = if header.compressed {
         // Bound the output by the indexed size so a hostile blob cannot balloon memory.
         decompress_into(&s.payload, raw_length as usize, &mut s.plain)
-            .map_err(|e| Error::integrity(&object(), e))?;
+            .map_err(|e| Error::integrity(object(), e))?;
         &s.plain
     } else {
         &s.payload
