@@ -239,6 +239,7 @@ pub fn open(key: &Key, context: &[u8], sealed: &[u8]) -> Result<(Header, Vec<u8>
 /// [`open`] into `out`, which is cleared first: a caller opening many objects reuses one
 /// buffer. `out` is left empty when the envelope does not open.
 pub fn open_into(key: &Key, context: &[u8], sealed: &[u8], out: &mut Vec<u8>) -> Result<Header> {
+    out.clear();
     let header = Header::parse(sealed)?;
     let head_len = if sealed[0] == SEALED_TO_PUBLIC_VERSION {
         PUBLIC_HEADER_LEN
@@ -248,9 +249,9 @@ pub fn open_into(key: &Key, context: &[u8], sealed: &[u8], out: &mut Vec<u8>) ->
     let nonce: [u8; 12] = sealed[head_len - 12..head_len]
         .try_into()
         .map_err(|_| Error::Authentication)?;
-    out.clear();
+    let cipher = cipher(key)?;
     out.extend_from_slice(&sealed[head_len..]);
-    let opened = cipher(key)?
+    let opened = cipher
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(aad(&sealed[..head_len - 12], context)),

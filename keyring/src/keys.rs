@@ -245,6 +245,7 @@ impl Keys {
 
     /// [`Keys::open`] into `out` (cleared first), for callers that open many objects.
     pub fn open_into(&self, context: &[u8], sealed: &[u8], out: &mut Vec<u8>) -> Result<Header> {
+        out.clear();
         let header = Header::parse(sealed)?;
         let key = self.opening_key_for(&header, sealed)?;
         crate::open_into(&key, context, sealed, out)

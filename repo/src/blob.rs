@@ -159,12 +159,19 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Decompresses `payload` into `out` (cleared first), writing at most `out`'s capacity, which
-/// is at least `capacity` (a reused buffer may hold more: a longer output is caught by the
-/// caller's length check).
+/// Decompresses `payload` into `out` (cleared first), writing at most `out`'s capacity: room
+/// for `capacity` bytes, or for what the frame says it holds when that is less (a reused buffer
+/// may have more room; a longer output is caught by the caller's length check). The room is
+/// reserved fallibly: a hostile length that cannot be allocated is damage, not an abort.
 fn decompress_into(payload: &[u8], capacity: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
     out.clear();
-    out.reserve(capacity);
+    let declared = zstd::zstd_safe::get_frame_content_size(payload)
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok());
+    let room = declared.map_or(capacity, |n| n.min(capacity));
+    out.try_reserve_exact(room)
+        .map_err(|e| std::io::Error::other(format!("cannot allocate {room} bytes: {e}")))?;
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {

@@ -52,7 +52,16 @@ pub struct Index {
     packs: Vec<Id>,
     pack_numbers: IdMap<u32>,
     loaded: Vec<(Id, Slot)>,
+    /// `fanout[p]..fanout[p + 1]` are the loaded entries whose IDs begin with the two bytes `p`
+    /// (empty until sealed): a lookup searches ~1/65,536 of the entries. A binary search over a
+    /// million entries made 20 scattered comparisons, a fifth of an unchanged backup's CPU.
+    fanout: Vec<u32>,
     added: IdMap<Slot>,
+}
+
+/// The fan-out bucket of `id`: its first two bytes.
+fn bucket(id: &Id) -> usize {
+    usize::from(u16::from_be_bytes([id.0[0], id.0[1]]))
 }
 
 impl Index {
@@ -82,12 +91,42 @@ impl Index {
     pub(crate) fn load(&mut self, pack: Id, entry: PackEntry) {
         let slot = self.slot(pack, &entry);
         self.loaded.push((entry.id, slot));
+        self.fanout.clear();
     }
 
     /// Sorts what was loaded; queries before this miss loaded entries.
     pub(crate) fn seal(&mut self) {
         self.loaded.sort_unstable_by_key(|(id, _)| *id);
         self.loaded.shrink_to_fit();
+        self.build_fanout();
+    }
+
+    fn build_fanout(&mut self) {
+        self.fanout.clear();
+        // Index positions fit in u32: an index of four billion entries is not held in memory.
+        if u32::try_from(self.loaded.len()).is_err() {
+            return;
+        }
+        self.fanout.reserve_exact(65_537);
+        let mut i = 0usize;
+        for p in 0..=65_536usize {
+            while i < self.loaded.len() && bucket(&self.loaded[i].0) < p {
+                i += 1;
+            }
+            self.fanout.push(i as u32);
+        }
+    }
+
+    /// The loaded entries that may hold `id`: its fan-out bucket, or all when not sealed.
+    fn candidates(&self, id: &Id) -> (usize, &[(Id, Slot)]) {
+        let b = bucket(id);
+        match (self.fanout.get(b), self.fanout.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => {
+                let (lo, hi) = (lo as usize, hi as usize);
+                (lo, self.loaded.get(lo..hi).unwrap_or(&[]))
+            }
+            _ => (0, &self.loaded),
+        }
     }
 
     /// Adds an entry of a pack this process uploaded.
@@ -107,6 +146,9 @@ impl Index {
         }
         let before = self.entries();
         self.loaded.retain(|(_, s)| !numbers.contains(&s.pack));
+        if !self.fanout.is_empty() {
+            self.build_fanout();
+        }
         self.added.retain(|_, s| !numbers.contains(&s.pack));
         before - self.entries()
     }
@@ -118,8 +160,9 @@ impl Index {
 
     /// A location of `id` (the first copy loaded, else the one added).
     pub fn get(&self, id: &Id) -> Option<&Slot> {
-        if let Ok(i) = self.loaded.binary_search_by_key(id, |(k, _)| *k) {
-            return Some(&self.loaded[i].1);
+        let (_, near) = self.candidates(id);
+        if let Ok(i) = near.binary_search_by_key(id, |(k, _)| *k) {
+            return Some(&near[i].1);
         }
         self.added.get(id)
     }
@@ -178,7 +221,8 @@ impl Index {
 
     /// The position of the first loaded entry of `id` (all copies of a blob are adjacent).
     pub fn first_position(&self, id: &Id) -> Option<usize> {
-        let i = self.loaded.partition_point(|(k, _)| k < id);
+        let (start, near) = self.candidates(id);
+        let i = start + near.partition_point(|(k, _)| k < id);
         (self.loaded.get(i).is_some_and(|(k, _)| k == id)).then_some(i)
     }
 
@@ -194,5 +238,71 @@ impl Index {
             f(i, &self.loaded[i..j]);
             i = j;
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> Id {
+        Id(*blake3::hash(&n.to_le_bytes()).as_bytes())
+    }
+
+    fn entry(n: u32) -> PackEntry {
+        PackEntry {
+            kind: BlobKind::Data,
+            id: id(n),
+            offset: n,
+            length: 1,
+            raw_length: 1,
+        }
+    }
+
+    /// Lookups through the fan-out table find every loaded entry (first and copies, at both
+    /// ends of the ID space) and nothing else, before and after packs are dropped.
+    #[test]
+    fn fanout_lookups_match_a_plain_search() {
+        let (a, b) = (Id([1; 32]), Id([2; 32]));
+        let mut index = Index::default();
+        for n in 0..20_000 {
+            index.load(if n % 2 == 0 { a } else { b }, entry(n));
+        }
+        // Copies of one blob in both packs, and IDs at the very ends of the ID space.
+        index.load(b, entry(4));
+        for edge in [Id([0; 32]), Id([0xff; 32])] {
+            index.load(
+                a,
+                PackEntry {
+                    id: edge,
+                    ..entry(0)
+                },
+            );
+        }
+        // Before sealing nothing panics (loaded entries may be missed, as documented).
+        let _ = index.get(&id(7));
+        index.seal();
+        for n in 0..20_000 {
+            assert_eq!(index.get(&id(n)).unwrap().offset, n, "{n}");
+            let first = index.first_position(&id(n)).unwrap();
+            assert_eq!(index.loaded[first].0, id(n));
+            assert!(first == 0 || index.loaded[first - 1].0 != id(n));
+        }
+        for edge in [Id([0; 32]), Id([0xff; 32])] {
+            assert!(index.contains(&edge));
+        }
+        for n in 20_000..21_000 {
+            assert!(index.get(&id(n)).is_none());
+            assert!(index.first_position(&id(n)).is_none());
+        }
+        let mut gone = IdSet::default();
+        gone.insert(a);
+        index.drop_packs(&gone);
+        for n in 0..20_000 {
+            // Blob 4 had a copy in pack b too.
+            assert_eq!(index.contains(&id(n)), n % 2 == 1 || n == 4, "{n}");
+        }
+        assert!(!index.contains(&Id([0; 32])));
     }
 }

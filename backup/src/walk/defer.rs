@@ -18,9 +18,14 @@ use crate::readers::ReadError;
 use crate::{Error, Result};
 
 /// Files with the readers whose directories are not stored yet, beyond which the walk waits.
-const MAX_PENDING_FILES: usize = 512;
-/// Directories queued, beyond which the walk waits: bounds memory while one large file is read.
+/// Each holds its directory's descriptor open until read, so this also bounds the descriptors
+/// held beyond the walk's own path.
+const MAX_PENDING_FILES: usize = 256;
+/// Directories queued, beyond which the walk waits.
 const MAX_QUEUED_DIRS: usize = 1024;
+/// Entries and chunk IDs queued (an unchanged file's whole chunk list is held with its entry),
+/// beyond which the walk waits: bounds memory while one large file is read (a few tens of MiB).
+const MAX_QUEUED_WEIGHT: usize = 128 * 1024;
 
 #[derive(Default)]
 pub(super) struct Deferred {
@@ -29,12 +34,14 @@ pub(super) struct Deferred {
     trees: HashMap<u64, Id>,
     next_slot: u64,
     pending_files: usize,
+    weight: usize,
 }
 
 struct QueuedDir {
     entries: Vec<Entry>,
     slot: u64,
     files: usize,
+    weight: usize,
 }
 
 impl QueuedDir {
@@ -53,11 +60,14 @@ impl Walker {
         let slot = d.next_slot;
         d.next_slot += 1;
         let files = entries.iter().filter(|e| e.pending.is_some()).count();
+        let weight = entries.iter().map(|e| 1 + e.node.content.len()).sum();
         d.pending_files += files;
+        d.weight += weight;
         d.queue.push_back(QueuedDir {
             entries,
             slot,
             files,
+            weight,
         });
         self.settle(false)?;
         Ok(slot)
@@ -68,7 +78,9 @@ impl Walker {
     pub(super) fn settle(&mut self, all: bool) -> Result<()> {
         loop {
             let d = &self.deferred;
-            let over = d.pending_files > MAX_PENDING_FILES || d.queue.len() > MAX_QUEUED_DIRS;
+            let over = d.pending_files > MAX_PENDING_FILES
+                || d.queue.len() > MAX_QUEUED_DIRS
+                || d.weight > MAX_QUEUED_WEIGHT;
             let go = d.queue.front().is_some_and(|q| all || over || q.ready());
             if !go {
                 return Ok(());
@@ -77,6 +89,7 @@ impl Walker {
                 return Ok(());
             };
             self.deferred.pending_files -= q.files;
+            self.deferred.weight -= q.weight;
             let nodes = self.resolve(q.entries)?;
             let id = self.store_tree(nodes)?;
             self.deferred.trees.insert(q.slot, id);

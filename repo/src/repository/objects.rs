@@ -13,7 +13,7 @@ pub(super) struct TreePackCache {
     damaged: crate::IdSet,
 }
 
-const TREE_CACHE_BYTES: usize = 48 * 1024 * 1024;
+const TREE_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 impl TreePackCache {
     pub(super) fn get(&self, pack: &Id) -> Option<Bytes> {
