@@ -208,8 +208,6 @@ async fn read_span(
 /// it when that was its last blob.
 async fn write_span(files: Arc<Files>, wants: Vec<Want>, plains: Vec<Vec<u8>>) -> Result<u64> {
     tokio::task::spawn_blocking(move || -> Result<u64> {
-        // All-zero blobs stay holes: files are created sparse at their full size.
-        let zero: Vec<bool> = plains.iter().map(|p| p.iter().all(|&b| b == 0)).collect();
         // (file, offset, blob)
         let mut writes: Vec<(u32, u64, usize)> = wants
             .iter()
@@ -222,9 +220,11 @@ async fn write_span(files: Arc<Files>, wants: Vec<Want>, plains: Vec<Vec<u8>>) -
             let n = group[0].0 as usize;
             let temp = files.open(n)?;
             for &(_, offset, b) in group {
-                if !zero[b] {
-                    write_sparse(&temp.file, &plains[b], offset)
-                        .map_err(|e| files.target().io_error(&files.temp_path(n), e))?;
+                // An all-zero blob writes nothing and stays a hole (files are created sparse
+                // at their full size); it does not count as written.
+                let wrote = write_sparse(&temp.file, &plains[b], offset)
+                    .map_err(|e| files.target().io_error(&files.temp_path(n), e))?;
+                if wrote {
                     written += plains[b].len() as u64;
                 }
             }
@@ -240,8 +240,9 @@ async fn write_span(files: Arc<Files>, wants: Vec<Want>, plains: Vec<Vec<u8>>) -
 const BLOCK: u64 = 4096;
 
 /// Writes `plain` at `offset` of a file created sparse, skipping every block-aligned run of
-/// zeros: those stay holes.
-fn write_sparse(f: &std::fs::File, plain: &[u8], offset: u64) -> std::io::Result<()> {
+/// zeros: those stay holes. Returns whether anything was written.
+fn write_sparse(f: &std::fs::File, plain: &[u8], offset: u64) -> std::io::Result<bool> {
+    let mut wrote = false;
     let mut run: Option<usize> = None;
     let mut i = 0usize;
     while i < plain.len() {
@@ -252,6 +253,7 @@ fn write_sparse(f: &std::fs::File, plain: &[u8], offset: u64) -> std::io::Result
             (false, None) => run = Some(i),
             (true, Some(start)) => {
                 f.write_all_at(&plain[start..i], offset + start as u64)?;
+                wrote = true;
                 run = None;
             }
             _ => {}
@@ -260,8 +262,9 @@ fn write_sparse(f: &std::fs::File, plain: &[u8], offset: u64) -> std::io::Result
     }
     if let Some(start) = run {
         f.write_all_at(&plain[start..], offset + start as u64)?;
+        wrote = true;
     }
-    Ok(())
+    Ok(wrote)
 }
 
 /// Opens every blob of a span read from `start` of pack `name`.
