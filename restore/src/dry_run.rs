@@ -95,8 +95,12 @@ pub(crate) fn dry_run(
     }
     if let (true, Some(t)) = (opts.delete, &target) {
         let extras = crate::extras::find(t, complete, &children_by_dir(entries), &opts.excludes)?;
-        stats.deleted = extras.len() as u64;
-        for x in extras {
+        stats.deleted = extras.found.len() as u64;
+        for rel in &extras.other_fs {
+            let warning = crate::extras::left_on_other_fs(&t.display(rel));
+            stats.warnings.push(warning);
+        }
+        for x in extras.found {
             stats.planned.push(Planned {
                 action: "delete",
                 path: shown(&x.rel),

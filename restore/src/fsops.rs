@@ -101,6 +101,12 @@ impl Target {
         self.path.join(rel)
     }
 
+    /// The file system the target is on (its device number).
+    pub(crate) fn device(&self) -> Result<u64> {
+        let st = rustix::fs::fstat(&self.fd).map_err(|e| io(&self.path)(e.into()))?;
+        Ok(st.st_dev)
+    }
+
     /// An I/O error at `rel`, named by its full path.
     pub(crate) fn io_error(&self, rel: &Path, e: std::io::Error) -> Error {
         io(&self.display(rel))(e)

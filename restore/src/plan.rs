@@ -130,7 +130,13 @@ pub fn restore(
             wanted.as_ref().unwrap_or(&HashMap::new()),
             &opts.excludes,
         )?;
-        stats.deleted = crate::extras::remove(&target, &extras)?;
+        let removed = crate::extras::remove(&target, &extras.found)?;
+        stats.deleted = removed.count;
+        for rel in extras.other_fs.iter().chain(&removed.other_fs) {
+            stats
+                .warnings
+                .push(crate::extras::left_on_other_fs(&target.display(rel)));
+        }
     }
     drvault_repo::failpoint::hit_blocking("restore.after-dirs");
     let kept = std::sync::atomic::AtomicU64::new(0);

@@ -14,6 +14,7 @@ mod docs;
 mod drills;
 mod faults;
 mod fleet;
+mod fs_snapshot;
 mod fuzz_corpus;
 mod georedundant;
 mod host_keys;

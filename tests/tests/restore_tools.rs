@@ -521,3 +521,91 @@ fn a_rerun_removes_what_a_killed_restore_left_under_temporary_names() {
     assert!(!dead.exists(), "a dead restore's temporary file is removed");
     assert!(live.exists(), "a running restore's is left alone");
 }
+
+/// A tmpfs mounted on a directory, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path) -> Tmpfs {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount a tmpfs on {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `--delete` removes what the snapshot lacks on the target's file system only: a file system
+/// mounted on a directory the snapshot has empty (as a backup with --one-file-system stores a mount
+/// point), or below an extra directory, keeps everything, and the restore says so. Before, the
+/// first was emptied and the second emptied, then the restore failed on the busy mount point.
+#[test]
+fn delete_leaves_file_systems_mounted_in_the_target_alone() {
+    if !drvault_tests::is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("data")).unwrap();
+    fs::write(src.join("a"), b"a\n").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let t = env.path("t");
+    let ts = t.to_str().unwrap();
+    env.ok(&["restore", "latest", "--target", ts]);
+    let got = restored(&t, &src);
+    fs::create_dir_all(got.join("extra/mnt")).unwrap();
+    fs::write(got.join("extra/file"), b"x").unwrap();
+    let _data = Tmpfs::mount(&got.join("data"));
+    let _inner = Tmpfs::mount(&got.join("extra/mnt"));
+    fs::write(got.join("data/precious"), b"p").unwrap();
+    fs::write(got.join("extra/mnt/precious"), b"p").unwrap();
+    fs::write(got.join("a"), b"edited\n").unwrap();
+
+    let warned = |v: &serde_json::Value, rel: &str| {
+        v["warnings"].as_array().unwrap().iter().any(|w| {
+            let w = w.as_str().unwrap();
+            w.contains(&format!("{}{rel}:", got.display())) && w.contains("file system")
+        })
+    };
+    let dry = env.ok(&[
+        "--json",
+        "restore",
+        "latest",
+        "--target",
+        ts,
+        "--delete",
+        "--dry-run",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    assert!(warned(&v, "/data"), "{v}");
+    let planned: Vec<&str> = v["planned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["action"] == "delete")
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(planned, [format!("{}/extra", got.display())], "{v}");
+
+    let out = env.ok(&["--json", "restore", "latest", "--target", ts, "--delete"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(warned(&v, "/data") && warned(&v, "/extra/mnt"), "{v}");
+    assert_eq!(fs::read(got.join("data/precious")).unwrap(), b"p");
+    assert_eq!(fs::read(got.join("extra/mnt/precious")).unwrap(), b"p");
+    assert!(
+        !got.join("extra/file").exists(),
+        "an extra on the target's file system goes"
+    );
+    assert_eq!(fs::read(got.join("a")).unwrap(), b"a\n");
+    assert_eq!(v["deleted"], 1, "{v}");
+}

@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use drvault_repo::format::{BlobKind, Node, NodeKind, Tree};
 use drvault_repo::{Id, Repository};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 use tokio::runtime::Handle;
 
@@ -269,6 +270,19 @@ impl SnapshotFs {
         })
     }
 
+    /// A directory's entries with their attributes, "." and ".." first.
+    fn listing(&self, ino: u64) -> Result<Vec<(u64, FileAttr, Vec<u8>)>, Errno> {
+        let children = self.children(ino)?;
+        let own = self.attr(ino)?;
+        let mut entries = Vec::with_capacity(children.len() + 2);
+        entries.push((ino, own, b".".to_vec()));
+        entries.push((ino, own, b"..".to_vec()));
+        for (name, child) in children.iter() {
+            entries.push((*child, self.attr(*child)?, name.clone()));
+        }
+        Ok(entries)
+    }
+
     fn node(&self, ino: u64) -> Result<Arc<Node>, Errno> {
         let inodes = self.inodes.lock().map_err(|_| Errno::EIO)?;
         match &inodes
@@ -466,8 +480,9 @@ impl Filesystem for SnapshotFs {
         _lock_owner: LockOwner,
         reply: fuser::ReplyEmpty,
     ) {
-        // Nothing is ever written: closing has nothing to flush.
-        reply.ok();
+        // Nothing is ever written: closing has nothing to flush. ENOSYS tells the kernel so,
+        // and it stops sending a flush at every close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -486,6 +501,19 @@ impl Filesystem for SnapshotFs {
         reply.ok();
     }
 
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Attributes with each listed entry (no lookup per file after a listing), lookups in
+        // one directory in parallel, symlink targets cached: each only where the kernel has it.
+        for wanted in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
+            let _ = config.add_capabilities(wanted);
+        }
+        Ok(())
+    }
+
     fn readdir(
         &self,
         _req: &Request,
@@ -494,38 +522,45 @@ impl Filesystem for SnapshotFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let children = match self.children(ino.0) {
-            Ok(c) => c,
+        let entries = match self.listing(ino.0) {
+            Ok(e) => e,
             Err(e) => return reply.error(e),
         };
-        let kinds: Vec<FileType> = {
-            let Ok(inodes) = self.inodes.lock() else {
-                return reply.error(Errno::EIO);
-            };
-            children
-                .iter()
-                .map(
-                    |(_, c)| match inodes.get(*c as usize - 1).map(|i| &i.kind) {
-                        Some(Kind::Virtual(_)) => FileType::Directory,
-                        Some(Kind::Link(_)) => FileType::Symlink,
-                        Some(Kind::Entry { node, .. }) => file_type(node.kind),
-                        None => FileType::RegularFile,
-                    },
-                )
-                .collect()
+        for (i, (child, attr, name)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(
+                INodeNo(*child),
+                i as u64 + 1,
+                attr.kind,
+                OsStr::from_bytes(name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.listing(ino.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
         };
-        let dots = [
-            (ino.0, FileType::Directory, b".".as_slice()),
-            (ino.0, FileType::Directory, b"..".as_slice()),
-        ];
-        let entries = dots.into_iter().chain(
-            children
-                .iter()
-                .zip(kinds)
-                .map(|((name, child), kind)| (*child, kind, name.as_slice())),
-        );
-        for (i, (child, kind, name)) in entries.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(child), i as u64 + 1, kind, OsStr::from_bytes(name)) {
+        for (i, (child, attr, name)) in entries.iter().enumerate().skip(offset as usize) {
+            let name = OsStr::from_bytes(name);
+            if reply.add(
+                INodeNo(*child),
+                i as u64 + 1,
+                name,
+                &TTL,
+                attr,
+                Generation(0),
+            ) {
                 break;
             }
         }
