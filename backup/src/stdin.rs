@@ -10,6 +10,7 @@
 
 use std::ffi::OsString;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -99,9 +100,9 @@ pub(crate) fn run(
         work.repo.clone(),
         work.rt.handle().clone(),
         crate::workers(),
-        cancel,
+        cancel.clone(),
     )?;
-    let stored = store_stream(&pipeline, &work.repo, source);
+    let stored = store_stream(&pipeline, &work.repo, source, &cancel);
     let (content, size) = match stored {
         Ok(done) => done,
         // What was uploaded is indexed (a storage failure is reported in preference to its
@@ -156,11 +157,14 @@ pub(crate) fn run(
 }
 
 /// Chunks and stores the stream; returns its content and length. A command is waited for,
-/// and its failure (exit status, signal) is the backup's failure.
+/// and its failure (exit status, signal) is the backup's failure. It runs in a process group of
+/// its own, which a stop request or a failed store ends whole: a shell's pipeline, a dump
+/// tool's helpers, also while the command writes nothing.
 fn store_stream(
     pipeline: &Pipeline,
     repo: &Repository,
     source: &StreamSource,
+    cancel: &Cancel,
 ) -> Result<(Vec<Id>, u64)> {
     match source {
         StreamSource::Stdin => store_reader(pipeline, repo, std::io::stdin().lock()),
@@ -171,6 +175,7 @@ fn store_stream(
             let shown = shown(argv);
             let mut cmd = Command::new(program);
             cmd.args(args)
+                .process_group(0)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 // Its messages are drvault's log: the terminal, or the agent's journal.
@@ -188,15 +193,21 @@ fn store_stream(
                 .stdout
                 .take()
                 .ok_or_else(|| Error::Internal(format!("{shown}: no standard output pipe")))?;
-            let stored = store_reader(pipeline, repo, stdout);
-            if stored.is_err() {
+            let group = rustix::process::Pid::from_child(&child);
+            let stored = {
+                let _watch = StopWatch::start(group, cancel.clone());
+                store_reader(pipeline, repo, stdout)
+            };
+            // The group leader is not reaped yet, so the group ID cannot have been reused.
+            if stored.is_err() || cancel.is_cancelled() {
                 // Stopped, or the repository failed: the command's output is no longer read.
-                let _ = child.kill();
+                kill_group(group, rustix::process::Signal::KILL);
             }
             let status = child
                 .wait()
                 .map_err(|e| Error::Source(format!("cannot wait for {shown}: {e}")))?;
             let stored = stored?;
+            pipeline.check_cancelled()?;
             if !status.success() {
                 return Err(Error::Source(format!(
                     "{shown} {}; no snapshot was made (what it wrote before is stored and \
@@ -205,6 +216,53 @@ fn store_stream(
                 )));
             }
             Ok(stored)
+        }
+    }
+}
+
+fn kill_group(group: rustix::process::Pid, signal: rustix::process::Signal) {
+    let _ = rustix::process::kill_process_group(group, signal);
+}
+
+/// While a command's output is read: on a stop request, asks the command's process group to
+/// end (SIGTERM), and ends it (SIGKILL) if it is still there after a grace period. Reading may
+/// be blocked on a command that writes nothing for minutes (a base backup waiting for a
+/// checkpoint), so the request cannot wait for the next chunk.
+struct StopWatch {
+    done: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StopWatch {
+    const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn start(group: rustix::process::Pid, cancel: Cancel) -> StopWatch {
+        use std::sync::mpsc::RecvTimeoutError::Timeout;
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while let Err(Timeout) = finished.recv_timeout(Self::POLL) {
+                if cancel.is_cancelled() {
+                    kill_group(group, rustix::process::Signal::TERM);
+                    if let Err(Timeout) = finished.recv_timeout(Self::GRACE) {
+                        kill_group(group, rustix::process::Signal::KILL);
+                    }
+                    return;
+                }
+            }
+        });
+        StopWatch {
+            done: Some(done),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for StopWatch {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -95,11 +95,13 @@ pub(crate) fn dry_run(
     }
     if let (true, Some(t)) = (opts.delete, &target) {
         let extras = crate::extras::find(t, complete, &children_by_dir(entries), &opts.excludes)?;
-        stats.deleted = extras.found.len() as u64;
-        for rel in &extras.other_fs {
-            let warning = crate::extras::left_on_other_fs(&t.display(rel));
+        let would = crate::extras::remove(t, &extras.found, true)?;
+        stats.deleted = would.count;
+        for rel in &extras.other_mounts {
+            let warning = crate::extras::left_on_other_mount(&t.display(rel));
             stats.warnings.push(warning);
         }
+        stats.warnings.extend(would.warnings);
         for x in extras.found {
             stats.planned.push(Planned {
                 action: "delete",

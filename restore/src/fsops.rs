@@ -101,10 +101,9 @@ impl Target {
         self.path.join(rel)
     }
 
-    /// The file system the target is on (its device number).
-    pub(crate) fn device(&self) -> Result<u64> {
-        let st = rustix::fs::fstat(&self.fd).map_err(|e| io(&self.path)(e.into()))?;
-        Ok(st.st_dev)
+    /// The target directory itself (opened with `O_PATH`).
+    pub(crate) fn root(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// An I/O error at `rel`, named by its full path.

@@ -63,7 +63,8 @@ pub struct RestoreStats {
     /// Files (and hard links to them) that could not be restored: none of them is left under
     /// its name. Empty on success; a restore with damage returns [`crate::Error::Damaged`].
     pub damaged: Vec<DamagedFile>,
-    /// Entries `--delete` removed from the target (a directory with what it held).
+    /// Entries `--delete` removed from the target (a directory with what it held); with
+    /// `dry_run`, would remove.
     pub deleted: u64,
     /// With `dry_run`: what would be done, path by path.
     pub planned: Vec<Planned>,

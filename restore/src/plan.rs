@@ -122,7 +122,7 @@ pub fn restore(
     // directories' times set at the end are the snapshot's.
     // What a killed restore left under temporary names goes, whether or not --delete was given.
     let stale = crate::extras::stale_temps(&target, &complete)?;
-    crate::extras::remove(&target, &stale)?;
+    crate::extras::remove_stale(&target, &stale)?;
     if opts.delete {
         let extras = crate::extras::find(
             &target,
@@ -130,13 +130,13 @@ pub fn restore(
             wanted.as_ref().unwrap_or(&HashMap::new()),
             &opts.excludes,
         )?;
-        let removed = crate::extras::remove(&target, &extras.found)?;
+        let removed = crate::extras::remove(&target, &extras.found, false)?;
         stats.deleted = removed.count;
-        for rel in extras.other_fs.iter().chain(&removed.other_fs) {
-            stats
-                .warnings
-                .push(crate::extras::left_on_other_fs(&target.display(rel)));
+        for rel in &extras.other_mounts {
+            let warning = crate::extras::left_on_other_mount(&target.display(rel));
+            stats.warnings.push(warning);
         }
+        stats.warnings.extend(removed.warnings);
     }
     drvault_repo::failpoint::hit_blocking("restore.after-dirs");
     let kept = std::sync::atomic::AtomicU64::new(0);

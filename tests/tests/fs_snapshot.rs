@@ -109,6 +109,23 @@ fn rounds(ledger: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// What a failed assertion must not leave running on the volume: the agent (its hooks take
+/// snapshots every two seconds) and the writer. Dropped before the volume is unmounted.
+struct Running {
+    agent: Option<std::process::Child>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+    }
+}
+
 #[test]
 fn the_btrfs_snapshot_recipe_backs_up_one_moment_and_releases_the_snapshot() {
     let env = Env::new();
@@ -163,7 +180,10 @@ after = ["btrfs subvolume delete {broken_snap}"]
         ),
     )
     .unwrap();
-    let mut agent = start_agent(&env, &config, None);
+    let mut running = Running {
+        agent: Some(start_agent(&env, &config, None)),
+        stop: stop.clone(),
+    };
     let runs = |job: &str| -> Vec<serde_json::Value> {
         let out = env.ok(&["jobs", "--json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -190,6 +210,7 @@ after = ["btrfs subvolume delete {broken_snap}"]
                 .any(|r| r["result"] == "success" && r["bytes_read"] == 0)
         },
     );
+    let mut agent = running.agent.take().unwrap();
     signal(&agent, "TERM");
     wait_exit(&mut agent, Duration::from_secs(60));
 

@@ -132,6 +132,83 @@ fn a_failing_command_leaves_no_snapshot_and_its_uploads_serve_the_next_run() {
     assert_eq!(env.snapshots_json().len(), 1);
 }
 
+/// Whether process `pid` has ended (gone, or a zombie waiting for its parent).
+fn ended(pid: &str) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A stop request (Ctrl-C, SIGTERM, the agent's shutdown) during a backup of a command's output
+/// ends the command and everything it started, also while it writes nothing, and leaves no
+/// snapshot. Before, drvault waited for the command's next output to notice the request, and
+/// then killed the command only, leaving what it had started running.
+#[test]
+fn a_stop_request_ends_the_command_and_what_it_started() {
+    let env = Env::new();
+    env.init();
+    let pid_file = env.path("helper.pid");
+    let script = format!(
+        "sleep 600 & echo $! > {p}; echo started; sleep 600",
+        p = pid_file.display()
+    );
+    let mut backup = env
+        .cmd()
+        .args(["backup", "--stdin-from-command", "--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let helper = loop {
+        let pid = fs::read_to_string(&pid_file).unwrap_or_default();
+        if pid.ends_with('\n') {
+            break pid.trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "the command did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Reading the stream: the command has written its line and now writes nothing.
+    std::thread::sleep(Duration::from_millis(500));
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &backup.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = backup.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = backup.kill();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &helper])
+                .status();
+            panic!("drvault did not stop within 30 s of SIGTERM while the command wrote nothing");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut backup.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(code::INTERRUPTED), "{stderr}");
+    assert!(env.snapshots_json().is_empty(), "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ended(&helper) {
+        if Instant::now() >= deadline {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &helper])
+                .status();
+            panic!("the command's background process {helper} outlived the backup");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn stdin_is_stored_and_the_command_gets_no_secret() {
     let env = Env::new();

@@ -270,17 +270,31 @@ impl SnapshotFs {
         })
     }
 
-    /// A directory's entries with their attributes, "." and ".." first.
-    fn listing(&self, ino: u64) -> Result<Vec<(u64, FileAttr, Vec<u8>)>, Errno> {
+    /// A directory's entries from position `offset` on ("." and ".." first), each with its
+    /// attributes, handed to `add` until it returns true (the reply is full). Only what is sent
+    /// is built, so listing a huge directory page by page stays linear.
+    fn list_from(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, &FileAttr, &[u8], u64) -> bool,
+    ) -> Result<(), Errno> {
         let children = self.children(ino)?;
         let own = self.attr(ino)?;
-        let mut entries = Vec::with_capacity(children.len() + 2);
-        entries.push((ino, own, b".".to_vec()));
-        entries.push((ino, own, b"..".to_vec()));
-        for (name, child) in children.iter() {
-            entries.push((*child, self.attr(*child)?, name.clone()));
+        let dots: [&[u8]; 2] = [b".", b".."];
+        for (i, name) in dots.iter().enumerate().skip(offset as usize) {
+            if add(ino, &own, name, i as u64 + 1) {
+                return Ok(());
+            }
         }
-        Ok(entries)
+        let first = (offset as usize).saturating_sub(dots.len());
+        for (i, (name, child)) in children.iter().enumerate().skip(first) {
+            let attr = self.attr(*child)?;
+            if add(*child, &attr, name, (i + dots.len()) as u64 + 1) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn node(&self, ino: u64) -> Result<Arc<Node>, Errno> {
@@ -522,21 +536,13 @@ impl Filesystem for SnapshotFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.listing(ino.0) {
-            Ok(e) => e,
-            Err(e) => return reply.error(e),
-        };
-        for (i, (child, attr, name)) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(
-                INodeNo(*child),
-                i as u64 + 1,
-                attr.kind,
-                OsStr::from_bytes(name),
-            ) {
-                break;
-            }
+        let listed = self.list_from(ino.0, offset, |child, attr, name, next| {
+            reply.add(INodeNo(child), next, attr.kind, OsStr::from_bytes(name))
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        reply.ok();
     }
 
     fn readdirplus(
@@ -547,24 +553,14 @@ impl Filesystem for SnapshotFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.listing(ino.0) {
-            Ok(e) => e,
-            Err(e) => return reply.error(e),
-        };
-        for (i, (child, attr, name)) in entries.iter().enumerate().skip(offset as usize) {
+        let listed = self.list_from(ino.0, offset, |child, attr, name, next| {
             let name = OsStr::from_bytes(name);
-            if reply.add(
-                INodeNo(*child),
-                i as u64 + 1,
-                name,
-                &TTL,
-                attr,
-                Generation(0),
-            ) {
-                break;
-            }
+            reply.add(INodeNo(child), next, name, &TTL, attr, Generation(0))
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        reply.ok();
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
