@@ -264,6 +264,23 @@ impl Repository {
         Ok(())
     }
 
+    /// Writes the pending entries as index objects once a full object's worth is pending (else
+    /// nothing, and returns 0): a long backup neither holds an entry per blob until its end nor
+    /// leaves everything it uploaded unindexed should it be killed. Returns bytes written.
+    pub async fn flush_index_when_full(&self) -> Result<u64> {
+        let pending: usize = self
+            .pending
+            .lock()
+            .map_err(|_| Error::Internal("pending index lock poisoned".into()))?
+            .iter()
+            .map(|p| p.blobs.len())
+            .sum();
+        if pending < INDEX_ENTRIES_PER_OBJECT {
+            return Ok(0);
+        }
+        self.flush_index().await
+    }
+
     /// Writes index objects for every pack uploaded since the last flush. Returns bytes written.
     pub async fn flush_index(&self) -> Result<u64> {
         crate::failpoint::hit("index.before-flush").await;
