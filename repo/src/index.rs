@@ -135,6 +135,42 @@ impl Index {
         self.added.insert(entry.id, slot);
     }
 
+    /// Entries added by this process and not yet moved into the sorted part.
+    pub(crate) fn added_len(&self) -> usize {
+        self.added.len()
+    }
+
+    /// Moves the entries this process added into the sorted part, merging in place: 52 bytes
+    /// an entry there against 80 to 170 in the hash map (its slack and its doublings), which at
+    /// millions of new blobs is most of a first backup's memory. Positions change, so only a
+    /// process that holds none calls this (a backup; never maintenance, which works by
+    /// position). Does nothing on an index that was loaded but not sealed.
+    pub(crate) fn absorb_added(&mut self) {
+        if self.added.is_empty() || (self.fanout.is_empty() && !self.loaded.is_empty()) {
+            return;
+        }
+        let mut add: Vec<(Id, Slot)> = std::mem::take(&mut self.added).into_iter().collect();
+        add.sort_unstable_by_key(|(id, _)| *id);
+        let old = self.loaded.len();
+        self.loaded.reserve_exact(add.len());
+        self.loaded.extend_from_slice(&add);
+        // From the back: the larger of the two remaining tails goes last. On equal IDs the
+        // added entry goes after the loaded one, so a blob's first position stays the loaded.
+        let (mut i, mut j) = (old, add.len());
+        let mut k = old + add.len();
+        while j > 0 {
+            k -= 1;
+            if i > 0 && self.loaded[i - 1].0 > add[j - 1].0 {
+                self.loaded[k] = self.loaded[i - 1];
+                i -= 1;
+            } else {
+                self.loaded[k] = add[j - 1];
+                j -= 1;
+            }
+        }
+        self.build_fanout();
+    }
+
     /// Drops every entry in one of `packs`; returns how many.
     pub(crate) fn drop_packs(&mut self, packs: &IdSet) -> usize {
         let numbers: std::collections::HashSet<u32> = packs
@@ -296,6 +332,28 @@ mod tests {
             assert!(index.get(&id(n)).is_none());
             assert!(index.first_position(&id(n)).is_none());
         }
+        // Entries added since, absorbed into the sorted part: every lookup still answers,
+        // and the part stays sorted with each blob's copies adjacent, loaded copy first.
+        let mut absorbed = Index::default();
+        for n in 0..20_000 {
+            absorbed.load(a, entry(n * 2));
+        }
+        absorbed.seal();
+        for n in 0..20_000 {
+            absorbed.insert(b, entry(n * 2 + 1));
+        }
+        absorbed.insert(b, entry(10));
+        assert_eq!(absorbed.added_len(), 20_001);
+        absorbed.absorb_added();
+        assert_eq!(absorbed.added_len(), 0);
+        assert_eq!(absorbed.positions(), 40_001);
+        assert!(absorbed.loaded.windows(2).all(|w| w[0].0 <= w[1].0));
+        for n in 0..40_000 {
+            assert_eq!(absorbed.get(&id(n)).unwrap().offset, n, "{n}");
+        }
+        let first = absorbed.first_position(&id(10)).unwrap();
+        assert_eq!(absorbed.pack(absorbed.loaded[first].1.pack), a);
+        assert_eq!(absorbed.pack(absorbed.loaded[first + 1].1.pack), b);
         let mut gone = IdSet::default();
         gone.insert(a);
         index.drop_packs(&gone);

@@ -266,7 +266,9 @@ impl Repository {
 
     /// Writes the pending entries as index objects once a full object's worth is pending (else
     /// nothing, and returns 0): a long backup neither holds an entry per blob until its end nor
-    /// leaves everything it uploaded unindexed should it be killed. Returns bytes written.
+    /// leaves everything it uploaded unindexed should it be killed. Returns bytes written. For a
+    /// backup's pipeline only: it also moves the in-memory index's new entries into its sorted
+    /// part, which renumbers positions.
     pub async fn flush_index_when_full(&self) -> Result<u64> {
         let pending: usize = self
             .pending
@@ -275,10 +277,21 @@ impl Repository {
             .iter()
             .map(|p| p.blobs.len())
             .sum();
-        if pending < INDEX_ENTRIES_PER_OBJECT {
-            return Ok(0);
+        let written = if pending < INDEX_ENTRIES_PER_OBJECT {
+            0
+        } else {
+            self.flush_index().await?
+        };
+        // Only a backup calls this (maintenance works by index position, which this moves):
+        // its new entries join the sorted part once they are a quarter of it.
+        let mut idx = self
+            .index
+            .write()
+            .map_err(|_| Error::Internal("index lock poisoned".into()))?;
+        if idx.added_len() >= INDEX_ENTRIES_PER_OBJECT.max(idx.positions() / 4) {
+            idx.absorb_added();
         }
-        self.flush_index().await
+        Ok(written)
     }
 
     /// Writes index objects for every pack uploaded since the last flush. Returns bytes written.
