@@ -335,16 +335,18 @@ async fn upload_stage(
         }
         Ok::<u64, Error>(bytes)
     };
-    while let Some(pack) = rx.recv().await {
-        while running.len() >= in_flight {
-            if let Some(r) = running.join_next().await {
+    loop {
+        // An upload that ends is reaped (and the index written if due) at once, not when the
+        // next pack comes: that may be the last one, at the end of the run.
+        let pack = tokio::select! {
+            Some(r) = running.join_next(), if !running.is_empty() => {
                 total += done(r)?;
+                total += repo.flush_index_when_full().await?;
+                continue;
             }
-        }
-        while let Some(r) = running.try_join_next() {
-            total += done(r)?;
-        }
-        total += repo.flush_index_when_full().await?;
+            pack = rx.recv(), if running.len() < in_flight => pack,
+        };
+        let Some(pack) = pack else { break };
         let repo = repo.clone();
         running.spawn(async move {
             let ids: Vec<Id> = pack.entries.iter().map(|e| e.id).collect();

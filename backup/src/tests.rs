@@ -242,7 +242,7 @@ fn a_long_run_indexes_as_it_goes_and_forgets_what_is_uploaded() {
         drvault_repo::cancel::Cancel::new(),
     )
     .unwrap();
-    let blobs = drvault_repo::index::INDEX_ENTRIES_PER_OBJECT + 30_000;
+    let blobs = 2 * drvault_repo::index::INDEX_ENTRIES_PER_OBJECT;
     // Distinct, and not very compressible: a 1 MiB pack fills every ten thousand blobs or so.
     let data = |n: usize| {
         let mut x = n as u64;
@@ -261,7 +261,7 @@ fn a_long_run_indexes_as_it_goes_and_forgets_what_is_uploaded() {
     for n in 0..blobs {
         ids.push(pipeline.add(BlobKind::Data, data(n).as_bytes()).unwrap());
     }
-    // The uploads finish in the background: the first index object follows the pack that
+    // The uploads finish in the background: the first index object follows the upload that
     // brought the pending entries to a full object's worth.
     let store = repo.store().clone();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

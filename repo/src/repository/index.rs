@@ -282,15 +282,28 @@ impl Repository {
         } else {
             self.flush_index().await?
         };
-        // Only a backup calls this (maintenance works by index position, which this moves):
+        // Only while a backup runs (maintenance works by index position, which this moves):
         // its new entries join the sorted part once they are a quarter of it.
+        let backing_up = self
+            .backup_liveness
+            .lock()
+            .map_err(|_| Error::Internal("session lock poisoned".into()))?
+            .is_some();
+        let due = {
+            let idx = self
+                .index
+                .read()
+                .map_err(|_| Error::Internal("index lock poisoned".into()))?;
+            idx.added_len() >= INDEX_ENTRIES_PER_OBJECT.max(idx.positions() / 4)
+        };
+        if !backing_up || !due {
+            return Ok(written);
+        }
         let mut idx = self
             .index
             .write()
             .map_err(|_| Error::Internal("index lock poisoned".into()))?;
-        if idx.added_len() >= INDEX_ENTRIES_PER_OBJECT.max(idx.positions() / 4) {
-            idx.absorb_added();
-        }
+        idx.absorb_added();
         Ok(written)
     }
 
