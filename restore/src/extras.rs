@@ -284,7 +284,12 @@ impl Removal<'_> {
         let is_dir = rustix::fs::FileType::from_raw_mode(u32::from(st.stx_mode))
             == rustix::fs::FileType::Directory;
         if !is_dir {
-            // Only a dry run gets here with anything but a directory.
+            if !self.dry_run {
+                // Unlinking it was refused (EPERM: an immutable file, another user's file in a
+                // sticky directory): it stays, and is not counted as gone.
+                self.failed(rel, Errno::PERM);
+                return false;
+            }
             self.done.count += 1;
             return true;
         }

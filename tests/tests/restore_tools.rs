@@ -628,3 +628,44 @@ fn delete_leaves_file_systems_mounted_in_the_target_alone() {
     assert_eq!(fs::read(got.join("a")).unwrap(), b"a\n");
     assert_eq!(v["deleted"], 1, "{v}");
 }
+
+/// An extra `--delete` is refused to remove (an immutable file) stays, is named in a warning and
+/// is not counted as deleted; the restore still succeeds. Before, it was counted as gone.
+#[test]
+fn delete_reports_what_it_could_not_remove() {
+    if !drvault_tests::is_root() {
+        eprintln!("skipped: chattr +i needs root");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a\n").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let t = env.path("t");
+    let ts = t.to_str().unwrap();
+    env.ok(&["restore", "latest", "--target", ts]);
+    let got = restored(&t, &src);
+    let stuck = got.join("stuck");
+    fs::write(&stuck, b"x").unwrap();
+    let immutable = |flag: &str| Command::new("chattr").arg(flag).arg(&stuck).status();
+    if !immutable("+i").is_ok_and(|s| s.success()) {
+        eprintln!("skipped: this file system has no immutable flag");
+        return;
+    }
+    let out = env.run(&["--json", "restore", "latest", "--target", ts, "--delete"]);
+    immutable("-i").unwrap();
+    assert!(out.status.success(), "{}", drvault_tests::text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["deleted"], 0, "{v}");
+    let warned = v["warnings"].as_array().unwrap().iter().any(|w| {
+        let w = w.as_str().unwrap();
+        w.starts_with(&format!(
+            "{}: --delete could not remove it",
+            stuck.display()
+        ))
+    });
+    assert!(warned, "{v}");
+    assert!(stuck.exists());
+}
