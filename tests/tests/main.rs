@@ -10,6 +10,7 @@ mod closed_output;
 mod conformance;
 mod database_recipes;
 mod debian_package;
+mod delete_safety;
 mod docs;
 mod drills;
 mod faults;
